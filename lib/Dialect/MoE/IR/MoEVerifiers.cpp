@@ -1,0 +1,527 @@
+//===- MoEVerifiers.cpp - shape, type and attribute checks of moe ops -----===//
+//
+// Every message names what was expected and what was found, so a layer that
+// the front end or a user wrote wrongly is diagnosed at its op.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/IR/TypeUtilities.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+/// A shaped operand or result with the name used in diagnostics.
+struct Named {
+  StringRef name;
+  RankedTensorType type;
+  Named(StringRef name, Value v)
+      : name(name), type(cast<RankedTensorType>(v.getType())) {}
+  int64_t dim(unsigned i) const { return type.getShape()[i]; }
+  int64_t rank() const { return type.getRank(); }
+};
+} // namespace
+
+static std::string dimStr(int64_t d) {
+  return ShapedType::isDynamic(d) ? std::string("?") : std::to_string(d);
+}
+
+static LogicalResult expectRank(Operation *op, const Named &v, int64_t rank) {
+  if (v.rank() == rank)
+    return success();
+  return op->emitOpError() << "expects " << v.name << " of rank " << rank
+                           << ", got rank " << v.rank();
+}
+
+/// Dims may be dynamic; two static ones must agree.
+static LogicalResult expectDim(Operation *op, const Named &a, unsigned ad,
+                               const Named &b, unsigned bd) {
+  int64_t x = a.dim(ad), y = b.dim(bd);
+  if (ShapedType::isDynamic(x) || ShapedType::isDynamic(y) || x == y)
+    return success();
+  return op->emitOpError() << "expects " << a.name << " dim " << ad << " ("
+                           << x << ") to match " << b.name << " dim " << bd
+                           << " (" << y << ")";
+}
+
+static LogicalResult expectDimEquals(Operation *op, const Named &a, unsigned ad,
+                                     int64_t expected, StringRef what) {
+  int64_t x = a.dim(ad);
+  if (ShapedType::isDynamic(x) || x == expected)
+    return success();
+  return op->emitOpError() << "expects " << a.name << " dim " << ad << " ("
+                           << x << ") to equal " << what << " (" << expected
+                           << ")";
+}
+
+static LogicalResult expectStaticDim(Operation *op, const Named &a, unsigned ad,
+                                     StringRef what) {
+  if (!ShapedType::isDynamic(a.dim(ad)))
+    return success();
+  return op->emitOpError() << "expects a static " << what << " (" << a.name
+                           << " dim " << ad << ")";
+}
+
+static LogicalResult expectSameShape(Operation *op, const Named &a,
+                                     const Named &b) {
+  if (succeeded(verifyCompatibleShape(a.type, b.type)))
+    return success();
+  return op->emitOpError() << "expects " << a.name << " shape "
+                           << a.type.getShape() << " to match " << b.name
+                           << " shape " << b.type.getShape();
+}
+
+/// DPS ops: each result has exactly the type of its init.
+static LogicalResult expectResultMatchesInit(Operation *op, Value result,
+                                             Value init) {
+  if (result.getType() == init.getType())
+    return success();
+  return op->emitOpError() << "expects result type " << result.getType()
+                           << " to match init type " << init.getType();
+}
+
+/// All weights of one FFN share an element type (one kernel variant).
+static LogicalResult expectSameElementType(Operation *op,
+                                           ArrayRef<Named> weights) {
+  Type first = weights.front().type.getElementType();
+  for (const Named &w : weights.drop_front())
+    if (w.type.getElementType() != first)
+      return op->emitOpError()
+             << "expects " << w.name << " element type ("
+             << w.type.getElementType() << ") to match "
+             << weights.front().name << " element type (" << first << ")";
+  return success();
+}
+
+static LogicalResult verifyUpProjection(Operation *op, Activation act,
+                                        bool hasUp) {
+  if (isGatedActivation(act) && !hasUp)
+    return op->emitOpError() << "expects the up projection w3 for gated "
+                                "activation "
+                             << stringifyActivation(act);
+  if (!isGatedActivation(act) && hasUp)
+    return op->emitOpError()
+           << "expects no up projection w3 for activation "
+           << stringifyActivation(act);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Projections
+//===----------------------------------------------------------------------===//
+
+LogicalResult LinearOp::verify() {
+  Operation *op = getOperation();
+  Named x("input", getInput()), w("weight", getWeight()), init("init", getInit());
+  if (failed(expectRank(op, x, 2)) || failed(expectRank(op, w, 2)) ||
+      failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(expectDim(op, w, 1, x, 1)) || failed(expectDim(op, init, 0, x, 0)) ||
+      failed(expectDim(op, init, 1, w, 0)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+//===----------------------------------------------------------------------===//
+// Routing and selection
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouteOp::verify() {
+  Operation *op = getOperation();
+  Named logits("logits", getLogits()), weights("weights", getWeights()),
+      ids("ids", getIds());
+  if (failed(expectRank(op, logits, 2)) || failed(expectRank(op, weights, 2)) ||
+      failed(expectRank(op, ids, 2)))
+    return failure();
+  if (failed(expectStaticDim(op, logits, 1, "expert count")) ||
+      failed(expectStaticDim(op, weights, 1, "number of choices")))
+    return failure();
+  if (failed(expectDim(op, weights, 0, logits, 0)) ||
+      failed(expectSameShape(op, ids, weights)))
+    return failure();
+
+  int64_t experts = logits.dim(1), k = getTopK(), choices = weights.dim(1);
+  if (k > experts)
+    return emitOpError() << "expects top_k (" << k << ") <= experts ("
+                         << experts << ")";
+  int64_t maxChoices = std::min(2 * k, experts);
+  if (choices < k || choices > maxChoices)
+    return emitOpError() << "expects the number of choices (" << choices
+                         << ") in [top_k, min(2*top_k, experts)] = [" << k
+                         << ", " << maxChoices << "]";
+
+  if (getBias()) {
+    Named bias("bias", getBias());
+    if (failed(expectRank(op, bias, 1)) ||
+        failed(expectDimEquals(op, bias, 0, experts, "experts")))
+      return failure();
+  }
+  if (static_cast<bool>(getNoiseLogits()) != static_cast<bool>(getSeed()))
+    return emitOpError("expects noise_logits and seed together");
+  if (getNoiseLogits()) {
+    Named noise("noise_logits", getNoiseLogits());
+    if (failed(expectSameShape(op, noise, logits)))
+      return failure();
+  }
+
+  double scaling = getScaling().convertToDouble();
+  if (!(scaling > 0.0) || !std::isfinite(scaling))
+    return emitOpError() << "expects a positive finite scaling, got "
+                         << scaling;
+
+  int64_t groups = getGroups(), keep = getTopkGroups();
+  if (groups < 1)
+    return emitOpError() << "expects groups >= 1, got " << groups;
+  if (experts % groups != 0)
+    return emitOpError() << "expects experts (" << experts
+                         << ") divisible by groups (" << groups << ")";
+  if (keep < 1 || keep > groups)
+    return emitOpError() << "expects topk_groups (" << keep
+                         << ") in [1, groups] = [1, " << groups << "]";
+  int64_t groupSize = experts / groups;
+  if (k > keep * groupSize)
+    return emitOpError() << "expects top_k (" << k
+                         << ") <= experts in the kept groups (" << keep
+                         << " x " << groupSize << " = " << keep * groupSize
+                         << ")";
+  if (groups > 1 && getGroupScore() == GroupScore::top2_sum && groupSize < 2)
+    return emitOpError() << "expects at least 2 experts per group for "
+                            "group_score top2_sum, got "
+                         << groupSize;
+  return success();
+}
+
+LogicalResult TopKOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), values("values init", getValuesInit()),
+      indices("indices init", getIndicesInit());
+  if (in.rank() < 1)
+    return emitOpError("expects input of rank >= 1, got rank 0");
+  if (failed(expectRank(op, values, in.rank())) ||
+      failed(expectSameShape(op, indices, values)))
+    return failure();
+  unsigned last = in.rank() - 1;
+  for (unsigned d = 0; d < last; ++d)
+    if (failed(expectDim(op, values, d, in, d)))
+      return failure();
+  if (failed(expectStaticDim(op, values, last, "k")))
+    return failure();
+  int64_t k = values.dim(last), n = in.dim(last);
+  if (k < 1)
+    return emitOpError() << "expects k >= 1, got " << k;
+  if (!ShapedType::isDynamic(n) && k > n)
+    return emitOpError() << "expects k (" << k
+                         << ") <= input size along the last axis (" << n << ")";
+  if (failed(expectResultMatchesInit(op, getValues(), getValuesInit())))
+    return failure();
+  return expectResultMatchesInit(op, getIndices(), getIndicesInit());
+}
+
+LogicalResult ProductKeyTopKOp::verify() {
+  Operation *op = getOperation();
+  Named q("query", getQuery()), k1("keys1", getKeys1()), k2("keys2", getKeys2()),
+      w("weights init", getWeightsInit()), ids("ids init", getIdsInit());
+  if (failed(expectRank(op, q, 2)) || failed(expectRank(op, k1, 2)) ||
+      failed(expectRank(op, k2, 2)) || failed(expectRank(op, w, 3)))
+    return failure();
+  if (failed(expectStaticDim(op, k1, 0, "sub-key count")) ||
+      failed(expectStaticDim(op, k1, 1, "sub-key width")) ||
+      failed(expectStaticDim(op, q, 1, "query width")))
+    return failure();
+  if (failed(expectSameShape(op, k2, k1)))
+    return failure();
+  if (k1.type.getElementType() != k2.type.getElementType())
+    return emitOpError() << "expects keys2 element type ("
+                         << k2.type.getElementType()
+                         << ") to match keys1 element type ("
+                         << k1.type.getElementType() << ")";
+  int64_t heads = getHeads(), n = k1.dim(0), keyDim = 2 * k1.dim(1);
+  if (q.dim(1) != heads * keyDim)
+    return emitOpError() << "expects query width (" << q.dim(1)
+                         << ") to equal heads (" << heads << ") x key_dim ("
+                         << keyDim << ")";
+  if (static_cast<int64_t>(getTopK()) > n * n)
+    return emitOpError() << "expects top_k (" << getTopK()
+                         << ") <= experts (n*n = " << n * n << ")";
+  if (failed(expectDim(op, w, 0, q, 0)) ||
+      failed(expectDimEquals(op, w, 1, heads, "heads")) ||
+      failed(expectDimEquals(op, w, 2, getTopK(), "top_k")) ||
+      failed(expectSameShape(op, ids, w)))
+    return failure();
+  if (failed(expectResultMatchesInit(op, getWeights(), getWeightsInit())))
+    return failure();
+  return expectResultMatchesInit(op, getIds(), getIdsInit());
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch
+//===----------------------------------------------------------------------===//
+
+LogicalResult DispatchPlanOp::verify() {
+  Operation *op = getOperation();
+  Named ids("ids", getIds()), weights("weights", getWeights()),
+      counts("counts", getCounts()), offsets("offsets", getOffsets()),
+      tokens("token_ids", getTokenIds()),
+      slotWeights("slot_weights", getSlotWeights());
+  if (failed(expectRank(op, ids, 2)) || failed(expectSameShape(op, weights, ids)))
+    return failure();
+  if (failed(expectStaticDim(op, ids, 1, "number of choices")))
+    return failure();
+  int64_t experts = getNumExperts(), k = getTopK(), choices = ids.dim(1);
+  if (k > experts)
+    return emitOpError() << "expects top_k (" << k << ") <= experts ("
+                         << experts << ")";
+
+  std::optional<double> factor;
+  if (auto f = getCapacityFactor())
+    factor = f->convertToDouble();
+  if (factor && (!(*factor > 0.0) || !std::isfinite(*factor)))
+    return emitOpError() << "expects a positive finite capacity factor, got "
+                         << *factor;
+  if (!factor && (getOverflow() != OverflowPolicy::drop ||
+                  getPriority() != DispatchPriority::token_order))
+    return emitOpError("expects a capacity factor when overflow or priority "
+                       "is set");
+
+  bool fallbacks = factor && getOverflow() == OverflowPolicy::next_choice;
+  if (!fallbacks && choices != k)
+    return emitOpError() << "expects ids with top_k (" << k
+                         << ") columns unless overflow is next_choice, got "
+                         << choices;
+  int64_t maxChoices = std::min(2 * k, experts);
+  if (fallbacks && (choices < k || choices > maxChoices))
+    return emitOpError() << "expects the number of choices (" << choices
+                         << ") in [top_k, min(2*top_k, experts)] = [" << k
+                         << ", " << maxChoices << "]";
+
+  if (failed(expectRank(op, counts, 1)) || failed(expectRank(op, offsets, 1)) ||
+      failed(expectRank(op, tokens, 1)) ||
+      failed(expectSameShape(op, slotWeights, tokens)))
+    return failure();
+  if (failed(expectDimEquals(op, counts, 0, experts, "experts")) ||
+      failed(expectDimEquals(op, offsets, 0, experts + 1, "experts + 1")))
+    return failure();
+  if (!ShapedType::isDynamic(ids.dim(0)) &&
+      failed(expectDimEquals(op, tokens, 0, ids.dim(0) * k, "tokens x top_k")))
+    return failure();
+  return success();
+}
+
+LogicalResult GatherOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), tokens("token_ids", getTokenIds()),
+      init("init", getInit());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, tokens, 1)) ||
+      failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(expectDim(op, init, 0, tokens, 0)) ||
+      failed(expectDim(op, init, 1, in, 1)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+LogicalResult CombineOp::verify() {
+  Operation *op = getOperation();
+  Named rows("expert_rows", getExpertRows()), tokens("token_ids", getTokenIds()),
+      w("slot_weights", getSlotWeights()), init("init", getInit());
+  if (failed(expectRank(op, rows, 2)) || failed(expectRank(op, tokens, 1)) ||
+      failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(expectDim(op, tokens, 0, rows, 0)) ||
+      failed(expectSameShape(op, w, tokens)) ||
+      failed(expectDim(op, init, 1, rows, 1)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+//===----------------------------------------------------------------------===//
+// Experts
+//===----------------------------------------------------------------------===//
+
+LogicalResult ExpertFFNOp::verify() {
+  Operation *op = getOperation();
+  Named rows("rows", getRows()), offsets("offsets", getOffsets()),
+      w1("w1", getW1()), w2("w2", getW2()), init("init", getInit());
+  if (failed(expectRank(op, rows, 2)) || failed(expectRank(op, offsets, 1)) ||
+      failed(expectRank(op, w1, 3)) || failed(expectRank(op, w2, 3)) ||
+      failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+    return failure();
+  SmallVector<Named> weights = {w1, w2};
+  if (getW3()) {
+    Named w3("w3", getW3());
+    if (failed(expectSameShape(op, w3, w1)))
+      return failure();
+    weights.push_back(w3);
+  }
+  if (failed(expectSameElementType(op, weights)))
+    return failure();
+  // w1 [E, F, D], w2 [E, D, F], rows [S, D], offsets [E + 1].
+  if (failed(expectDim(op, w2, 0, w1, 0)) || failed(expectDim(op, w2, 1, w1, 2)) ||
+      failed(expectDim(op, w2, 2, w1, 1)) ||
+      failed(expectDim(op, rows, 1, w1, 2)))
+    return failure();
+  if (!ShapedType::isDynamic(w1.dim(0)) &&
+      failed(expectDimEquals(op, offsets, 0, w1.dim(0) + 1, "experts + 1")))
+    return failure();
+  if (failed(expectSameShape(op, init, rows)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+LogicalResult SharedExpertOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), w1("w1", getW1()), w2("w2", getW2()),
+      init("init", getInit());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, w1, 2)) ||
+      failed(expectRank(op, w2, 2)) || failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+    return failure();
+  SmallVector<Named> weights = {w1, w2};
+  if (getW3()) {
+    Named w3("w3", getW3());
+    if (failed(expectSameShape(op, w3, w1)))
+      return failure();
+    weights.push_back(w3);
+  }
+  if (failed(expectSameElementType(op, weights)))
+    return failure();
+  // w1 [Fs, D], w2 [D, Fs], gate [1, D].
+  if (failed(expectDim(op, w1, 1, in, 1)) || failed(expectDim(op, w2, 0, in, 1)) ||
+      failed(expectDim(op, w2, 1, w1, 0)))
+    return failure();
+  if (getGate()) {
+    Named gate("gate", getGate());
+    if (failed(expectRank(op, gate, 2)) ||
+        failed(expectDimEquals(op, gate, 0, 1, "1")) ||
+        failed(expectDim(op, gate, 1, in, 1)))
+      return failure();
+  }
+  if (failed(expectSameShape(op, init, in)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+LogicalResult BatchNormOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), mean("mean", getMean());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, mean, 1)) ||
+      failed(expectDim(op, mean, 0, in, 1)))
+    return failure();
+  double eps = getEpsilon().convertToDouble();
+  if (!(eps > 0.0))
+    return emitOpError() << "expects a positive epsilon, got " << eps;
+  return success();
+}
+
+LogicalResult SingleNeuronExpertsOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), ids("ids", getIds()),
+      w("weights", getWeights()), v("expert_out", getExpertOut()),
+      init("init", getInit());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, ids, 3)) ||
+      failed(expectRank(op, v, 2)) || failed(expectRank(op, init, 2)))
+    return failure();
+  if (failed(expectSameShape(op, w, ids)) || failed(expectDim(op, ids, 0, in, 0)) ||
+      failed(expectDim(op, v, 1, in, 1)))
+    return failure();
+  std::optional<Activation> act = getActivation();
+  if (getExpertIn()) {
+    Named u("expert_in", getExpertIn());
+    if (failed(expectSameShape(op, u, v)) ||
+        failed(expectSameElementType(op, {v, u})))
+      return failure();
+    if (!act)
+      return emitOpError("expects an activation with in_proj (PEER experts)");
+    if (isGatedActivation(*act))
+      return emitOpError() << "expects activation gelu, relu or silu, got "
+                           << stringifyActivation(*act);
+  } else if (act) {
+    return emitOpError("expects no activation without in_proj (PKM values)");
+  }
+  if (failed(expectSameShape(op, init, in)))
+    return failure();
+  return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+//===----------------------------------------------------------------------===//
+// MH-MoE token split / merge
+//===----------------------------------------------------------------------===//
+
+/// `whole [T, D]` and `parts [T*h, D/h]` describe the same tokens.
+static LogicalResult verifyTokenReshape(Operation *op, const Named &whole,
+                                        const Named &parts, int64_t heads) {
+  if (failed(expectRank(op, whole, 2)) || failed(expectRank(op, parts, 2)))
+    return failure();
+  if (failed(expectStaticDim(op, whole, 1, "model width")))
+    return failure();
+  int64_t d = whole.dim(1);
+  if (d % heads != 0)
+    return op->emitOpError() << "expects model width (" << d
+                             << ") divisible by heads (" << heads << ")";
+  if (failed(expectDimEquals(op, parts, 1, d / heads, "model width / heads")))
+    return failure();
+  int64_t t = whole.dim(0), s = parts.dim(0);
+  if (ShapedType::isDynamic(t) != ShapedType::isDynamic(s) ||
+      (!ShapedType::isDynamic(t) && s != t * heads))
+    return op->emitOpError()
+           << "expects " << parts.name << " dim 0 (" << dimStr(s)
+           << ") to equal " << whole.name << " dim 0 x heads (" << dimStr(t)
+           << " x " << heads << ")";
+  return success();
+}
+
+LogicalResult TokenSplitOp::verify() {
+  return verifyTokenReshape(getOperation(), Named("input", getInput()),
+                            Named("result", getResult()), getHeads());
+}
+
+LogicalResult TokenMergeOp::verify() {
+  return verifyTokenReshape(getOperation(), Named("result", getResult()),
+                            Named("input", getInput()), getHeads());
+}
+
+//===----------------------------------------------------------------------===//
+// Auxiliary losses
+//===----------------------------------------------------------------------===//
+
+LogicalResult AuxLossOp::verify() {
+  Operation *op = getOperation();
+  Named logits("logits", getLogits());
+  if (failed(expectRank(op, logits, 2)))
+    return failure();
+  AuxLossKind kind = getKind();
+  bool needsIds = kind != AuxLossKind::z_loss;
+  bool needsWeights = kind == AuxLossKind::importance;
+  StringRef kindName = stringifyAuxLossKind(kind);
+  if (needsIds != static_cast<bool>(getIds()))
+    return emitOpError() << "expects " << (needsIds ? "" : "no ")
+                         << "ids for " << kindName;
+  if (needsWeights != static_cast<bool>(getWeights()))
+    return emitOpError() << "expects " << (needsWeights ? "" : "no ")
+                         << "weights for " << kindName;
+  if (getIds()) {
+    Named ids("ids", getIds());
+    if (failed(expectRank(op, ids, 2)) || failed(expectDim(op, ids, 0, logits, 0)))
+      return failure();
+    if (!ShapedType::isDynamic(ids.dim(1)) &&
+        !ShapedType::isDynamic(logits.dim(1)) && ids.dim(1) > logits.dim(1))
+      return emitOpError() << "expects ids dim 1 (" << ids.dim(1)
+                           << ") <= experts (" << logits.dim(1) << ")";
+    if (getWeights() &&
+        failed(expectSameShape(op, Named("weights", getWeights()), ids)))
+      return failure();
+  }
+  double c = getCoefficient().convertToDouble();
+  if (!(c >= 0.0) || !std::isfinite(c))
+    return emitOpError() << "expects a non-negative finite coefficient, got "
+                         << c;
+  return success();
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything MoE-MLIR needs on a fresh Debian 12 machine. Idempotent:
+# a machine that already has the packages is left as it is.
+set -euo pipefail
+
+LLVM_VERSION="${MOE_LLVM_VERSION:-22}"
+APT_PACKAGES=(
+  "libmlir-${LLVM_VERSION}-dev" "mlir-${LLVM_VERSION}-tools"
+  "llvm-${LLVM_VERSION}-dev" "llvm-${LLVM_VERSION}-tools" "clang-${LLVM_VERSION}"
+  ninja-build cmake
+)
+PIP_PACKAGES=(numpy pytest pyyaml)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+pip_missing=()
+for pkg in "${PIP_PACKAGES[@]}"; do
+  mod="$pkg"; [[ "$pkg" == pyyaml ]] && mod=yaml
+  "$PYTHON" -c "import $mod" 2>/dev/null || pip_missing+=("$pkg")
+done
+if ((${#pip_missing[@]})); then
+  echo "install-deps: pip install ${pip_missing[*]}"
+  "$PYTHON" -m pip install -q "${pip_missing[@]}"
+fi
+echo "install-deps: LLVM/MLIR ${LLVM_VERSION} toolchain and Python packages present"
