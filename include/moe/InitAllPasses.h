@@ -3,10 +3,16 @@
 #ifndef MOE_INITALLPASSES_H
 #define MOE_INITALLPASSES_H
 
+#include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
+#include "moe/Pipelines/Pipelines.h"
 
 namespace mlir::moe {
-inline void registerAllPasses() { registerMoEPasses(); }
+inline void registerAllPasses() {
+  registerMoEPasses();
+  registerMoEConversionPasses();
+  registerMoEPipelines();
+}
 } // namespace mlir::moe
 
 #endif // MOE_INITALLPASSES_H

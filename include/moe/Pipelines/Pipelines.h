@@ -1,0 +1,43 @@
+//===- Pipelines.h - registered lowering pipelines of moe layers -*- C++ -*-===//
+
+#ifndef MOE_PIPELINES_PIPELINES_H
+#define MOE_PIPELINES_PIPELINES_H
+
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir {
+class OpPassManager;
+} // namespace mlir
+
+namespace mlir::moe {
+
+struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
+  PassOptions::Option<bool> emitCInterface{
+      *this, "emit-c-interface",
+      llvm::cl::desc("Give every public function a _mlir_ciface_ wrapper "
+                     "taking memref descriptors by pointer"),
+      llvm::cl::init(false)};
+  PassOptions::Option<bool> resultsToOutParams{
+      *this, "results-to-out-params",
+      llvm::cl::desc("Turn the layer's result buffers into caller-provided "
+                     "out-parameters (the form the C entry points call)"),
+      llvm::cl::init(false)};
+};
+
+/// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).
+void buildMoELowerToLoopsPipeline(OpPassManager &pm,
+                                  const CPUPipelineOptions &options);
+
+/// Buffers and loops -> the LLVM dialect.
+void buildLoopsToLLVMPipeline(OpPassManager &pm,
+                              const CPUPipelineOptions &options);
+
+/// The whole CPU pipeline: `moe-lower-to-cpu`.
+void buildMoELowerToCPUPipeline(OpPassManager &pm,
+                                const CPUPipelineOptions &options);
+
+void registerMoEPipelines();
+
+} // namespace mlir::moe
+
+#endif // MOE_PIPELINES_PIPELINES_H

@@ -1,0 +1,85 @@
+//===- CPUPipeline.cpp - moe layers to the LLVM dialect for the CPU -------===//
+//
+// Built in stages so that moe-compile and moe-opt run the same passes: the
+// driver stops after any stage to print it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Pipelines/Pipelines.h"
+
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
+#include "mlir/Dialect/Bufferization/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/Transforms/RequestCWrappers.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
+                                             const CPUPipelineOptions &options) {
+  pm.addPass(createConvertMoEToLinalg());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+
+  bufferization::OneShotBufferizePassOptions bufferize;
+  bufferize.bufferizeFunctionBoundaries = true;
+  bufferize.functionBoundaryTypeConversion =
+      bufferization::LayoutMapOption::IdentityLayoutMap;
+  pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
+  if (options.resultsToOutParams)
+    pm.addPass(bufferization::createBufferResultsToOutParamsPass());
+  // Drops the self-copies bufferization leaves behind.
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+
+  bufferization::BufferDeallocationPipelineOptions dealloc;
+  bufferization::buildBufferDeallocationPipeline(pm, dealloc);
+  pm.addPass(createConvertBufferizationToMemRefPass());
+
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void mlir::moe::buildLoopsToLLVMPipeline(OpPassManager &pm,
+                                         const CPUPipelineOptions &options) {
+  // Before math-to-libm, which declares libm functions that need no wrapper.
+  if (options.emitCInterface)
+    pm.addNestedPass<func::FuncOp>(LLVM::createLLVMRequestCWrappersPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  // erf and friends have no LLVM intrinsic: call libm.
+  pm.addPass(createConvertMathToLibmPass());
+  // memref before cf: the OpenMP lowering of later issues needs this order.
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createCanonicalizerPass());
+}
+
+void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
+                                           const CPUPipelineOptions &options) {
+  buildMoELowerToLoopsPipeline(pm, options);
+  buildLoopsToLLVMPipeline(pm, options);
+}
+
+void mlir::moe::registerMoEPipelines() {
+  PassPipelineRegistration<CPUPipelineOptions>(
+      "moe-lower-to-cpu",
+      "Lower moe layers to the LLVM dialect for the CPU (reference lowering, "
+      "bufferization, loops, LLVM)",
+      buildMoELowerToCPUPipeline);
+  PassPipelineRegistration<CPUPipelineOptions>(
+      "moe-lower-to-loops",
+      "Lower moe layers to loops over buffers (the first stage of "
+      "moe-lower-to-cpu)",
+      buildMoELowerToLoopsPipeline);
+}
