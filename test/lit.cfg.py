@@ -23,3 +23,14 @@ llvm_config.use_default_substitutions()
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = ["moe-opt", ToolSubst("moe-compile", unresolved="ignore")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# Integration tests JIT-run lowered code with mlir-runner and MLIR's runner
+# utilities (printMemrefF32 & co.).
+llvm_config.add_tool_substitutions(["mlir-runner"], [config.llvm_tools_dir])
+llvm_lib_dir = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib")
+config.substitutions.append(
+    ("%mlir_runner_utils", os.path.join(llvm_lib_dir, "libmlir_runner_utils.so")))
+config.substitutions.append(
+    ("%mlir_c_runner_utils", os.path.join(llvm_lib_dir, "libmlir_c_runner_utils.so")))
+# mlir-runner writes perf jitdumps unless pointed elsewhere.
+config.environment["JITDUMPDIR"] = config.test_exec_root
