@@ -1,0 +1,744 @@
+"""Independent NumPy reference of every layer kind (the oracle for the compiler).
+
+Written from docs/semantics.md, not from any compiler code.  Inputs are
+float32 (weights are first rounded to the spec's ``weight_dtype``); all
+arithmetic is float64; results are returned as float32.  Clarity comes before
+speed: every step of the semantics is a small function that can be tested on
+its own.
+
+Entry points: :func:`forward` (all outputs), :func:`layer_output`,
+:func:`route`, :func:`aux_losses`; per kind :func:`moe`, :func:`mh_moe`,
+:func:`peer`, :func:`pkm`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from . import rng
+from .spec import GATED_ACTIVATIONS, load_spec, weight_shapes
+
+__all__ = [
+    "round_to_dtype", "sigmoid", "softplus", "softmax", "gelu", "silu", "relu",
+    "activation", "score_fn", "rank_order", "topk", "group_exclusion", "noisy_logits",
+    "route_tokens", "capacity", "Dispatch", "dispatch", "expert_ffn",
+    "load_balance_loss", "importance_loss", "z_loss",
+    "product_key_topk", "product_key_topk_bruteforce",
+    "moe", "mh_moe", "peer", "pkm",
+    "forward", "layer_output", "route", "aux_losses",
+    "BN_EPS", "IMPORTANCE_EPS",
+]
+
+BN_EPS = 1e-5          # query BatchNorm epsilon (PEER / PKM)
+IMPORTANCE_EPS = 1e-10  # importance loss: var / (mean^2 + eps)
+
+_F64 = np.float64
+
+
+# --------------------------------------------------------------------------- #
+# Dtypes
+# --------------------------------------------------------------------------- #
+
+_DTYPE_ALIASES = {"f32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
+                  "f16": "f16", "float16": "f16"}
+
+
+def round_to_dtype(a, dtype: str) -> np.ndarray:
+    """Round an array to ``dtype`` (f32 | bf16 | f16); returns float32 values.
+
+    The input is first converted to float32 (a float64 array is rounded to
+    nearest even).  bf16: round-to-nearest-even on the float32 bit pattern,
+    keeping the top 16 bits (NaN stays NaN, overflow goes to +-inf).  f16:
+    numpy's float16 conversion (round-to-nearest-even, overflow to +-inf).
+    A uint16 array given for bf16 is taken as raw bf16 bit patterns.
+    """
+    dt = _DTYPE_ALIASES.get(dtype)
+    if dt is None:
+        raise ValueError(f"unknown dtype {dtype!r} (expected f32, bf16 or f16)")
+    a = np.asarray(a)
+    if dt == "bf16" and a.dtype == np.uint16:
+        return (a.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    a32 = np.array(a, dtype=np.float32, copy=True)
+    if dt == "f32":
+        return a32
+    if dt == "f16":
+        with np.errstate(over="ignore"):
+            return a32.astype(np.float16).astype(np.float32)
+    bits = a32.view(np.uint32).astype(np.uint64)
+    lsb = (bits >> np.uint64(16)) & np.uint64(1)
+    rounded = ((bits + np.uint64(0x7FFF) + lsb) >> np.uint64(16)) << np.uint64(16)
+    # NaN: keep the sign and top payload bits and force a quiet NaN, so it can
+    # neither round to infinity nor lose its NaN-ness.
+    nan_bits = ((bits >> np.uint64(16)) | np.uint64(0x0040)) << np.uint64(16)
+    out = np.where(np.isnan(a32), nan_bits, rounded).astype(np.uint32)
+    return out.view(np.float32)
+
+
+def _as_f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=_F64)
+
+
+# --------------------------------------------------------------------------- #
+# Elementwise functions (float64)
+# --------------------------------------------------------------------------- #
+
+def sigmoid(z):
+    """sigma(z) = 1 / (1 + exp(-z))."""
+    z = _as_f64(z)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def softplus(z):
+    """softplus(z) = log1p(exp(-|z|)) + max(z, 0)."""
+    z = _as_f64(z)
+    return np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0.0)
+
+
+def softmax(z, axis: int = -1):
+    """exp(z - m) / sum exp(z - m), m the max along ``axis`` (NaN propagates)."""
+    z = _as_f64(z)
+    with np.errstate(invalid="ignore"):
+        m = np.max(z, axis=axis, keepdims=True) if z.shape[axis] else 0.0
+        e = np.exp(z - m)
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def gelu(z):
+    """Exact GELU: 0.5 z (1 + erf(z / sqrt 2))."""
+    z = _as_f64(z)
+    with np.errstate(invalid="ignore"):
+        return 0.5 * z * (1.0 + _erf(z / math.sqrt(2.0)).astype(_F64))
+
+
+def silu(z):
+    """SiLU: z * sigma(z)."""
+    z = _as_f64(z)
+    with np.errstate(invalid="ignore"):
+        return z * sigmoid(z)
+
+
+def relu(z):
+    """max(z, 0); NaN stays NaN."""
+    return np.maximum(_as_f64(z), 0.0)
+
+
+def activation(z, name: str):
+    """The pointwise nonlinearity of an activation name.
+
+    swiglu uses silu and geglu uses gelu on the w1 branch (the product with the
+    w3 branch happens in :func:`expert_ffn`).
+    """
+    fn = {"gelu": gelu, "geglu": gelu, "silu": silu, "swiglu": silu, "relu": relu}.get(name)
+    if fn is None:
+        raise ValueError(f"unknown activation {name!r}")
+    return fn(z)
+
+
+# --------------------------------------------------------------------------- #
+# Ranking and top-k
+# --------------------------------------------------------------------------- #
+
+def rank_order(values, excluded=None, tiebreak=None) -> np.ndarray:
+    """Permutation that sorts the last axis by the ranking rule.
+
+    a ranks ahead of b iff a > b, or a == b and tiebreak_a < tiebreak_b
+    (tiebreak defaults to the position).  NaN ranks below every number
+    (including -inf); NaN vs NaN by tiebreak.  Entries marked ``excluded``
+    rank below everything, NaN included.  Implemented as a stable lexicographic
+    sort on (category, -value, tiebreak), category = 0 number, 1 NaN,
+    2 excluded.  +0.0 and -0.0 are equal.
+    """
+    v = _as_f64(values)
+    nan = np.isnan(v)
+    category = nan.astype(np.int8)
+    if excluded is not None:
+        category = np.where(np.broadcast_to(excluded, v.shape), np.int8(2), category)
+    neg = np.where(nan, 0.0, -v)
+    if tiebreak is None:
+        tiebreak = np.broadcast_to(np.arange(v.shape[-1]), v.shape)
+    else:
+        tiebreak = np.broadcast_to(np.asarray(tiebreak), v.shape)
+    # np.lexsort: the LAST key is the primary one.
+    return np.lexsort((tiebreak, neg, category), axis=-1)
+
+
+def topk(values, k: int, excluded=None, tiebreak=None) -> Tuple[np.ndarray, np.ndarray]:
+    """The k first entries of the last axis under the ranking rule.
+
+    Returns (values, positions) each [..., k]; positions are int64 indices
+    into the last axis, in rank order.
+    """
+    values = _as_f64(values)
+    if k > values.shape[-1]:
+        raise ValueError(f"topk: k={k} exceeds the axis length {values.shape[-1]}")
+    idx = rank_order(values, excluded=excluded, tiebreak=tiebreak)[..., :k]
+    return np.take_along_axis(values, idx, axis=-1), idx.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- #
+# Router
+# --------------------------------------------------------------------------- #
+
+def score_fn(logits, score: str) -> np.ndarray:
+    """Router scores over all experts: softmax of each row, or elementwise sigmoid."""
+    if score == "softmax":
+        return softmax(logits, axis=-1)
+    if score == "sigmoid":
+        return sigmoid(logits)
+    raise ValueError(f"unknown score function {score!r}")
+
+
+def group_exclusion(key, groups: int, topk_groups: int, group_score: str) -> np.ndarray:
+    """Group-limited routing: boolean mask [T, E] of experts outside the kept groups.
+
+    Experts form ``groups`` contiguous groups of E/G.  A group's score is its
+    first-ranked key (``max``) or the sum of its two first-ranked keys
+    (``top2_sum``), ranking by the ranking rule (so a NaN key only counts when
+    a group has no other).  The ``topk_groups`` best groups by the ranking rule
+    (ties -> lower group index) are kept.
+    """
+    key = _as_f64(key)
+    T, E = key.shape
+    if groups == 1:
+        return np.zeros((T, E), dtype=bool)
+    size = E // groups
+    per_group = key.reshape(T, groups, size)
+    if group_score == "max":
+        gscore = topk(per_group, 1)[0][..., 0]
+    elif group_score == "top2_sum":
+        top2 = topk(per_group, 2)[0]
+        gscore = top2[..., 0] + top2[..., 1]
+    else:
+        raise ValueError(f"unknown group_score {group_score!r}")
+    kept = topk(gscore, topk_groups)[1]                  # [T, topk_groups]
+    keep = np.zeros((T, groups), dtype=bool)
+    np.put_along_axis(keep, kept, True, axis=1)
+    return ~np.repeat(keep, size, axis=1)
+
+
+def noisy_logits(logits, x, w_noise, seed) -> np.ndarray:
+    """l + n * softplus(x . w_noise^T), n = rng.normal(seed, T, E) (float32 samples)."""
+    logits = _as_f64(logits)
+    T, E = logits.shape
+    n = rng.normal(seed, T, E).astype(_F64)
+    return logits + n * softplus(_as_f64(x) @ _as_f64(w_noise).T)
+
+
+def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
+    """Top-k routing of every token.
+
+    ``router`` is a normalized ``spec["router"]``.  Returns (ids, weights):
+    ids [T, C] int64 experts in rank order, weights [T, C] float64 final
+    weights (after normalize and scaling).  C = k, or with ``fallbacks`` the
+    next_choice width min(2k, experts available in the kept groups); columns
+    k..C-1 are the fallback choices, weighted with the top-k normaliser.
+    """
+    l = _as_f64(logits)
+    T, E = l.shape
+    k = router["top_k"]
+    bias = None
+    if router["selection_bias"]:
+        if gate_bias is None:
+            raise ValueError("router.selection_bias needs gate_bias")
+        bias = _as_f64(gate_bias)
+
+    if router["order"] == "score_then_topk":
+        s = score_fn(l, router["score"])
+        key = s + bias if bias is not None else s
+    else:
+        s = None
+        key = l + bias if bias is not None else l
+
+    G, g = router["groups"], router["topk_groups"]
+    excluded = group_exclusion(key, G, g, router["group_score"])
+    available = g * (E // G)
+    C = min(2 * k, available) if fallbacks else k
+    ids = topk(key, C, excluded=excluded)[1]
+
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if s is not None:                                   # score_then_topk
+            raw = np.take_along_axis(s, ids, axis=1)
+        elif router["score"] == "sigmoid":                  # topk_then_score, sigmoid
+            raw = sigmoid(np.take_along_axis(l, ids, axis=1))
+        else:                                               # topk_then_score, softmax
+            lc = np.take_along_axis(l, ids, axis=1)
+            top = lc[:, :k]
+            m = np.max(top, axis=1, keepdims=True) if T else np.zeros((0, 1))
+            z = np.sum(np.exp(top - m), axis=1, keepdims=True)
+            raw = np.exp(lc - m) / z
+        if router["normalize"]:
+            raw = raw / np.sum(raw[:, :k], axis=1, keepdims=True)
+        weights = router["scaling"] * raw
+    return ids, weights
+
+
+# --------------------------------------------------------------------------- #
+# Capacity and dispatch
+# --------------------------------------------------------------------------- #
+
+def capacity(factor: float, tokens: int, k: int, experts: int) -> int:
+    """Slots per expert: math.ceil(factor * tokens * k / experts) (float64, left to right)."""
+    return int(math.ceil(factor * tokens * k / experts))
+
+
+class Dispatch(NamedTuple):
+    """Result of :func:`dispatch`.
+
+    expert [T, k] int64: the expert each assignment (t, j) landed on (-1 dropped);
+    slot [T, k] int64: its position in that expert's buffer (arrival order, -1 dropped);
+    weight [T, k] float64: its weight (0 when dropped);
+    column [T, k] int64: the routing column used (j, a fallback column >= k, or -1);
+    counts [E] int64: assignments that got a slot, per expert;
+    dropped int: dropped assignments.
+    """
+    expert: np.ndarray
+    slot: np.ndarray
+    weight: np.ndarray
+    column: np.ndarray
+    counts: np.ndarray
+    dropped: int
+
+
+def priority_order(weights, priority: str) -> np.ndarray:
+    """Token visiting order: token_order, or batch_prioritized (first-choice weight
+    w[t, 0] descending by the ranking rule, ties -> lower token index)."""
+    weights = _as_f64(weights)
+    T = weights.shape[0]
+    if priority == "token_order":
+        return np.arange(T)
+    if priority == "batch_prioritized":
+        return rank_order(weights[:, 0])
+    raise ValueError(f"unknown priority {priority!r}")
+
+
+def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
+             overflow: str = "drop", priority: str = "token_order") -> Dispatch:
+    """Assign routing choices to expert slots (GShard order).
+
+    ids/weights [T, C] from :func:`route_tokens` (C >= k; columns >= k are
+    next_choice fallbacks).  For j = 0..k-1, for each token in priority order,
+    (t, j) takes a slot of e = ids[t, j] if count[e] < capacity; otherwise it
+    overflows: ``drop`` drops it; ``next_choice`` takes the token's first
+    fallback column (k..C-1, rank order) not used by this token before whose
+    expert has room, with that column's weight, else drops it.
+    ``capacity=None`` means unlimited (dropless).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    weights = _as_f64(weights)
+    T, C = ids.shape
+    cap = math.inf if capacity is None else capacity
+    if overflow not in ("drop", "next_choice"):
+        raise ValueError(f"unknown overflow {overflow!r}")
+    expert = np.full((T, k), -1, dtype=np.int64)
+    slot = np.full((T, k), -1, dtype=np.int64)
+    column = np.full((T, k), -1, dtype=np.int64)
+    weight = np.zeros((T, k), dtype=_F64)
+    counts = np.zeros(experts, dtype=np.int64)
+    used = np.zeros((T, C), dtype=bool)
+    dropped = 0
+    order = priority_order(weights, priority) if T else np.arange(0)
+
+    def take(t, j, c):
+        e = ids[t, c]
+        expert[t, j], slot[t, j], column[t, j] = e, counts[e], c
+        weight[t, j] = weights[t, c]
+        counts[e] += 1
+        used[t, c] = True
+
+    for j in range(k):
+        for t in order:
+            if counts[ids[t, j]] < cap:
+                take(t, j, j)
+                continue
+            if overflow == "next_choice":
+                for c in range(k, C):
+                    if not used[t, c] and counts[ids[t, c]] < cap:
+                        take(t, j, c)
+                        break
+                else:
+                    dropped += 1
+            else:
+                dropped += 1
+    return Dispatch(expert, slot, weight, column, counts, dropped)
+
+
+# --------------------------------------------------------------------------- #
+# Experts
+# --------------------------------------------------------------------------- #
+
+def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu") -> np.ndarray:
+    """One expert MLP on rows x [N, D]: w1 [F, D], w3 [F, D] (gated only), w2 [D, F].
+
+    gated (swiglu, geglu): w2 . (act(w1 . x) * (w3 . x)); otherwise w2 . act(w1 . x).
+    """
+    x = _as_f64(x)
+    h = activation(x @ _as_f64(w1).T, activation_name)
+    if activation_name in GATED_ACTIVATIONS:
+        if w3 is None:
+            raise ValueError(f"activation {activation_name} needs w3")
+        h = h * (x @ _as_f64(w3).T)
+    return h @ _as_f64(w2).T
+
+
+# --------------------------------------------------------------------------- #
+# Auxiliary losses
+# --------------------------------------------------------------------------- #
+
+def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> float:
+    """Switch loss E * sum_i f_i P_i.
+
+    f_i = (# top-k choices equal to i) / (T k), pre-capacity; P_i = mean_t p[t, i]
+    with p = softmax(clean logits), or sigmoid(l) / sum_e sigmoid(l) for sigmoid.
+    """
+    l = _as_f64(logits)
+    ids = np.asarray(ids)
+    T, k = ids.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = np.bincount(ids.ravel(), minlength=experts).astype(_F64) / (T * k)
+        if score == "softmax":
+            p = softmax(l, axis=1)
+        else:
+            sg = sigmoid(l)
+            p = sg / np.sum(sg, axis=1, keepdims=True)
+        P = np.sum(p, axis=0) / T
+        return float(experts * np.sum(f * P))
+
+
+def importance_loss(ids, weights, experts: int) -> float:
+    """CV^2 of importance: var(imp) / (mean(imp)^2 + 1e-10), population variance,
+    imp_i = sum over (t, j) with ids[t, j] = i of weights[t, j]."""
+    imp = np.zeros(experts, dtype=_F64)
+    np.add.at(imp, np.asarray(ids).ravel(), _as_f64(weights).ravel())
+    mean = np.mean(imp)
+    return float(np.mean((imp - mean) ** 2) / (mean ** 2 + IMPORTANCE_EPS))
+
+
+def z_loss(logits) -> float:
+    """mean_t (logsumexp_e l[t, e])^2, logsumexp = m + log sum exp(l - m)."""
+    l = _as_f64(logits)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if l.shape[0] == 0:
+            return float("nan")
+        m = np.max(l, axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.sum(np.exp(l - m), axis=1))
+        return float(np.mean(lse ** 2))
+
+
+# --------------------------------------------------------------------------- #
+# Product keys (PEER / PKM)
+# --------------------------------------------------------------------------- #
+
+def product_key_topk(q1, q2, keys1, keys2, k: int):
+    """Two-stage product-key search.
+
+    s1 = keys1 . q1, s2 = keys2 . q2 (per token); k' = min(k, n); top-k' of s1
+    (i) and of s2 (j); top-k of the k' x k' sums s1[i] + s2[j] by the ranking
+    rule with ties -> lower expert id i*n + j.  q1, q2 [T, d/2]; keys [n, d/2].
+    Returns (scores [T, k] float64, ids [T, k] int64).
+    """
+    s1 = _as_f64(q1) @ _as_f64(keys1).T           # [T, n]
+    s2 = _as_f64(q2) @ _as_f64(keys2).T
+    T, n = s1.shape
+    kp = min(k, n)
+    v1, i = topk(s1, kp)
+    v2, j = topk(s2, kp)
+    cand = (v1[:, :, None] + v2[:, None, :]).reshape(T, kp * kp)
+    cand_id = (i[:, :, None] * n + j[:, None, :]).reshape(T, kp * kp)
+    scores, pos = topk(cand, k, tiebreak=cand_id)
+    return scores, np.take_along_axis(cand_id, pos, axis=1)
+
+
+def product_key_topk_bruteforce(q1, q2, keys1, keys2, k: int):
+    """Top-k over all n*n sums s1[i] + s2[j] (expert id i*n + j). Test oracle only."""
+    s1 = _as_f64(q1) @ _as_f64(keys1).T
+    s2 = _as_f64(q2) @ _as_f64(keys2).T
+    T, n = s1.shape
+    full = (s1[:, :, None] + s2[:, None, :]).reshape(T, n * n)
+    return topk(full, k)
+
+
+def _query(spec, x, W) -> np.ndarray:
+    q = x @ W["query"].T
+    if spec["query_batchnorm"]:
+        q = (q - W["bn_mean"]) / np.sqrt(W["bn_var"] + BN_EPS) * W["bn_weight"] + W["bn_bias"]
+    return q
+
+
+def _product_key_route(spec, x, W):
+    """ids [T, h, k] int64, weights [T, h, k] float64."""
+    T = x.shape[0]
+    h, dk, k = spec["heads"], spec["key_dim"], spec["top_k"]
+    q = _query(spec, x, W)
+    ids = np.zeros((T, h, k), dtype=np.int64)
+    weights = np.zeros((T, h, k), dtype=_F64)
+    for head in range(h):
+        qh = q[:, head * dk:(head + 1) * dk]
+        scores, idx = product_key_topk(qh[:, :dk // 2], qh[:, dk // 2:],
+                                       W["keys1"], W["keys2"], k)
+        ids[:, head] = idx
+        weights[:, head] = score_fn(scores, spec["score"])
+    return ids, weights
+
+
+def _product_key_layer(spec, x, W):
+    ids, g = _product_key_route(spec, x, W)
+    T, D = x.shape
+    out = np.zeros((T, D), dtype=_F64)
+    for head in range(spec["heads"]):
+        for j in range(spec["top_k"]):
+            e = ids[:, head, j]
+            if spec["kind"] == "peer":
+                a = activation(np.sum(W["expert_in"][e] * x, axis=1), spec["activation"])
+                out += (g[:, head, j] * a)[:, None] * W["expert_out"][e]
+            else:
+                out += g[:, head, j][:, None] * W["values"][e]
+    return out, ids, g
+
+
+# --------------------------------------------------------------------------- #
+# Routed MoE core (moe and the sub-tokens of mh_moe)
+# --------------------------------------------------------------------------- #
+
+class _Routed(NamedTuple):
+    out: np.ndarray            # [T, D] float64 (routed part only)
+    ids: np.ndarray            # [T, k] int64, pre-capacity
+    weights: np.ndarray        # [T, k] float64, pre-capacity
+    counts: np.ndarray
+    dropped: int
+    losses: Dict[str, float]
+    logits: np.ndarray         # clean logits
+
+
+def _router_logits(spec, x, W, seed):
+    clean = x @ W["gate"].T
+    if spec["router"]["noise"]:
+        if seed is None:
+            raise ValueError("router.noise is true: a seed is required")
+        return clean, noisy_logits(clean, x, W["w_noise"], seed)
+    return clean, clean
+
+
+def _losses(spec, clean, ids, weights) -> Dict[str, float]:
+    E = spec["experts"]
+    out = {}
+    for name in spec["aux_losses"]:
+        if name == "load_balance":
+            out[name] = load_balance_loss(clean, ids, E, spec["router"]["score"])
+        elif name == "importance":
+            out[name] = importance_loss(ids, weights, E)
+        elif name == "z_loss":
+            out[name] = z_loss(clean)
+    return out
+
+
+def _routed_moe(spec, x, W, seed) -> _Routed:
+    r, cap_spec = spec["router"], spec["capacity"]
+    T = x.shape[0]
+    E, k = spec["experts"], r["top_k"]
+    clean, logits = _router_logits(spec, x, W, seed)
+    next_choice = cap_spec is not None and cap_spec["overflow"] == "next_choice"
+    ids_all, w_all = route_tokens(logits, r, W.get("gate_bias"), fallbacks=next_choice)
+    ids, weights = ids_all[:, :k], w_all[:, :k]
+    losses = _losses(spec, clean, ids, weights)
+    if cap_spec is None:
+        d = dispatch(ids, weights, k, E)
+    else:
+        d = dispatch(ids_all, w_all, k, E, capacity(cap_spec["factor"], T, k, E),
+                     cap_spec["overflow"], cap_spec["priority"])
+    contrib = np.zeros((k,) + x.shape, dtype=_F64)          # [k, T, D]
+    for e in range(E):
+        tt, jj = np.nonzero(d.expert == e)                   # assignments kept on e
+        if tt.size == 0:
+            continue
+        y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
+                       W["w3"][e] if "w3" in W else None, spec["activation"])
+        contrib[jj, tt] = d.weight[tt, jj][:, None] * y
+    out = np.zeros(x.shape, dtype=_F64)
+    for j in range(k):                                       # choice-rank order
+        out = out + contrib[j]
+    return _Routed(out, ids, weights, d.counts, d.dropped, losses, clean)
+
+
+def _shared(spec, x, W) -> np.ndarray:
+    sh = spec["shared_experts"]
+    if sh["hidden"] == 0:
+        return np.zeros(x.shape, dtype=_F64)
+    y = expert_ffn(x, W["shared_w1"], W["shared_w2"], W.get("shared_w3"), spec["activation"])
+    if sh["gate"]:
+        y = sigmoid(x @ W["shared_gate"].T) * y             # [T, 1] * [T, D]
+    return y
+
+
+# --------------------------------------------------------------------------- #
+# Inputs
+# --------------------------------------------------------------------------- #
+
+_ROUTER_WEIGHTS = {
+    "moe": ("gate", "gate_bias", "w_noise"),
+    "mh_moe": ("head_proj", "gate", "gate_bias", "w_noise"),
+    "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
+    "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
+}
+
+
+def _prepare(spec, x, weights, router_only=False):
+    """Validate and convert inputs: x -> float64 [T, D]; weights rounded to their
+    dtype then float64.  Unknown or missing weights and wrong shapes raise."""
+    shapes = weight_shapes(spec)
+    for name in weights:
+        if name not in shapes:
+            raise ValueError(f"unknown weight '{name}' for spec {spec['name']} "
+                             f"(expected: {', '.join(shapes)})")
+    needed = [n for n in shapes if not router_only or n in _ROUTER_WEIGHTS[spec["kind"]]]
+    for name in needed:
+        if name not in weights:
+            raise ValueError(f"missing weight '{name}' {shapes[name][0]} "
+                             f"for spec {spec['name']}")
+    W = {}
+    for name, arr in weights.items():
+        shape, dt = shapes[name]
+        a = np.asarray(arr)
+        if a.shape != shape:
+            raise ValueError(f"weight '{name}' must have shape {shape}, got {a.shape}")
+        W[name] = round_to_dtype(a, dt).astype(_F64)
+    xa = np.asarray(x)
+    if xa.ndim != 2 or xa.shape[1] != spec["d_model"]:
+        raise ValueError(f"x must have shape [T, {spec['d_model']}], got {xa.shape}")
+    return xa.astype(np.float32).astype(_F64), W
+
+
+def _moe_result(out, routed: _Routed) -> dict:
+    res = {
+        "out": out.astype(np.float32),
+        "topk_ids": routed.ids.astype(np.int32),
+        "topk_weights": routed.weights.astype(np.float32),
+        "expert_counts": routed.counts.astype(np.int32),
+        "dropped": int(routed.dropped),
+    }
+    res.update(routed.losses)
+    return res
+
+
+# --------------------------------------------------------------------------- #
+# Layers
+# --------------------------------------------------------------------------- #
+
+def moe(spec, x, seed=None, **weights) -> dict:
+    """Sparse top-k MoE (kind moe); see :func:`forward` for the result keys."""
+    spec = load_spec(spec)
+    _expect_kind(spec, ("moe",))
+    x, W = _prepare(spec, x, weights)
+    routed = _routed_moe(spec, x, W, seed)
+    return _moe_result(_shared(spec, x, W) + routed.out, routed)
+
+
+def _mh_split(spec, x, W):
+    T, D = x.shape
+    h = spec["heads"]
+    xp = x @ W["head_proj"].T
+    return xp.reshape(T * h, D // h)          # sub-token t*h + i = xp[t, i*D/h:(i+1)*D/h]
+
+
+def mh_moe(spec, x, seed=None, **weights) -> dict:
+    """Multi-head MoE: project, split into T*h sub-tokens, routed MoE, merge, project."""
+    spec = load_spec(spec)
+    _expect_kind(spec, ("mh_moe",))
+    x, W = _prepare(spec, x, weights)
+    T, D = x.shape
+    sub = _mh_split(spec, x, W)
+    routed = _routed_moe(spec, sub, W, seed)
+    merged = routed.out.reshape(T, D)
+    return _moe_result(merged @ W["merge_proj"].T, routed)
+
+
+def peer(spec, x, **weights) -> dict:
+    """PEER: product-key retrieval of single-neuron experts, h heads."""
+    spec = load_spec(spec)
+    _expect_kind(spec, ("peer",))
+    x, W = _prepare(spec, x, weights)
+    out, ids, g = _product_key_layer(spec, x, W)
+    return {"out": out.astype(np.float32), "topk_ids": ids.astype(np.int32),
+            "topk_weights": g.astype(np.float32)}
+
+
+def pkm(spec, x, **weights) -> dict:
+    """Product Key Memory: product-key retrieval, weighted sum of value rows."""
+    spec = load_spec(spec)
+    _expect_kind(spec, ("pkm",))
+    x, W = _prepare(spec, x, weights)
+    out, ids, g = _product_key_layer(spec, x, W)
+    return {"out": out.astype(np.float32), "topk_ids": ids.astype(np.int32),
+            "topk_weights": g.astype(np.float32)}
+
+
+def _expect_kind(spec, kinds):
+    if spec["kind"] not in kinds:
+        raise ValueError(f"spec kind is {spec['kind']}, expected {' or '.join(kinds)}")
+
+
+# --------------------------------------------------------------------------- #
+# Public entry points
+# --------------------------------------------------------------------------- #
+
+def forward(spec, x, seed=None, **weights) -> dict:
+    """Run a layer.  ``spec``: anything :func:`moe_mlir.load_spec` accepts.
+
+    Returns a dict: ``out`` [T, D] float32; moe/mh_moe: ``topk_ids`` [T, k]
+    int32 ([T*h, k] for mh_moe), ``topk_weights`` float32 (same shape, router
+    top-k before capacity), ``expert_counts`` [E] int32, ``dropped`` int and
+    one float per requested aux loss; peer/pkm: ``topk_ids`` / ``topk_weights``
+    [T, h, k].  ``seed`` is required when router.noise is true (ignored
+    otherwise).
+    """
+    spec = load_spec(spec)
+    kind = spec["kind"]
+    if kind == "moe":
+        return moe(spec, x, seed, **weights)
+    if kind == "mh_moe":
+        return mh_moe(spec, x, seed, **weights)
+    if kind == "peer":
+        return peer(spec, x, **weights)
+    return pkm(spec, x, **weights)
+
+
+def layer_output(spec, x, seed=None, **weights) -> np.ndarray:
+    """Just ``forward(...)["out"]``."""
+    return forward(spec, x, seed, **weights)["out"]
+
+
+def route(spec, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
+    """(topk_ids int32, topk_weights float32) of the router, before capacity.
+
+    Needs only the router's weights (gate, gate_bias, w_noise; head_proj for
+    mh_moe; query, keys, bn_* for peer/pkm); other known weights are accepted.
+    """
+    spec = load_spec(spec)
+    x, W = _prepare(spec, x, weights, router_only=True)
+    if spec["kind"] in ("peer", "pkm"):
+        ids, g = _product_key_route(spec, x, W)
+        return ids.astype(np.int32), g.astype(np.float32)
+    if spec["kind"] == "mh_moe":
+        x = _mh_split(spec, x, W)
+    clean, logits = _router_logits(spec, x, W, seed)
+    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"))
+    return ids.astype(np.int32), w.astype(np.float32)
+
+
+def aux_losses(spec, x, seed=None, **weights) -> Dict[str, float]:
+    """The spec's requested aux losses (empty for peer/pkm); router weights suffice."""
+    spec = load_spec(spec)
+    x, W = _prepare(spec, x, weights, router_only=True)
+    if spec["kind"] in ("peer", "pkm"):
+        return {}
+    if spec["kind"] == "mh_moe":
+        x = _mh_split(spec, x, W)
+    clean, logits = _router_logits(spec, x, W, seed)
+    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"))
+    return _losses(spec, clean, ids, w)

@@ -1,0 +1,431 @@
+"""Layer specs: loading, validation, defaults, weight contract, hashing.
+
+A spec describes one MoE-family layer (see docs/semantics.md, "Spec").  It can
+be given as a path to a ``.yaml``/``.yml``/``.json`` file, as YAML or JSON
+text, or as a dict.  :func:`load_spec` returns a *normalized* dict: every key
+of the schema for that kind is present with its default filled in, numbers
+have their canonical Python types, and ``capacity`` is ``None`` for a
+dropless layer.  Every problem raises :class:`ValueError` whose message names
+the offending field with its dotted path (``router.top_k``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from typing import Any, Dict, Mapping, Tuple
+
+import yaml
+
+__all__ = [
+    "KINDS",
+    "ACTIVATIONS",
+    "GATED_ACTIVATIONS",
+    "WEIGHT_DTYPES",
+    "load_spec",
+    "weight_shapes",
+    "spec_hash",
+    "product_key_side",
+]
+
+KINDS = ("moe", "peer", "pkm", "mh_moe")
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "relu", "silu")
+GATED_ACTIVATIONS = ("swiglu", "geglu")
+PEER_ACTIVATIONS = ("gelu", "relu", "silu")
+WEIGHT_DTYPES = ("f32", "bf16", "f16")
+SCORES = ("softmax", "sigmoid")
+ORDERS = ("score_then_topk", "topk_then_score")
+GROUP_SCORES = ("max", "top2_sum")
+OVERFLOWS = ("drop", "next_choice")
+PRIORITIES = ("token_order", "batch_prioritized")
+AUX_LOSSES = ("load_balance", "importance", "z_loss")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Keys allowed at the top level, per kind.
+_TOP_KEYS = {
+    "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
+            "weight_dtype", "router", "shared_experts", "capacity", "aux_losses"),
+    "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
+               "activation", "weight_dtype", "router", "capacity", "aux_losses"),
+    "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
+             "score", "query_batchnorm", "activation", "weight_dtype"),
+    "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
+            "score", "query_batchnorm", "weight_dtype"),
+}
+_ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
+                "groups", "topk_groups", "group_score", "noise")
+_SHARED_KEYS = ("hidden", "gate")
+_CAPACITY_KEYS = ("factor", "overflow", "priority")
+
+
+# --------------------------------------------------------------------------- #
+# Parsing
+# --------------------------------------------------------------------------- #
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-3``.
+
+    PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a *string*; a spec
+    author writing ``factor: 2e0`` means a number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _parse_text(text: str, source: str):
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass  # maybe YAML flow style; fall through
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: cannot parse spec: {exc}") from None
+
+
+def _read(spec) -> Tuple[Any, str]:
+    """Return (raw object, source description)."""
+    if isinstance(spec, Mapping):
+        return copy.deepcopy(dict(spec)), "spec"
+    if isinstance(spec, os.PathLike):
+        path = os.fspath(spec)
+        return _read_file(path), path
+    if isinstance(spec, bytes):
+        spec = spec.decode("utf-8")
+    if isinstance(spec, str):
+        one_line = "\n" not in spec and "\r" not in spec
+        if one_line and (spec.strip().lower().endswith(_SPEC_SUFFIXES)
+                         or os.path.isfile(spec)):
+            return _read_file(spec), spec
+        return _parse_text(spec, "spec"), "spec"
+    raise ValueError(
+        f"spec: expected a path, YAML/JSON text or a dict, got {type(spec).__name__}")
+
+
+def _read_file(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"spec file not found: {path}")
+    with open(path, "r", encoding="utf-8") as fh:
+        text = fh.read()
+    if path.lower().endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: cannot parse JSON spec: {exc}") from None
+    return _parse_text(text, path)
+
+
+# --------------------------------------------------------------------------- #
+# Field checkers
+# --------------------------------------------------------------------------- #
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _int(d, key, path, *, minimum=None, default=None, required=False):
+    if key not in d or d[key] is None:
+        if required:
+            raise ValueError(f"missing required field '{path}'")
+        return default
+    v = d[key]
+    if not _is_int(v):
+        raise ValueError(f"field '{path}' must be an integer, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"field '{path}' must be >= {minimum}, got {v}")
+    return v
+
+
+def _bool(d, key, path, default):
+    if key not in d or d[key] is None:
+        return default
+    v = d[key]
+    if not isinstance(v, bool):
+        raise ValueError(f"field '{path}' must be a boolean, got {v!r}")
+    return v
+
+
+def _float(d, key, path, default=None, required=False, positive=False):
+    if key not in d or d[key] is None:
+        if required:
+            raise ValueError(f"missing required field '{path}'")
+        return default
+    v = d[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"field '{path}' must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v):
+        raise ValueError(f"field '{path}' must be finite, got {v!r}")
+    if positive and not v > 0:
+        raise ValueError(f"field '{path}' must be > 0, got {v!r}")
+    return v
+
+
+def _enum(d, key, path, choices, default=None, required=False):
+    if key not in d or d[key] is None:
+        if required:
+            raise ValueError(f"missing required field '{path}'")
+        return default
+    v = d[key]
+    if not isinstance(v, str):
+        raise ValueError(f"field '{path}' must be a string (one of {', '.join(choices)}), "
+                         f"got {v!r}")
+    if v not in choices:
+        raise ValueError(f"field '{path}' must be one of {', '.join(choices)}, got {v!r}")
+    return v
+
+
+def _mapping(d, key, path):
+    v = d.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, Mapping):
+        raise ValueError(f"field '{path}' must be a mapping, got {v!r}")
+    return v
+
+
+def _check_keys(d: Mapping, allowed, where: str, kind: str):
+    for key in d:
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: field names must be strings, got {key!r}")
+        if key not in allowed:
+            prefix = f"{where}." if where != "spec" else ""
+            raise ValueError(f"unknown field '{prefix}{key}' for kind {kind} "
+                             f"(allowed: {', '.join(allowed)})")
+
+
+def product_key_side(experts: int) -> int:
+    """n with n*n == experts, or ValueError."""
+    n = math.isqrt(experts)
+    if n * n != experts:
+        raise ValueError(f"field 'experts' must be a perfect square n*n for product keys, "
+                         f"got {experts}")
+    return n
+
+
+# --------------------------------------------------------------------------- #
+# Normalisation
+# --------------------------------------------------------------------------- #
+
+def _normalize(raw) -> Dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"spec must be a mapping of fields, got {type(raw).__name__}")
+    kind = _enum(raw, "kind", "kind", KINDS, required=True)
+    _check_keys(raw, _TOP_KEYS[kind], "spec", kind)
+
+    name = raw.get("name")
+    if name is None:
+        raise ValueError("missing required field 'name'")
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ValueError(f"field 'name' must be a C identifier, got {name!r}")
+
+    out: Dict[str, Any] = {"name": name, "kind": kind}
+    out["d_model"] = _int(raw, "d_model", "d_model", minimum=1, required=True)
+    out["experts"] = _int(raw, "experts", "experts", minimum=1, required=True)
+    out["weight_dtype"] = _enum(raw, "weight_dtype", "weight_dtype", WEIGHT_DTYPES, "f32")
+
+    if kind in ("moe", "mh_moe"):
+        _normalize_moe(raw, out, kind)
+    else:
+        _normalize_product_key(raw, out, kind)
+    return out
+
+
+def _normalize_moe(raw, out, kind):
+    E = out["experts"]
+    D = out["d_model"]
+    if kind == "mh_moe":
+        out["heads"] = _int(raw, "heads", "heads", minimum=1, required=True)
+        if D % out["heads"] != 0:
+            raise ValueError(f"field 'heads' must divide d_model ({D}), got {out['heads']}")
+    out["expert_hidden"] = _int(raw, "expert_hidden", "expert_hidden", minimum=1,
+                                required=True)
+    out["activation"] = _enum(raw, "activation", "activation", ACTIVATIONS, "swiglu")
+
+    r = _mapping(raw, "router", "router")
+    if r is None:
+        raise ValueError("missing required field 'router' (router.top_k is required)")
+    _check_keys(r, _ROUTER_KEYS, "router", kind)
+    router = {
+        "top_k": _int(r, "top_k", "router.top_k", minimum=1, required=True),
+        "score": _enum(r, "score", "router.score", SCORES, "softmax"),
+        "order": _enum(r, "order", "router.order", ORDERS, "score_then_topk"),
+        "normalize": _bool(r, "normalize", "router.normalize", False),
+        "scaling": _float(r, "scaling", "router.scaling", 1.0),
+        "selection_bias": _bool(r, "selection_bias", "router.selection_bias", False),
+        "groups": _int(r, "groups", "router.groups", minimum=1, default=1),
+        "topk_groups": _int(r, "topk_groups", "router.topk_groups", minimum=1, default=1),
+        "group_score": _enum(r, "group_score", "router.group_score", GROUP_SCORES, "max"),
+        "noise": _bool(r, "noise", "router.noise", False),
+    }
+    k, G, g = router["top_k"], router["groups"], router["topk_groups"]
+    if k > E:
+        raise ValueError(f"field 'router.top_k' ({k}) must be <= experts ({E})")
+    if E % G != 0:
+        raise ValueError(f"field 'router.groups' ({G}) must divide experts ({E})")
+    if g > G:
+        raise ValueError(f"field 'router.topk_groups' ({g}) must be <= router.groups ({G})")
+    if k > g * (E // G):
+        raise ValueError(f"field 'router.top_k' ({k}) exceeds the experts in the kept groups "
+                         f"(topk_groups * experts / groups = {g * (E // G)})")
+    if G > 1 and router["group_score"] == "top2_sum" and E // G < 2:
+        raise ValueError("field 'router.group_score' top2_sum needs at least 2 experts "
+                         f"per group (experts / groups = {E // G})")
+    out["router"] = router
+
+    if kind == "moe":
+        s = _mapping(raw, "shared_experts", "shared_experts")
+        s = {} if s is None else s
+        _check_keys(s, _SHARED_KEYS, "shared_experts", kind)
+        shared = {
+            "hidden": _int(s, "hidden", "shared_experts.hidden", minimum=0, default=0),
+            "gate": _bool(s, "gate", "shared_experts.gate", False),
+        }
+        if shared["gate"] and shared["hidden"] == 0:
+            raise ValueError("field 'shared_experts.gate' is true but shared_experts.hidden "
+                             "is 0 (no shared expert to gate)")
+        out["shared_experts"] = shared
+
+    c = _mapping(raw, "capacity", "capacity")
+    if c is None:
+        out["capacity"] = None
+    else:
+        _check_keys(c, _CAPACITY_KEYS, "capacity", kind)
+        out["capacity"] = {
+            "factor": _float(c, "factor", "capacity.factor", required=True, positive=True),
+            "overflow": _enum(c, "overflow", "capacity.overflow", OVERFLOWS, "drop"),
+            "priority": _enum(c, "priority", "capacity.priority", PRIORITIES, "token_order"),
+        }
+
+    aux = raw.get("aux_losses")
+    if aux is None:
+        aux = []
+    if isinstance(aux, str) or not isinstance(aux, (list, tuple)):
+        raise ValueError(f"field 'aux_losses' must be a list, got {aux!r}")
+    seen = []
+    for i, name in enumerate(aux):
+        if not isinstance(name, str) or name not in AUX_LOSSES:
+            raise ValueError(f"field 'aux_losses[{i}]' must be one of "
+                             f"{', '.join(AUX_LOSSES)}, got {name!r}")
+        if name in seen:
+            raise ValueError(f"field 'aux_losses[{i}]': {name!r} listed twice")
+        seen.append(name)
+    out["aux_losses"] = [a for a in AUX_LOSSES if a in seen]   # canonical order
+
+
+def _normalize_product_key(raw, out, kind):
+    E = out["experts"]
+    n = product_key_side(E)
+    out["heads"] = _int(raw, "heads", "heads", minimum=1, required=True)
+    out["top_k"] = _int(raw, "top_k", "top_k", minimum=1, required=True)
+    out["key_dim"] = _int(raw, "key_dim", "key_dim", minimum=2, required=True)
+    if out["key_dim"] % 2 != 0:
+        raise ValueError(f"field 'key_dim' must be even, got {out['key_dim']}")
+    if out["top_k"] > n * n:
+        raise ValueError(f"field 'top_k' ({out['top_k']}) must be <= experts ({n * n})")
+    out["score"] = _enum(raw, "score", "score", SCORES, "softmax")
+    out["query_batchnorm"] = _bool(raw, "query_batchnorm", "query_batchnorm", False)
+    if kind == "peer":
+        out["activation"] = _enum(raw, "activation", "activation", PEER_ACTIVATIONS, "gelu")
+
+
+def load_spec(spec) -> Dict[str, Any]:
+    """Load, validate and normalize a layer spec.
+
+    ``spec`` is a path (str or PathLike) to a .yaml/.yml/.json file, YAML or
+    JSON text, or a dict (a normalized spec is accepted and returned equal).
+    Returns a new dict with every default filled in.  Raises ValueError naming
+    the field on any problem (FileNotFoundError for a missing spec file).
+    """
+    raw, source = _read(spec)
+    try:
+        return _normalize(raw)
+    except ValueError as exc:
+        if source != "spec":
+            raise ValueError(f"{source}: {exc}") from None
+        raise
+
+
+# --------------------------------------------------------------------------- #
+# Weights contract
+# --------------------------------------------------------------------------- #
+
+def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+    """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
+
+    Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
+    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` are always
+    ``f32``.  The order of the dict is the order of the contract.
+    """
+    s = load_spec(spec)
+    wd = s["weight_dtype"]
+    D, E = s["d_model"], s["experts"]
+    shapes: Dict[str, Tuple[Tuple[int, ...], str]] = {}
+    kind = s["kind"]
+    if kind in ("moe", "mh_moe"):
+        F = s["expert_hidden"]
+        gated = s["activation"] in GATED_ACTIVATIONS
+        r = s["router"]
+        Dx = D
+        if kind == "mh_moe":
+            Dx = D // s["heads"]
+            shapes["head_proj"] = ((D, D), wd)
+            shapes["merge_proj"] = ((D, D), wd)
+        shapes["gate"] = ((E, Dx), wd)
+        if r["selection_bias"]:
+            shapes["gate_bias"] = ((E,), "f32")
+        if r["noise"]:
+            shapes["w_noise"] = ((E, Dx), wd)
+        shapes["w1"] = ((E, F, Dx), wd)
+        if gated:
+            shapes["w3"] = ((E, F, Dx), wd)
+        shapes["w2"] = ((E, Dx, F), wd)
+        if kind == "moe":
+            Fs = s["shared_experts"]["hidden"]
+            if Fs > 0:
+                shapes["shared_w1"] = ((Fs, D), wd)
+                if gated:
+                    shapes["shared_w3"] = ((Fs, D), wd)
+                shapes["shared_w2"] = ((D, Fs), wd)
+                if s["shared_experts"]["gate"]:
+                    shapes["shared_gate"] = ((1, D), wd)
+    else:
+        h, dk = s["heads"], s["key_dim"]
+        n = product_key_side(E)
+        shapes["query"] = ((h * dk, D), wd)
+        if s["query_batchnorm"]:
+            for b in ("bn_mean", "bn_var", "bn_weight", "bn_bias"):
+                shapes[b] = ((h * dk,), "f32")
+        shapes["keys1"] = ((n, dk // 2), wd)
+        shapes["keys2"] = ((n, dk // 2), wd)
+        if kind == "peer":
+            shapes["expert_in"] = ((E, D), wd)
+            shapes["expert_out"] = ((E, D), wd)
+        else:
+            shapes["values"] = ((E, D), wd)
+    return shapes
+
+
+def spec_hash(spec) -> str:
+    """Stable sha256 (hex) of the normalized spec, for the compile cache."""
+    s = load_spec(spec)
+    text = json.dumps(s, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
