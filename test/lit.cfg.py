@@ -20,6 +20,11 @@ config.substitutions.append(("%examples", os.path.join(config.moe_src_root, "exa
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
+# RUN lines may start with `not` or use split-file: the external shell must
+# find LLVM's test tools.
+config.environment["PATH"] = os.pathsep.join(
+    [config.llvm_tools_dir, config.environment["PATH"]])
+
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = ["moe-opt", ToolSubst("moe-compile", unresolved="ignore")]
 llvm_config.add_tool_substitutions(tools, tool_dirs)

@@ -3,6 +3,7 @@
 #ifndef MOE_INITALLPASSES_H
 #define MOE_INITALLPASSES_H
 
+#include "moe/ABI/Passes.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -11,6 +12,7 @@ namespace mlir::moe {
 inline void registerAllPasses() {
   registerMoEPasses();
   registerMoEConversionPasses();
+  registerMoEABIPasses();
   registerMoEPipelines();
 }
 } // namespace mlir::moe

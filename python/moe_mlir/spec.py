@@ -269,7 +269,7 @@ def _normalize_moe(raw, out, kind):
         "score": _enum(r, "score", "router.score", SCORES, "softmax"),
         "order": _enum(r, "order", "router.order", ORDERS, "score_then_topk"),
         "normalize": _bool(r, "normalize", "router.normalize", False),
-        "scaling": _float(r, "scaling", "router.scaling", 1.0),
+        "scaling": _float(r, "scaling", "router.scaling", 1.0, positive=True),
         "selection_bias": _bool(r, "selection_bias", "router.selection_bias", False),
         "groups": _int(r, "groups", "router.groups", minimum=1, default=1),
         "topk_groups": _int(r, "topk_groups", "router.topk_groups", minimum=1, default=1),

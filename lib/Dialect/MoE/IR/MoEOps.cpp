@@ -5,6 +5,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/StringExtras.h"
 
 using namespace mlir;
@@ -18,20 +19,21 @@ using namespace mlir::moe;
 template <typename AttrT>
 static ParseResult parseKeyword(OpAsmParser &parser, AttrT &attr) {
   using EnumT = decltype(std::declval<AttrT>().getValue());
-  SMLoc loc = parser.getCurrentLocation();
-  StringRef keyword;
-  if (parser.parseKeyword(&keyword))
-    return failure();
-  std::optional<EnumT> value = symbolizeEnum<EnumT>(keyword);
-  if (!value) {
+  auto expectedOneOf = [&](SMLoc loc) {
     // The dialect's enum cases are numbered 0, 1, ... without gaps.
     SmallVector<StringRef> spellings;
     for (uint32_t v = 0; !stringifyEnum(static_cast<EnumT>(v)).empty(); ++v)
       spellings.push_back(stringifyEnum(static_cast<EnumT>(v)));
     return parser.emitError(loc)
-           << "expected one of {" << llvm::join(spellings, ", ") << "}, got '"
-           << keyword << "'";
-  }
+           << "expected one of {" << llvm::join(spellings, ", ") << "}";
+  };
+  SMLoc loc = parser.getCurrentLocation();
+  StringRef keyword;
+  if (parser.parseOptionalKeyword(&keyword))
+    return expectedOneOf(loc);
+  std::optional<EnumT> value = symbolizeEnum<EnumT>(keyword);
+  if (!value)
+    return expectedOneOf(loc) << ", got '" << keyword << "'";
   attr = AttrT::get(parser.getContext(), *value);
   return success();
 }
@@ -86,7 +88,10 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
   setNameFn(getResult(), "neurons");
 }
 
-int64_t RouteOp::getNumChoices() { return getIds().getType().getShape()[1]; }
+// The verifier requires a static weights dim 1; ids may leave it dynamic.
+int64_t RouteOp::getNumChoices() {
+  return getWeights().getType().getShape()[1];
+}
 
 //===----------------------------------------------------------------------===//
 // Folders
@@ -112,6 +117,34 @@ OpFoldResult TokenSplitOp::fold(FoldAdaptor) {
 
 OpFoldResult TokenMergeOp::fold(FoldAdaptor) {
   return foldTokenReshape<TokenSplitOp>(*this);
+}
+
+//===----------------------------------------------------------------------===//
+// Canonicalization
+//===----------------------------------------------------------------------===//
+
+// Keeping every group masks no expert: plain top-k routing. The group options
+// go back to their defaults so the custom form prints without the group.
+LogicalResult RouteOp::canonicalize(RouteOp op, PatternRewriter &rewriter) {
+  if (op.getGroups() == 1 || op.getTopkGroups() != op.getGroups())
+    return failure();
+  rewriter.modifyOpInPlace(op, [&] {
+    op.setGroups(1);
+    op.setTopkGroups(1);
+    op.setGroupScore(GroupScore::max);
+  });
+  return success();
+}
+
+// next_choice without fallback columns (ids has top_k columns) has nowhere to
+// move an assignment that overflows: it drops it.
+LogicalResult DispatchPlanOp::canonicalize(DispatchPlanOp op,
+                                           PatternRewriter &rewriter) {
+  if (!op.hasCapacity() || op.getOverflow() != OverflowPolicy::next_choice ||
+      op.getIds().getType().getDimSize(1) != static_cast<int64_t>(op.getTopK()))
+    return failure();
+  rewriter.modifyOpInPlace(op, [&] { op.setOverflow(OverflowPolicy::drop); });
+  return success();
 }
 
 #define GET_OP_CLASSES

@@ -8,6 +8,7 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/IR/TypeUtilities.h"
+#include "llvm/Support/Format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +30,26 @@ struct Named {
 
 static std::string dimStr(int64_t d) {
   return ShapedType::isDynamic(d) ? std::string("?") : std::to_string(d);
+}
+
+/// `-1.5`, `0.001`, `inf`, `nan`: short, and the same on every platform.
+static std::string doubleStr(double v) {
+  if (std::isnan(v))
+    return "nan";
+  if (std::isinf(v))
+    return v < 0 ? "-inf" : "inf";
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::format("%g", v);
+  return s;
+}
+
+/// `[?, 64]`: dynamic dims as `?`, not as the sentinel value.
+static std::string shapeStr(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (auto [i, d] : llvm::enumerate(shape))
+    s += (i ? ", " : "") + dimStr(d);
+  return s + "]";
 }
 
 static LogicalResult expectRank(Operation *op, const Named &v, int64_t rank) {
@@ -72,17 +93,22 @@ static LogicalResult expectSameShape(Operation *op, const Named &a,
   if (succeeded(verifyCompatibleShape(a.type, b.type)))
     return success();
   return op->emitOpError() << "expects " << a.name << " shape "
-                           << a.type.getShape() << " to match " << b.name
-                           << " shape " << b.type.getShape();
+                           << shapeStr(a.type.getShape()) << " to match "
+                           << b.name << " shape "
+                           << shapeStr(b.type.getShape());
 }
 
-/// DPS ops: each result has exactly the type of its init.
+/// DPS ops: each result has exactly the type of its init. Ops with several
+/// results name the pair (`values` / `values_init`).
 static LogicalResult expectResultMatchesInit(Operation *op, Value result,
-                                             Value init) {
+                                             Value init,
+                                             StringRef resultName = "result",
+                                             StringRef initName = "init") {
   if (result.getType() == init.getType())
     return success();
-  return op->emitOpError() << "expects result type " << result.getType()
-                           << " to match init type " << init.getType();
+  return op->emitOpError() << "expects " << resultName << " type "
+                           << result.getType() << " to match " << initName
+                           << " type " << init.getType();
 }
 
 /// All weights of one FFN share an element type (one kernel variant).
@@ -149,11 +175,6 @@ LogicalResult RouteOp::verify() {
   if (k > experts)
     return emitOpError() << "expects top_k (" << k << ") <= experts ("
                          << experts << ")";
-  int64_t maxChoices = std::min(2 * k, experts);
-  if (choices < k || choices > maxChoices)
-    return emitOpError() << "expects the number of choices (" << choices
-                         << ") in [top_k, min(2*top_k, experts)] = [" << k
-                         << ", " << maxChoices << "]";
 
   if (getBias()) {
     Named bias("bias", getBias());
@@ -169,10 +190,12 @@ LogicalResult RouteOp::verify() {
       return failure();
   }
 
+  // Zero and negative factors are defined (a negative one reverses the
+  // batch-prioritized order); only inf and nan are not.
   double scaling = getScaling().convertToDouble();
-  if (!(scaling > 0.0) || !std::isfinite(scaling))
-    return emitOpError() << "expects a positive finite scaling, got "
-                         << scaling;
+  if (!std::isfinite(scaling))
+    return emitOpError() << "expects a finite scaling, got "
+                         << doubleStr(scaling);
 
   int64_t groups = getGroups(), keep = getTopkGroups();
   if (groups < 1)
@@ -193,13 +216,23 @@ LogicalResult RouteOp::verify() {
     return emitOpError() << "expects at least 2 experts per group for "
                             "group_score top2_sum, got "
                          << groupSize;
+
+  // Fallback columns continue the ranking inside the kept groups.
+  int64_t available = keep * groupSize;
+  int64_t maxChoices = std::min(2 * k, available);
+  if (choices < k || choices > maxChoices)
+    return emitOpError() << "expects the number of choices (" << choices
+                         << ") in [top_k, min(2*top_k, "
+                         << (groups > 1 ? "experts in the kept groups"
+                                        : "experts")
+                         << ")] = [" << k << ", " << maxChoices << "]";
   return success();
 }
 
 LogicalResult TopKOp::verify() {
   Operation *op = getOperation();
-  Named in("input", getInput()), values("values init", getValuesInit()),
-      indices("indices init", getIndicesInit());
+  Named in("input", getInput()), values("values_init", getValuesInit()),
+      indices("indices_init", getIndicesInit());
   if (in.rank() < 1)
     return emitOpError("expects input of rank >= 1, got rank 0");
   if (failed(expectRank(op, values, in.rank())) ||
@@ -217,15 +250,18 @@ LogicalResult TopKOp::verify() {
   if (!ShapedType::isDynamic(n) && k > n)
     return emitOpError() << "expects k (" << k
                          << ") <= input size along the last axis (" << n << ")";
-  if (failed(expectResultMatchesInit(op, getValues(), getValuesInit())))
+  if (failed(expectResultMatchesInit(op, getValues(), getValuesInit(), "values",
+                                     "values_init")))
     return failure();
-  return expectResultMatchesInit(op, getIndices(), getIndicesInit());
+  return expectResultMatchesInit(op, getIndices(), getIndicesInit(), "indices",
+                                 "indices_init");
 }
 
 LogicalResult ProductKeyTopKOp::verify() {
   Operation *op = getOperation();
-  Named q("query", getQuery()), k1("keys1", getKeys1()), k2("keys2", getKeys2()),
-      w("weights init", getWeightsInit()), ids("ids init", getIdsInit());
+  Named q("query", getQuery()), k1("keys1", getKeys1()),
+      k2("keys2", getKeys2()), w("weights_init", getWeightsInit()),
+      ids("ids_init", getIdsInit());
   if (failed(expectRank(op, q, 2)) || failed(expectRank(op, k1, 2)) ||
       failed(expectRank(op, k2, 2)) || failed(expectRank(op, w, 3)))
     return failure();
@@ -245,6 +281,7 @@ LogicalResult ProductKeyTopKOp::verify() {
     return emitOpError() << "expects query width (" << q.dim(1)
                          << ") to equal heads (" << heads << ") x key_dim ("
                          << keyDim << ")";
+  // Each stage keeps min(top_k, n) sub-keys, so any k up to n*n is defined.
   if (static_cast<int64_t>(getTopK()) > n * n)
     return emitOpError() << "expects top_k (" << getTopK()
                          << ") <= experts (n*n = " << n * n << ")";
@@ -253,9 +290,10 @@ LogicalResult ProductKeyTopKOp::verify() {
       failed(expectDimEquals(op, w, 2, getTopK(), "top_k")) ||
       failed(expectSameShape(op, ids, w)))
     return failure();
-  if (failed(expectResultMatchesInit(op, getWeights(), getWeightsInit())))
+  if (failed(expectResultMatchesInit(op, getWeights(), getWeightsInit(),
+                                     "weights", "weights_init")))
     return failure();
-  return expectResultMatchesInit(op, getIds(), getIdsInit());
+  return expectResultMatchesInit(op, getIds(), getIdsInit(), "ids", "ids_init");
 }
 
 //===----------------------------------------------------------------------===//
@@ -282,7 +320,7 @@ LogicalResult DispatchPlanOp::verify() {
     factor = f->convertToDouble();
   if (factor && (!(*factor > 0.0) || !std::isfinite(*factor)))
     return emitOpError() << "expects a positive finite capacity factor, got "
-                         << *factor;
+                         << doubleStr(*factor);
   if (!factor && (getOverflow() != OverflowPolicy::drop ||
                   getPriority() != DispatchPriority::token_order))
     return emitOpError("expects a capacity factor when overflow or priority "
@@ -290,9 +328,9 @@ LogicalResult DispatchPlanOp::verify() {
 
   bool fallbacks = factor && getOverflow() == OverflowPolicy::next_choice;
   if (!fallbacks && choices != k)
-    return emitOpError() << "expects ids with top_k (" << k
-                         << ") columns unless overflow is next_choice, got "
-                         << choices;
+    return emitOpError() << "expects ids dim 1 (" << choices
+                         << ") to equal top_k (" << k
+                         << ") unless overflow is next_choice";
   int64_t maxChoices = std::min(2 * k, experts);
   if (fallbacks && (choices < k || choices > maxChoices))
     return emitOpError() << "expects the number of choices (" << choices
@@ -367,8 +405,10 @@ LogicalResult ExpertFFNOp::verify() {
       failed(expectDim(op, w2, 2, w1, 1)) ||
       failed(expectDim(op, rows, 1, w1, 2)))
     return failure();
-  if (!ShapedType::isDynamic(w1.dim(0)) &&
-      failed(expectDimEquals(op, offsets, 0, w1.dim(0) + 1, "experts + 1")))
+  // The expert count may be static in w2 only.
+  int64_t experts = ShapedType::isDynamic(w1.dim(0)) ? w2.dim(0) : w1.dim(0);
+  if (!ShapedType::isDynamic(experts) &&
+      failed(expectDimEquals(op, offsets, 0, experts + 1, "experts + 1")))
     return failure();
   if (failed(expectSameShape(op, init, rows)))
     return failure();
@@ -399,9 +439,12 @@ LogicalResult SharedExpertOp::verify() {
     return failure();
   if (getGate()) {
     Named gate("gate", getGate());
-    if (failed(expectRank(op, gate, 2)) ||
-        failed(expectDimEquals(op, gate, 0, 1, "1")) ||
-        failed(expectDim(op, gate, 1, in, 1)))
+    if (failed(expectRank(op, gate, 2)))
+      return failure();
+    if (!ShapedType::isDynamic(gate.dim(0)) && gate.dim(0) != 1)
+      return emitOpError() << "expects gate dim 0 (" << gate.dim(0)
+                           << ") to equal 1 (one gate logit per token)";
+    if (failed(expectDim(op, gate, 1, in, 1)))
       return failure();
   }
   if (failed(expectSameShape(op, init, in)))
@@ -416,8 +459,9 @@ LogicalResult BatchNormOp::verify() {
       failed(expectDim(op, mean, 0, in, 1)))
     return failure();
   double eps = getEpsilon().convertToDouble();
-  if (!(eps > 0.0))
-    return emitOpError() << "expects a positive epsilon, got " << eps;
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    return emitOpError() << "expects a positive finite epsilon, got "
+                         << doubleStr(eps);
   return success();
 }
 
@@ -522,6 +566,6 @@ LogicalResult AuxLossOp::verify() {
   double c = getCoefficient().convertToDouble();
   if (!(c >= 0.0) || !std::isfinite(c))
     return emitOpError() << "expects a non-negative finite coefficient, got "
-                         << c;
+                         << doubleStr(c);
   return success();
 }

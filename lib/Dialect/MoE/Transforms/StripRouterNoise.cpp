@@ -3,8 +3,8 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
-#include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOESTRIPROUTERNOISE
@@ -15,29 +15,36 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
-struct DropRouteNoise : OpRewritePattern<RouteOp> {
-  using OpRewritePattern::OpRewritePattern;
-
-  LogicalResult matchAndRewrite(RouteOp route,
-                                PatternRewriter &rewriter) const override {
-    if (!route.isNoisy())
-      return rewriter.notifyMatchFailure(route, "route has no noise");
-    rewriter.modifyOpInPlace(route, [&] {
-      route.getNoiseLogitsMutable().clear();
-      route.getSeedMutable().clear();
-    });
-    return success();
-  }
-};
-
+/// Drops the noise operands of noisy routes, then erases the producers of
+/// the noise (the noise projection, its init, the seed constant) that this
+/// left without uses. Nothing else is touched: a greedy rewrite would also
+/// fold unrelated ops and erase every other dead op of the input.
 struct MoEStripRouterNoisePass
     : moe::impl::MoEStripRouterNoiseBase<MoEStripRouterNoisePass> {
   void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    patterns.add<DropRouteNoise>(&getContext());
-    // Dead noise projections go too: the driver erases trivially dead ops.
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
+    llvm::SetVector<Operation *> maybeDead;
+    getOperation()->walk([&](RouteOp route) {
+      if (!route.isNoisy())
+        return;
+      for (Value noise :
+           {Value(route.getNoiseLogits()), Value(route.getSeed())})
+        if (Operation *producer = noise.getDefiningOp())
+          maybeDead.insert(producer);
+      route.getNoiseLogitsMutable().clear();
+      route.getSeedMutable().clear();
+    });
+
+    // An op erased here cannot be reinserted: its results had no uses, so it
+    // defines no operand of a later candidate.
+    while (!maybeDead.empty()) {
+      Operation *op = maybeDead.pop_back_val();
+      if (!isOpTriviallyDead(op))
+        continue;
+      for (Value operand : op->getOperands())
+        if (Operation *producer = operand.getDefiningOp())
+          maybeDead.insert(producer);
+      op->erase();
+    }
   }
 };
 } // namespace

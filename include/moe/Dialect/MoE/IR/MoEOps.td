@@ -73,9 +73,11 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
       top-k; `topk_then_score` (Mixtral, noisy top-k) picks the top-k logits
       and scores only those (every other expert is `-inf` before the softmax).
     - `normalize`: renormalise the `top_k` weights of a token to sum 1.
-    - `scaling`: routed scaling factor multiplied into the weights.
+    - `scaling`: routed scaling factor multiplied into the weights (any
+      finite value).
     - `bias` (DeepSeek-V3 selection bias, `[E]`): experts are *chosen* by
-      `score + bias` but *weighted* by `score`.
+      `score + bias` (`logits + bias` under `topk_then_score`) but
+      *weighted* by `score`.
     - `groups`/`topk_groups`/`group_score`: group-limited routing; experts
       form `groups` equal groups, each token keeps its best `topk_groups`
       groups (ranked by the group's max score or the sum of its top-2) and
@@ -85,8 +87,9 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
       counter-based generator keyed by `seed` and the (token, expert)
       position, so a seed reproduces its output exactly.
 
-    `C` is `top_k`, or up to `min(2·top_k, E)` when the dispatch plan needs
-    the ranked fallback choices of `next_choice` overflow: columns
+    `C` is `top_k`, or up to `min(2·top_k, A)` when the dispatch plan needs
+    the ranked fallback choices of `next_choice` overflow (`A` is `E`, or
+    the `topk_groups · E / groups` experts of the kept groups): columns
     `top_k ..< C` are the next-ranked experts, weighted as their score would
     have been in a selected slot (same normalisation and scaling).
     Ties pick the lower expert index; NaN scores never rank ahead of
@@ -120,6 +123,7 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     attr-dict `:` type($logits) `->` type($weights) `,` type($ids)
   }];
   let hasVerifier = 1;
+  let hasCanonicalizeMethod = 1;
   let extraClassDeclaration = [{
     /// Number of ranked choices returned per token (top_k plus fallbacks).
     int64_t getNumChoices();
@@ -165,9 +169,10 @@ def MoE_ProductKeyTopKOp : MoE_DPSOp<"product_key_topk"> {
   let summary = "PEER/PKM product-key retrieval over two sub-key tables";
   let description = [{
     For every token and each of `heads` query heads, splits the head's query
-    `q ∈ R^{d_k}` into halves `q1, q2`, takes the top-k of `keys1 · q1` and
-    of `keys2 · q2` (`keys1, keys2` are `[n, d_k/2]`), then the top-k of the
-    `k × k` candidate sums, and returns the expert ids `i·n + j` (`i32`) and
+    `q ∈ R^{d_k}` into halves `q1, q2`, takes the top-k' of `keys1 · q1` and
+    of `keys2 · q2` (`keys1, keys2` are `[n, d_k/2]`, `k' = min(top_k, n)`),
+    then the top-k of the `k' × k'` candidate sums (`top_k <= n·n`), and
+    returns the expert ids `i·n + j` (`i32`) and
     their `score` function (softmax or sigmoid over the head's k scores).
     `query` is `[T, heads·d_k]`; results are `[T, heads, top_k]`. Ties pick
     the lower id.
@@ -258,6 +263,7 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
       type($dropped)
   }];
   let hasVerifier = 1;
+  let hasCanonicalizeMethod = 1;
   let extraClassDeclaration = [{
     bool hasCapacity() { return getCapacityFactor().has_value(); }
   }];

@@ -1,0 +1,70 @@
+//===- LayerABI.h - the C calling convention of a compiled layer -*- C++ -*-===//
+//
+// A layer function (tensors in, tensors out, named by `moe.name` attributes)
+// is exported as
+//
+//   int32_t <layer>_forward(int64_t tokens, int64_t d_model,
+//                           <inputs and weights as pointers>, [uint64_t seed],
+//                           <outputs as pointers>);
+//
+// Buffers are dense row-major. `out` is required; the other outputs may be
+// NULL. The description below drives both the entry-point generator and the
+// C header, so the two cannot disagree.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_ABI_LAYERABI_H
+#define MOE_ABI_LAYERABI_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+#include <string>
+
+namespace mlir::moe {
+
+/// Arg/result attribute naming a layer operand in the C ABI.
+inline constexpr llvm::StringLiteral kNameAttr = "moe.name";
+/// Result attribute: a dynamic dim 0 holds `tokens * value` rows (MH-MoE
+/// sub-tokens); 1 when absent.
+inline constexpr llvm::StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
+
+struct ABIBuffer {
+  enum class Role { Input, Weight, Output };
+  std::string name;
+  Role role;
+  RankedTensorType type;
+  /// A dynamic dim 0 is `tokens * rowsPerToken`.
+  int64_t rowsPerToken = 1;
+  /// Outputs other than the first may be NULL.
+  bool optional = false;
+
+  /// The C element type: float, int32_t, or uint16_t for bf16/f16 bits.
+  StringRef cElementType() const;
+  /// "[tokens, 4096]" — the shape as the header documents it.
+  std::string shapeString() const;
+};
+
+struct LayerABI {
+  std::string layerName;
+  /// Position of each buffer in the layer function's arguments or results.
+  SmallVector<ABIBuffer> inputs;  // x and weights, in argument order
+  SmallVector<ABIBuffer> outputs; // in result order
+  /// Argument index of the i64 seed of noisy routing, if any.
+  std::optional<unsigned> seedArgument;
+  int64_t dModel = 0;
+
+  std::string entryPointName() const { return layerName + "_forward"; }
+};
+
+/// Reads the ABI of a layer function; fails with a diagnostic on functions
+/// that cannot be exported (non-tensor operands, dynamic dims other than the
+/// token dim, no `[tokens, d_model]` first argument).
+FailureOr<LayerABI> describeLayerABI(func::FuncOp layer);
+
+/// The C header declaring the entry point of every layer in `layers`.
+std::string emitCHeader(ArrayRef<LayerABI> layers, StringRef guardName);
+
+} // namespace mlir::moe
+
+#endif // MOE_ABI_LAYERABI_H

@@ -1,0 +1,129 @@
+//===- LayerSpec.h - the YAML/JSON layer spec and its parser ----*- C++ -*-===//
+
+#ifndef MOE_FRONTEND_LAYERSPEC_H
+#define MOE_FRONTEND_LAYERSPEC_H
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
+#include "mlir/Support/LLVM.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <optional>
+#include <string>
+
+namespace llvm {
+class SourceMgr;
+} // namespace llvm
+
+namespace mlir::moe {
+
+/// The layer families of DESIGN.md; the spellings are the `kind` values.
+enum class LayerKind : uint32_t { moe, peer, pkm, mh_moe };
+
+/// Element type of the weight matrices (activations are always f32).
+enum class WeightType : uint32_t { f32, bf16, f16 };
+
+/// Spellings used in specs and diagnostics; empty for out-of-range values so
+/// that generic code can enumerate the cases like the dialect's enums.
+StringRef stringifyEnum(LayerKind kind);
+StringRef stringifyEnum(WeightType type);
+
+struct RouterSpec {
+  int64_t topK = 0;
+  ScoreFunction score = ScoreFunction::softmax;
+  RoutingOrder order = RoutingOrder::score_then_topk;
+  bool normalize = false;
+  double scaling = 1.0;
+  bool selectionBias = false;
+  int64_t groups = 1;
+  int64_t topkGroups = 1;
+  GroupScore groupScore = GroupScore::max;
+  bool noise = false;
+};
+
+struct SharedExpertsSpec {
+  /// Width of the always-on MLP; 0 means the layer has no shared experts.
+  int64_t hidden = 0;
+  bool gate = false;
+};
+
+struct CapacitySpec {
+  double factor = 1.0;
+  OverflowPolicy overflow = OverflowPolicy::drop;
+  DispatchPriority priority = DispatchPriority::token_order;
+};
+
+/// Where a field of the spec was written, for locations of the built IR.
+struct SpecLocation {
+  unsigned line = 0;
+  unsigned column = 0;
+};
+
+/// A validated layer: every field holds its value or its documented default
+/// (docs/spec.md), and every size constraint of the layer kind holds.
+struct LayerSpec {
+  std::string name;
+  LayerKind kind = LayerKind::moe;
+  int64_t dModel = 0;
+  int64_t experts = 0;
+  WeightType weightType = WeightType::f32;
+
+  // moe, mh_moe; `activation` is shared with peer.
+  int64_t expertHidden = 0;
+  Activation activation = Activation::swiglu;
+  RouterSpec router;
+  SharedExpertsSpec sharedExperts;
+  std::optional<CapacitySpec> capacity;
+  /// In canonical order (load_balance, importance, z_loss), without repeats.
+  SmallVector<AuxLossKind> auxLosses;
+
+  // peer, pkm, mh_moe.
+  int64_t heads = 1;
+
+  // peer, pkm.
+  int64_t topK = 0;
+  int64_t keyDim = 0;
+  ScoreFunction score = ScoreFunction::softmax;
+  bool queryBatchNorm = false;
+
+  /// Name of the spec buffer and the position of every key that was written,
+  /// by dotted path (`router.top_k`, `aux_losses`); empty for specs built in
+  /// code.
+  std::string sourceName;
+  llvm::StringMap<SpecLocation> fieldLocations;
+
+  bool isProductKey() const {
+    return kind == LayerKind::peer || kind == LayerKind::pkm;
+  }
+  bool isRouted() const {
+    return kind == LayerKind::moe || kind == LayerKind::mh_moe;
+  }
+  bool hasSharedExperts() const { return sharedExperts.hidden > 0; }
+  /// Sub-key count of a product-key layer (`experts = n * n`).
+  int64_t numSubKeys() const;
+  /// Width of the tokens the routed experts see (`d_model / heads` for
+  /// mh_moe).
+  int64_t expertWidth() const {
+    return kind == LayerKind::mh_moe ? dModel / heads : dModel;
+  }
+  /// Choices the router returns: `top_k`, or `min(2 top_k, A)` with `A` the
+  /// experts of the kept groups when overflowing assignments fall back to the
+  /// next-ranked experts.
+  int64_t numRouterChoices() const;
+
+  /// The location of `path`, else of its closest written parent, else none.
+  std::optional<SpecLocation> locationOf(StringRef path) const;
+};
+
+/// Parses and validates the layer spec (YAML, or JSON as flow YAML) in buffer
+/// `bufferId` of `sourceMgr` (by default its main file). Every problem is
+/// reported through `sourceMgr` at the offending node as
+/// `file:line:col: error: message`; returns failure if there was any.
+FailureOr<LayerSpec> parseLayerSpec(llvm::SourceMgr &sourceMgr,
+                                    unsigned bufferId = 0);
+
+} // namespace mlir::moe
+
+#endif // MOE_FRONTEND_LAYERSPEC_H

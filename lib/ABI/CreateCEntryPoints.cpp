@@ -1,0 +1,247 @@
+//===- CreateCEntryPoints.cpp - C entry points around layer functions -----===//
+
+#include "moe/ABI/LayerABI.h"
+#include "moe/ABI/Passes.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMTypes.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOECREATECENTRYPOINTS
+#include "moe/ABI/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Builds `<layer>_forward` (validation) and `<layer>_forward_impl` (buffers
+/// wrapped as tensors around a call of the layer).
+class EntryPointBuilder {
+public:
+  EntryPointBuilder(ModuleOp module, func::FuncOp layer, const LayerABI &abi)
+      : module(module), layer(layer), abi(abi), symbols(module),
+        loc(layer.getLoc()), ctx(module.getContext()) {}
+
+  void build() {
+    func::FuncOp impl = buildImpl();
+    buildEntry(impl);
+    layer.setPrivate();
+  }
+
+private:
+  Type ptrType() { return LLVM::LLVMPointerType::get(ctx); }
+  Type i64() { return IntegerType::get(ctx, 64); }
+  Type i32() { return IntegerType::get(ctx, 32); }
+
+  /// (tokens, d_model, inputs..., [seed], outputs...) of the C function.
+  SmallVector<Type> entryArgTypes(bool withDModel) {
+    SmallVector<Type> types = {i64()};
+    if (withDModel)
+      types.push_back(i64());
+    types.append(abi.inputs.size(), ptrType());
+    if (abi.seedArgument)
+      types.push_back(i64());
+    types.append(abi.outputs.size(), ptrType());
+    return types;
+  }
+
+  /// A memref descriptor over `ptr` (dense row-major, dim 0 may be
+  /// `tokens * rowsPerToken`), cast to the memref type that bufferization
+  /// and the memref-to-LLVM lowering agree on.
+  Value wrapBuffer(OpBuilder &b, Value ptr, Value tokens,
+                   const ABIBuffer &buffer) {
+    RankedTensorType type = buffer.type;
+    int64_t rank = type.getRank();
+    SmallVector<Type> fields = {ptrType(), ptrType(), i64()};
+    if (rank > 0) {
+      auto dims = LLVM::LLVMArrayType::get(i64(), rank);
+      fields.append({dims, dims});
+    }
+    auto descType = LLVM::LLVMStructType::getLiteral(ctx, fields);
+    auto constant = [&](int64_t v) {
+      return LLVM::ConstantOp::create(b, loc, i64(), v).getResult();
+    };
+    Value desc = LLVM::PoisonOp::create(b, loc, descType);
+    desc = LLVM::InsertValueOp::create(b, loc, desc, ptr, ArrayRef<int64_t>{0});
+    desc = LLVM::InsertValueOp::create(b, loc, desc, ptr, ArrayRef<int64_t>{1});
+    desc = LLVM::InsertValueOp::create(b, loc, desc, constant(0), ArrayRef<int64_t>{2});
+    int64_t stride = 1;
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      Value size;
+      if (type.isDynamicDim(d)) {
+        size = tokens;
+        if (buffer.rowsPerToken != 1)
+          size = LLVM::MulOp::create(b, loc, tokens,
+                                     constant(buffer.rowsPerToken));
+      } else {
+        size = constant(type.getDimSize(d));
+      }
+      desc = LLVM::InsertValueOp::create(b, loc, desc, size,
+                                         ArrayRef<int64_t>{3, d});
+      desc = LLVM::InsertValueOp::create(b, loc, desc, constant(stride),
+                                         ArrayRef<int64_t>{4, d});
+      // Only dim 0 is dynamic, so every stride is a constant.
+      if (d > 0)
+        stride *= type.getDimSize(d);
+    }
+    auto memrefType =
+        MemRefType::get(type.getShape(), type.getElementType());
+    return UnrealizedConversionCastOp::create(b, loc, memrefType, desc)
+        .getResult(0);
+  }
+
+  func::FuncOp buildImpl() {
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    auto fnType = FunctionType::get(ctx, entryArgTypes(/*withDModel=*/false),
+                                    {});
+    auto impl = func::FuncOp::create(b, loc, abi.entryPointName() + "_impl",
+                                     fnType);
+    impl.setPrivate();
+    symbols.insert(impl);
+    Block *body = impl.addEntryBlock();
+    b.setInsertionPointToStart(body);
+
+    Value tokens = body->getArgument(0);
+    unsigned next = 1;
+    SmallVector<Value> callArgs;
+    for (const ABIBuffer &input : abi.inputs) {
+      Value memref = wrapBuffer(b, body->getArgument(next++), tokens, input);
+      callArgs.push_back(bufferization::ToTensorOp::create(
+          b, loc, input.type, memref, /*restrict=*/true, /*writable=*/false));
+    }
+    if (abi.seedArgument)
+      callArgs.insert(callArgs.begin() + *abi.seedArgument,
+                      body->getArgument(next++));
+
+    auto call = func::CallOp::create(b, loc, layer, callArgs);
+    for (auto [i, output] : llvm::enumerate(abi.outputs)) {
+      Value ptr = body->getArgument(next++);
+      OpBuilder::InsertionGuard guard(b);
+      if (output.optional) {
+        Value null = LLVM::ZeroOp::create(b, loc, ptrType());
+        Value given = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne,
+                                           ptr, null);
+        auto ifOp = scf::IfOp::create(b, loc, given, /*withElse=*/false);
+        b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+      }
+      Value dest = wrapBuffer(b, ptr, tokens, output);
+      bufferization::MaterializeInDestinationOp::create(
+          b, loc, TypeRange{}, call.getResult(i), dest, /*restrict=*/true,
+          /*writable=*/true);
+    }
+    func::ReturnOp::create(b, loc);
+    return impl;
+  }
+
+  Value stringConstant(OpBuilder &b, StringRef text) {
+    OpBuilder mb = OpBuilder::atBlockBegin(module.getBody());
+    std::string data = (text + Twine('\0')).str();
+    auto type = LLVM::LLVMArrayType::get(IntegerType::get(ctx, 8), data.size());
+    auto global = LLVM::GlobalOp::create(
+        mb, loc, type, /*isConstant=*/true, LLVM::Linkage::Internal,
+        abi.layerName + "_message", mb.getStringAttr(data));
+    symbols.insert(global); // renames on collision
+    return LLVM::AddressOfOp::create(b, loc, global);
+  }
+
+  func::FuncOp getOrDeclareFail() {
+    if (auto fn = module.lookupSymbol<func::FuncOp>("moe_rt_fail"))
+      return fn;
+    OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+    auto fn = func::FuncOp::create(
+        b, loc, "moe_rt_fail", FunctionType::get(ctx, {i32(), ptrType()}, {i32()}));
+    fn.setPrivate();
+    return fn;
+  }
+
+  void buildEntry(func::FuncOp impl) {
+    OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+    auto fnType =
+        FunctionType::get(ctx, entryArgTypes(/*withDModel=*/true), {i32()});
+    auto entry = func::FuncOp::create(b, loc, abi.entryPointName(), fnType);
+    symbols.insert(entry);
+    Block *current = entry.addEntryBlock();
+    b.setInsertionPointToStart(current);
+    func::FuncOp fail = getOrDeclareFail();
+    std::string prefix = abi.entryPointName() + ": ";
+
+    // Each check branches to a block that records the failure and returns.
+    auto check = [&](Value failed, int32_t code, const Twine &message) {
+      Region &region = entry.getBody();
+      Block *ok = b.createBlock(&region, region.end());
+      Block *bad = b.createBlock(&region, region.end());
+      b.setInsertionPointToStart(bad);
+      Value codeV = arith::ConstantIntOp::create(b, loc, i32(), code);
+      Value msg = stringConstant(b, (prefix + message).str());
+      auto status = func::CallOp::create(b, loc, fail, ValueRange{codeV, msg});
+      func::ReturnOp::create(b, loc, status.getResults());
+      b.setInsertionPointToEnd(current);
+      cf::CondBranchOp::create(b, loc, failed, bad, ok);
+      current = ok;
+      b.setInsertionPointToStart(ok);
+    };
+    enum { kNullArgument = 1, kBadSize = 2 }; // moe_status in moe_runtime.h
+
+    Value tokens = current->getArgument(0);
+    Value dModel = current->getArgument(1);
+    Value one = arith::ConstantIntOp::create(b, loc, i64(), 1);
+    check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, tokens, one),
+          kBadSize, "tokens must be >= 1");
+    Value width = arith::ConstantIntOp::create(b, loc, i64(), abi.dModel);
+    check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, dModel, width),
+          kBadSize,
+          "d_model must be " + Twine(abi.dModel) + ", the compiled layer's");
+
+    unsigned next = 2;
+    auto checkNotNull = [&](Value ptr, const ABIBuffer &buffer) {
+      Value null = LLVM::ZeroOp::create(b, loc, ptrType());
+      Value isNull =
+          LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::eq, ptr, null);
+      check(isNull, kNullArgument, "argument '" + buffer.name + "' is NULL");
+    };
+    SmallVector<Value> implArgs = {tokens};
+    for (const ABIBuffer &input : abi.inputs) {
+      Value ptr = entry.getArgument(next++);
+      checkNotNull(ptr, input);
+      implArgs.push_back(ptr);
+    }
+    if (abi.seedArgument)
+      implArgs.push_back(entry.getArgument(next++));
+    for (const ABIBuffer &output : abi.outputs) {
+      Value ptr = entry.getArgument(next++);
+      if (!output.optional)
+        checkNotNull(ptr, output);
+      implArgs.push_back(ptr);
+    }
+    func::CallOp::create(b, loc, impl, implArgs);
+    Value okCode = arith::ConstantIntOp::create(b, loc, i32(), 0);
+    func::ReturnOp::create(b, loc, okCode);
+  }
+
+  ModuleOp module;
+  func::FuncOp layer;
+  const LayerABI &abi;
+  SymbolTable symbols;
+  Location loc;
+  MLIRContext *ctx;
+};
+
+struct MoECreateCEntryPointsPass
+    : moe::impl::MoECreateCEntryPointsBase<MoECreateCEntryPointsPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> layers;
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (fn.isPublic() && !fn.isExternal())
+        layers.push_back(fn);
+    for (func::FuncOp layer : layers) {
+      FailureOr<LayerABI> abi = describeLayerABI(layer);
+      if (failed(abi))
+        return signalPassFailure();
+      EntryPointBuilder(module, layer, *abi).build();
+    }
+  }
+};
+} // namespace

@@ -1,0 +1,456 @@
+//===- LayerBuilder.cpp - emit the moe-dialect function of a layer spec ---===//
+
+#include "moe/Frontend/LayerBuilder.h"
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/DialectRegistry.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+void mlir::moe::registerLayerBuilderDialects(DialectRegistry &registry) {
+  registry.insert<MoEDialect, func::FuncDialect, tensor::TensorDialect,
+                  linalg::LinalgDialect, arith::ArithDialect>();
+}
+
+/// The attribute naming each argument and result of a layer function.
+static constexpr StringLiteral kNameAttr = "moe.name";
+/// Result attribute: dim 0 holds `tokens * value` rows (MH-MoE sub-tokens).
+static constexpr StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
+
+static constexpr int64_t kDynamic = ShapedType::kDynamic;
+
+/// PEER's query BatchNorm epsilon (the PyTorch default).
+static constexpr double kBatchNormEpsilon = 1e-5;
+
+namespace {
+struct NamedType {
+  std::string name;
+  Type type;
+  /// Rows of a dynamic dim 0 per token: `heads` for MH-MoE sub-tokens.
+  std::optional<int64_t> rowsPerToken = std::nullopt;
+};
+
+/// What the routed-expert body returns, over its (sub-)tokens.
+struct RoutedOutputs {
+  Value out, ids, weights, counts, dropped;
+  SmallVector<Value> auxLosses;
+};
+
+class LayerBuilder {
+public:
+  LayerBuilder(MLIRContext &context, const LayerSpec &spec)
+      : context(context), spec(spec), builder(&context),
+        f32(builder.getF32Type()), i32(builder.getI32Type()),
+        weightType(getWeightType()) {}
+
+  OwningOpRef<ModuleOp> build();
+
+private:
+  Type getWeightType() {
+    switch (spec.weightType) {
+    case WeightType::f32:
+      return builder.getF32Type();
+    case WeightType::bf16:
+      return builder.getBF16Type();
+    case WeightType::f16:
+      return builder.getF16Type();
+    }
+    llvm_unreachable("unknown weight type");
+  }
+
+  RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type elementType) {
+    return RankedTensorType::get(shape, elementType);
+  }
+  /// `[?, inner...]`: one row per (sub-)token, the token count dynamic.
+  RankedTensorType tokens(ArrayRef<int64_t> inner, Type elementType) {
+    SmallVector<int64_t> shape = {kDynamic};
+    llvm::append_range(shape, inner);
+    return tensorOf(shape, elementType);
+  }
+
+  /// The spec position of `path` (or its closest written parent).
+  Location loc(StringRef path);
+
+  SmallVector<NamedType> inputs();
+  SmallVector<NamedType> outputs();
+  void appendRoutedWeights(SmallVectorImpl<NamedType> &args, int64_t width);
+
+  /// The argument named `name`; `inputs()` adds every one the body uses.
+  Value arg(StringRef name) const {
+    Value value = arguments.lookup(name);
+    assert(value && "layer argument missing from the signature");
+    return value;
+  }
+  /// The argument named `name`, or null where the spec does not need it.
+  Value optionalArg(StringRef name) const { return arguments.lookup(name); }
+
+  /// A zero tensor to accumulate into; `dynamicSizes` give its `?` dims.
+  Value zeros(Location loc, RankedTensorType type, ValueRange dynamicSizes);
+  /// A tensor an op overwrites completely.
+  Value uninitialized(Location loc, RankedTensorType type,
+                      ValueRange dynamicSizes) {
+    return tensor::EmptyOp::create(builder, loc, type.getShape(),
+                                   type.getElementType(), dynamicSizes);
+  }
+  Value dim(Location loc, Value tensor, int64_t index) {
+    return tensor::DimOp::create(builder, loc, tensor,
+                                 constant(loc, builder.getIndexAttr(index)));
+  }
+  /// One constant per value: the body is straight-line, so the first
+  /// definition dominates every later use.
+  Value constant(Location loc, TypedAttr value) {
+    Value &cached = constants[value];
+    if (!cached)
+      cached = arith::ConstantOp::create(builder, loc, value);
+    return cached;
+  }
+  /// The first `k` columns of a `[?, C]` tensor.
+  Value leadingColumns(Location loc, Value tensor, Value rows, int64_t k);
+
+  SmallVector<Value> buildMoE(Value x);
+  SmallVector<Value> buildMultiHeadMoE(Value x);
+  SmallVector<Value> buildProductKey(Value x);
+  /// Router, dispatch, experts and combine over `input [S, W]`.
+  RoutedOutputs buildRoutedExperts(Value input);
+
+  MLIRContext &context;
+  const LayerSpec &spec;
+  OpBuilder builder;
+  Type f32, i32, weightType;
+  llvm::StringMap<Value> arguments;
+  DenseMap<Attribute, Value> constants;
+};
+} // namespace
+
+Location LayerBuilder::loc(StringRef path) {
+  std::optional<SpecLocation> where = spec.locationOf(path);
+  if (!where || spec.sourceName.empty())
+    return NameLoc::get(builder.getStringAttr(spec.name));
+  return FileLineColLoc::get(&context, spec.sourceName, where->line,
+                             where->column);
+}
+
+//===----------------------------------------------------------------------===//
+// Signature
+//===----------------------------------------------------------------------===//
+
+void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
+                                       int64_t width) {
+  int64_t e = spec.experts, f = spec.expertHidden;
+  args.push_back({"gate", tensorOf({e, width}, weightType)});
+  if (spec.router.selectionBias)
+    args.push_back({"gate_bias", tensorOf({e}, f32)});
+  if (spec.router.noise)
+    args.push_back({"w_noise", tensorOf({e, width}, weightType)});
+  args.push_back({"w1", tensorOf({e, f, width}, weightType)});
+  if (isGatedActivation(spec.activation))
+    args.push_back({"w3", tensorOf({e, f, width}, weightType)});
+  args.push_back({"w2", tensorOf({e, width, f}, weightType)});
+}
+
+SmallVector<NamedType> LayerBuilder::inputs() {
+  int64_t d = spec.dModel;
+  SmallVector<NamedType> args = {{"x", tokens({d}, f32)}};
+  switch (spec.kind) {
+  case LayerKind::moe: {
+    appendRoutedWeights(args, d);
+    if (spec.hasSharedExperts()) {
+      int64_t fs = spec.sharedExperts.hidden;
+      args.push_back({"shared_w1", tensorOf({fs, d}, weightType)});
+      if (isGatedActivation(spec.activation))
+        args.push_back({"shared_w3", tensorOf({fs, d}, weightType)});
+      args.push_back({"shared_w2", tensorOf({d, fs}, weightType)});
+      if (spec.sharedExperts.gate)
+        args.push_back({"shared_gate", tensorOf({1, d}, weightType)});
+    }
+    break;
+  }
+  case LayerKind::mh_moe:
+    args.push_back({"head_proj", tensorOf({d, d}, weightType)});
+    args.push_back({"merge_proj", tensorOf({d, d}, weightType)});
+    appendRoutedWeights(args, spec.expertWidth());
+    break;
+  case LayerKind::peer:
+  case LayerKind::pkm: {
+    int64_t n = spec.numSubKeys(), queryWidth = spec.heads * spec.keyDim;
+    args.push_back({"query", tensorOf({queryWidth, d}, weightType)});
+    if (spec.queryBatchNorm)
+      for (StringRef name : {"bn_mean", "bn_var", "bn_weight", "bn_bias"})
+        args.push_back({name.str(), tensorOf({queryWidth}, f32)});
+    args.push_back({"keys1", tensorOf({n, spec.keyDim / 2}, weightType)});
+    args.push_back({"keys2", tensorOf({n, spec.keyDim / 2}, weightType)});
+    if (spec.kind == LayerKind::peer) {
+      args.push_back({"expert_in", tensorOf({spec.experts, d}, weightType)});
+      args.push_back({"expert_out", tensorOf({spec.experts, d}, weightType)});
+    } else {
+      args.push_back({"values", tensorOf({spec.experts, d}, weightType)});
+    }
+    break;
+  }
+  }
+  if (spec.isRouted() && spec.router.noise)
+    args.push_back({"seed", builder.getI64Type()});
+  return args;
+}
+
+SmallVector<NamedType> LayerBuilder::outputs() {
+  SmallVector<NamedType> results = {{"out", tokens({spec.dModel}, f32)}};
+  if (spec.isProductKey()) {
+    results.push_back({"topk_ids", tokens({spec.heads, spec.topK}, i32)});
+    results.push_back({"topk_weights", tokens({spec.heads, spec.topK}, f32)});
+    return results;
+  }
+  // mh_moe routes sub-tokens: the leading dim is tokens x heads.
+  int64_t k = spec.router.topK;
+  std::optional<int64_t> rowsPerToken;
+  if (spec.kind == LayerKind::mh_moe)
+    rowsPerToken = spec.heads;
+  results.push_back({"topk_ids", tokens({k}, i32), rowsPerToken});
+  results.push_back({"topk_weights", tokens({k}, f32), rowsPerToken});
+  results.push_back({"expert_counts", tensorOf({spec.experts}, i32)});
+  results.push_back({"dropped", tensorOf({}, i32)});
+  for (AuxLossKind loss : spec.auxLosses)
+    results.push_back({stringifyAuxLossKind(loss).str(), tensorOf({}, f32)});
+  return results;
+}
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+Value LayerBuilder::zeros(Location loc, RankedTensorType type,
+                          ValueRange dynamicSizes) {
+  if (type.hasStaticShape())
+    return constant(loc, DenseElementsAttr::get(
+                             type, builder.getZeroAttr(type.getElementType())));
+  Value zero = constant(
+      loc, cast<TypedAttr>(builder.getZeroAttr(type.getElementType())));
+  Value empty = uninitialized(loc, type, dynamicSizes);
+  return linalg::FillOp::create(builder, loc, ValueRange{zero},
+                                ValueRange{empty})
+      .getResult(0);
+}
+
+Value LayerBuilder::leadingColumns(Location loc, Value tensor, Value rows,
+                                   int64_t k) {
+  SmallVector<OpFoldResult> offsets = {builder.getIndexAttr(0),
+                                       builder.getIndexAttr(0)};
+  SmallVector<OpFoldResult> sizes = {rows, builder.getIndexAttr(k)};
+  SmallVector<OpFoldResult> strides = {builder.getIndexAttr(1),
+                                       builder.getIndexAttr(1)};
+  return tensor::ExtractSliceOp::create(builder, loc, tensor, offsets, sizes,
+                                        strides);
+}
+
+//===----------------------------------------------------------------------===//
+// Layer bodies
+//===----------------------------------------------------------------------===//
+
+RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
+  const RouterSpec &router = spec.router;
+  int64_t e = spec.experts, k = router.topK, width = spec.expertWidth();
+  int64_t choices = spec.numRouterChoices();
+  Location routerLoc = loc("router");
+  Value numTokens = dim(routerLoc, input, 0);
+
+  // Router: logits, optional noise logits, scores and choices.
+  Value logitsInit = zeros(routerLoc, tokens({e}, f32), numTokens);
+  Value logits = LinearOp::create(builder, routerLoc, logitsInit.getType(),
+                                  input, arg("gate"), logitsInit);
+  Value noiseLogits;
+  if (router.noise)
+    noiseLogits =
+        LinearOp::create(builder, loc("router.noise"), logitsInit.getType(),
+                         input, arg("w_noise"), logitsInit);
+  auto route = RouteOp::create(
+      builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),
+      logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"), k,
+      router.score, router.order, router.normalize,
+      llvm::APFloat(router.scaling), router.groups, router.topkGroups,
+      router.groupScore);
+
+  // Dispatch plan: expert-major slots, with capacity when the spec has one.
+  Location planLoc = loc(spec.capacity ? "capacity" : "router.top_k");
+  FloatAttr capacityFactor;
+  OverflowPolicy overflow = OverflowPolicy::drop;
+  DispatchPriority priority = DispatchPriority::token_order;
+  if (spec.capacity) {
+    capacityFactor = builder.getF64FloatAttr(spec.capacity->factor);
+    overflow = spec.capacity->overflow;
+    priority = spec.capacity->priority;
+  }
+  auto plan = DispatchPlanOp::create(
+      builder, planLoc, tensorOf({e}, i32), tensorOf({e + 1}, i32),
+      tensorOf({kDynamic}, i32), tensorOf({kDynamic}, f32), tensorOf({}, i32),
+      route.getIds(), route.getWeights(), e, k, capacityFactor, overflow,
+      priority);
+
+  // Routed experts over the expert-major rows.
+  Location expertLoc = loc("expert_hidden");
+  Value numSlots = dim(expertLoc, plan.getTokenIds(), 0);
+  RankedTensorType rowsType = tokens({width}, f32);
+  Value rows =
+      GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
+                       uninitialized(expertLoc, rowsType, numSlots));
+  Value expertRows = ExpertFFNOp::create(
+      builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
+      arg("w2"), optionalArg("w3"), zeros(expertLoc, rowsType, numSlots),
+      spec.activation);
+
+  // Shared experts see every token; the routed outputs are added to theirs.
+  Value accumulator = zeros(expertLoc, rowsType, numTokens);
+  if (spec.hasSharedExperts())
+    accumulator = SharedExpertOp::create(
+        builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
+        arg("shared_w2"), optionalArg("shared_w3"), optionalArg("shared_gate"),
+        accumulator, spec.activation);
+  Value out =
+      CombineOp::create(builder, expertLoc, rowsType, expertRows,
+                        plan.getTokenIds(), plan.getSlotWeights(), accumulator);
+
+  RoutedOutputs outputs;
+  outputs.out = out;
+  outputs.ids = route.getIds();
+  outputs.weights = route.getWeights();
+  // Columns past top_k are next_choice fallbacks, not the token's choices.
+  if (choices > k) {
+    outputs.ids = leadingColumns(routerLoc, outputs.ids, numTokens, k);
+    outputs.weights = leadingColumns(routerLoc, outputs.weights, numTokens, k);
+  }
+  outputs.counts = plan.getCounts();
+  outputs.dropped = plan.getDropped();
+
+  for (AuxLossKind kind : spec.auxLosses) {
+    Value ids = kind == AuxLossKind::z_loss ? Value() : outputs.ids;
+    Value weights = kind == AuxLossKind::importance ? outputs.weights : Value();
+    outputs.auxLosses.push_back(AuxLossOp::create(
+        builder, loc(("aux_losses." + stringifyAuxLossKind(kind)).str()),
+        tensorOf({}, f32), kind, logits, ids, weights, router.score,
+        llvm::APFloat(1.0)));
+  }
+  return outputs;
+}
+
+static SmallVector<Value> routedResults(Value out, const RoutedOutputs &r) {
+  SmallVector<Value> results = {out, r.ids, r.weights, r.counts, r.dropped};
+  llvm::append_range(results, r.auxLosses);
+  return results;
+}
+
+SmallVector<Value> LayerBuilder::buildMoE(Value x) {
+  RoutedOutputs routed = buildRoutedExperts(x);
+  return routedResults(routed.out, routed);
+}
+
+SmallVector<Value> LayerBuilder::buildMultiHeadMoE(Value x) {
+  int64_t d = spec.dModel, h = spec.heads;
+  Location headLoc = loc("heads");
+  Value numTokens = dim(headLoc, x, 0);
+  RankedTensorType tokenType = tokens({d}, f32);
+  Value projInit = zeros(headLoc, tokenType, numTokens);
+  Value projected = LinearOp::create(builder, headLoc, tokenType, x,
+                                     arg("head_proj"), projInit);
+  Value subTokens = TokenSplitOp::create(
+      builder, headLoc, tokens({spec.expertWidth()}, f32), projected, h);
+  RoutedOutputs routed = buildRoutedExperts(subTokens);
+  Value merged =
+      TokenMergeOp::create(builder, headLoc, tokenType, routed.out, h);
+  Value out = LinearOp::create(builder, headLoc, tokenType, merged,
+                               arg("merge_proj"), projInit);
+  return routedResults(out, routed);
+}
+
+SmallVector<Value> LayerBuilder::buildProductKey(Value x) {
+  int64_t h = spec.heads, k = spec.topK;
+  Location queryLoc = loc("key_dim");
+  Value numTokens = dim(queryLoc, x, 0);
+  RankedTensorType queryType = tokens({h * spec.keyDim}, f32);
+  Value query = LinearOp::create(builder, queryLoc, queryType, x, arg("query"),
+                                 zeros(queryLoc, queryType, numTokens));
+  if (spec.queryBatchNorm)
+    query =
+        BatchNormOp::create(builder, loc("query_batchnorm"), queryType, query,
+                            arg("bn_mean"), arg("bn_var"), arg("bn_weight"),
+                            arg("bn_bias"), llvm::APFloat(kBatchNormEpsilon));
+
+  Location retrievalLoc = loc("top_k");
+  RankedTensorType weightsType = tokens({h, k}, f32);
+  RankedTensorType idsType = tokens({h, k}, i32);
+  auto retrieval = ProductKeyTopKOp::create(
+      builder, retrievalLoc, weightsType, idsType, query, arg("keys1"),
+      arg("keys2"), uninitialized(retrievalLoc, weightsType, numTokens),
+      uninitialized(retrievalLoc, idsType, numTokens), h, k, spec.score);
+
+  Location expertLoc = loc("experts");
+  RankedTensorType tokenType = tokens({spec.dModel}, f32);
+  bool isPeer = spec.kind == LayerKind::peer;
+  Value out = SingleNeuronExpertsOp::create(
+      builder, expertLoc, tokenType, x, retrieval.getIds(),
+      retrieval.getWeights(), arg(isPeer ? "expert_out" : "values"),
+      optionalArg("expert_in"), zeros(expertLoc, tokenType, numTokens),
+      isPeer ? ActivationAttr::get(&context, spec.activation)
+             : ActivationAttr());
+  return {out, retrieval.getIds(), retrieval.getWeights()};
+}
+
+OwningOpRef<ModuleOp> LayerBuilder::build() {
+  context.loadDialect<MoEDialect, func::FuncDialect, tensor::TensorDialect,
+                      linalg::LinalgDialect, arith::ArithDialect>();
+
+  Location layerLoc = loc("name");
+  OwningOpRef<ModuleOp> module = ModuleOp::create(layerLoc);
+  builder.setInsertionPointToEnd(module->getBody());
+
+  SmallVector<NamedType> args = inputs(), results = outputs();
+  SmallVector<Type> argTypes, resultTypes;
+  for (const NamedType &a : args)
+    argTypes.push_back(a.type);
+  for (const NamedType &r : results)
+    resultTypes.push_back(r.type);
+  auto func =
+      func::FuncOp::create(builder, layerLoc, spec.name,
+                           builder.getFunctionType(argTypes, resultTypes));
+  for (auto [index, a] : llvm::enumerate(args))
+    func.setArgAttr(index, kNameAttr, builder.getStringAttr(a.name));
+  for (auto [index, r] : llvm::enumerate(results)) {
+    func.setResultAttr(index, kNameAttr, builder.getStringAttr(r.name));
+    if (r.rowsPerToken)
+      func.setResultAttr(index, kRowsPerTokenAttr,
+                         builder.getI64IntegerAttr(*r.rowsPerToken));
+  }
+
+  Block *body = func.addEntryBlock();
+  builder.setInsertionPointToStart(body);
+  for (auto [a, value] : llvm::zip(args, body->getArguments()))
+    arguments[a.name] = value;
+
+  Value x = arg("x");
+  SmallVector<Value> values;
+  switch (spec.kind) {
+  case LayerKind::moe:
+    values = buildMoE(x);
+    break;
+  case LayerKind::mh_moe:
+    values = buildMultiHeadMoE(x);
+    break;
+  case LayerKind::peer:
+  case LayerKind::pkm:
+    values = buildProductKey(x);
+    break;
+  }
+  func::ReturnOp::create(builder, layerLoc, values);
+  return module;
+}
+
+OwningOpRef<ModuleOp> mlir::moe::buildLayerModule(MLIRContext &context,
+                                                  const LayerSpec &spec) {
+  return LayerBuilder(context, spec).build();
+}

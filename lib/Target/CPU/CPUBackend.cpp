@@ -1,0 +1,118 @@
+//===- CPUBackend.cpp - LLVM-dialect modules to CPU code ------------------===//
+
+#include "moe/Target/CPU/CPUBackend.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+static llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
+mlir::moe::createCPUTargetMachine(const CPUTargetOptions &options) {
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  llvm::InitializeNativeTargetAsmParser();
+
+  llvm::Triple triple(options.triple.empty() ? llvm::sys::getProcessTriple()
+                                             : options.triple);
+  std::string error;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return makeError("no target for triple '" + triple.str() + "': " + error);
+
+  bool host = options.cpu.empty() || options.cpu == "native";
+  std::string cpu = host ? llvm::sys::getHostCPUName().str() : options.cpu;
+  SmallVector<std::string> features;
+  if (host)
+    for (const auto &[name, enabled] : llvm::sys::getHostCPUFeatures())
+      features.push_back((enabled ? "+" : "-") + name.str());
+  if (!options.features.empty())
+    features.push_back(options.features);
+
+  llvm::TargetOptions targetOptions;
+  auto level = llvm::CodeGenOpt::getLevel(options.optLevel);
+  if (!level)
+    return makeError("optimisation level " + Twine(options.optLevel) +
+                     " is not in 0..3");
+  std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
+      triple, cpu, llvm::join(features, ","), targetOptions,
+      llvm::Reloc::PIC_, std::nullopt, *level));
+  if (!machine)
+    return makeError("cannot create a target machine for cpu '" + cpu + "'");
+  return machine;
+}
+
+void mlir::moe::internalizeAllButEntryPoints(ModuleOp module) {
+  auto internal = LLVM::LinkageAttr::get(module.getContext(),
+                                         LLVM::Linkage::Internal);
+  module.walk([&](LLVM::LLVMFuncOp fn) {
+    if (fn.isExternal() || fn.getName().ends_with("_forward"))
+      return;
+    fn.setLinkageAttr(internal);
+    fn.setVisibility_(LLVM::Visibility::Default);
+  });
+}
+
+llvm::Expected<std::unique_ptr<llvm::Module>>
+mlir::moe::translateAndOptimize(ModuleOp module, llvm::LLVMContext &context,
+                                llvm::TargetMachine &machine,
+                                unsigned optLevel) {
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, context);
+  if (!llvmModule)
+    return makeError("translation to LLVM IR failed");
+  llvmModule->setTargetTriple(machine.getTargetTriple());
+  llvmModule->setDataLayout(machine.createDataLayout());
+  auto optimize = makeOptimizingTransformer(optLevel, /*sizeLevel=*/0,
+                                            &machine);
+  if (llvm::Error err = optimize(llvmModule.get()))
+    return std::move(err);
+  return llvmModule;
+}
+
+llvm::Error mlir::moe::emitMachineCode(llvm::Module &module,
+                                       llvm::TargetMachine &machine,
+                                       llvm::CodeGenFileType type,
+                                       llvm::raw_pwrite_stream &os) {
+  llvm::legacy::PassManager codegen;
+  if (machine.addPassesToEmitFile(codegen, os, nullptr, type))
+    return makeError("the target cannot emit this file type");
+  codegen.run(module);
+  return llvm::Error::success();
+}
+
+llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
+                                         llvm::StringRef objectPath,
+                                         llvm::StringRef runtimeArchive,
+                                         llvm::StringRef outputPath) {
+  llvm::ErrorOr<std::string> program = llvm::sys::findProgramByName(linker);
+  if (!program)
+    return makeError("linker driver '" + linker + "' not found on PATH");
+  SmallVector<StringRef> args = {*program, "-shared", "-o", outputPath,
+                                 objectPath};
+  if (!runtimeArchive.empty())
+    args.push_back(runtimeArchive);
+  args.append({"-lm", "-Wl,--no-undefined"});
+  std::string error;
+  int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0,
+                                         0, &error);
+  if (status != 0)
+    return makeError("linking " + outputPath + " failed" +
+                     (error.empty() ? "" : ": " + error));
+  return llvm::Error::success();
+}

@@ -1,0 +1,329 @@
+//===- moe-compile.cpp - compile MoE layer specs and moe-dialect modules --===//
+//
+// Input: a layer spec (.yaml, .yml, .json) or a moe-dialect module (.mlir).
+// Both become a verified module, which is then emitted in the requested form:
+// the layer IR, its C header, or (through moe-lower-to-cpu, the same pipeline
+// moe-opt registers) LLVM IR, assembly, an object or a shared library.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/ABI/LayerABI.h"
+#include "moe/ABI/Passes.h"
+#include "moe/Frontend/LayerBuilder.h"
+#include "moe/Frontend/LayerSpec.h"
+#include "moe/InitAllDialects.h"
+#include "moe/Pipelines/Pipelines.h"
+#include "moe/Target/CPU/CPUBackend.h"
+
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringSwitch.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/ToolOutputFile.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+namespace {
+/// What the driver produces; each value is a stage of the pipeline.
+enum class EmitKind { mlir, header, llvm, assembly, object, shared };
+
+enum class Target { cpu };
+
+enum class InputKind { automatic, spec, mlir };
+} // namespace
+
+static cl::OptionCategory compileCategory("moe-compile options");
+
+static cl::opt<std::string>
+    inputFilename(cl::Positional,
+                  cl::desc("<layer spec (.yaml, .yml, .json) or .mlir, "
+                           "- for stdin>"),
+                  cl::init("-"), cl::cat(compileCategory));
+
+static cl::opt<std::string> outputFilename("o", cl::desc("Output file"),
+                                           cl::value_desc("filename"),
+                                           cl::init("-"),
+                                           cl::cat(compileCategory));
+
+static cl::opt<EmitKind> emitKind(
+    "emit", cl::desc("What to emit"), cl::init(EmitKind::mlir),
+    cl::values(
+        clEnumValN(EmitKind::mlir, "mlir",
+                   "the layer as a moe-dialect MLIR module"),
+        clEnumValN(EmitKind::header, "header",
+                   "the C header of the layer's entry point"),
+        clEnumValN(EmitKind::llvm, "llvm", "optimised LLVM IR"),
+        clEnumValN(EmitKind::assembly, "asm", "target assembly"),
+        clEnumValN(EmitKind::object, "obj", "a relocatable object file"),
+        clEnumValN(EmitKind::shared, "shared",
+                   "a shared library exporting <layer>_forward")),
+    cl::cat(compileCategory));
+
+static cl::opt<Target>
+    target("target", cl::desc("Target to compile for"), cl::init(Target::cpu),
+           cl::values(clEnumValN(Target::cpu, "cpu",
+                                 "x86-64 CPU (the host unless --mcpu)")),
+           cl::cat(compileCategory));
+
+static cl::opt<std::string> targetCPU(
+    "mcpu", cl::desc("CPU to generate code for (default: the host CPU)"),
+    cl::init("native"), cl::cat(compileCategory));
+
+static cl::opt<std::string>
+    targetFeatures("mattr",
+                   cl::desc("Target features to add or remove, e.g. "
+                            "+avx2,-avx512f (default: the CPU's)"),
+                   cl::init(""), cl::cat(compileCategory));
+
+static cl::opt<unsigned>
+    optLevel("O", cl::desc("LLVM optimisation level (0-3, default 3)"),
+             cl::Prefix, cl::init(3), cl::cat(compileCategory));
+
+static cl::opt<std::string> linker(
+    "linker",
+    cl::desc("C compiler driver that links --emit=shared (default: the one "
+             "that built moe-compile)"),
+    cl::init(MOE_DEFAULT_LINKER), cl::cat(compileCategory));
+
+static cl::opt<std::string> runtimeArchive(
+    "runtime-lib",
+    cl::desc("Static runtime archive linked into --emit=shared (default: "
+             "libmoe_runtime.a in ../lib beside moe-compile)"),
+    cl::init(""), cl::cat(compileCategory));
+
+static cl::opt<InputKind> inputKind(
+    "input-kind",
+    cl::desc("How to read the input (default: by extension; stdin is a spec)"),
+    cl::init(InputKind::automatic),
+    cl::values(
+        clEnumValN(InputKind::automatic, "auto", "decide by file extension"),
+        clEnumValN(InputKind::spec, "spec", "a YAML or JSON layer spec"),
+        clEnumValN(InputKind::mlir, "mlir", "a moe-dialect MLIR module")),
+    cl::cat(compileCategory));
+
+static FailureOr<InputKind> resolveInputKind() {
+  if (inputKind != InputKind::automatic)
+    return inputKind.getValue();
+  if (inputFilename == "-")
+    return InputKind::spec;
+  std::string extension = llvm::sys::path::extension(inputFilename).lower();
+  std::optional<InputKind> kind =
+      llvm::StringSwitch<std::optional<InputKind>>(extension)
+          .Cases({".yaml", ".yml", ".json"}, InputKind::spec)
+          .Case(".mlir", InputKind::mlir)
+          .Default(std::nullopt);
+  if (kind)
+    return *kind;
+  llvm::errs() << "moe-compile: cannot tell the kind of input '"
+               << inputFilename << "' from its extension (expected .yaml, "
+               << ".yml, .json or .mlir); use --input-kind=spec|mlir\n";
+  return failure();
+}
+
+/// Reads the main buffer of `sourceMgr` as a spec or a module and verifies
+/// the module.
+static OwningOpRef<ModuleOp>
+loadModule(MLIRContext &context, llvm::SourceMgr &sourceMgr, InputKind kind) {
+  OwningOpRef<ModuleOp> module;
+  if (kind == InputKind::mlir) {
+    // The parser verifies what it parsed.
+    return parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(&context));
+  }
+  FailureOr<moe::LayerSpec> spec = moe::parseLayerSpec(sourceMgr);
+  if (failed(spec))
+    return nullptr;
+  module = moe::buildLayerModule(context, *spec);
+  if (failed(verify(*module))) {
+    llvm::errs() << "moe-compile: internal error: the module built from the "
+                    "layer spec does not verify\n";
+    return nullptr;
+  }
+  return module;
+}
+
+static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
+  SmallVector<moe::LayerABI> layers;
+  for (auto fn : module.getOps<func::FuncOp>()) {
+    if (!fn.isPublic() || fn.isExternal())
+      continue;
+    FailureOr<moe::LayerABI> abi = moe::describeLayerABI(fn);
+    if (failed(abi))
+      return failure();
+    layers.push_back(std::move(*abi));
+  }
+  if (layers.empty()) {
+    module.emitError("no public layer function to export");
+    return failure();
+  }
+  StringRef stem = outputFilename == "-"
+                       ? StringRef(layers.front().layerName)
+                       : llvm::sys::path::stem(outputFilename);
+  os << moe::emitCHeader(layers, stem);
+  return success();
+}
+
+/// The moe module -> the LLVM dialect, with C entry points.
+static LogicalResult lowerToLLVMDialect(ModuleOp module) {
+  PassManager pm(module.getContext());
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  applyDefaultTimingPassManagerCLOptions(pm);
+  pm.addPass(moe::createMoECreateCEntryPoints());
+  moe::CPUPipelineOptions options;
+  moe::buildMoELowerToCPUPipeline(pm, options);
+  if (failed(pm.run(module)))
+    return failure();
+  moe::internalizeAllButEntryPoints(module);
+  return success();
+}
+
+static std::string defaultRuntimeArchive(const char *argv0) {
+  std::string exe = llvm::sys::fs::getMainExecutable(
+      argv0, reinterpret_cast<void *>(&defaultRuntimeArchive));
+  SmallString<256> path(llvm::sys::path::parent_path(
+      llvm::sys::path::parent_path(exe)));
+  llvm::sys::path::append(path, "lib", "libmoe_runtime.a");
+  return std::string(path);
+}
+
+static LogicalResult reportError(llvm::Error error) {
+  llvm::errs() << "moe-compile: " << llvm::toString(std::move(error)) << "\n";
+  return failure();
+}
+
+static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
+  if (failed(lowerToLLVMDialect(module)))
+    return failure();
+  moe::CPUTargetOptions targetOptions;
+  targetOptions.cpu = targetCPU;
+  targetOptions.features = targetFeatures;
+  targetOptions.optLevel = optLevel;
+  auto machine = moe::createCPUTargetMachine(targetOptions);
+  if (!machine)
+    return reportError(machine.takeError());
+  llvm::LLVMContext llvmContext;
+  auto llvmModule = moe::translateAndOptimize(module, llvmContext, **machine,
+                                              optLevel);
+  if (!llvmModule)
+    return reportError(llvmModule.takeError());
+
+  std::string errorMessage;
+  std::string objectPath = outputFilename;
+  SmallString<128> tempObject;
+  if (emitKind == EmitKind::shared) {
+    if (outputFilename == "-") {
+      llvm::errs() << "moe-compile: --emit=shared needs -o <file>\n";
+      return failure();
+    }
+    if (std::error_code ec = llvm::sys::fs::createTemporaryFile(
+            "moe-compile", "o", tempObject))
+      return reportError(llvm::errorCodeToError(ec));
+    objectPath = std::string(tempObject);
+  }
+  auto output = openOutputFile(objectPath, &errorMessage);
+  if (!output) {
+    llvm::errs() << "moe-compile: " << errorMessage << "\n";
+    return failure();
+  }
+  if (emitKind == EmitKind::llvm) {
+    (*llvmModule)->print(output->os(), nullptr);
+  } else {
+    auto fileType = emitKind == EmitKind::assembly
+                        ? llvm::CodeGenFileType::AssemblyFile
+                        : llvm::CodeGenFileType::ObjectFile;
+    if (llvm::Error err = moe::emitMachineCode(**llvmModule, **machine,
+                                               fileType, output->os()))
+      return reportError(std::move(err));
+  }
+  output->keep();
+  if (emitKind != EmitKind::shared)
+    return success();
+
+  output->os().close();
+  std::string runtime = runtimeArchive.empty() ? defaultRuntimeArchive(argv0)
+                                               : runtimeArchive.getValue();
+  llvm::Error linked =
+      moe::linkSharedLibrary(linker, objectPath, runtime, outputFilename);
+  llvm::sys::fs::remove(objectPath);
+  if (linked)
+    return reportError(std::move(linked));
+  return success();
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM initLLVM(argc, argv);
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  // libLLVM registers every backend's options; --help-hidden still lists them.
+  cl::HideUnrelatedOptions(compileCategory);
+  cl::ParseCommandLineOptions(argc, argv, "MoE-MLIR layer compiler\n");
+
+  FailureOr<InputKind> kind = resolveInputKind();
+  if (failed(kind))
+    return 1;
+
+  std::string errorMessage;
+  std::unique_ptr<llvm::MemoryBuffer> input =
+      openInputFile(inputFilename, &errorMessage);
+  if (!input) {
+    llvm::errs() << "moe-compile: " << errorMessage << "\n";
+    return 1;
+  }
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(input), llvm::SMLoc());
+
+  DialectRegistry registry;
+  moe::registerLayerBuilderDialects(registry);
+  // The lowering pipeline needs every dialect it passes through, their
+  // bufferization and to-LLVM interfaces, and the LLVM IR translations.
+  registerAllDialects(registry);
+  registerAllExtensions(registry);
+  moe::registerAllDialects(registry);
+  registerAllToLLVMIRTranslations(registry);
+  MLIRContext context(registry);
+  SourceMgrDiagnosticHandler diagnosticHandler(sourceMgr, &context);
+
+  OwningOpRef<ModuleOp> module = loadModule(context, sourceMgr, *kind);
+  if (!module)
+    return 1;
+
+  if (emitKind == EmitKind::object || emitKind == EmitKind::shared ||
+      emitKind == EmitKind::assembly || emitKind == EmitKind::llvm)
+    return failed(emitMachineOutput(*module, argv[0])) ? 1 : 0;
+
+  std::unique_ptr<llvm::ToolOutputFile> output =
+      openOutputFile(outputFilename, &errorMessage);
+  if (!output) {
+    llvm::errs() << "moe-compile: " << errorMessage << "\n";
+    return 1;
+  }
+  if (emitKind == EmitKind::header) {
+    if (failed(emitHeader(*module, output->os())))
+      return 1;
+  } else {
+    module->print(output->os());
+    output->os() << "\n";
+  }
+  output->keep();
+  return 0;
+}
