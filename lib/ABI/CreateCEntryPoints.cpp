@@ -28,6 +28,13 @@ public:
     func::FuncOp impl = buildImpl();
     buildEntry(impl);
     layer.setPrivate();
+    // The names now live in the entry point; LLVM has no use for them.
+    for (unsigned i = 0, e = layer.getNumArguments(); i < e; ++i)
+      layer.removeArgAttr(i, kNameAttr);
+    for (unsigned i = 0, e = layer.getNumResults(); i < e; ++i) {
+      layer.removeResultAttr(i, StringAttr::get(ctx, kNameAttr));
+      layer.removeResultAttr(i, StringAttr::get(ctx, kRowsPerTokenAttr));
+    }
   }
 
 private:

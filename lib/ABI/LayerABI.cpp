@@ -17,6 +17,8 @@ StringRef ABIBuffer::cElementType() const {
 }
 
 std::string ABIBuffer::shapeString() const {
+  if (type.getRank() == 0)
+    return "scalar";
   SmallVector<std::string> dims;
   for (int64_t d : type.getShape()) {
     if (!ShapedType::isDynamic(d))

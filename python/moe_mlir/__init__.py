@@ -3,9 +3,12 @@
 * :func:`load_spec`, :func:`weight_shapes`, :func:`spec_hash` -- layer specs.
 * :mod:`moe_mlir.reference` -- independent NumPy reference of every layer kind.
 * :func:`upcycle` -- build MoE expert weights from a dense FFN.
+* :func:`compile` -- compile a spec with moe-compile; the returned
+  :class:`Layer` runs the kernel on NumPy arrays.
 """
 
 from . import reference, rng
+from .compiler import CompileError, Layer, compile  # noqa: A004
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -21,12 +24,7 @@ __all__ = [
     "round_to_dtype",
     "upcycle",
     "init_gate",
-    # "compile",
+    "compile",
+    "Layer",
+    "CompileError",
 ]
-
-# --------------------------------------------------------------------------- #
-# Compiler entry point (added by the lead): `compile(spec, target=...)` returns
-# a callable layer `layer(x, **weights)`.  Import it here and add "compile" to
-# __all__ above, e.g.
-#     from .compiler import compile  # noqa: A001
-# --------------------------------------------------------------------------- #

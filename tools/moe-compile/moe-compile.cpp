@@ -43,7 +43,7 @@ namespace cl = llvm::cl;
 
 namespace {
 /// What the driver produces; each value is a stage of the pipeline.
-enum class EmitKind { mlir, header, llvm, assembly, object, shared };
+enum class EmitKind { mlir, header, abi, llvm, assembly, object, shared };
 
 enum class Target { cpu };
 
@@ -70,6 +70,8 @@ static cl::opt<EmitKind> emitKind(
                    "the layer as a moe-dialect MLIR module"),
         clEnumValN(EmitKind::header, "header",
                    "the C header of the layer's entry point"),
+        clEnumValN(EmitKind::abi, "abi",
+                   "the layer's C ABI as JSON (for language bindings)"),
         clEnumValN(EmitKind::llvm, "llvm", "optimised LLVM IR"),
         clEnumValN(EmitKind::assembly, "asm", "target assembly"),
         clEnumValN(EmitKind::object, "obj", "a relocatable object file"),
@@ -159,7 +161,8 @@ loadModule(MLIRContext &context, llvm::SourceMgr &sourceMgr, InputKind kind) {
   return module;
 }
 
-static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
+/// The ABI of every public layer function of `module`.
+static FailureOr<SmallVector<moe::LayerABI>> describeLayers(ModuleOp module) {
   SmallVector<moe::LayerABI> layers;
   for (auto fn : module.getOps<func::FuncOp>()) {
     if (!fn.isPublic() || fn.isExternal())
@@ -173,10 +176,21 @@ static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
     module.emitError("no public layer function to export");
     return failure();
   }
+  return layers;
+}
+
+static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
+  FailureOr<SmallVector<moe::LayerABI>> layers = describeLayers(module);
+  if (failed(layers))
+    return failure();
+  if (emitKind == EmitKind::abi) {
+    os << moe::emitABIDescription(*layers);
+    return success();
+  }
   StringRef stem = outputFilename == "-"
-                       ? StringRef(layers.front().layerName)
+                       ? StringRef(layers->front().layerName)
                        : llvm::sys::path::stem(outputFilename);
-  os << moe::emitCHeader(layers, stem);
+  os << moe::emitCHeader(*layers, stem);
   return success();
 }
 
@@ -317,7 +331,7 @@ int main(int argc, char **argv) {
     llvm::errs() << "moe-compile: " << errorMessage << "\n";
     return 1;
   }
-  if (emitKind == EmitKind::header) {
+  if (emitKind == EmitKind::header || emitKind == EmitKind::abi) {
     if (failed(emitHeader(*module, output->os())))
       return 1;
   } else {

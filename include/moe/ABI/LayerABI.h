@@ -65,6 +65,11 @@ FailureOr<LayerABI> describeLayerABI(func::FuncOp layer);
 /// The C header declaring the entry point of every layer in `layers`.
 std::string emitCHeader(ArrayRef<LayerABI> layers, StringRef guardName);
 
+/// The same ABI as JSON: per layer its entry point, d_model, whether it takes
+/// a seed, and each input/output buffer's name, dtype, shape (-1 for the token
+/// dim), rows_per_token and optionality.
+std::string emitABIDescription(ArrayRef<LayerABI> layers);
+
 } // namespace mlir::moe
 
 #endif // MOE_ABI_LAYERABI_H

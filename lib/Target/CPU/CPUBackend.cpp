@@ -8,6 +8,7 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/IR/LegacyPassManager.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Program.h"
@@ -37,6 +38,13 @@ mlir::moe::createCPUTargetMachine(const CPUTargetOptions &options) {
 
   bool host = options.cpu.empty() || options.cpu == "native";
   std::string cpu = host ? llvm::sys::getHostCPUName().str() : options.cpu;
+  // LLVM only warns about an unknown CPU and then may abort in codegen.
+  std::unique_ptr<llvm::MCSubtargetInfo> subtarget(
+      target->createMCSubtargetInfo(triple, cpu, ""));
+  if (!subtarget || !subtarget->isCPUStringValid(cpu))
+    return makeError("unknown CPU '" + cpu + "' for " + triple.str() +
+                     " (llc -mtriple=" + triple.str() +
+                     " -mcpu=help lists them)");
   SmallVector<std::string> features;
   if (host)
     for (const auto &[name, enabled] : llvm::sys::getHostCPUFeatures())

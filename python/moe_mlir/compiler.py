@@ -1,0 +1,266 @@
+"""Compile layer specs with ``moe-compile`` and run the kernels on NumPy arrays.
+
+``compile(spec)`` validates the spec, compiles it once per (spec, target,
+options, compiler build) into a shared library kept in an on-disk cache, and
+returns a :class:`Layer` whose calls check every argument before the kernel
+sees it.  The argument order comes from the compiler (``--emit=abi``), never
+from a second copy of the contract here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .reference import round_to_dtype
+from .spec import load_spec, spec_hash, weight_shapes
+
+__all__ = ["compile", "Layer", "CompileError", "find_compiler", "cache_dir"]
+
+TARGETS = ("cpu",)
+
+
+class CompileError(RuntimeError):
+    """moe-compile failed on a spec that the Python loader accepted."""
+
+
+def find_compiler() -> Path:
+    """The moe-compile executable: $MOE_COMPILE, the repo's build tree, or PATH."""
+    env = os.environ.get("MOE_COMPILE")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise FileNotFoundError(f"MOE_COMPILE={env} is not a file")
+        return path
+    repo = Path(__file__).resolve().parents[2]
+    build = Path(os.environ.get("MOE_BUILD_DIR", repo / "build"))
+    candidate = build / "bin" / "moe-compile"
+    if candidate.is_file():
+        return candidate
+    found = shutil.which("moe-compile")
+    if found:
+        return Path(found)
+    raise FileNotFoundError(
+        "moe-compile not found: build the project (scripts/build.sh), put "
+        "moe-compile on PATH, or set MOE_COMPILE")
+
+
+def cache_dir() -> Path:
+    """Where compiled layers are kept: $MOE_MLIR_CACHE or ~/.cache/moe_mlir."""
+    env = os.environ.get("MOE_MLIR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "moe_mlir"
+
+
+def _compiler_fingerprint(compiler: Path) -> str:
+    # A rebuilt compiler may generate different code: key the cache on it.
+    st = compiler.stat()
+    return f"{compiler.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _spec_source(spec) -> Tuple[Optional[Path], Optional[str]]:
+    """The file moe-compile should read (so its errors point into it), or text."""
+    if isinstance(spec, Mapping):
+        return None, json.dumps(spec)
+    if isinstance(spec, os.PathLike):
+        return Path(spec), None
+    if isinstance(spec, str):
+        text = spec.strip()
+        if "\n" not in text and (text.endswith((".yaml", ".yml", ".json")) or os.path.isfile(text)):
+            return Path(text), None
+        return None, spec
+    raise TypeError(f"spec must be a path, YAML/JSON text or a dict, got {type(spec).__name__}")
+
+
+def _run(compiler: Path, args, source: Path) -> str:
+    proc = subprocess.run([str(compiler), *args, str(source)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError(f"moe-compile {' '.join(args)} failed:\n{proc.stderr.strip()}")
+    return proc.stdout
+
+
+def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "native",
+            mattr: str = "", cache: bool = True) -> "Layer":  # noqa: A001
+    """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``.
+
+    Raises ValueError for an invalid spec (naming the field), CompileError if
+    the compiler fails.  With ``cache`` the shared library is reused across
+    processes for the same spec, target, options and compiler build.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if opt_level not in (0, 1, 2, 3):
+        raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+    normalized = load_spec(spec)
+    compiler = find_compiler()
+    options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}"]
+    if mattr:
+        options.append(f"--mattr={mattr}")
+    key = hashlib.sha256("\n".join(
+        [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]).encode()).hexdigest()[:32]
+    entry = cache_dir() / key
+    library = entry / f"lib{normalized['name']}.so"
+    abi_file = entry / "abi.json"
+    if not (cache and library.is_file() and abi_file.is_file()):
+        entry.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=entry) as tmp:
+            path, text = _spec_source(spec)
+            if path is None:
+                suffix = ".json" if isinstance(spec, Mapping) else ".yaml"
+                path = Path(tmp) / f"{normalized['name']}{suffix}"
+                path.write_text(text)
+            abi_text = _run(compiler, [*options, "--emit=abi"], path)
+            built = Path(tmp) / library.name
+            _run(compiler, [*options, "--emit=shared", "-o", str(built)], path)
+            (Path(tmp) / "abi.json").write_text(abi_text)
+            # Renames are atomic: a concurrent reader sees all or nothing.
+            os.replace(Path(tmp) / "abi.json", abi_file)
+            os.replace(built, library)
+    abi = json.loads(abi_file.read_text())
+    layers = abi["layers"]
+    if len(layers) != 1:
+        raise CompileError(f"expected one layer in {abi_file}, found {len(layers)}")
+    return Layer(normalized, library, layers[0])
+
+
+_NP_DTYPES = {"f32": np.float32, "i32": np.int32}
+
+
+class Layer:
+    """A compiled layer.  ``layer(x, **weights)`` returns the output [T, D].
+
+    ``x`` is float32 ``[T, D]`` with T >= 1; weights are named and shaped as
+    in the spec contract (docs/spec.md) and given as float32 (rounded to the
+    spec's weight_dtype, round-to-nearest-even), or as float16 for f16
+    weights / raw uint16 bit patterns for bf16 weights.  Noisy routers need
+    an integer ``seed``.
+    """
+
+    def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any]):
+        self.spec = spec
+        self.name = spec["name"]
+        self.library_path = library
+        self._abi = abi
+        self._lib = ctypes.CDLL(str(library))
+        self._fn = getattr(self._lib, abi["entry_point"])
+        n_in, n_out = len(abi["inputs"]), len(abi["outputs"])
+        self._fn.argtypes = ([ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * n_in
+                             + ([ctypes.c_uint64] if abi["seed"] else [])
+                             + [ctypes.c_void_p] * n_out)
+        self._fn.restype = ctypes.c_int32
+        self._lib.moe_last_error.restype = ctypes.c_char_p
+        self.weight_shapes = weight_shapes(spec)
+        names = [b["name"] for b in abi["inputs"][1:]]
+        if names != list(self.weight_shapes):
+            raise CompileError(f"compiled weights {names} disagree with the spec contract "
+                               f"{list(self.weight_shapes)}")
+
+    @property
+    def d_model(self) -> int:
+        return self._abi["d_model"]
+
+    @property
+    def output_names(self):
+        return [b["name"] for b in self._abi["outputs"]]
+
+    # ---------------------------------------------------------------- checks
+
+    def _check_x(self, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"x must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise ValueError(f"x must be float32, got {x.dtype}")
+        if x.ndim != 2 or x.shape[1] != self.d_model:
+            raise ValueError(f"x must have shape [T, {self.d_model}], got {list(x.shape)}")
+        if x.shape[0] < 1:
+            raise ValueError("x must hold at least one token (T >= 1)")
+        return np.ascontiguousarray(x)
+
+    def _check_weight(self, name: str, value) -> np.ndarray:
+        shape, dtype = self.weight_shapes[name]
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"weight {name!r} must be a numpy.ndarray, got {type(value).__name__}")
+        if value.shape != tuple(shape):
+            raise ValueError(f"weight {name!r} must have shape {list(shape)}, "
+                             f"got {list(value.shape)}")
+        if dtype == "f32":
+            if value.dtype != np.float32:
+                raise ValueError(f"weight {name!r} must be float32, got {value.dtype}")
+            return np.ascontiguousarray(value)
+        if dtype == "f16":
+            if value.dtype == np.float16:
+                return np.ascontiguousarray(value).view(np.uint16)
+            if value.dtype == np.float32:
+                return np.ascontiguousarray(value.astype(np.float16)).view(np.uint16)
+            raise ValueError(f"weight {name!r} (f16) must be float32 or float16, got {value.dtype}")
+        # bf16: float32 values rounded to nearest even, or raw bit patterns.
+        if value.dtype == np.uint16:
+            return np.ascontiguousarray(value)
+        if value.dtype == np.float32:
+            rounded = round_to_dtype(value, "bf16")
+            return np.ascontiguousarray((rounded.view(np.uint32) >> 16).astype(np.uint16))
+        raise ValueError(f"weight {name!r} (bf16) must be float32 or uint16 bits, got {value.dtype}")
+
+    def _check_weights(self, weights: Mapping[str, Any]):
+        unknown = sorted(set(weights) - set(self.weight_shapes))
+        if unknown:
+            raise ValueError(f"unknown weight {unknown[0]!r} for layer {self.name!r} "
+                             f"(expected {list(self.weight_shapes)})")
+        missing = [n for n in self.weight_shapes if n not in weights]
+        if missing:
+            raise ValueError(f"missing weight {missing[0]!r} for layer {self.name!r}")
+        return [self._check_weight(n, weights[n]) for n in self.weight_shapes]
+
+    def _check_seed(self, seed):
+        if not self._abi["seed"]:
+            return []
+        if seed is None:
+            raise ValueError(f"layer {self.name!r} has a noisy router: pass seed=<int>")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {type(seed).__name__}")
+        return [ctypes.c_uint64(int(seed) % (1 << 64))]
+
+    # ------------------------------------------------------------------ runs
+
+    def forward(self, x, seed=None, **weights) -> Dict[str, Any]:
+        """Every output of the layer: ``out``, routing results, aux losses."""
+        x = self._check_x(x)
+        args = self._check_weights(weights)
+        seed_arg = self._check_seed(seed)
+        tokens = x.shape[0]
+        outputs = {}
+        for buf in self._abi["outputs"]:
+            shape = [tokens * buf["rows_per_token"] if d < 0 else d for d in buf["shape"]]
+            outputs[buf["name"]] = np.empty(shape, dtype=_NP_DTYPES[buf["dtype"]])
+        pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in [x, *args]]
+        out_pointers = [o.ctypes.data_as(ctypes.c_void_p) for o in outputs.values()]
+        status = self._fn(tokens, self.d_model, *pointers, *seed_arg, *out_pointers)
+        if status != 0:
+            message = self._lib.moe_last_error().decode(errors="replace")
+            raise RuntimeError(f"{self._abi['entry_point']} failed ({status}): {message}")
+        return {name: (value.item() if value.ndim == 0 else value)
+                for name, value in outputs.items()}
+
+    def __call__(self, x, seed=None, **weights) -> np.ndarray:
+        return self.forward(x, seed=seed, **weights)["out"]
+
+    def route(self, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
+        """``(topk_ids, topk_weights)`` of the router (before capacity)."""
+        result = self.forward(x, seed=seed, **weights)
+        return result["topk_ids"], result["topk_weights"]
+
+    def aux_losses(self, x, seed=None, **weights) -> Dict[str, float]:
+        """The aux losses the spec asks for, by name."""
+        result = self.forward(x, seed=seed, **weights)
+        return {name: result[name] for name in self.spec.get("aux_losses", [])}
+
+    def __repr__(self) -> str:
+        return f"Layer({self.name!r}, kind={self.spec['kind']!r}, library={str(self.library_path)!r})"
