@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
 # The main job: installs dependencies, builds the compiler, compiles an example
-# layer spec to the moe dialect and verifies it with moe-opt.
+# layer for the CPU, runs it on random input and checks it against the NumPy
+# reference. Usage: scripts/run-example.sh [SPEC] [--tokens N]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${MOE_BUILD_DIR:-$root/build}"
-spec="${1:-$root/examples/mixtral.yaml}"
 
 "$root/scripts/install-deps.sh"
-"$root/scripts/build.sh" moe-opt moe-compile
-
-echo "== moe-compile --emit=mlir $(basename "$spec")"
-start=$(date +%s.%N)
-"$build/bin/moe-compile" --emit=mlir "$spec" | tee /dev/stderr | "$build/bin/moe-opt" >/dev/null
-end=$(date +%s.%N)
-printf '== verified by moe-opt (%.2f s)\n' "$(echo "$end - $start" | bc)"
+"$root/scripts/build.sh" moe-compile moe_runtime_static
+export MOE_BUILD_DIR="${MOE_BUILD_DIR:-$root/build}"
+exec python3 "$root/examples/run_layer.py" "$@"
