@@ -39,3 +39,14 @@ config.substitutions.append(
     ("%mlir_c_runner_utils", os.path.join(llvm_lib_dir, "libmlir_c_runner_utils.so")))
 # mlir-runner writes perf jitdumps unless pointed elsewhere.
 config.environment["JITDUMPDIR"] = config.test_exec_root
+
+# test/Examples: the example application of the main build (MOE_BUILD_EXAMPLES
+# configures examples/app into the build tree) and the install-and-consume
+# test, which needs cmake (and uses ninja when present).
+import shutil
+
+config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
+if os.path.isdir(os.path.join(config.moe_obj_root, "examples", "app")):
+    config.available_features.add("moe-examples")
+if shutil.which("cmake"):
+    config.available_features.add("moe-install-test")
