@@ -8,7 +8,7 @@
 """
 
 from . import reference, rng
-from .compiler import CompileError, Layer, compile  # noqa: A004
+from .compiler import CompileError, Layer, SpecError, compile  # noqa: A004
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -27,4 +27,5 @@ __all__ = [
     "compile",
     "Layer",
     "CompileError",
+    "SpecError",
 ]

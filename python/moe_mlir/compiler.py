@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -24,13 +25,21 @@ import numpy as np
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 
-__all__ = ["compile", "Layer", "CompileError", "find_compiler", "cache_dir"]
+__all__ = ["compile", "Layer", "CompileError", "SpecError", "find_compiler", "cache_dir"]
 
 TARGETS = ("cpu",)
 
 
 class CompileError(RuntimeError):
-    """moe-compile failed on a spec that the Python loader accepted."""
+    """moe-compile failed for a reason other than the spec itself."""
+
+
+class SpecError(ValueError):
+    """moe-compile rejected the spec; the message is its file:line:col diagnostic."""
+
+
+# moe-compile locates spec errors: `<file>:<line>:<col>: error: <message>`.
+_LOCATED_ERROR = re.compile(r"^.+:\d+:\d+: error: ", re.MULTILINE)
 
 
 def find_compiler() -> Path:
@@ -83,7 +92,10 @@ def _spec_source(spec) -> Tuple[Optional[Path], Optional[str]]:
 def _run(compiler: Path, args, source: Path) -> str:
     proc = subprocess.run([str(compiler), *args, str(source)], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CompileError(f"moe-compile {' '.join(args)} failed:\n{proc.stderr.strip()}")
+        message = proc.stderr.strip()
+        if _LOCATED_ERROR.search(message) and str(source) in message:
+            raise SpecError(message)
+        raise CompileError(f"moe-compile {' '.join(args)} failed:\n{message}")
     return proc.stdout
 
 
@@ -91,8 +103,9 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
             mattr: str = "", cache: bool = True) -> "Layer":  # noqa: A001
     """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``.
 
-    Raises ValueError for an invalid spec (naming the field), CompileError if
-    the compiler fails.  With ``cache`` the shared library is reused across
+    Raises ValueError for an invalid spec, naming the field (SpecError, a
+    ValueError, when only moe-compile's stricter checks reject it, with its
+    file:line:col diagnostic); CompileError if the compiler fails otherwise.  With ``cache`` the shared library is reused across
     processes for the same spec, target, options and compiler build.
     """
     if target not in TARGETS:

@@ -284,8 +284,16 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
 # --------------------------------------------------------------------------- #
 
 def capacity(factor: float, tokens: int, k: int, experts: int) -> int:
-    """Slots per expert: math.ceil(factor * tokens * k / experts) (float64, left to right)."""
-    return int(math.ceil(factor * tokens * k / experts))
+    """Slots per expert: math.ceil(factor * tokens * k / experts) (float64, left to
+    right), clamped to tokens * k.
+
+    No expert can receive more than tokens * k assignments, so the clamp never
+    changes a dispatch; it keeps a huge factor (whose product overflows to inf)
+    an integer.
+    """
+    c = factor * tokens * k / experts
+    limit = tokens * k
+    return limit if not c < limit else int(math.ceil(c))
 
 
 class Dispatch(NamedTuple):

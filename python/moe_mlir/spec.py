@@ -225,6 +225,14 @@ def product_key_side(experts: int) -> int:
 # Normalisation
 # --------------------------------------------------------------------------- #
 
+# The layer name prefixes C symbols: keywords would not compile.
+_C_KEYWORDS = frozenset("""
+    auto bool break case char const continue default do double else enum extern
+    false float for goto if inline int long register restrict return short
+    signed sizeof static struct switch true typedef union unsigned void volatile
+    while""".split())
+
+
 def _normalize(raw) -> Dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"spec must be a mapping of fields, got {type(raw).__name__}")
@@ -236,6 +244,8 @@ def _normalize(raw) -> Dict[str, Any]:
         raise ValueError("missing required field 'name'")
     if not isinstance(name, str) or not _IDENT.match(name):
         raise ValueError(f"field 'name' must be a C identifier, got {name!r}")
+    if name in _C_KEYWORDS:
+        raise ValueError(f"field 'name' must not be a C keyword, got {name!r}")
 
     out: Dict[str, Any] = {"name": name, "kind": kind}
     out["d_model"] = _int(raw, "d_model", "d_model", minimum=1, required=True)

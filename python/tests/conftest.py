@@ -1,7 +1,23 @@
-"""Make `moe_mlir` importable from the source tree without installing it."""
+"""Make `moe_mlir` importable from the source tree without installing it, and
+give the end-to-end tests (test_compile_*.py) their own compile cache."""
 import os
 import sys
+
+import pytest
 
 _PY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _PY not in sys.path:
     sys.path.insert(0, _PY)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache(tmp_path_factory):
+    """Compiled layers go to a fresh per-session directory, so the suite neither
+    depends on nor fills the user's ~/.cache/moe_mlir.  Set MOE_MLIR_TEST_CACHE
+    to a directory to keep them across runs instead (the cache key includes the
+    compiler build, so a rebuilt moe-compile never reuses stale libraries)."""
+    keep = os.environ.get("MOE_MLIR_TEST_CACHE")
+    path = keep if keep else str(tmp_path_factory.mktemp("moe_mlir_cache"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOE_MLIR_CACHE", path)
+        yield path

@@ -521,6 +521,21 @@ def test_capacity_formula():
     assert R.capacity(2.0, 3, 2, 4) == 3
     # evaluated in float64 left to right, not as an exact rational (which gives 55)
     assert R.capacity(1.1, 100, 1, 2) == 56          # 1.1*100/2 = 55.00000000000001
+    # clamped to T*k (no expert can take more), so a huge factor stays an integer
+    assert R.capacity(8.0, 10, 2, 4) == 20
+    assert R.capacity(1e308, 65, 2, 6) == 130        # 1e308*65 overflows to inf
+    assert R.capacity(1.0, 0, 2, 4) == 0
+
+
+def test_huge_capacity_factor_is_dropless():
+    spec = moe_spec(capacity={"factor": 1.7e308, "overflow": "drop"})
+    W = make_weights(spec, 3)
+    x = rand_x(9, 8, 4)
+    huge = R.forward(spec, x, **W)
+    dropless = R.forward(moe_spec(), x, **W)
+    assert huge["dropped"] == 0
+    for key in dropless:
+        np.testing.assert_array_equal(huge[key], dropless[key])
 
 
 def test_dispatch_drop_hand_case():
