@@ -12,11 +12,13 @@
 #include "moe/Frontend/LayerBuilder.h"
 #include "moe/Frontend/LayerSpec.h"
 #include "moe/InitAllDialects.h"
+#include "moe/InitAllPasses.h"
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Target/CPU/CPUBackend.h"
 
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 
@@ -284,6 +286,10 @@ static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM initLLVM(argc, argv);
+  // --mlir-print-ir-after=<pass> and friends name passes by their argument:
+  // the passes must be registered before those options are.
+  registerAllPasses();
+  moe::registerAllPasses();
   registerAsmPrinterCLOptions();
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
