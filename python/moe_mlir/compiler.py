@@ -13,6 +13,7 @@ import ctypes
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -75,6 +76,17 @@ def _compiler_fingerprint(compiler: Path) -> str:
     return f"{compiler.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def _host_fingerprint() -> str:
+    """Identifies the host CPU for --mcpu=native: a cache shared between
+    machines must not hand one CPU's kernel to another."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        flags = ""
+    return f"{platform.machine()}:{hashlib.sha256(flags.encode()).hexdigest()[:16]}"
+
+
 def _spec_source(spec) -> Tuple[Optional[Path], Optional[str]]:
     """The file moe-compile should read (so its errors point into it), or text."""
     if isinstance(spec, Mapping):
@@ -117,8 +129,10 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}"]
     if mattr:
         options.append(f"--mattr={mattr}")
-    key = hashlib.sha256("\n".join(
-        [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]).encode()).hexdigest()[:32]
+    identity = [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]
+    if mcpu == "native":
+        identity.append(_host_fingerprint())
+    key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:32]
     entry = cache_dir() / key
     library = entry / f"lib{normalized['name']}.so"
     abi_file = entry / "abi.json"
