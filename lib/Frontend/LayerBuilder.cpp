@@ -20,11 +20,6 @@ void mlir::moe::registerLayerBuilderDialects(DialectRegistry &registry) {
                   linalg::LinalgDialect, arith::ArithDialect>();
 }
 
-/// The attribute naming each argument and result of a layer function.
-static constexpr StringLiteral kNameAttr = "moe.name";
-/// Result attribute: dim 0 holds `tokens * value` rows (MH-MoE sub-tokens).
-static constexpr StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
-
 static constexpr int64_t kDynamic = ShapedType::kDynamic;
 
 /// PEER's query BatchNorm epsilon (the PyTorch default).

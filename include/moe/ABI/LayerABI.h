@@ -16,18 +16,14 @@
 #ifndef MOE_ABI_LAYERABI_H
 #define MOE_ABI_LAYERABI_H
 
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 
 #include <string>
 
 namespace mlir::moe {
-
-/// Arg/result attribute naming a layer operand in the C ABI.
-inline constexpr llvm::StringLiteral kNameAttr = "moe.name";
-/// Result attribute: a dynamic dim 0 holds `tokens * value` rows (MH-MoE
-/// sub-tokens); 1 when absent.
-inline constexpr llvm::StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
 
 struct ABIBuffer {
   enum class Role { Input, Weight, Output };

@@ -15,6 +15,14 @@
 #include "moe/Dialect/MoE/IR/MoEAttrs.h.inc"
 
 namespace mlir::moe {
+/// Discardable attributes of layer functions (the front end writes them, the
+/// C entry points and header read them).
+/// Arg/result attribute: the name of a layer operand in the C ABI.
+inline constexpr llvm::StringLiteral kNameAttr = "moe.name";
+/// Result attribute: a dynamic dim 0 holds `tokens * value` rows (MH-MoE
+/// sub-tokens); 1 when absent.
+inline constexpr llvm::StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
+
 /// True for the activations that multiply by the `w3` (up) projection.
 inline bool isGatedActivation(Activation act) {
   return act == Activation::swiglu || act == Activation::geglu;
