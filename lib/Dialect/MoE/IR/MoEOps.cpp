@@ -89,6 +89,19 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
 }
 
 // The verifier requires a static weights dim 1; ids may leave it dynamic.
+void BatchNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "normed");
+}
+void TokenSplitOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "sub_tokens");
+}
+void TokenMergeOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "merged");
+}
+void AuxLossOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), stringifyAuxLossKind(getKind()));
+}
+
 int64_t RouteOp::getNumChoices() {
   return getWeights().getType().getShape()[1];
 }

@@ -390,7 +390,7 @@ def MoE_SharedExpertOp : MoE_DPSOp<"shared_expert", [AttrSizedOperandSegments]> 
   }];
 }
 
-def MoE_BatchNormOp : MoE_Op<"batch_norm", [Pure,
+def MoE_BatchNormOp : MoE_Op<"batch_norm", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
     AllTypesMatch<["input", "result"]>,
     AllTypesMatch<["mean", "variance", "scale", "shift"]>]> {
   let summary = "inference BatchNorm: per-channel affine with running stats";
@@ -459,7 +459,7 @@ def MoE_SingleNeuronExpertsOp
 // MH-MoE token split / merge
 //===----------------------------------------------------------------------===//
 
-def MoE_TokenSplitOp : MoE_Op<"token_split", [Pure]> {
+def MoE_TokenSplitOp : MoE_Op<"token_split", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "MH-MoE: split each token into `heads` sub-tokens";
   let description = [{
     `[T, D] -> [T·heads, D/heads]`: sub-token `t·heads + h` is the slice
@@ -479,7 +479,7 @@ def MoE_TokenSplitOp : MoE_Op<"token_split", [Pure]> {
   let hasFolder = 1;
 }
 
-def MoE_TokenMergeOp : MoE_Op<"token_merge", [Pure]> {
+def MoE_TokenMergeOp : MoE_Op<"token_merge", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "MH-MoE: merge `heads` sub-tokens back into each token";
   let description = [{
     `[T·heads, D/heads] -> [T, D]`, the inverse of `moe.token_split`.
@@ -502,7 +502,8 @@ def MoE_TokenMergeOp : MoE_Op<"token_merge", [Pure]> {
 // Auxiliary losses
 //===----------------------------------------------------------------------===//
 
-def MoE_AuxLossOp : MoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments]> {
+def MoE_AuxLossOp : MoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "auxiliary router loss as an f32 scalar";
   let description = [{
     From router `logits[T, E]`:
