@@ -58,7 +58,9 @@ void mlir::moe::buildLoopsToLLVMPipeline(OpPassManager &pm,
   // erf and friends have no LLVM intrinsic: call libm.
   pm.addPass(createConvertMathToLibmPass());
   // memref before cf: the OpenMP lowering of later issues needs this order.
-  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  FinalizeMemRefToLLVMConversionPassOptions memrefToLLVM;
+  memrefToLLVM.useGenericFunctions = options.runtimeAllocator;
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass(memrefToLLVM));
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());

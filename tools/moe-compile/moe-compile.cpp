@@ -204,6 +204,8 @@ static LogicalResult lowerToLLVMDialect(ModuleOp module) {
   applyDefaultTimingPassManagerCLOptions(pm);
   pm.addPass(moe::createMoECreateCEntryPoints());
   moe::CPUPipelineOptions options;
+  // Exported kernels take their scratch memory from the runtime they embed.
+  options.runtimeAllocator = true;
   moe::buildMoELowerToCPUPipeline(pm, options);
   if (failed(pm.run(module)))
     return failure();

@@ -17,6 +17,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Give every public function a _mlir_ciface_ wrapper "
                      "taking memref descriptors by pointer"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> runtimeAllocator{
+      *this, "runtime-allocator",
+      llvm::cl::desc("Allocate scratch buffers through the MoE-MLIR runtime "
+                     "(_mlir_memref_to_llvm_* hooks) instead of malloc/free"),
+      llvm::cl::init(false)};
   PassOptions::Option<bool> resultsToOutParams{
       *this, "results-to-out-params",
       llvm::cl::desc("Turn the layer's result buffers into caller-provided "
