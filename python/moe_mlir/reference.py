@@ -666,24 +666,23 @@ def mh_moe(spec, x, seed=None, **weights) -> dict:
     return _moe_result(merged @ W["merge_proj"].T, routed)
 
 
-def peer(spec, x, **weights) -> dict:
-    """PEER: product-key retrieval of single-neuron experts, h heads."""
+def _product_key_forward(spec, x, kind: str, weights) -> dict:
     spec = load_spec(spec)
-    _expect_kind(spec, ("peer",))
+    _expect_kind(spec, (kind,))
     x, W = _prepare(spec, x, weights)
     out, ids, g = _product_key_layer(spec, x, W)
     return {"out": out.astype(np.float32), "topk_ids": ids.astype(np.int32),
             "topk_weights": g.astype(np.float32)}
+
+
+def peer(spec, x, **weights) -> dict:
+    """PEER: product-key retrieval of single-neuron experts, h heads."""
+    return _product_key_forward(spec, x, "peer", weights)
 
 
 def pkm(spec, x, **weights) -> dict:
     """Product Key Memory: product-key retrieval, weighted sum of value rows."""
-    spec = load_spec(spec)
-    _expect_kind(spec, ("pkm",))
-    x, W = _prepare(spec, x, weights)
-    out, ids, g = _product_key_layer(spec, x, W)
-    return {"out": out.astype(np.float32), "topk_ids": ids.astype(np.int32),
-            "topk_weights": g.astype(np.float32)}
+    return _product_key_forward(spec, x, "pkm", weights)
 
 
 def _expect_kind(spec, kinds):
