@@ -130,10 +130,6 @@ static Value sliceExpert(OpBuilder &b, Location loc, Value w, Value e) {
       ArrayRef<OpFoldResult>{one, one, one});
 }
 
-static Value addF(OpBuilder &b, Location loc, Value x, Value y) {
-  return arith::AddFOp::create(b, loc, x, y);
-}
-
 /// `dest + src` elementwise, written into `dest` (the op's init or a slice
 /// of it) so that bufferization updates it in place.
 static Value buildAccumulate(OpBuilder &b, Location loc, Value dest,

@@ -14,6 +14,16 @@
 using namespace mlir;
 using namespace mlir::moe;
 
+Value mlir::moe::addF(OpBuilder &b, Location loc, Value x, Value y) {
+  return arith::AddFOp::create(b, loc, x, y);
+}
+Value mlir::moe::mulF(OpBuilder &b, Location loc, Value x, Value y) {
+  return arith::MulFOp::create(b, loc, x, y);
+}
+Value mlir::moe::divF(OpBuilder &b, Location loc, Value x, Value y) {
+  return arith::DivFOp::create(b, loc, x, y);
+}
+
 SmallVector<Value> mlir::moe::getDynamicSizes(OpBuilder &b, Location loc,
                                               Value shaped) {
   auto type = cast<RankedTensorType>(shaped.getType());

@@ -10,6 +10,11 @@
 
 namespace mlir::moe {
 
+/// Scalar float arithmetic, the building blocks of every region body.
+Value addF(OpBuilder &b, Location loc, Value x, Value y);
+Value mulF(OpBuilder &b, Location loc, Value x, Value y);
+Value divF(OpBuilder &b, Location loc, Value x, Value y);
+
 /// The sizes of `shaped`'s dynamic dims, as `tensor.dim` index values.
 SmallVector<Value> getDynamicSizes(OpBuilder &b, Location loc, Value shaped);
 

@@ -28,16 +28,6 @@ using namespace mlir::moe;
 // Small builders
 //===----------------------------------------------------------------------===//
 
-static Value addF(OpBuilder &b, Location loc, Value x, Value y) {
-  return arith::AddFOp::create(b, loc, x, y);
-}
-static Value mulF(OpBuilder &b, Location loc, Value x, Value y) {
-  return arith::MulFOp::create(b, loc, x, y);
-}
-static Value divF(OpBuilder &b, Location loc, Value x, Value y) {
-  return arith::DivFOp::create(b, loc, x, y);
-}
-
 /// An empty `[rows(like), cols...]` tensor: as many rows as the 2-D `like`,
 /// static when its dim 0 is.
 static Value createEmptyRowsLike(OpBuilder &b, Location loc, Value like,
