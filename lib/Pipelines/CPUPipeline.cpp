@@ -34,8 +34,6 @@ void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
   bufferize.functionBoundaryTypeConversion =
       bufferization::LayoutMapOption::IdentityLayoutMap;
   pm.addPass(bufferization::createOneShotBufferizePass(bufferize));
-  if (options.resultsToOutParams)
-    pm.addPass(bufferization::createBufferResultsToOutParamsPass());
   // Drops the self-copies bufferization leaves behind.
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -22,11 +22,6 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Allocate scratch buffers through the MoE-MLIR runtime "
                      "(_mlir_memref_to_llvm_* hooks) instead of malloc/free"),
       llvm::cl::init(false)};
-  PassOptions::Option<bool> resultsToOutParams{
-      *this, "results-to-out-params",
-      llvm::cl::desc("Turn the layer's result buffers into caller-provided "
-                     "out-parameters (the form the C entry points call)"),
-      llvm::cl::init(false)};
 };
 
 /// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).
