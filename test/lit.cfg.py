@@ -46,6 +46,9 @@ config.environment["JITDUMPDIR"] = config.test_exec_root
 import shutil
 
 config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
+# The runtime fast kernels call (thread pool, scratch memory, errors).
+config.substitutions.append(
+    ("%moe_runtime", os.path.join(config.moe_obj_root, "lib", "libmoe_runtime.so")))
 if os.path.isdir(os.path.join(config.moe_obj_root, "examples", "app")):
     config.available_features.add("moe-examples")
 if shutil.which("cmake"):

@@ -1,7 +1,8 @@
 /*===- moe_runtime.h - C ABI of the MoE-MLIR runtime ----------------------===*
  *
  * Generated layer entry points return one of these status codes; the message
- * of the last failure on the calling thread is kept by the runtime.
+ * of the last failure on the calling thread is kept by the runtime. The
+ * runtime also runs the parallel loops of generated kernels on its threads.
  *
  *===----------------------------------------------------------------------===*/
 
@@ -39,6 +40,25 @@ void moe_clear_error(void);
 
 /* Name of a status code ("MOE_OK", ...). */
 const char *moe_status_name(int32_t code);
+
+/* Runs fn(ctx, i) once for every i in [0, n) and returns when all are done.
+ * Called by generated code. Items may run in any order on any thread: the
+ * calling thread and up to moe_get_num_threads() - 1 persistent workers take
+ * them one at a time. A call from inside fn, or while another thread's loop
+ * occupies the workers, runs its items inline on the calling thread. */
+void moe_rt_parallel_for(int64_t n, void (*fn)(void *ctx, int64_t i),
+                         void *ctx);
+
+/* Sets the number of threads kernels use (the calling thread included);
+ * n <= 0 restores the default: $MOE_NUM_THREADS if set to a positive integer,
+ * else every core the process may run on (sched_getaffinity), read once.
+ * Takes effect from the next parallel loop. Returns the number now in effect.
+ * Each copy of the runtime has its own threads and setting: a library from
+ * `moe-compile --emit=shared` embeds one, so set it through that library. */
+int32_t moe_set_num_threads(int32_t n);
+
+/* The number of threads kernels use (the calling thread included). */
+int32_t moe_get_num_threads(void);
 
 #ifdef __cplusplus
 }

@@ -7,12 +7,14 @@
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Pipelines/Pipelines.h"
+#include "moe/Transforms/Passes.h"
 
 namespace mlir::moe {
 inline void registerAllPasses() {
   registerMoEPasses();
   registerMoEConversionPasses();
   registerMoEABIPasses();
+  registerMoETransformsPasses();
   registerMoEPipelines();
 }
 } // namespace mlir::moe

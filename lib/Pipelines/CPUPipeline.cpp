@@ -8,6 +8,7 @@
 #include "moe/Pipelines/Pipelines.h"
 
 #include "moe/Conversion/Passes.h"
+#include "moe/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/Bufferization/Pipelines/Passes.h"
@@ -44,6 +45,9 @@ void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
 
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createCanonicalizerPass());
+  // scf.forall bodies to launches on the runtime's thread pool, before
+  // convert-scf-to-cf, which would run them sequentially.
+  pm.addPass(createOutlineParallelLoops());
 }
 
 void mlir::moe::buildLoopsToLLVMPipeline(OpPassManager &pm,
@@ -62,11 +66,22 @@ void mlir::moe::buildLoopsToLLVMPipeline(OpPassManager &pm,
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
+  pm.addPass(createLowerParallelLaunches());
   pm.addPass(createCanonicalizerPass());
 }
 
 void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
                                            const CPUPipelineOptions &options) {
+  if (!options.reference) {
+    ConvertMoEToCPUOptions tiles;
+    tiles.vectorWidth = options.vectorWidth;
+    tiles.rowTile = options.rowTile;
+    tiles.colTile = options.colTile;
+    tiles.rowBlock = options.rowBlock;
+    tiles.colBlock = options.colBlock;
+    tiles.tokenBlock = options.tokenBlock;
+    pm.addPass(createConvertMoEToCPU(tiles));
+  }
   buildMoELowerToLoopsPipeline(pm, options);
   buildLoopsToLLVMPipeline(pm, options);
 }
@@ -74,8 +89,9 @@ void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
 void mlir::moe::registerMoEPipelines() {
   PassPipelineRegistration<CPUPipelineOptions>(
       "moe-lower-to-cpu",
-      "Lower moe layers to the LLVM dialect for the CPU (reference lowering, "
-      "bufferization, loops, LLVM)",
+      "Lower moe layers to the LLVM dialect for the CPU (fast kernels, the "
+      "reference lowering for the rest, bufferization, thread-pool launches, "
+      "LLVM)",
       buildMoELowerToCPUPipeline);
   PassPipelineRegistration<CPUPipelineOptions>(
       "moe-lower-to-loops",

@@ -18,6 +18,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -26,7 +28,8 @@ import numpy as np
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 
-__all__ = ["compile", "Layer", "CompileError", "SpecError", "find_compiler", "cache_dir"]
+__all__ = ["compile", "Layer", "CompileError", "SpecError", "find_compiler", "cache_dir",
+           "set_num_threads", "get_num_threads"]
 
 TARGETS = ("cpu",)
 
@@ -111,9 +114,18 @@ def _run(compiler: Path, args, source: Path) -> str:
     return proc.stdout
 
 
+PIPELINES = ("fast", "reference")
+
+
 def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "native",
-            mattr: str = "", cache: bool = True) -> "Layer":  # noqa: A001
+            mattr: str = "", pipeline: str = "fast", tiles: str = "",
+            cache: bool = True) -> "Layer":  # noqa: A001
     """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``.
+
+    ``pipeline`` is ``"fast"`` (tiled, vectorised, multithreaded kernels) or
+    ``"reference"`` (the scalar reference lowering, the compiler's oracle);
+    ``tiles`` overrides tile sizes of the fast kernels as moe-lower-to-cpu
+    options, e.g. ``"row-block=32 col-block=128"``.
 
     Raises ValueError for an invalid spec, naming the field (SpecError, a
     ValueError, when only moe-compile's stricter checks reject it, with its
@@ -124,9 +136,16 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if opt_level not in (0, 1, 2, 3):
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+    if not isinstance(tiles, str):
+        raise ValueError(f"tiles must be a string of pipeline options, got {type(tiles).__name__}")
     normalized = load_spec(spec)
     compiler = find_compiler()
-    options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}"]
+    options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}",
+               f"--pipeline={pipeline}"]
+    if tiles:
+        options.append(f"--tiles={tiles}")
     if mattr:
         options.append(f"--mattr={mattr}")
     identity = [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]
@@ -158,6 +177,77 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     return Layer(normalized, library, layers[0])
 
 
+# --------------------------------------------------------------------------- #
+# Threads
+# --------------------------------------------------------------------------- #
+
+# Each layer library embeds its own copy of the runtime, with its own thread
+# pool and setting: the setting lives here and goes to every one of them.
+_INT32_MAX = 2**31 - 1
+_threads_lock = threading.Lock()
+_num_threads: Optional[int] = None  # None: the runtime's default
+_thread_libraries: "weakref.WeakSet[ctypes.CDLL]" = weakref.WeakSet()
+
+
+def _positive_int32(text: Optional[str]) -> Optional[int]:
+    """``text`` as the runtime reads $MOE_NUM_THREADS: a positive int32, else None."""
+    if text is None or not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        return None
+    value = int(text)
+    return value if 0 < value <= _INT32_MAX else None
+
+
+def _default_num_threads() -> int:
+    """The runtime's default: $MOE_NUM_THREADS if it is a positive integer,
+    else every core this process may run on."""
+    value = _positive_int32(os.environ.get("MOE_NUM_THREADS"))
+    if value:
+        return value
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> int:
+    """Sets the number of threads compiled kernels use (the calling thread
+    included), in every layer loaded so far and every one loaded later.
+    ``0`` restores the default: $MOE_NUM_THREADS, else every core this process
+    may run on.  Returns the number now in effect."""
+    if (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+            or not 0 <= n <= _INT32_MAX):
+        raise ValueError(f"number of threads must be an int >= 0 (0: the default), got {n!r}")
+    global _num_threads
+    with _threads_lock:
+        _num_threads = int(n) or None
+        for lib in list(_thread_libraries):
+            lib.moe_set_num_threads(int(n))
+    return get_num_threads()
+
+
+def get_num_threads() -> int:
+    """The number of threads compiled kernels use (the calling thread included)."""
+    with _threads_lock:
+        if _num_threads is not None:
+            return _num_threads
+        for lib in list(_thread_libraries):
+            return int(lib.moe_get_num_threads())
+    return _default_num_threads()
+
+
+def _attach_threads(lib: ctypes.CDLL) -> None:
+    """Applies the thread setting to a newly loaded layer library."""
+    try:
+        set_threads, get_threads = lib.moe_set_num_threads, lib.moe_get_num_threads
+    except AttributeError:
+        return  # built by a moe-compile whose runtime had no thread pool
+    set_threads.argtypes, set_threads.restype = [ctypes.c_int32], ctypes.c_int32
+    get_threads.argtypes, get_threads.restype = [], ctypes.c_int32
+    with _threads_lock:
+        set_threads(_num_threads or 0)
+        _thread_libraries.add(lib)
+
+
 _NP_DTYPES = {"f32": np.float32, "i32": np.int32}
 
 
@@ -184,6 +274,7 @@ class Layer:
                              + [ctypes.c_void_p] * n_out)
         self._fn.restype = ctypes.c_int32
         self._lib.moe_last_error.restype = ctypes.c_char_p
+        _attach_threads(self._lib)
         self.weight_shapes = weight_shapes(spec)
         names = [b["name"] for b in abi["inputs"][1:]]
         if names != list(self.weight_shapes):

@@ -1,4 +1,5 @@
-// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils | FileCheck %s
+// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
+// RUN: moe-opt %s --moe-lower-to-cpu=reference=true | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 
 // A whole routed-expert layer from given routing decisions: dispatch_plan,
 // gather, expert_ffn (swiglu), combine into the residual x. T = 5, D = 2,

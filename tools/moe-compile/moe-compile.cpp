@@ -87,6 +87,24 @@ static cl::opt<Target>
                                  "x86-64 CPU (the host unless --mcpu)")),
            cl::cat(compileCategory));
 
+namespace {
+enum class PipelineKind { fast, reference };
+} // namespace
+
+static cl::opt<PipelineKind> pipelineKind(
+    "pipeline", cl::desc("Kernels to generate"), cl::init(PipelineKind::fast),
+    cl::values(clEnumValN(PipelineKind::fast, "fast",
+                          "tiled, vectorised, multithreaded kernels"),
+               clEnumValN(PipelineKind::reference, "reference",
+                          "the reference lowering (scalar, one thread)")),
+    cl::cat(compileCategory));
+
+static cl::opt<std::string> tileOptions(
+    "tiles",
+    cl::desc("Tile sizes of the fast kernels, as moe-lower-to-cpu options "
+             "(e.g. \"row-block=32 col-block=128\")"),
+    cl::init(""), cl::cat(compileCategory));
+
 static cl::opt<std::string> targetCPU(
     "mcpu", cl::desc("CPU to generate code for (default: the host CPU)"),
     cl::init("native"), cl::cat(compileCategory));
@@ -203,7 +221,14 @@ static LogicalResult lowerToLLVMDialect(ModuleOp module) {
     return failure();
   applyDefaultTimingPassManagerCLOptions(pm);
   pm.addPass(moe::createMoECreateCEntryPoints());
-  moe::CPUPipelineOptions options;
+  std::unique_ptr<moe::CPUPipelineOptions> parsed =
+      moe::CPUPipelineOptions::createFromString(tileOptions);
+  if (!parsed) {
+    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions << "'\n";
+    return failure();
+  }
+  moe::CPUPipelineOptions &options = *parsed;
+  options.reference = pipelineKind == PipelineKind::reference;
   // Exported kernels take their scratch memory from the runtime they embed.
   options.runtimeAllocator = true;
   moe::buildMoELowerToCPUPipeline(pm, options);

@@ -22,4 +22,38 @@ def ConvertMoEToLinalg : Pass<"convert-moe-to-linalg", "ModuleOp"> {
   ];
 }
 
+def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
+  let summary = "Fast CPU lowering of the expert path and projections";
+  let description = [{
+    Rewrites `moe.expert_ffn` (with the `moe.gather` feeding it fused on
+    load), `moe.shared_expert`, `moe.combine` and `moe.linear` into
+    vectorised row-dot tiles inside `scf.forall` loops over buffers
+    (`bufferization.to_buffer` of the operands, results through
+    `bufferization.to_tensor`). Every other op is left for
+    `convert-moe-to-linalg`. The tile sizes fix the work partition and the
+    order of every sum, so results are bit-identical for any thread count
+    and any batch a token runs in. A size of 0 takes the target default.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"0",
+           "f32 lanes of the dot-product accumulators">,
+    Option<"rowTile", "row-tile", "int64_t", /*default=*/"0",
+           "rows of a register tile">,
+    Option<"colTile", "col-tile", "int64_t", /*default=*/"0",
+           "weight rows of a register tile">,
+    Option<"rowBlock", "row-block", "int64_t", /*default=*/"0",
+           "rows of a work item">,
+    Option<"colBlock", "col-block", "int64_t", /*default=*/"0",
+           "output columns of a work item">,
+    Option<"tokenBlock", "token-block", "int64_t", /*default=*/"0",
+           "tokens of a work item of token-parallel loops">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::tensor::TensorDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

@@ -22,6 +22,34 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Allocate scratch buffers through the MoE-MLIR runtime "
                      "(_mlir_memref_to_llvm_* hooks) instead of malloc/free"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> reference{
+      *this, "reference",
+      llvm::cl::desc("Lower every op with the reference lowering (scalar, "
+                     "single-threaded: the oracle) instead of the fast "
+                     "tiled, vectorised, multithreaded kernels"),
+      llvm::cl::init(false)};
+  // Tile sizes of the fast kernels (0: the target's default). They fix the
+  // work partition and the order of every sum.
+  PassOptions::Option<int64_t> vectorWidth{
+      *this, "vector-width",
+      llvm::cl::desc("f32 lanes of the dot-product accumulators"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> rowTile{
+      *this, "row-tile", llvm::cl::desc("rows of a register tile"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> colTile{
+      *this, "col-tile", llvm::cl::desc("weight rows of a register tile"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> rowBlock{
+      *this, "row-block", llvm::cl::desc("rows of a work item"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> colBlock{
+      *this, "col-block", llvm::cl::desc("output columns of a work item"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> tokenBlock{
+      *this, "token-block",
+      llvm::cl::desc("tokens of a work item of token-parallel loops"),
+      llvm::cl::init(0)};
 };
 
 /// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).
@@ -32,7 +60,8 @@ void buildMoELowerToLoopsPipeline(OpPassManager &pm,
 void buildLoopsToLLVMPipeline(OpPassManager &pm,
                               const CPUPipelineOptions &options);
 
-/// The whole CPU pipeline: `moe-lower-to-cpu`.
+/// The whole CPU pipeline: `moe-lower-to-cpu` (the fast kernels, or the
+/// reference lowering with `reference`).
 void buildMoELowerToCPUPipeline(OpPassManager &pm,
                                 const CPUPipelineOptions &options);
 

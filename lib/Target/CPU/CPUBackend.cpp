@@ -113,9 +113,15 @@ llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
     return makeError("linker driver '" + linker + "' not found on PATH");
   SmallVector<StringRef> args = {*program, "-shared", "-o", outputPath,
                                  objectPath};
-  if (!runtimeArchive.empty())
+  if (!runtimeArchive.empty()) {
+    // The library exports the thread controls of its runtime copy even when
+    // its kernel has no parallel loop: callers set every layer's the same way.
+    args.append({"-Wl,--undefined=moe_set_num_threads",
+                 "-Wl,--undefined=moe_get_num_threads"});
     args.push_back(runtimeArchive);
-  args.append({"-lm", "-Wl,--no-undefined"});
+  }
+  // The runtime's thread pool needs pthreads (part of libc since glibc 2.34).
+  args.append({"-lpthread", "-lm", "-Wl,--no-undefined"});
   std::string error;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0,
                                          0, &error);

@@ -1,0 +1,47 @@
+//===- MoEToCPU.h - fast CPU lowering patterns of moe ops -------*- C++ -*-===//
+
+#ifndef MOE_CONVERSION_MOETOCPU_MOETOCPU_H
+#define MOE_CONVERSION_MOETOCPU_MOETOCPU_H
+
+#include <cstdint>
+
+namespace mlir {
+class RewritePatternSet;
+} // namespace mlir
+
+namespace mlir::moe {
+
+/// Tile sizes of the fast CPU kernels. They fix the work partition and every
+/// reduction order, so a kernel's bits depend on them (and on nothing else:
+/// not T, not the thread count).
+struct CPUKernelConfig {
+  /// f32 lanes of a dot-product accumulator (8 for AVX2, 16 for AVX-512).
+  int64_t vectorWidth = 8;
+  /// Rows (tokens or slots) of one register tile.
+  int64_t rowTile = 3;
+  /// Weight rows of one register tile (for gated experts: w1 and w3 rows
+  /// together, so half as many hidden columns).
+  int64_t colTile = 4;
+  /// Rows of one work item.
+  int64_t rowBlock = 16;
+  /// Output columns of one work item (hidden columns in the first expert
+  /// phase; model columns in the second and in projections).
+  int64_t colBlock = 64;
+  /// Tokens of one work item of token-parallel loops (combine).
+  int64_t tokenBlock = 8;
+
+  /// The defaults of the host or of `cpu`/`features` (an LLVM CPU name and
+  /// feature string; empty means the host): the vector width from the widest
+  /// f32 FMA vector, the blocks from the L1/L2 sizes.
+  static CPUKernelConfig forTarget(const char *cpu, const char *features);
+};
+
+/// Fast lowerings of the expert path (expert_ffn with its gather fused on
+/// load, shared_expert, combine) and of moe.linear, to vectorised tiles in
+/// scf.forall loops over buffers. Benefit 2, above the reference patterns.
+void populateFastCPULoweringPatterns(RewritePatternSet &patterns,
+                                     const CPUKernelConfig &config);
+
+} // namespace mlir::moe
+
+#endif // MOE_CONVERSION_MOETOCPU_MOETOCPU_H

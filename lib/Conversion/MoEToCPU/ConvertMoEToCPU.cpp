@@ -1,0 +1,61 @@
+//===- ConvertMoEToCPU.cpp - the fast CPU lowering pass ------------------===//
+
+#include "moe/Conversion/MoEToCPU/MoEToCPU.h"
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/TargetParser/Host.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_CONVERTMOETOCPU
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+CPUKernelConfig CPUKernelConfig::forTarget(const char *cpu,
+                                           const char *features) {
+  CPUKernelConfig config;
+  StringRef cpuName = cpu ? cpu : "";
+  StringRef featureString = features ? features : "";
+  bool avx512 = false;
+  if (cpuName.empty() || cpuName == "native") {
+    llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
+    avx512 = host.lookup("avx512f");
+  }
+  if (featureString.contains("+avx512f"))
+    avx512 = true;
+  if (featureString.contains("-avx512f"))
+    avx512 = false;
+  // 16 f32 lanes fill a zmm register; everything else gets 8 (ymm), which
+  // SSE-only targets split in two without changing the order of any sum.
+  config.vectorWidth = avx512 ? 16 : 8;
+  return config;
+}
+
+namespace {
+struct ConvertMoEToCPUPass
+    : moe::impl::ConvertMoEToCPUBase<ConvertMoEToCPUPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    CPUKernelConfig config = CPUKernelConfig::forTarget("native", "");
+    auto override = [](int64_t option, int64_t &field) {
+      if (option > 0)
+        field = option;
+    };
+    override(vectorWidth, config.vectorWidth);
+    override(rowTile, config.rowTile);
+    override(colTile, config.colTile);
+    override(rowBlock, config.rowBlock);
+    override(colBlock, config.colBlock);
+    override(tokenBlock, config.tokenBlock);
+    RewritePatternSet patterns(&getContext());
+    populateFastCPULoweringPatterns(patterns, config);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
+      signalPassFailure();
+  }
+};
+} // namespace

@@ -1,0 +1,420 @@
+//===- ExpertsToCPU.cpp - fast CPU lowering of expert MLPs and projections ===//
+//
+// The expert path runs in two parallel phases over work items built from the
+// dispatch plan's offsets, each item a block of one expert's rows:
+//   1. (item, hidden block): h = act(w1 · x) ⊙ (w3 · x) for the item's rows,
+//      reading every row straight from x through the slot's token id (the
+//      gather happens on load);
+//   2. (item, model block): y = init + w2 · h.
+// A row's h and y are the same dot products whether its expert has one row
+// or thousands, so decode and prefill share one accumulation order.
+//
+//===----------------------------------------------------------------------===//
+
+#include "../MoEToLinalg/LoweringUtils.h"
+#include "FastPatterns.h"
+#include "RowDotKernels.h"
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::cpu;
+
+namespace {
+/// A grouped MLP `w2_e · act(w1_e · x_row) [⊙ (w3_e · x_row)]` over rows read
+/// from `x`, through `ids` (`row -> x[ids[row]]`, rows with an id outside
+/// [0, numSources) read as zero rows) or directly (`row -> x[row]`).
+struct GroupedMLP {
+  Value x, ids, numSources;
+  Value w1, w2, w3; ///< [E, F, W], [E, W, F] (`stacked`) or [F, W], [W, F].
+  bool stacked;
+  Activation activation;
+  int64_t hidden, width;
+};
+} // namespace
+
+static Value loadIndex(OpBuilder &b, Location loc, Value buffer, Value i) {
+  Value v = memref::LoadOp::create(b, loc, buffer, ValueRange{i});
+  return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
+}
+
+/// Whether the i32 id of `row` names a source row, and that row (0 if not).
+static std::pair<Value, Value> sourceRow(OpBuilder &b, Location loc,
+                                         const GroupedMLP &mlp, Value row) {
+  if (!mlp.ids)
+    return {Value(), row};
+  Value id = memref::LoadOp::create(b, loc, mlp.ids, ValueRange{row});
+  Value id64 = arith::ExtSIOp::create(b, loc, b.getI64Type(), id);
+  Value size =
+      arith::IndexCastOp::create(b, loc, b.getI64Type(), mlp.numSources);
+  Value zero = arith::ConstantIntOp::create(b, loc, 0, 64);
+  Value valid = arith::AndIOp::create(
+      b, loc,
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, id64, zero),
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, id64, size));
+  Value safe = arith::SelectOp::create(b, loc, valid, id64, zero);
+  return {valid, arith::IndexCastOp::create(b, loc, b.getIndexType(), safe)};
+}
+
+/// Weight rows [n, n + count) of `w` (stacked: of expert `e`).
+static void appendWeightRows(OpBuilder &b, Location loc, Value w, bool stacked,
+                             Value e, Value n, int64_t count,
+                             SmallVectorImpl<RowRef> &rows) {
+  for (int64_t c = 0; c < count; ++c) {
+    Value col = arith::AddIOp::create(b, loc, n, indexConstant(b, loc, c));
+    RowRef ref{w, {}};
+    if (stacked)
+      ref.prefix.push_back(e);
+    ref.prefix.push_back(col);
+    rows.push_back(ref);
+  }
+}
+
+/// Phase 1: hidden[row, f] for every row of every item.
+static void buildHiddenPhase(OpBuilder &b, Location loc,
+                             const CPUKernelConfig &config,
+                             const GroupedMLP &mlp, Value numItems,
+                             ItemRowsFn itemRows, Value hidden) {
+  bool gated = static_cast<bool>(mlp.w3);
+  int64_t colsPerTile =
+      gated ? std::max<int64_t>(1, config.colTile / 2) : config.colTile;
+  buildTiledRowDots(
+      b, loc, config, numItems, itemRows, mlp.hidden, colsPerTile, mlp.width,
+      [&](OpBuilder &rb, Location rloc, Value row) {
+        return RowRef{mlp.x, {sourceRow(rb, rloc, mlp, row).second}};
+      },
+      [&](OpBuilder &wb, Location wloc, Value e, Value n, int64_t count) {
+        SmallVector<RowRef> rows;
+        appendWeightRows(wb, wloc, mlp.w1, mlp.stacked, e, n, count, rows);
+        if (gated)
+          appendWeightRows(wb, wloc, mlp.w3, mlp.stacked, e, n, count, rows);
+        return rows;
+      },
+      [&](OpBuilder &eb, Location eloc, Value row, Value n, int64_t count,
+          ArrayRef<Value> dots) {
+        Value valid = sourceRow(eb, eloc, mlp, row).first;
+        Value zero = createF32Constant(eb, eloc, 0.0);
+        for (int64_t c = 0; c < count; ++c) {
+          Value h = buildActivation(eb, eloc, mlp.activation, dots[c]);
+          if (gated)
+            h = mulF(eb, eloc, h, dots[count + c]);
+          // A zero row gives act(0) (⊙ 0) = 0 for every activation.
+          if (valid)
+            h = arith::SelectOp::create(eb, eloc, valid, h, zero);
+          Value col =
+              arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
+          memref::StoreOp::create(eb, eloc, h, hidden, ValueRange{row, col});
+        }
+      });
+}
+
+/// Phase 2: epilogue(row, d, w2_e[d] · hidden[row]) for every row and d.
+static void buildOutputPhase(
+    OpBuilder &b, Location loc, const CPUKernelConfig &config,
+    const GroupedMLP &mlp, Value numItems, ItemRowsFn itemRows, Value hidden,
+    function_ref<void(OpBuilder &, Location, Value, Value, Value)> store) {
+  buildTiledRowDots(
+      b, loc, config, numItems, itemRows, mlp.width, config.colTile,
+      mlp.hidden,
+      [&](OpBuilder &, Location, Value row) {
+        return RowRef{hidden, {row}};
+      },
+      [&](OpBuilder &wb, Location wloc, Value e, Value n, int64_t count) {
+        SmallVector<RowRef> rows;
+        appendWeightRows(wb, wloc, mlp.w2, mlp.stacked, e, n, count, rows);
+        return rows;
+      },
+      [&](OpBuilder &eb, Location eloc, Value row, Value n, int64_t count,
+          ArrayRef<Value> dots) {
+        for (int64_t c = 0; c < count; ++c) {
+          Value col =
+              arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
+          store(eb, eloc, row, col, dots[c]);
+        }
+      });
+}
+
+/// Work items that are blocks of `rowBlock` consecutive rows of [0, rows),
+/// all with expert 0.
+static RowRange uniformRowBlock(OpBuilder &b, Location loc, Value item,
+                                int64_t rowBlock, Value rows) {
+  Value block = indexConstant(b, loc, rowBlock);
+  Value begin = arith::MulIOp::create(b, loc, item, block);
+  Value end = arith::MinUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, begin, block), rows);
+  return {indexConstant(b, loc, 0), begin, end};
+}
+
+static Value ceilDiv(OpBuilder &b, Location loc, Value x, int64_t d) {
+  return arith::CeilDivUIOp::create(b, loc, x, indexConstant(b, loc, d));
+}
+
+static int64_t staticDim(Value v, int64_t d) {
+  return cast<ShapedType>(v.getType()).getDimSize(d);
+}
+
+//===----------------------------------------------------------------------===//
+// moe.expert_ffn
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
+  ExpertFFNToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
+      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+
+  LogicalResult matchAndRewrite(ExpertFFNOp op,
+                                PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    int64_t numExperts = staticDim(op.getW1(), 0);
+    int64_t hidden = staticDim(op.getW1(), 1);
+    int64_t width = staticDim(op.getW1(), 2);
+    if (ShapedType::isDynamic(numExperts) || ShapedType::isDynamic(hidden) ||
+        ShapedType::isDynamic(width))
+      return b.notifyMatchFailure(op, "expects static weight shapes");
+
+    // Gather on load: rows read x through the slot's token id.
+    GroupedMLP mlp;
+    Value rows = op.getRows();
+    if (auto gather = rows.getDefiningOp<GatherOp>()) {
+      mlp.x = readBuffer(b, loc, gather.getInput());
+      mlp.ids = readBuffer(b, loc, gather.getTokenIds());
+      mlp.numSources = getDimSize(b, loc, gather.getInput(), 0);
+    } else {
+      mlp.x = readBuffer(b, loc, rows);
+    }
+    mlp.w1 = readBuffer(b, loc, op.getW1());
+    mlp.w2 = readBuffer(b, loc, op.getW2());
+    mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
+    mlp.stacked = true;
+    mlp.activation = op.getActivation();
+    mlp.hidden = hidden;
+    mlp.width = width;
+
+    Value numRows = getDimSize(b, loc, rows, 0);
+    Value offsets = readBuffer(b, loc, op.getOffsets());
+
+    // Work items: each expert's segment cut into blocks of rowBlock rows.
+    // Segments are clamped into [0, S) and kept non-overlapping, so bad
+    // offsets can neither reach outside the buffers nor race.
+    int64_t rowBlock = config.rowBlock;
+    Value maxItems = arith::AddIOp::create(
+        b, loc, ceilDiv(b, loc, numRows, rowBlock),
+        indexConstant(b, loc, numExperts));
+    auto itemType = MemRefType::get({ShapedType::kDynamic}, b.getIndexType());
+    Value itemExpert = memref::AllocOp::create(b, loc, itemType, maxItems);
+    Value itemBegin = memref::AllocOp::create(b, loc, itemType, maxItems);
+    Value itemEnd = memref::AllocOp::create(b, loc, itemType, maxItems);
+    Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
+    Value block = indexConstant(b, loc, rowBlock);
+    auto clampOffset = [&](OpBuilder &nb, Location nloc, Value e, Value low) {
+      Value v = loadIndex(nb, nloc, offsets, e);
+      v = arith::MaxSIOp::create(nb, nloc, v, low);
+      return arith::MinSIOp::create(nb, nloc, v, numRows).getResult();
+    };
+    auto experts = scf::ForOp::create(
+        b, loc, zero, indexConstant(b, loc, numExperts), one,
+        ValueRange{zero, zero},
+        [&](OpBuilder &eb, Location eloc, Value e, ValueRange state) {
+          Value lo = clampOffset(eb, eloc, e, state[1]);
+          Value next = arith::AddIOp::create(eb, eloc, e, one);
+          Value hi = clampOffset(eb, eloc, next, lo);
+          auto blocks = scf::ForOp::create(
+              eb, eloc, lo, hi, block, ValueRange{state[0]},
+              [&](OpBuilder &rb, Location rloc, Value r0, ValueRange count) {
+                Value r1 = arith::MinUIOp::create(
+                    rb, rloc, arith::AddIOp::create(rb, rloc, r0, block), hi);
+                memref::StoreOp::create(rb, rloc, e, itemExpert, count[0]);
+                memref::StoreOp::create(rb, rloc, r0, itemBegin, count[0]);
+                memref::StoreOp::create(rb, rloc, r1, itemEnd, count[0]);
+                scf::YieldOp::create(
+                    rb, rloc,
+                    ValueRange{arith::AddIOp::create(rb, rloc, count[0], one)});
+              });
+          scf::YieldOp::create(eb, eloc,
+                               ValueRange{blocks.getResult(0), hi});
+        });
+    Value numItems = experts.getResult(0);
+    auto itemRows = [&](OpBuilder &ib, Location iloc, Value item) {
+      return RowRange{
+          memref::LoadOp::create(ib, iloc, itemExpert, ValueRange{item}),
+          memref::LoadOp::create(ib, iloc, itemBegin, ValueRange{item}),
+          memref::LoadOp::create(ib, iloc, itemEnd, ValueRange{item})};
+    };
+
+    auto hiddenType = MemRefType::get({ShapedType::kDynamic, hidden},
+                                      b.getF32Type());
+    Value hiddenBuf = memref::AllocOp::create(b, loc, hiddenType, numRows);
+    buildHiddenPhase(b, loc, config, mlp, numItems, itemRows, hiddenBuf);
+
+    // Rows outside every segment keep init: start from a copy of it.
+    Value out = allocBufferLike(b, loc, op.getInit());
+    memref::CopyOp::create(b, loc, readBuffer(b, loc, op.getInit()), out);
+    buildOutputPhase(b, loc, config, mlp, numItems, itemRows, hiddenBuf,
+                     [&](OpBuilder &sb, Location sloc, Value row, Value col,
+                         Value dot) {
+                       Value before = memref::LoadOp::create(
+                           sb, sloc, out, ValueRange{row, col});
+                       memref::StoreOp::create(sb, sloc,
+                                               addF(sb, sloc, before, dot),
+                                               out, ValueRange{row, col});
+                     });
+    b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
+    return success();
+  }
+
+
+  CPUKernelConfig config;
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// moe.shared_expert
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct SharedExpertToCPU : OpRewritePattern<SharedExpertOp> {
+  SharedExpertToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
+      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+
+  LogicalResult matchAndRewrite(SharedExpertOp op,
+                                PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    int64_t hidden = staticDim(op.getW1(), 0);
+    int64_t width = staticDim(op.getW1(), 1);
+    if (ShapedType::isDynamic(hidden) || ShapedType::isDynamic(width))
+      return b.notifyMatchFailure(op, "expects static weight shapes");
+
+    GroupedMLP mlp;
+    mlp.x = readBuffer(b, loc, op.getInput());
+    mlp.w1 = readBuffer(b, loc, op.getW1());
+    mlp.w2 = readBuffer(b, loc, op.getW2());
+    mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
+    mlp.stacked = false;
+    mlp.activation = op.getActivation();
+    mlp.hidden = hidden;
+    mlp.width = width;
+
+    Value numTokens = getDimSize(b, loc, op.getInput(), 0);
+    Value numItems = ceilDiv(b, loc, numTokens, config.rowBlock);
+    auto itemRows = [&](OpBuilder &ib, Location iloc, Value item) {
+      return uniformRowBlock(ib, iloc, item, config.rowBlock, numTokens);
+    };
+
+    // g[t] = σ(gate · x_t), one dot per token.
+    Value gate;
+    if (op.getGate()) {
+      Value gateW = readBuffer(b, loc, op.getGate());
+      gate = memref::AllocOp::create(
+          b, loc, MemRefType::get({ShapedType::kDynamic}, b.getF32Type()),
+          numTokens);
+      buildTiledRowDots(
+          b, loc, config, numItems, itemRows, /*numCols=*/1,
+          /*colsPerTile=*/1, width,
+          [&](OpBuilder &, Location, Value row) {
+            return RowRef{mlp.x, {row}};
+          },
+          [&](OpBuilder &wb, Location wloc, Value, Value n, int64_t count) {
+            SmallVector<RowRef> rows;
+            appendWeightRows(wb, wloc, gateW, false, Value(), n, count, rows);
+            return rows;
+          },
+          [&](OpBuilder &eb, Location eloc, Value row, Value, int64_t,
+              ArrayRef<Value> dots) {
+            memref::StoreOp::create(eb, eloc, buildSigmoid(eb, eloc, dots[0]),
+                                    gate, ValueRange{row});
+          });
+    }
+
+    auto hiddenType = MemRefType::get({ShapedType::kDynamic, hidden},
+                                      b.getF32Type());
+    Value hiddenBuf = memref::AllocOp::create(b, loc, hiddenType, numTokens);
+    buildHiddenPhase(b, loc, config, mlp, numItems, itemRows, hiddenBuf);
+
+    Value init = readBuffer(b, loc, op.getInit());
+    Value out = allocBufferLike(b, loc, op.getInit());
+    buildOutputPhase(
+        b, loc, config, mlp, numItems, itemRows, hiddenBuf,
+        [&](OpBuilder &sb, Location sloc, Value row, Value col, Value dot) {
+          if (gate)
+            dot = mulF(sb, sloc,
+                       memref::LoadOp::create(sb, sloc, gate, ValueRange{row}),
+                       dot);
+          Value before =
+              memref::LoadOp::create(sb, sloc, init, ValueRange{row, col});
+          memref::StoreOp::create(sb, sloc, addF(sb, sloc, before, dot), out,
+                                  ValueRange{row, col});
+        });
+    b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
+    return success();
+  }
+
+  CPUKernelConfig config;
+};
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// moe.linear
+//===----------------------------------------------------------------------===//
+
+namespace {
+struct LinearToCPU : OpRewritePattern<LinearOp> {
+  LinearToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
+      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+
+  LogicalResult matchAndRewrite(LinearOp op,
+                                PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    int64_t outWidth = staticDim(op.getWeight(), 0);
+    int64_t inWidth = staticDim(op.getWeight(), 1);
+    if (ShapedType::isDynamic(outWidth) || ShapedType::isDynamic(inWidth))
+      return b.notifyMatchFailure(op, "expects a static weight shape");
+    Value x = readBuffer(b, loc, op.getInput());
+    Value w = readBuffer(b, loc, op.getWeight());
+    Value init = readBuffer(b, loc, op.getInit());
+    Value out = allocBufferLike(b, loc, op.getInit());
+    Value numTokens = getDimSize(b, loc, op.getInput(), 0);
+    Value numItems = ceilDiv(b, loc, numTokens, config.rowBlock);
+    buildTiledRowDots(
+        b, loc, config, numItems,
+        [&](OpBuilder &ib, Location iloc, Value item) {
+          return uniformRowBlock(ib, iloc, item, config.rowBlock, numTokens);
+        },
+        outWidth, config.colTile, inWidth,
+        [&](OpBuilder &, Location, Value row) { return RowRef{x, {row}}; },
+        [&](OpBuilder &wb, Location wloc, Value, Value n, int64_t count) {
+          SmallVector<RowRef> rows;
+          appendWeightRows(wb, wloc, w, false, Value(), n, count, rows);
+          return rows;
+        },
+        [&](OpBuilder &eb, Location eloc, Value row, Value n, int64_t count,
+            ArrayRef<Value> dots) {
+          for (int64_t c = 0; c < count; ++c) {
+            Value col =
+                arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
+            Value before =
+                memref::LoadOp::create(eb, eloc, init, ValueRange{row, col});
+            memref::StoreOp::create(eb, eloc, addF(eb, eloc, before, dots[c]),
+                                    out, ValueRange{row, col});
+          }
+        });
+    b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
+    return success();
+  }
+
+  CPUKernelConfig config;
+};
+} // namespace
+
+void mlir::moe::populateFastCPULoweringPatterns(RewritePatternSet &patterns,
+                                                const CPUKernelConfig &config) {
+  patterns.add<ExpertFFNToCPU, SharedExpertToCPU, LinearToCPU>(
+      patterns.getContext(), config);
+  populateFastCombinePatterns(patterns, config);
+}
