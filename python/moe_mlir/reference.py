@@ -546,7 +546,9 @@ def _losses(spec, clean, ids, weights) -> Dict[str, float]:
     return out
 
 
-def _routed_moe(spec, x, W, seed) -> _Routed:
+def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
+    """The routed experts; their weighted outputs are added to ``start`` (the
+    shared experts' output) in ascending expert id per token."""
     r, cap_spec = spec["router"], spec["capacity"]
     T = x.shape[0]
     E, k = spec["experts"], r["top_k"]
@@ -568,10 +570,21 @@ def _routed_moe(spec, x, W, seed) -> _Routed:
         y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
                        W["w3"][e] if "w3" in W else None, spec["activation"])
         contrib[jj, tt] = d.weight[tt, jj][:, None] * y
-    out = np.zeros(x.shape, dtype=_F64)
-    for j in range(k):                                       # choice-rank order
-        out = out + contrib[j]
-    return _Routed(out, ids, weights, d.counts, d.dropped, losses, clean)
+    return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
+                   d.dropped, losses, clean)
+
+
+def _sum_by_expert(contrib, expert, E, start=None) -> np.ndarray:
+    """``start + Σ_j contrib[j, t]`` per token, the kept assignments taken in
+    ascending expert id (the expert-major order of the dispatch plan; dropped
+    ones, expert -1, contribute zero)."""
+    k, T = expert.shape[1], expert.shape[0]
+    order = np.argsort(np.where(expert < 0, E, expert), axis=1, kind="stable")
+    out = np.zeros(contrib.shape[1:], dtype=_F64) if start is None else start
+    tokens = np.arange(T)
+    for r in range(k):
+        out = out + contrib[order[:, r], tokens]
+    return out
 
 
 def _shared(spec, x, W) -> np.ndarray:
@@ -643,8 +656,8 @@ def moe(spec, x, seed=None, **weights) -> dict:
     spec = load_spec(spec)
     _expect_kind(spec, ("moe",))
     x, W = _prepare(spec, x, weights)
-    routed = _routed_moe(spec, x, W, seed)
-    return _moe_result(_shared(spec, x, W) + routed.out, routed)
+    routed = _routed_moe(spec, x, W, seed, start=_shared(spec, x, W))
+    return _moe_result(routed.out, routed)
 
 
 def _mh_split(spec, x, W):

@@ -1,4 +1,4 @@
-// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils | FileCheck %s
+// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 
 // moe.dispatch_plan end to end. The expected plans were worked by hand from
 // the semantics (choice rank by choice rank, tokens in priority order, slots

@@ -1,4 +1,4 @@
-// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils | FileCheck %s
+// RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 
     // moe.shared_expert and moe.single_neuron_experts (PEER and PKM) end to end.
     // Expected values come from an independent NumPy model of the semantics

@@ -2,7 +2,7 @@
 // Expected values: NumPy (float64) from the semantics, printed to 6 digits.
 // RUN: moe-opt %s --moe-lower-to-cpu \
 // RUN: | mlir-runner -e main -entry-point-result=void \
-// RUN:     -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils \
+// RUN:     -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime \
 // RUN: | FileCheck %s
 
 func.func private @printMemrefF32(tensor<*xf32>)

@@ -181,8 +181,9 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
 
     // Gather on load: rows read x through the slot's token id.
     GroupedMLP mlp;
-    Value rows = op.getRows();
+    Value rows = op.getRows(), gatherIds;
     if (auto gather = rows.getDefiningOp<GatherOp>()) {
+      gatherIds = gather.getTokenIds();
       mlp.x = readBuffer(b, loc, gather.getInput());
       mlp.ids = readBuffer(b, loc, gather.getTokenIds());
       mlp.numSources = getDimSize(b, loc, gather.getInput(), 0);
@@ -197,7 +198,9 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
     mlp.hidden = hidden;
     mlp.width = width;
 
-    Value numRows = getDimSize(b, loc, rows, 0);
+    // The row count from the gather's ids, so the gathered copy is dead.
+    Value numRows = getDimSize(
+        b, loc, gatherIds ? gatherIds : rows, 0);
     Value offsets = readBuffer(b, loc, op.getOffsets());
 
     // Work items: each expert's segment cut into blocks of rowBlock rows.
@@ -417,4 +420,5 @@ void mlir::moe::populateFastCPULoweringPatterns(RewritePatternSet &patterns,
   patterns.add<ExpertFFNToCPU, SharedExpertToCPU, LinearToCPU>(
       patterns.getContext(), config);
   populateFastCombinePatterns(patterns, config);
+  populateFastProductKeyPatterns(patterns, config);
 }

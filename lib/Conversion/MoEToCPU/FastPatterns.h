@@ -9,6 +9,10 @@ namespace mlir::moe {
 /// moe.combine as a token-parallel weighted sum (CombineToCPU.cpp).
 void populateFastCombinePatterns(RewritePatternSet &patterns,
                                  const CPUKernelConfig &config);
+/// moe.product_key_topk and moe.single_neuron_experts (PEER/PKM) as
+/// token-parallel vectorised kernels (ProductKeyToCPU.cpp).
+void populateFastProductKeyPatterns(RewritePatternSet &patterns,
+                                    const CPUKernelConfig &config);
 } // namespace mlir::moe
 
 #endif // MOE_LIB_CONVERSION_MOETOCPU_FASTPATTERNS_H

@@ -7,6 +7,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 using namespace mlir;
@@ -174,7 +175,8 @@ void cpu::buildColumnTiles(
 void cpu::buildParallelLoop(
     OpBuilder &b, Location loc, ValueRange upperBounds,
     function_ref<void(OpBuilder &, Location, ValueRange)> body) {
-  SmallVector<OpFoldResult> ubs(upperBounds.begin(), upperBounds.end());
+  // Constant bounds print (and fold) as static sizes.
+  SmallVector<OpFoldResult> ubs = getAsOpFoldResult(upperBounds);
   scf::ForallOp::create(b, loc, ubs, ValueRange{}, std::nullopt,
                         [&](OpBuilder &fb, Location floc, ValueRange ivs) {
                           body(fb, floc, ivs);

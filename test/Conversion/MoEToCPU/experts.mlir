@@ -1,0 +1,147 @@
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 row-tile=3 col-tile=4 row-block=16 col-block=64" -split-input-file %s | FileCheck %s
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=16" -split-input-file %s | FileCheck %s --check-prefix=W16
+
+// The expert path: the gather feeding expert_ffn is fused on load (each row
+// reads x through its slot's token id; no gathered copy is built), work items
+// come from the offsets, and both phases are scf.forall loops over
+// (item, column block) whose hot loops are vector FMAs over k. bf16 weights
+// are loaded as 16 bits and widened in registers.
+// CHECK-LABEL: func.func @expert_path_bf16
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[IDS:[a-zA-Z0-9_]+]]: tensor<?xi32>, %[[OFFS:[a-zA-Z0-9_]+]]: tensor<9xi32>
+// CHECK-NOT:     moe.gather
+// CHECK-NOT:     moe.expert_ffn
+// CHECK-DAG:     %[[XB:.*]] = bufferization.to_buffer %[[X]] read_only : tensor<?x64xf32> to memref<?x64xf32>
+// CHECK-DAG:     %[[IDB:.*]] = bufferization.to_buffer %[[IDS]] read_only : tensor<?xi32> to memref<?xi32>
+// CHECK-DAG:     %[[W1B:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<8x128x64xbf16> to memref<8x128x64xbf16>
+// CHECK:         %[[HID:.*]] = memref.alloc(%{{.*}}) : memref<?x128xf32>
+// Phase 1: hidden columns of the items' rows.
+// CHECK:         scf.forall (%[[ITEM:.*]], %[[BLK:.*]]) in (%{{.*}}, 2) {
+// CHECK:           scf.for
+// CHECK:             scf.for
+// CHECK:               %[[TOK:.*]] = memref.load %[[IDB]][%{{.*}}] : memref<?xi32>
+// CHECK:               scf.for %{{.*}} = %c0 to %c64 step %c8 iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// CHECK:                 %[[XV:.*]] = vector.load %[[XB]][%{{.*}}, %{{.*}}] : memref<?x64xf32>, vector<8xf32>
+// CHECK:                 %[[WV:.*]] = vector.load %[[W1B]][%{{.*}}, %{{.*}}, %{{.*}}] : memref<8x128x64xbf16>, vector<8xbf16>
+// CHECK:                 %[[BITS:.*]] = arith.bitcast %[[WV]] : vector<8xbf16> to vector<8xi16>
+// CHECK:                 %[[WIDENED:.*]] = arith.extui %[[BITS]] : vector<8xi16> to vector<8xi32>
+// CHECK:                 %[[SHL:.*]] = arith.shli %[[WIDENED]], %{{.*}} : vector<8xi32>
+// CHECK:                 %[[F:.*]] = arith.bitcast %[[SHL]] : vector<8xi32> to vector<8xf32>
+// CHECK:                 vector.fma %[[XV]], %[[F]], %{{.*}} : vector<8xf32>
+// CHECK:               vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
+// CHECK:               math.exp
+// CHECK:               memref.store %{{.*}}, %[[HID]][%{{.*}}, %{{.*}}] : memref<?x128xf32>
+// Row remainders (1 or 2 rows) get their own static tiles.
+// CHECK:             scf.index_switch
+// CHECK:             case 1 {
+// CHECK:             case 2 {
+// Phase 2: model columns from the hidden rows, added to a copy of init.
+// CHECK:         memref.copy
+// CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (%{{.*}}, 1) {
+// CHECK:                 vector.load %[[HID]][%{{.*}}, %{{.*}}] : memref<?x128xf32>, vector<8xf32>
+// CHECK:                 vector.fma
+// CHECK:         bufferization.to_tensor %{{.*}} restrict writable : memref<?x64xf32> to tensor<?x64xf32>
+// W16-LABEL:  func.func @expert_path_bf16
+// W16:          vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,
+                            %offsets: tensor<9xi32>, %w1: tensor<8x128x64xbf16>,
+                            %w2: tensor<8x64x128xbf16>, %w3: tensor<8x128x64xbf16>,
+                            %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %c0 = arith.constant 0 : index
+  %s = tensor.dim %ids, %c0 : tensor<?xi32>
+  %empty = tensor.empty(%s) : tensor<?x64xf32>
+  %rows = moe.gather ins(%x, %ids : tensor<?x64xf32>, tensor<?xi32>)
+                     outs(%empty : tensor<?x64xf32>) -> tensor<?x64xf32>
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// Depths that are not a multiple of the vector width end in one masked step
+// (lanes past the depth read 0), so no scalar loop remains; an expert_ffn on
+// rows it does not gather reads them directly.
+// CHECK-LABEL: func.func @expert_ffn_gelu_tails
+// CHECK-NOT:     moe.expert_ffn
+// CHECK:         scf.forall
+// CHECK:           scf.for %{{.*}} = %c0 to %c16 step %c8 iter_args
+// CHECK:           vector.maskedload %{{.*}}, %{{.*}}, %{{.*}} : memref<?x20xf32>, vector<8xi1>, vector<8xf32> into vector<8xf32>
+// CHECK:           vector.fma
+// CHECK:           math.erf
+// CHECK:         scf.forall
+// CHECK:           vector.maskedload %{{.*}} : memref<?x13xf32>, vector<8xi1>, vector<8xf32> into vector<8xf32>
+func.func @expert_ffn_gelu_tails(%rows: tensor<?x20xf32>, %offsets: tensor<4xi32>,
+                                 %w1: tensor<3x13x20xf32>, %w2: tensor<3x20x13xf32>,
+                                 %init: tensor<?x20xf32>) -> tensor<?x20xf32> {
+  %y = moe.expert_ffn gelu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x20xf32>, tensor<4xi32>, tensor<3x13x20xf32>, tensor<3x20x13xf32>)
+      outs(%init : tensor<?x20xf32>) -> tensor<?x20xf32>
+  return %y : tensor<?x20xf32>
+}
+
+// -----
+
+// The shared expert: the sigmoid gate is one dot per token, and scales the
+// MLP's output before init is added.
+// CHECK-LABEL: func.func @shared_expert_gated
+// CHECK-NOT:     moe.shared_expert
+// CHECK:         scf.forall
+// CHECK:           vector.fma
+// CHECK:           math.exp
+// CHECK:         scf.forall
+// CHECK:         scf.forall
+// CHECK:           vector.fma
+// CHECK:           arith.mulf
+// CHECK:           arith.addf
+func.func @shared_expert_gated(%x: tensor<?x16xf32>, %w1: tensor<32x16xf32>,
+                               %w2: tensor<16x32xf32>, %w3: tensor<32x16xf32>,
+                               %g: tensor<1x16xf32>,
+                               %acc: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %out = moe.shared_expert swiglu
+      ins(%x, %w1, %w2 : tensor<?x16xf32>, tensor<32x16xf32>, tensor<16x32xf32>)
+      up(%w3 : tensor<32x16xf32>) gate(%g : tensor<1x16xf32>)
+      outs(%acc : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %out : tensor<?x16xf32>
+}
+
+// -----
+
+// A projection: one forall over (row block, column block); f16 weights are
+// widened with arith.extf.
+// CHECK-LABEL: func.func @linear_f16
+// CHECK-NOT:     moe.linear
+// CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (%{{.*}}, 1)
+// CHECK:           vector.load %{{.*}} : memref<8x64xf16>, vector<8xf16>
+// CHECK:           arith.extf %{{.*}} : vector<8xf16> to vector<8xf32>
+// CHECK:           vector.fma
+func.func @linear_f16(%x: tensor<?x64xf32>, %w: tensor<8x64xf16>,
+                      %init: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %l = moe.linear ins(%x, %w : tensor<?x64xf32>, tensor<8x64xf16>)
+                  outs(%init : tensor<?x8xf32>) -> tensor<?x8xf32>
+  return %l : tensor<?x8xf32>
+}
+
+// -----
+
+// combine: a counting sort lists each token's slots in slot order, then
+// token blocks run in parallel, each token summing its slots in that order
+// (acc + w·y), vectorised along the model dim with a masked tail.
+// CHECK-LABEL: func.func @combine_tail
+// CHECK-NOT:     moe.combine
+// CHECK:         scf.for
+// CHECK:         scf.for
+// CHECK:         scf.for
+// CHECK:         scf.forall
+// CHECK:           vector.broadcast
+// CHECK:           arith.mulf %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK:           arith.addf %{{.*}}, %{{.*}} : vector<8xf32>
+// CHECK:           vector.store
+// CHECK:           vector.maskedstore
+func.func @combine_tail(%y: tensor<?x12xf32>, %ids: tensor<?xi32>, %w: tensor<?xf32>,
+                        %acc: tensor<?x12xf32>) -> tensor<?x12xf32> {
+  %out = moe.combine ins(%y, %ids, %w : tensor<?x12xf32>, tensor<?xi32>, tensor<?xf32>)
+                     outs(%acc : tensor<?x12xf32>) -> tensor<?x12xf32>
+  return %out : tensor<?x12xf32>
+}
