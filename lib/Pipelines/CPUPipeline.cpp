@@ -80,6 +80,7 @@ void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
     tiles.rowBlock = options.rowBlock;
     tiles.colBlock = options.colBlock;
     tiles.tokenBlock = options.tokenBlock;
+    tiles.depthBlock = options.depthBlock;
     pm.addPass(createConvertMoEToCPU(tiles));
   }
   buildMoELowerToLoopsPipeline(pm, options);

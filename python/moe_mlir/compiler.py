@@ -74,9 +74,14 @@ def cache_dir() -> Path:
 
 
 def _compiler_fingerprint(compiler: Path) -> str:
-    # A rebuilt compiler may generate different code: key the cache on it.
-    st = compiler.stat()
-    return f"{compiler.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    # A rebuilt compiler may generate different code, and a rebuilt runtime
+    # is linked into every layer: key the cache on both.
+    parts = []
+    for path in (compiler, compiler.parent.parent / "lib" / "libmoe_runtime.a"):
+        if path.is_file():
+            st = path.stat()
+            parts.append(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
 
 
 def _host_fingerprint() -> str:

@@ -47,6 +47,8 @@ def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
            "output columns of a work item">,
     Option<"tokenBlock", "token-block", "int64_t", /*default=*/"0",
            "tokens of a work item of token-parallel loops">,
+    Option<"depthBlock", "depth-block", "int64_t", /*default=*/"0",
+           "depth (k) elements per chunk of a long dot product">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",

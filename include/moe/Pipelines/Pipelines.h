@@ -50,6 +50,10 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "token-block",
       llvm::cl::desc("tokens of a work item of token-parallel loops"),
       llvm::cl::init(0)};
+  PassOptions::Option<int64_t> depthBlock{
+      *this, "depth-block",
+      llvm::cl::desc("depth (k) elements per chunk of a long dot product"),
+      llvm::cl::init(0)};
 };
 
 /// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).

@@ -52,6 +52,7 @@ struct ConvertMoEToCPUPass
     override(rowBlock, config.rowBlock);
     override(colBlock, config.colBlock);
     override(tokenBlock, config.tokenBlock);
+    override(depthBlock, config.depthBlock);
     RewritePatternSet patterns(&getContext());
     populateFastCPULoweringPatterns(patterns, config);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))

@@ -39,6 +39,12 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::cpu;
 
+/// Choices (h, j) of one token per work item of the PEER coefficient phase.
+static constexpr int64_t kChoicesPerItem = 16;
+/// Model columns per work item of the accumulation phase, kept in registers
+/// (8 ymm / 4 zmm accumulators).
+static constexpr int64_t kChunkColumns = 64;
+
 static int64_t staticDim(Value v, int64_t d) {
   return cast<ShapedType>(v.getType()).getDimSize(d);
 }
@@ -173,7 +179,7 @@ struct ProductKeyTopKToCPU : OpRewritePattern<ProductKeyTopKOp> {
     int64_t vw = config.vectorWidth;
     int64_t rowTile = std::max<int64_t>(1, config.rowTile);
     int64_t keyTile = std::max<int64_t>(1, config.colTile);
-    int64_t tokenBlock = std::max<int64_t>(1, config.rowBlock);
+    int64_t tokenBlock = std::max<int64_t>(1, config.tokenBlock);
     Type f32 = b.getF32Type(), i32 = b.getI32Type();
 
     Value query = readBuffer(b, loc, op.getQuery());
@@ -408,7 +414,7 @@ struct SingleNeuronExpertsToCPU : OpRewritePattern<SingleNeuronExpertsOp> {
           ValueRange{numTokens});
       Activation act = *op.getActivation();
       int64_t tile = std::max<int64_t>(1, config.colTile);
-      int64_t idBlock = 4 * tile;
+      int64_t idBlock = kChoicesPerItem;
       Value numBlocks = indexConstant(b, loc, llvm::divideCeil(choices, idBlock));
       buildParallelLoop(
           b, loc, ValueRange{numTokens, numBlocks},
@@ -452,8 +458,7 @@ struct SingleNeuronExpertsToCPU : OpRewritePattern<SingleNeuronExpertsOp> {
 
     // out[t, chunk] = init[t, chunk] + Σ_m coef[t, m] · v[ids[t, m], chunk].
     Value out = allocBufferLike(b, loc, op.getInit());
-    int64_t chunkWidth =
-        std::max<int64_t>(1, config.colBlock / vw) * vw;
+    int64_t chunkWidth = std::max<int64_t>(1, kChunkColumns / vw) * vw;
     int64_t numChunks = llvm::divideCeil(width, chunkWidth);
     int64_t fullChunks = width / chunkWidth;
     int64_t tailWidth = width - fullChunks * chunkWidth;

@@ -68,15 +68,18 @@ Value cpu::loadRowVector(OpBuilder &b, Location loc, const RowRef &row,
                                v);
 }
 
-SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
-                                     ArrayRef<RowRef> aRows,
-                                     ArrayRef<RowRef> bRows, int64_t depth,
-                                     int64_t vw) {
-  auto accType = VectorType::get({vw}, b.getF32Type());
-  Value zero = arith::ConstantOp::create(
-      b, loc, DenseElementsAttr::get(accType, b.getF32FloatAttr(0.0f)));
-  size_t numAcc = aRows.size() * bRows.size();
-  SmallVector<Value> accs(numAcc, zero);
+SmallVector<Value> cpu::buildDotAccumulate(OpBuilder &b, Location loc,
+                                           ArrayRef<RowRef> aRows,
+                                           ArrayRef<RowRef> bRows, Value kBegin,
+                                           int64_t depth, int64_t vw,
+                                           ValueRange accsIn) {
+  SmallVector<Value> accs(accsIn.begin(), accsIn.end());
+  if (accs.empty()) {
+    auto accType = VectorType::get({vw}, b.getF32Type());
+    Value zero = arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(accType, b.getF32FloatAttr(0.0f)));
+    accs.assign(aRows.size() * bRows.size(), zero);
+  }
 
   // One vw-wide step at k: every a row loaded once, every b row once.
   auto step = [&](OpBuilder &sb, Location sloc, Value k, Value mask,
@@ -96,10 +99,11 @@ SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
   };
 
   int64_t mainDepth = depth / vw * vw;
+  Value mainEnd = arith::AddIOp::create(b, loc, kBegin,
+                                        indexConstant(b, loc, mainDepth));
   if (mainDepth > 0) {
     auto loop = scf::ForOp::create(
-        b, loc, indexConstant(b, loc, 0), indexConstant(b, loc, mainDepth),
-        indexConstant(b, loc, vw), accs,
+        b, loc, kBegin, mainEnd, indexConstant(b, loc, vw), accs,
         [&](OpBuilder &lb, Location lloc, Value k, ValueRange iter) {
           scf::YieldOp::create(lb, lloc, step(lb, lloc, k, Value(), iter));
         });
@@ -107,14 +111,28 @@ SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
   }
   if (int64_t tail = depth - mainDepth) {
     Value mask = buildPrefixMask(b, loc, vw, tail);
-    accs = step(b, loc, indexConstant(b, loc, mainDepth), mask, accs);
+    accs = step(b, loc, mainEnd, mask, accs);
   }
+  return accs;
+}
 
+SmallVector<Value> cpu::reduceAccumulators(OpBuilder &b, Location loc,
+                                           ValueRange accs) {
   SmallVector<Value> dots;
   for (Value acc : accs)
     dots.push_back(
         vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, acc));
   return dots;
+}
+
+SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
+                                     ArrayRef<RowRef> aRows,
+                                     ArrayRef<RowRef> bRows, int64_t depth,
+                                     int64_t vw) {
+  return reduceAccumulators(
+      b, loc,
+      buildDotAccumulate(b, loc, aRows, bRows, indexConstant(b, loc, 0), depth,
+                         vw, ValueRange{}));
 }
 
 void cpu::buildRowTiles(
@@ -215,11 +233,20 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                             int64_t colsPerTile, int64_t depth,
                             LeftRowFn leftRow, WeightRowsFn weightRows,
                             EpilogueFn epilogue) {
+  int64_t vw = config.vectorWidth;
   // Column blocks hold whole tiles, so only the last block has a tail.
   int64_t colBlock =
       std::max<int64_t>(1, llvm::divideCeil(config.colBlock, colsPerTile)) *
       colsPerTile;
   int64_t numColBlocks = llvm::divideCeil(numCols, colBlock);
+  int64_t tilesPerBlock = colBlock / colsPerTile;
+  // Depth chunks keep a chunk of every row of the item in L2 and a chunk of
+  // the tile's weight rows in L1. They are whole vectors, so a row's lanes
+  // accumulate in the same order whether or not the depth is chunked.
+  int64_t chunk =
+      std::max<int64_t>(1, config.depthBlock / vw) * vw;
+  int64_t numFullChunks = depth / chunk, lastChunk = depth % chunk;
+  bool chunked = depth > chunk;
   Value numBlocks = indexConstant(b, loc, numColBlocks);
   buildParallelLoop(
       b, loc, ValueRange{numItems, numBlocks},
@@ -232,29 +259,151 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
             arith::AddIOp::create(pb, ploc, n0,
                                   indexConstant(pb, ploc, colBlock)),
             indexConstant(pb, ploc, numCols));
-        buildColumnTiles(
-            pb, ploc, n0, n1, colsPerTile, numCols % colsPerTile,
-            [&](OpBuilder &cb, Location cloc, Value n, int64_t count) {
-              SmallVector<RowRef> wRows =
-                  weightRows(cb, cloc, rows.expert, n, count);
-              buildRowTiles(
-                  cb, cloc, rows.begin, rows.end, config.rowTile,
-                  [&](OpBuilder &rb, Location rloc, Value m, int64_t mCount) {
-                    SmallVector<Value> rowIds;
-                    SmallVector<RowRef> aRows;
-                    for (int64_t i = 0; i < mCount; ++i) {
-                      Value row = arith::AddIOp::create(
-                          rb, rloc, m, indexConstant(rb, rloc, i));
-                      rowIds.push_back(row);
-                      aRows.push_back(leftRow(rb, rloc, row));
-                    }
-                    SmallVector<Value> dots = buildDotTile(
-                        rb, rloc, aRows, wRows, depth, config.vectorWidth);
-                    size_t perRow = wRows.size();
-                    for (int64_t i = 0; i < mCount; ++i)
-                      epilogue(rb, rloc, rowIds[i], n, count,
-                               ArrayRef<Value>(dots).slice(i * perRow, perRow));
-                  });
+
+        // Visits every (column tile, row tile) of the item's block.
+        auto forEachTile = [&](OpBuilder &tb, Location tloc,
+                               function_ref<void(
+                                   OpBuilder &, Location, Value n,
+                                   int64_t count, ArrayRef<RowRef> wRows,
+                                   Value m, ArrayRef<Value> rowIds,
+                                   ArrayRef<RowRef> aRows)>
+                                   fn) {
+          buildColumnTiles(
+              tb, tloc, n0, n1, colsPerTile, numCols % colsPerTile,
+              [&](OpBuilder &cb, Location cloc, Value n, int64_t count) {
+                SmallVector<RowRef> wRows =
+                    weightRows(cb, cloc, rows.expert, n, count);
+                buildRowTiles(
+                    cb, cloc, rows.begin, rows.end, config.rowTile,
+                    [&](OpBuilder &rb, Location rloc, Value m,
+                        int64_t mCount) {
+                      SmallVector<Value> rowIds;
+                      SmallVector<RowRef> aRows;
+                      for (int64_t i = 0; i < mCount; ++i) {
+                        Value row = arith::AddIOp::create(
+                            rb, rloc, m, indexConstant(rb, rloc, i));
+                        rowIds.push_back(row);
+                        aRows.push_back(leftRow(rb, rloc, row));
+                      }
+                      fn(rb, rloc, n, count, wRows, m, rowIds, aRows);
+                    });
+              });
+        };
+        auto finish = [&](OpBuilder &fb, Location floc, Value n,
+                          int64_t count, size_t perRow,
+                          ArrayRef<Value> rowIds, ArrayRef<Value> dots) {
+          for (auto [i, row] : llvm::enumerate(rowIds))
+            epilogue(fb, floc, row, n, count,
+                     dots.slice(i * perRow, perRow));
+        };
+
+        if (!chunked) {
+          forEachTile(pb, ploc,
+                      [&](OpBuilder &rb, Location rloc, Value n, int64_t count,
+                          ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
+                          ArrayRef<RowRef> aRows) {
+                        SmallVector<Value> dots =
+                            buildDotTile(rb, rloc, aRows, wRows, depth, vw);
+                        finish(rb, rloc, n, count, wRows.size(), rowIds, dots);
+                      });
+          return;
+        }
+
+        // partial[row - begin, slot, :]: the lane accumulators of every
+        // (row, weight row) of the block between depth chunks.
+        int64_t slotsPerTile =
+            weightRows(pb, ploc, rows.expert, n0, colsPerTile).size();
+        auto partialType = MemRefType::get(
+            {config.rowBlock, tilesPerBlock * slotsPerTile, vw},
+            pb.getF32Type());
+        Value partial = memref::AllocaOp::create(pb, ploc, partialType);
+        auto slotOf = [&](OpBuilder &sb, Location sloc, Value n, size_t j) {
+          Value tile = arith::DivUIOp::create(
+              sb, sloc, arith::SubIOp::create(sb, sloc, n, n0),
+              indexConstant(sb, sloc, colsPerTile));
+          return arith::AddIOp::create(
+                     sb, sloc,
+                     arith::MulIOp::create(
+                         sb, sloc, tile, indexConstant(sb, sloc, slotsPerTile)),
+                     indexConstant(sb, sloc, j))
+              .getResult();
+        };
+        auto accIndices = [&](OpBuilder &sb, Location sloc, Value row, Value n,
+                              size_t j) {
+          return SmallVector<Value>{
+              arith::SubIOp::create(sb, sloc, row, rows.begin),
+              slotOf(sb, sloc, n, j), indexConstant(sb, sloc, 0)};
+        };
+        auto vecType = VectorType::get({vw}, pb.getF32Type());
+        // Accumulates one depth chunk [k, k + len) into partial; the first
+        // chunk starts from zero.
+        auto accumulateChunk = [&](OpBuilder &kb, Location kloc, Value k,
+                                   int64_t len, Value isFirst) {
+          forEachTile(
+              kb, kloc,
+              [&](OpBuilder &rb, Location rloc, Value n, int64_t,
+                  ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
+                  ArrayRef<RowRef> aRows) {
+                SmallVector<Type> types(rowIds.size() * wRows.size(), vecType);
+                auto init = scf::IfOp::create(
+                    rb, rloc, types, isFirst,
+                    /*withElseRegion=*/true);
+                {
+                  OpBuilder tb = init.getThenBodyBuilder();
+                  Value zero = arith::ConstantOp::create(
+                      tb, rloc,
+                      DenseElementsAttr::get(vecType, tb.getF32FloatAttr(0.0f)));
+                  scf::YieldOp::create(tb, rloc,
+                                       SmallVector<Value>(types.size(), zero));
+                }
+                {
+                  OpBuilder eb = init.getElseBodyBuilder();
+                  SmallVector<Value> loaded;
+                  for (Value row : rowIds)
+                    for (size_t j = 0; j < wRows.size(); ++j)
+                      loaded.push_back(vector::LoadOp::create(
+                          eb, rloc, vecType, partial,
+                          accIndices(eb, rloc, row, n, j)));
+                  scf::YieldOp::create(eb, rloc, loaded);
+                }
+                SmallVector<Value> accs = buildDotAccumulate(
+                    rb, rloc, aRows, wRows, k, len, vw, init.getResults());
+                size_t a = 0;
+                for (Value row : rowIds)
+                  for (size_t j = 0; j < wRows.size(); ++j)
+                    vector::StoreOp::create(rb, rloc, accs[a++], partial,
+                                            accIndices(rb, rloc, row, n, j));
+              });
+        };
+        Value zeroIdx = indexConstant(pb, ploc, 0);
+        scf::ForOp::create(
+            pb, ploc, zeroIdx, indexConstant(pb, ploc, numFullChunks),
+            indexConstant(pb, ploc, 1), ValueRange{},
+            [&](OpBuilder &kb, Location kloc, Value c, ValueRange) {
+              Value k = arith::MulIOp::create(kb, kloc, c,
+                                              indexConstant(kb, kloc, chunk));
+              Value isFirst = arith::CmpIOp::create(
+                  kb, kloc, arith::CmpIPredicate::eq, c, zeroIdx);
+              accumulateChunk(kb, kloc, k, chunk, isFirst);
+              scf::YieldOp::create(kb, kloc);
             });
+        if (lastChunk)
+          accumulateChunk(pb, ploc,
+                          indexConstant(pb, ploc, numFullChunks * chunk),
+                          lastChunk, arith::ConstantIntOp::create(pb, ploc, 0, 1));
+        // The lanes of each accumulator summed in order, then the epilogue.
+        forEachTile(pb, ploc,
+                    [&](OpBuilder &rb, Location rloc, Value n, int64_t count,
+                        ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
+                        ArrayRef<RowRef>) {
+                      SmallVector<Value> accs;
+                      for (Value row : rowIds)
+                        for (size_t j = 0; j < wRows.size(); ++j)
+                          accs.push_back(vector::LoadOp::create(
+                              rb, rloc, vecType, partial,
+                              accIndices(rb, rloc, row, n, j)));
+                      finish(rb, rloc, n, count, wRows.size(), rowIds,
+                             reduceAccumulators(rb, rloc, accs));
+                    });
       });
 }

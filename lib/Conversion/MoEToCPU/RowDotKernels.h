@@ -32,6 +32,20 @@ struct RowRef {
 Value loadRowVector(OpBuilder &b, Location loc, const RowRef &row, Value k,
                     int64_t vw, Value mask = {});
 
+/// Accumulates `a_i[k] · b_j[k]` for k in [kBegin, kBegin + depth) into the
+/// lane accumulators `accsIn` (vector<vw x f32>, i-major; empty: start from
+/// zero) and returns them. `depth` is static; a depth that is not a multiple
+/// of vw ends in one masked step.
+SmallVector<Value> buildDotAccumulate(OpBuilder &b, Location loc,
+                                      ArrayRef<RowRef> aRows,
+                                      ArrayRef<RowRef> bRows, Value kBegin,
+                                      int64_t depth, int64_t vw,
+                                      ValueRange accsIn);
+
+/// The lanes of each accumulator summed in lane order (the dot products).
+SmallVector<Value> reduceAccumulators(OpBuilder &b, Location loc,
+                                      ValueRange accs);
+
 /// `out[i * |bRows| + j] = Σ_{k < depth} a_i[k] · b_j[k]` (f32), accumulated
 /// as described in the file comment.
 SmallVector<Value> buildDotTile(OpBuilder &b, Location loc,
@@ -81,7 +95,10 @@ using EpilogueFn = function_ref<void(OpBuilder &, Location, Value row, Value n,
 /// The tiled row-dot loop nest of every fast kernel: an scf.forall over
 /// (work item, column block of `config.colBlock` columns); inside, column
 /// tiles of `colsPerTile` outer and row tiles of `config.rowTile` inner, each
-/// a `buildDotTile` of depth `depth` whose results go to `epilogue`.
+/// a `buildDotTile` of depth `depth` whose results go to `epilogue`. A depth
+/// beyond `config.depthBlock` is taken in chunks, the lane accumulators kept
+/// in a per-item stack buffer between chunks (same bits, cache-sized
+/// operands).
 void buildTiledRowDots(OpBuilder &b, Location loc,
                        const CPUKernelConfig &config, Value numItems,
                        ItemRowsFn itemRows, int64_t numCols,

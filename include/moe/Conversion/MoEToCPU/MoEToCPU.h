@@ -22,11 +22,14 @@ struct CPUKernelConfig {
   /// Weight rows of one register tile (for gated experts: w1 and w3 rows
   /// together, so half as many hidden columns).
   int64_t colTile = 4;
-  /// Rows of one work item.
-  int64_t rowBlock = 16;
+  /// Rows of one work item: every weight row an item reads is reused for all
+  /// of them, so large blocks move each expert's weights once.
+  int64_t rowBlock = 128;
   /// Output columns of one work item (hidden columns in the first expert
   /// phase; model columns in the second and in projections).
-  int64_t colBlock = 64;
+  int64_t colBlock = 16;
+  /// Depth (k) elements per chunk of a dot product when the depth is larger.
+  int64_t depthBlock = 256;
   /// Tokens of one work item of token-parallel loops (combine).
   int64_t tokenBlock = 8;
 
