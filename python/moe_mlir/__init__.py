@@ -9,7 +9,7 @@
 """
 
 from . import reference, rng
-from .compiler import (CompileError, Layer, SpecError, compile,  # noqa: A004
+from .compiler import (BoundLayer, CompileError, Layer, SpecError, compile,  # noqa: A004
                        get_num_threads, set_num_threads)
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
@@ -28,6 +28,7 @@ __all__ = [
     "init_gate",
     "compile",
     "Layer",
+    "BoundLayer",
     "CompileError",
     "SpecError",
     "set_num_threads",

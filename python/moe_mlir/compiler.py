@@ -28,7 +28,7 @@ import numpy as np
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 
-__all__ = ["compile", "Layer", "CompileError", "SpecError", "find_compiler", "cache_dir",
+__all__ = ["compile", "Layer", "BoundLayer", "CompileError", "SpecError", "find_compiler", "cache_dir",
            "set_num_threads", "get_num_threads"]
 
 TARGETS = ("cpu",)
@@ -355,8 +355,17 @@ class Layer:
 
     def forward(self, x, seed=None, **weights) -> Dict[str, Any]:
         """Every output of the layer: ``out``, routing results, aux losses."""
+        return self._forward(x, self._check_weights(weights), seed)
+
+    def bind(self, **weights) -> "BoundLayer":
+        """Checks and converts ``weights`` once (bf16/f16 rounding included)
+        and returns a callable holding them: ``bound(x)``, ``bound.forward(x)``.
+        The arrays are kept, not copied, where they are already in the
+        kernel's layout; later changes to such an array are seen by the kernel."""
+        return BoundLayer(self, self._check_weights(weights))
+
+    def _forward(self, x, args, seed) -> Dict[str, Any]:
         x = self._check_x(x)
-        args = self._check_weights(weights)
         seed_arg = self._check_seed(seed)
         tokens = x.shape[0]
         outputs = {}
@@ -387,3 +396,25 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"Layer({self.name!r}, kind={self.spec['kind']!r}, library={str(self.library_path)!r})"
+
+
+class BoundLayer:
+    """A compiled layer with its weights checked and converted once
+    (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
+
+    def __init__(self, layer: Layer, args):
+        self.layer = layer
+        self._args = args
+
+    def forward(self, x, seed=None) -> Dict[str, Any]:
+        return self.layer._forward(x, self._args, seed)
+
+    def __call__(self, x, seed=None) -> np.ndarray:
+        return self.forward(x, seed=seed)["out"]
+
+    def route(self, x, seed=None) -> Tuple[np.ndarray, np.ndarray]:
+        result = self.forward(x, seed=seed)
+        return result["topk_ids"], result["topk_weights"]
+
+    def __repr__(self) -> str:
+        return f"BoundLayer({self.layer.name!r})"

@@ -540,3 +540,23 @@ def test_c_entry_optional_outputs_may_be_null(layer, inputs):
     ins, outs = c.buffers(x, W)
     assert c.call(9, 12, ins, outs, null_out=tuple(range(1, len(outs)))) == 0
     np.testing.assert_array_equal(outs[0], layer(x, **W))
+
+
+@requires_compiler
+def test_bind_converts_once_and_matches_forward():
+    spec = moe_spec("bind_bf16", weight_dtype="bf16")
+    layer = compiled(spec)
+    W = make_weights(spec)
+    x = make_x(9, spec["d_model"])
+    bound = layer.bind(**W)
+    want = layer.forward(x, **W)
+    got = bound.forward(x)
+    for key, value in want.items():
+        assert np.array_equal(np.asarray(got[key]), np.asarray(value)), key
+    assert np.array_equal(bound(x), want["out"])
+    ids, _ = bound.route(x)
+    assert np.array_equal(ids, want["topk_ids"])
+    # The bf16 bits were made once: the bound arrays are uint16.
+    assert all(a.dtype == np.uint16 for a in bound._args)
+    with pytest.raises(ValueError, match="missing weight"):
+        layer.bind(**{k: v for k, v in W.items() if k != "w2"})

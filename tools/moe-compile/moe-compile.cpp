@@ -32,6 +32,8 @@
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/ADT/StringSwitch.h"
 #include "llvm/IR/LLVMContext.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/Target/TargetMachine.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Program.h"
@@ -215,7 +217,8 @@ static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
 }
 
 /// The moe module -> the LLVM dialect, with C entry points.
-static LogicalResult lowerToLLVMDialect(ModuleOp module) {
+static LogicalResult lowerToLLVMDialect(ModuleOp module,
+                                        llvm::TargetMachine &machine) {
   PassManager pm(module.getContext());
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
@@ -229,6 +232,11 @@ static LogicalResult lowerToLLVMDialect(ModuleOp module) {
   }
   moe::CPUPipelineOptions &options = *parsed;
   options.reference = pipelineKind == PipelineKind::reference;
+  // The fast kernels' vector shape follows the target, not the host.
+  const llvm::MCSubtargetInfo *subtarget = machine.getMCSubtargetInfo();
+  bool avx512 = subtarget && subtarget->checkFeatures("+avx512f");
+  if (options.vectorWidth == 0)
+    options.vectorWidth = avx512 ? 16 : 8;
   // Exported kernels take their scratch memory from the runtime they embed.
   options.runtimeAllocator = true;
   moe::buildMoELowerToCPUPipeline(pm, options);
@@ -253,8 +261,6 @@ static LogicalResult reportError(llvm::Error error) {
 }
 
 static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
-  if (failed(lowerToLLVMDialect(module)))
-    return failure();
   moe::CPUTargetOptions targetOptions;
   targetOptions.cpu = targetCPU;
   targetOptions.features = targetFeatures;
@@ -262,6 +268,8 @@ static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
   auto machine = moe::createCPUTargetMachine(targetOptions);
   if (!machine)
     return reportError(machine.takeError());
+  if (failed(lowerToLLVMDialect(module, **machine)))
+    return failure();
   llvm::LLVMContext llvmContext;
   auto llvmModule = moe::translateAndOptimize(module, llvmContext, **machine,
                                               optLevel);

@@ -32,6 +32,7 @@ CPUKernelConfig CPUKernelConfig::forTarget(const char *cpu,
   // 16 f32 lanes fill a zmm register; everything else gets 8 (ymm), which
   // SSE-only targets split in two without changing the order of any sum.
   config.vectorWidth = avx512 ? 16 : 8;
+  config.vectorRegisters = avx512 ? 32 : 16;
   return config;
 }
 
@@ -53,6 +54,8 @@ struct ConvertMoEToCPUPass
     override(colBlock, config.colBlock);
     override(tokenBlock, config.tokenBlock);
     override(depthBlock, config.depthBlock);
+    // 16 lanes are an AVX-512 target, which has 32 vector registers.
+    config.vectorRegisters = config.vectorWidth >= 16 ? 32 : 16;
     RewritePatternSet patterns(&getContext());
     populateFastCPULoweringPatterns(patterns, config);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))

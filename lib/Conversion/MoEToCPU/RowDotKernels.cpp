@@ -227,6 +227,9 @@ Value cpu::bufferToTensor(OpBuilder &b, Location loc, Value buffer,
                                            /*writable=*/true);
 }
 
+/// Items with more rows than this take long depths in chunks.
+static constexpr int64_t kChunkedMinRows = 8;
+
 void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                             const CPUKernelConfig &config, Value numItems,
                             ItemRowsFn itemRows, int64_t numCols,
@@ -260,6 +263,21 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                                   indexConstant(pb, ploc, colBlock)),
             indexConstant(pb, ploc, numCols));
 
+        // A register tile holds rowTile x |weight rows| accumulators, the
+        // rowTile left vectors and, for 16-bit weights, the widened weight
+        // vector and its temporary: fewer rows where that would spill.
+        SmallVector<RowRef> probe =
+            weightRows(pb, ploc, rows.expert, n0, colsPerTile);
+        int64_t slotsPerTile = probe.size();
+        bool narrow = !cast<MemRefType>(probe.front().buffer.getType())
+                           .getElementType()
+                           .isF32();
+        int64_t rowTile = config.rowTile;
+        while (rowTile > 1 && rowTile * slotsPerTile + rowTile +
+                                      (narrow ? 2 : 0) >
+                                  config.vectorRegisters)
+          --rowTile;
+
         // Visits every (column tile, row tile) of the item's block.
         auto forEachTile = [&](OpBuilder &tb, Location tloc,
                                function_ref<void(
@@ -274,7 +292,7 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                 SmallVector<RowRef> wRows =
                     weightRows(cb, cloc, rows.expert, n, count);
                 buildRowTiles(
-                    cb, cloc, rows.begin, rows.end, config.rowTile,
+                    cb, cloc, rows.begin, rows.end, rowTile,
                     [&](OpBuilder &rb, Location rloc, Value m,
                         int64_t mCount) {
                       SmallVector<Value> rowIds;
@@ -297,8 +315,8 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                      dots.slice(i * perRow, perRow));
         };
 
-        if (!chunked) {
-          forEachTile(pb, ploc,
+        auto wholeDepth = [&](OpBuilder &wb, Location wloc) {
+          forEachTile(wb, wloc,
                       [&](OpBuilder &rb, Location rloc, Value n, int64_t count,
                           ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
                           ArrayRef<RowRef> aRows) {
@@ -306,17 +324,33 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                             buildDotTile(rb, rloc, aRows, wRows, depth, vw);
                         finish(rb, rloc, n, count, wRows.size(), rowIds, dots);
                       });
+        };
+        if (!chunked) {
+          wholeDepth(pb, ploc);
           return;
         }
+        // Chunks pay off when many rows share the weight rows; a few rows
+        // (decode) stream each weight row whole instead. Both sum the same
+        // lanes in the same order, so the choice never changes a bit.
+        Value numRows = arith::SubIOp::create(pb, ploc, rows.end, rows.begin);
+        Value fewRows = arith::CmpIOp::create(
+            pb, ploc, arith::CmpIPredicate::ule, numRows,
+            indexConstant(pb, ploc, kChunkedMinRows));
+        auto choice = scf::IfOp::create(pb, ploc, fewRows,
+                                        /*withElseRegion=*/true);
+        {
+          OpBuilder tb = choice.getThenBodyBuilder();
+          wholeDepth(tb, ploc);
+        }
+        OpBuilder cb = choice.getElseBodyBuilder();
+        OpBuilder &pbChunked = cb;
 
         // partial[row - begin, slot, :]: the lane accumulators of every
         // (row, weight row) of the block between depth chunks.
-        int64_t slotsPerTile =
-            weightRows(pb, ploc, rows.expert, n0, colsPerTile).size();
         auto partialType = MemRefType::get(
             {config.rowBlock, tilesPerBlock * slotsPerTile, vw},
-            pb.getF32Type());
-        Value partial = memref::AllocaOp::create(pb, ploc, partialType);
+            pbChunked.getF32Type());
+        Value partial = memref::AllocaOp::create(pbChunked, ploc, partialType);
         auto slotOf = [&](OpBuilder &sb, Location sloc, Value n, size_t j) {
           Value tile = arith::DivUIOp::create(
               sb, sloc, arith::SubIOp::create(sb, sloc, n, n0),
@@ -334,7 +368,7 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
               arith::SubIOp::create(sb, sloc, row, rows.begin),
               slotOf(sb, sloc, n, j), indexConstant(sb, sloc, 0)};
         };
-        auto vecType = VectorType::get({vw}, pb.getF32Type());
+        auto vecType = VectorType::get({vw}, pbChunked.getF32Type());
         // Accumulates one depth chunk [k, k + len) into partial; the first
         // chunk starts from zero.
         auto accumulateChunk = [&](OpBuilder &kb, Location kloc, Value k,
@@ -375,10 +409,10 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                                             accIndices(rb, rloc, row, n, j));
               });
         };
-        Value zeroIdx = indexConstant(pb, ploc, 0);
+        Value zeroIdx = indexConstant(pbChunked, ploc, 0);
         scf::ForOp::create(
-            pb, ploc, zeroIdx, indexConstant(pb, ploc, numFullChunks),
-            indexConstant(pb, ploc, 1), ValueRange{},
+            pbChunked, ploc, zeroIdx, indexConstant(pbChunked, ploc, numFullChunks),
+            indexConstant(pbChunked, ploc, 1), ValueRange{},
             [&](OpBuilder &kb, Location kloc, Value c, ValueRange) {
               Value k = arith::MulIOp::create(kb, kloc, c,
                                               indexConstant(kb, kloc, chunk));
@@ -388,11 +422,11 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
               scf::YieldOp::create(kb, kloc);
             });
         if (lastChunk)
-          accumulateChunk(pb, ploc,
-                          indexConstant(pb, ploc, numFullChunks * chunk),
-                          lastChunk, arith::ConstantIntOp::create(pb, ploc, 0, 1));
+          accumulateChunk(pbChunked, ploc,
+                          indexConstant(pbChunked, ploc, numFullChunks * chunk),
+                          lastChunk, arith::ConstantIntOp::create(pbChunked, ploc, 0, 1));
         // The lanes of each accumulator summed in order, then the epilogue.
-        forEachTile(pb, ploc,
+        forEachTile(pbChunked, ploc,
                     [&](OpBuilder &rb, Location rloc, Value n, int64_t count,
                         ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
                         ArrayRef<RowRef>) {

@@ -17,8 +17,11 @@ namespace mlir::moe {
 struct CPUKernelConfig {
   /// f32 lanes of a dot-product accumulator (8 for AVX2, 16 for AVX-512).
   int64_t vectorWidth = 8;
-  /// Rows (tokens or slots) of one register tile.
+  /// Rows (tokens or slots) of one register tile (at most: fewer where the
+  /// tile would not fit in the vector registers).
   int64_t rowTile = 3;
+  /// Vector registers of the target (16 for AVX2, 32 for AVX-512).
+  int64_t vectorRegisters = 16;
   /// Weight rows of one register tile (for gated experts: w1 and w3 rows
   /// together, so half as many hidden columns).
   int64_t colTile = 4;
@@ -29,7 +32,7 @@ struct CPUKernelConfig {
   /// phase; model columns in the second and in projections).
   int64_t colBlock = 16;
   /// Depth (k) elements per chunk of a dot product when the depth is larger.
-  int64_t depthBlock = 256;
+  int64_t depthBlock = 1024;
   /// Tokens of one work item of token-parallel loops (combine).
   int64_t tokenBlock = 8;
 
