@@ -272,7 +272,6 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
     return success();
   }
 
-
   CPUKernelConfig config;
 };
 } // namespace

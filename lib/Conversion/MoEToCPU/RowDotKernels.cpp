@@ -135,7 +135,9 @@ SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
                          vw, ValueRange{}));
 }
 
-void cpu::buildRowTiles(
+/// `body(n, tile)` for n in [lo, lo + full) step tile, full the largest
+/// multiple of tile within [lo, hi); returns (span - full, lo + full).
+static std::pair<Value, Value> buildWholeTiles(
     OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile,
     function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
   Value tileV = indexConstant(b, loc, tile);
@@ -144,13 +146,19 @@ void cpu::buildRowTiles(
       b, loc, arith::DivUIOp::create(b, loc, span, tileV), tileV);
   Value fullEnd = arith::AddIOp::create(b, loc, lo, full);
   scf::ForOp::create(b, loc, lo, fullEnd, tileV, ValueRange{},
-                     [&](OpBuilder &lb, Location lloc, Value m, ValueRange) {
-                       body(lb, lloc, m, tile);
+                     [&](OpBuilder &lb, Location lloc, Value n, ValueRange) {
+                       body(lb, lloc, n, tile);
                        scf::YieldOp::create(lb, lloc);
                      });
+  return {arith::SubIOp::create(b, loc, span, full), fullEnd};
+}
+
+void cpu::buildRowTiles(
+    OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile,
+    function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
+  auto [rem, fullEnd] = buildWholeTiles(b, loc, lo, hi, tile, body);
   if (tile == 1)
     return;
-  Value rem = arith::SubIOp::create(b, loc, span, full);
   SmallVector<int64_t> cases;
   for (int64_t c = 1; c < tile; ++c)
     cases.push_back(c);
@@ -170,20 +178,11 @@ void cpu::buildRowTiles(
 void cpu::buildColumnTiles(
     OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile, int64_t tail,
     function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
-  Value tileV = indexConstant(b, loc, tile);
-  Value span = arith::SubIOp::create(b, loc, hi, lo);
-  Value full = arith::MulIOp::create(
-      b, loc, arith::DivUIOp::create(b, loc, span, tileV), tileV);
-  Value fullEnd = arith::AddIOp::create(b, loc, lo, full);
-  scf::ForOp::create(b, loc, lo, fullEnd, tileV, ValueRange{},
-                     [&](OpBuilder &lb, Location lloc, Value n, ValueRange) {
-                       body(lb, lloc, n, tile);
-                       scf::YieldOp::create(lb, lloc);
-                     });
+  auto [rem, fullEnd] = buildWholeTiles(b, loc, lo, hi, tile, body);
   if (tail == 0)
     return;
-  Value hasTail = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult,
-                                        fullEnd, hi);
+  Value hasTail = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ne, rem, indexConstant(b, loc, 0));
   scf::IfOp::create(b, loc, hasTail, [&](OpBuilder &tb, Location tloc) {
     body(tb, tloc, fullEnd, tail);
     scf::YieldOp::create(tb, tloc);
