@@ -1,22 +1,30 @@
 //===- ProductKeyToCPU.cpp - fast CPU lowering of PEER/PKM retrieval -----===//
 //
-// moe.product_key_topk: an scf.forall over (token block, head). Inside, row
-// tiles of `rowTile` tokens score both sub-key tables with the vectorised
-// row-dot tile (queries x `colTile` keys at a time, O(n·d_k) per head and
-// token), then per token: the top-k' of each half by insertion into a sorted
-// list of k' = min(top_k, n) entries (scanned in sub-key order, so ties keep
-// the lower index), the top-k of the k'×k' candidate sums by insertion under
-// the full ranking rule (ties to the lower expert id i·n + j, NaN last), and
-// the softmax or sigmoid of the head's k scores as the reference computes it.
-// Never O(N): only n sub-keys and k'² candidates per head.
+// moe.product_key_topk, O((n + k'^2)·d_k) per token and head, never O(N):
+//   1. both sub-key tables are packed once per call into f32 panels of vw
+//      sub-keys (transposed, bf16/f16 widened), an scf.forall over panels;
+//   2. an scf.forall over (token block, head): register tiles of rowTile
+//      tokens x 3 vectors of sub-keys compute the sub-key scores by FMA
+//      along d_k (each score summed in the same order whatever the tile);
+//      per token and half, a branch-free lower bound of the k'-th score
+//      (lane-wise top-m) lets the scan in sub-key order skip whole vectors,
+//      the rest go into a sorted list of k' = min(top_k, n) entries (ties
+//      keep the lower index); the k'×k' candidate sums go into the sorted
+//      top-k of the result under the full ranking rule (ties to the lower
+//      expert id i·n + j, NaN last), rows and columns of the candidate grid
+//      cut off once their sums fall below the list; then the softmax or
+//      sigmoid of the head's k scores, computed as the reference does.
 //
 // moe.single_neuron_experts: PEER first computes coef[t, m] =
 // w · act(u_i · x_t) for the token's H·k retrieved experts (an scf.forall
-// over (token, block of ids), dots vectorised over D), then an scf.forall
-// over (token, column chunk) sums coef · v_i over m = (h, j) in order in
-// vector registers and writes init + sum. PKM takes coef = w. Out-of-range
-// ids contribute nothing. Every token is computed by the same code in the
-// same order whatever T or the thread count.
+// over (token, block of choices), dots vectorised over D), then an
+// scf.forall over (token, chunk of model columns) adds coef · v_i over the
+// choices m = (h, j) in order into the chunk of the output row (expert rows
+// prefetched a few choices ahead) and finally init. PKM takes coef = w.
+// Out-of-range ids contribute nothing.
+//
+// Every token's results come from the same code in the same order whatever
+// T, the batch around it or the thread count.
 //
 //===----------------------------------------------------------------------===//
 
@@ -99,8 +107,10 @@ static void buildShiftInsert(OpBuilder &b, Location loc, Value vals, Value ids,
       [&](OpBuilder &wb, Location wl, ValueRange args) {
         Value j = args[0];
         Value prev = arith::SubIOp::create(wb, wl, j, one);
-        Value ev = memref::LoadOp::create(wb, wl, vals, withIndex(prefix, prev));
-        Value eid = memref::LoadOp::create(wb, wl, ids, withIndex(prefix, prev));
+        Value ev =
+            memref::LoadOp::create(wb, wl, vals, withIndex(prefix, prev));
+        Value eid =
+            memref::LoadOp::create(wb, wl, ids, withIndex(prefix, prev));
         memref::StoreOp::create(wb, wl, ev, vals, withIndex(prefix, j));
         memref::StoreOp::create(wb, wl, eid, ids, withIndex(prefix, j));
         scf::YieldOp::create(wb, wl, prev);
@@ -148,13 +158,15 @@ static Value loadRowPrefix(OpBuilder &b, Location loc, const RowRef &row,
     return loadRowVector(b, loc, row, k, vw);
   Type element = cast<MemRefType>(row.buffer.getType()).getElementType();
   if (element.getIntOrFloatBitWidth() != 16)
-    return loadRowVector(b, loc, row, k, vw, buildPrefixMask(b, loc, vw, lanes));
+    return loadRowVector(b, loc, row, k, vw,
+                         buildPrefixMask(b, loc, vw, lanes));
   auto bitsType = VectorType::get({vw}, b.getI16Type());
   Value bits = arith::ConstantOp::create(
       b, loc, DenseElementsAttr::get(bitsType, b.getI16IntegerAttr(0)));
   for (int64_t l = 0; l < lanes; ++l) {
     SmallVector<Value> indices(row.prefix.begin(), row.prefix.end());
-    indices.push_back(arith::AddIOp::create(b, loc, k, indexConstant(b, loc, l)));
+    indices.push_back(
+        arith::AddIOp::create(b, loc, k, indexConstant(b, loc, l)));
     Value e = memref::LoadOp::create(b, loc, row.buffer, indices);
     Value eBits = arith::BitcastOp::create(b, loc, b.getI16Type(), e);
     bits = vector::InsertOp::create(b, loc, eBits, bits, ArrayRef<int64_t>{l});
@@ -393,8 +405,8 @@ struct ProductKeyTopKToCPU : OpRewritePattern<ProductKeyTopKOp> {
               [&](OpBuilder &rb, Location rl, Value m, int64_t count) {
                 SmallVector<Value> rows;
                 for (int64_t r = 0; r < count; ++r)
-                  rows.push_back(
-                      arith::AddIOp::create(rb, rl, m, indexConstant(rb, rl, r)));
+                  rows.push_back(arith::AddIOp::create(
+                      rb, rl, m, indexConstant(rb, rl, r)));
                 // Sub-key scores of the tile's tokens, both halves: register
                 // tiles of count tokens x keyTile vectors of sub-keys, each
                 // score summed over the depth in order by FMA.
@@ -429,11 +441,12 @@ struct ProductKeyTopKToCPU : OpRewritePattern<ProductKeyTopKOp> {
                                 ValueRange accs) {
                               Value qc = arith::AddIOp::create(db, dl, col, d);
                               SmallVector<Value> qs, ks;
-                              for (int64_t r = 0; r < count; ++r)
+                              for (int64_t r = 0; r < count; ++r) {
+                                Value q = memref::LoadOp::create(
+                                    db, dl, query, ValueRange{rows[r], qc});
                                 qs.push_back(vector::BroadcastOp::create(
-                                    db, dl, vecType,
-                                    memref::LoadOp::create(
-                                        db, dl, query, ValueRange{rows[r], qc})));
+                                    db, dl, vecType, q));
+                              }
                               for (int64_t c = 0; c < vecs; ++c)
                                 ks.push_back(vector::LoadOp::create(
                                     db, dl, vecType, packed,
@@ -492,11 +505,12 @@ private:
     // (m·vw >= k') of the score vectors are m·vw distinct sub-keys, so at
     // least k' scores are >= their minimum. Then the sub-keys are scanned in
     // index order, whole vectors below tau skipped with one compare; the
-    // others go into the sorted list (the first k' unconditionally, later
-    // ones when they rank ahead of its last entry; a later sub-key never
-    // wins a tie). A score below tau, or NaN while tau is a number, cannot
-    // be among the top k'. When tau is not a number above -inf (NaN or
-    // -inf scores, or fewer than m·vw sub-keys), nothing is skipped.
+    // others go into the sorted list (unconditionally while it has fewer
+    // than k' entries, then when they rank ahead of its last entry; a later
+    // sub-key never wins a tie). A score below tau, or NaN while tau is a
+    // number, cannot be among the top k'. When tau is not a number above
+    // -inf (NaN or -inf scores, or fewer than m·vw sub-keys), nothing is
+    // skipped.
     auto vecType = VectorType::get({vw}, f32);
     int64_t lanesM = llvm::divideCeil(kp, vw);
     int64_t numFull = n / vw, tailLanes = n % vw;
@@ -581,8 +595,8 @@ private:
                   Value full = arith::CmpIOp::create(
                       jb, jl, arith::CmpIPredicate::uge, st[0], kpV);
                   Value ahead = buildScanAhead(jb, jl, v, id, st[1], Value());
-                  Value fits = arith::OrIOp::create(
-                      jb, jl, arith::XOrIOp::create(jb, jl, full, trueV), ahead);
+                  Value notFull = arith::XOrIOp::create(jb, jl, full, trueV);
+                  Value fits = arith::OrIOp::create(jb, jl, notFull, ahead);
                   Value take = arith::AndIOp::create(
                       jb, jl, arith::XOrIOp::create(jb, jl, skip, trueV), fits);
                   auto ins = scf::IfOp::create(jb, jl, TypeRange{index, f32},
@@ -590,7 +604,8 @@ private:
                   {
                     OpBuilder::InsertionGuard guard(jb);
                     jb.setInsertionPointToStart(ins.thenBlock());
-                    Value start = arith::MinUIOp::create(jb, jl, st[0], lastIdx);
+                    Value start =
+                        arith::MinUIOp::create(jb, jl, st[0], lastIdx);
                     buildShiftInsert(jb, jl, listVals, listIds,
                                      ValueRange{s, r}, start, v, id,
                                      buildScanAhead);
@@ -734,8 +749,8 @@ private:
                                                full, true);
                   cb.setInsertionPointToStart(ins.thenBlock());
                   {
-                    Value lastV =
-                        memref::LoadOp::create(cb, cl, weightsOut, outAt(lastK));
+                    Value lastV = memref::LoadOp::create(cb, cl, weightsOut,
+                                                         outAt(lastK));
                     Value lastId =
                         memref::LoadOp::create(cb, cl, idsOut, outAt(lastK));
                     Value ahead =
@@ -857,7 +872,8 @@ struct SingleNeuronExpertsToCPU : OpRewritePattern<SingleNeuronExpertsOp> {
       Activation act = *op.getActivation();
       int64_t tile = std::max<int64_t>(1, config.colTile);
       int64_t idBlock = kChoicesPerItem;
-      Value numBlocks = indexConstant(b, loc, llvm::divideCeil(choices, idBlock));
+      Value numBlocks =
+          indexConstant(b, loc, llvm::divideCeil(choices, idBlock));
       buildParallelLoop(
           b, loc, ValueRange{numTokens, numBlocks},
           [&](OpBuilder &pb, Location pl, ValueRange ivs) {

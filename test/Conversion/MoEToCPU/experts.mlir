@@ -1,5 +1,6 @@
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=8 row-tile=3 col-tile=4 row-block=16 col-block=64" -split-input-file %s | FileCheck %s
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=16" -split-input-file %s | FileCheck %s --check-prefix=W16
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=CHUNK
 
 // The expert path: the gather feeding expert_ffn is fused on load (each row
 // reads x through its slot's token id; no gathered copy is built), work items
@@ -19,7 +20,9 @@
 // CHECK:           scf.for
 // CHECK:             scf.for
 // CHECK:               %[[TOK:.*]] = memref.load %[[IDB]][%{{.*}}] : memref<?xi32>
-// CHECK:               scf.for %{{.*}} = %c0 to %c64 step %c8 iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
+// 16-bit weights need two registers to widen, so the 3-row tile shrinks to
+// 2 rows x 4 weight rows (w1 and w3 of two hidden columns): 8 accumulators.
+// CHECK:               scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c8 iter_args({{.*}}) -> (vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>, vector<8xf32>)
 // CHECK:                 %[[XV:.*]] = vector.load %[[XB]][%{{.*}}, %{{.*}}] : memref<?x64xf32>, vector<8xf32>
 // CHECK:                 %[[WV:.*]] = vector.load %[[W1B]][%{{.*}}, %{{.*}}, %{{.*}}] : memref<8x128x64xbf16>, vector<8xbf16>
 // CHECK:                 %[[BITS:.*]] = arith.bitcast %[[WV]] : vector<8xbf16> to vector<8xi16>
@@ -30,16 +33,28 @@
 // CHECK:               vector.reduction <add>, %{{.*}} : vector<8xf32> into f32
 // CHECK:               math.exp
 // CHECK:               memref.store %{{.*}}, %[[HID]][%{{.*}}, %{{.*}}] : memref<?x128xf32>
-// Row remainders (1 or 2 rows) get their own static tiles.
+// A row remainder (1 row) gets its own static tile.
 // CHECK:             scf.index_switch
 // CHECK:             case 1 {
-// CHECK:             case 2 {
 // Phase 2: model columns from the hidden rows, added to a copy of init.
 // CHECK:         memref.copy
 // CHECK:         scf.forall (%{{.*}}, %{{.*}}) in (%{{.*}}, 1) {
 // CHECK:                 vector.load %[[HID]][%{{.*}}, %{{.*}}] : memref<?x128xf32>, vector<8xf32>
 // CHECK:                 vector.fma
 // CHECK:         bufferization.to_tensor %{{.*}} restrict writable : memref<?x64xf32> to tensor<?x64xf32>
+// Depths past depth-block: items with few rows take the whole depth, items
+// with many take it in chunks, the lane accumulators kept in a stack buffer
+// of the item between chunks.
+// CHUNK-LABEL: func.func @expert_path_bf16
+// CHUNK:         scf.forall
+// CHUNK:           %[[FEW:.*]] = arith.cmpi ule, %{{.*}}, %c8 : index
+// CHUNK:           scf.if %[[FEW]] {
+// CHUNK:           } else {
+// CHUNK:             %[[PARTIAL:.*]] = memref.alloca() : memref<128x{{[0-9]+}}x8xf32>
+// CHUNK:             vector.load %[[PARTIAL]]
+// CHUNK:             vector.fma
+// CHUNK:             vector.store %{{.*}}, %[[PARTIAL]]
+// CHUNK:             vector.reduction <add>
 // W16-LABEL:  func.func @expert_path_bf16
 // W16:          vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,
@@ -66,7 +81,7 @@ func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,
 // CHECK-LABEL: func.func @expert_ffn_gelu_tails
 // CHECK-NOT:     moe.expert_ffn
 // CHECK:         scf.forall
-// CHECK:           scf.for %{{.*}} = %c0 to %c16 step %c8 iter_args
+// CHECK:           scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c8 iter_args
 // CHECK:           vector.maskedload %{{.*}}, %{{.*}}, %{{.*}} : memref<?x20xf32>, vector<8xi1>, vector<8xf32> into vector<8xf32>
 // CHECK:           vector.fma
 // CHECK:           math.erf
