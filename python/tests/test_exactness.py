@@ -142,3 +142,13 @@ def test_same_bits_for_any_partition(name):
         got = moe_mlir.compile(spec, tiles=tiles).forward(x, **W)
         for key, value in base.items():
             _assert_bits_equal(got[key], value, f"{name}.{key} with tiles {tiles!r}")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f16"])
+def test_16bit_weights_with_masked_tails(dtype):
+    """Depths 20, 13 and 11 end in masked 16-bit loads (widened in
+    registers); the kernel must link and agree with the reference."""
+    from compile_helpers import check_forward
+    spec = moe_spec(f"tail_{dtype}", d_model=20, experts=5, expert_hidden=13,
+                    weight_dtype=dtype, shared_experts={"hidden": 11})
+    check_forward(spec, make_x(37, 20), make_weights(spec))
