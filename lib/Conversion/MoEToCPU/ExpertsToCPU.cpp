@@ -40,6 +40,21 @@ struct GroupedMLP {
 };
 } // namespace
 
+/// The weights, activation and sizes of `op` (expert_ffn or shared_expert:
+/// w1 is [(E,) F, W]) into `mlp`.
+template <typename OpTy>
+static void readWeights(OpBuilder &b, Location loc, OpTy op, bool stacked,
+                        GroupedMLP &mlp) {
+  auto w1Type = cast<ShapedType>(op.getW1().getType());
+  mlp.w1 = readBuffer(b, loc, op.getW1());
+  mlp.w2 = readBuffer(b, loc, op.getW2());
+  mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
+  mlp.stacked = stacked;
+  mlp.activation = op.getActivation();
+  mlp.hidden = w1Type.getDimSize(w1Type.getRank() - 2);
+  mlp.width = w1Type.getDimSize(w1Type.getRank() - 1);
+}
+
 static Value loadIndex(OpBuilder &b, Location loc, Value buffer, Value i) {
   Value v = memref::LoadOp::create(b, loc, buffer, ValueRange{i});
   return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
@@ -190,13 +205,7 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
     } else {
       mlp.x = readBuffer(b, loc, rows);
     }
-    mlp.w1 = readBuffer(b, loc, op.getW1());
-    mlp.w2 = readBuffer(b, loc, op.getW2());
-    mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
-    mlp.stacked = true;
-    mlp.activation = op.getActivation();
-    mlp.hidden = hidden;
-    mlp.width = width;
+    readWeights(b, loc, op, /*stacked=*/true, mlp);
 
     // The row count from the gather's ids, so the gathered copy is dead.
     Value numRows = getDimSize(
@@ -295,13 +304,7 @@ struct SharedExpertToCPU : OpRewritePattern<SharedExpertOp> {
 
     GroupedMLP mlp;
     mlp.x = readBuffer(b, loc, op.getInput());
-    mlp.w1 = readBuffer(b, loc, op.getW1());
-    mlp.w2 = readBuffer(b, loc, op.getW2());
-    mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
-    mlp.stacked = false;
-    mlp.activation = op.getActivation();
-    mlp.hidden = hidden;
-    mlp.width = width;
+    readWeights(b, loc, op, /*stacked=*/false, mlp);
 
     Value numTokens = getDimSize(b, loc, op.getInput(), 0);
     Value numItems = ceilDiv(b, loc, numTokens, config.rowBlock);
