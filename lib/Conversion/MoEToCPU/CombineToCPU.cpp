@@ -44,9 +44,8 @@ static void forEachValidSlot(
 }
 
 namespace {
-struct CombineToCPU : OpRewritePattern<CombineOp> {
-  CombineToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct CombineToCPU : FastCPUPattern<CombineOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(CombineOp op,
                                 PatternRewriter &b) const override {
@@ -174,8 +173,6 @@ struct CombineToCPU : OpRewritePattern<CombineOp> {
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 

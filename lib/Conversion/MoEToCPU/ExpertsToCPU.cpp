@@ -180,9 +180,8 @@ static int64_t staticDim(Value v, int64_t d) {
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
-  ExpertFFNToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(ExpertFFNOp op,
                                 PatternRewriter &b) const override {
@@ -280,8 +279,6 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 
@@ -290,9 +287,8 @@ struct ExpertFFNToCPU : OpRewritePattern<ExpertFFNOp> {
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct SharedExpertToCPU : OpRewritePattern<SharedExpertOp> {
-  SharedExpertToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct SharedExpertToCPU : FastCPUPattern<SharedExpertOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(SharedExpertOp op,
                                 PatternRewriter &b) const override {
@@ -359,8 +355,6 @@ struct SharedExpertToCPU : OpRewritePattern<SharedExpertOp> {
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 
@@ -369,9 +363,8 @@ struct SharedExpertToCPU : OpRewritePattern<SharedExpertOp> {
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct LinearToCPU : OpRewritePattern<LinearOp> {
-  LinearToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct LinearToCPU : FastCPUPattern<LinearOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(LinearOp op,
                                 PatternRewriter &b) const override {
@@ -412,8 +405,6 @@ struct LinearToCPU : OpRewritePattern<LinearOp> {
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 

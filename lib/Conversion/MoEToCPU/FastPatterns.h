@@ -5,7 +5,18 @@
 
 #include "moe/Conversion/MoEToCPU/MoEToCPU.h"
 
+#include "mlir/IR/PatternMatch.h"
+
 namespace mlir::moe {
+/// A fast CPU lowering of `OpTy` with the kernel tile sizes: benefit 2, so it
+/// wins over the reference pattern of the same op.
+template <typename OpTy> struct FastCPUPattern : OpRewritePattern<OpTy> {
+  FastCPUPattern(MLIRContext *ctx, const CPUKernelConfig &config)
+      : OpRewritePattern<OpTy>(ctx, /*benefit=*/2), config(config) {}
+
+  CPUKernelConfig config;
+};
+
 /// moe.combine as a token-parallel weighted sum (CombineToCPU.cpp).
 void populateFastCombinePatterns(RewritePatternSet &patterns,
                                  const CPUKernelConfig &config);

@@ -339,9 +339,8 @@ static void buildPackKeys(OpBuilder &b, Location loc, ArrayRef<Value> keys,
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct ProductKeyTopKToCPU : OpRewritePattern<ProductKeyTopKOp> {
-  ProductKeyTopKToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(ProductKeyTopKOp op,
                                 PatternRewriter &b) const override {
@@ -824,8 +823,6 @@ private:
                               at(j));
     });
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 
@@ -834,9 +831,8 @@ private:
 //===----------------------------------------------------------------------===//
 
 namespace {
-struct SingleNeuronExpertsToCPU : OpRewritePattern<SingleNeuronExpertsOp> {
-  SingleNeuronExpertsToCPU(MLIRContext *ctx, const CPUKernelConfig &config)
-      : OpRewritePattern(ctx, /*benefit=*/2), config(config) {}
+struct SingleNeuronExpertsToCPU : FastCPUPattern<SingleNeuronExpertsOp> {
+  using FastCPUPattern::FastCPUPattern;
 
   LogicalResult matchAndRewrite(SingleNeuronExpertsOp op,
                                 PatternRewriter &b) const override {
@@ -1046,8 +1042,6 @@ struct SingleNeuronExpertsToCPU : OpRewritePattern<SingleNeuronExpertsOp> {
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
   }
-
-  CPUKernelConfig config;
 };
 } // namespace
 

@@ -19,13 +19,12 @@ Value cpu::indexConstant(OpBuilder &b, Location loc, int64_t value) {
 }
 
 Value cpu::buildPrefixMask(OpBuilder &b, Location loc, int64_t vw,
-                          int64_t count) {
+                           int64_t count) {
   SmallVector<bool> lanes(vw, false);
   for (int64_t i = 0; i < count; ++i)
     lanes[i] = true;
   auto type = VectorType::get({vw}, b.getI1Type());
-  return arith::ConstantOp::create(b, loc,
-                                   DenseElementsAttr::get(type, lanes));
+  return arith::ConstantOp::create(b, loc, DenseElementsAttr::get(type, lanes));
 }
 
 /// bf16 -> f32 is exact: the bf16 bits are the high half of the f32 bits.
@@ -44,8 +43,8 @@ static Value widenBF16(OpBuilder &b, Location loc, Value v) {
   return arith::BitcastOp::create(b, loc, f32, shifted);
 }
 
-Value cpu::loadRowVector(OpBuilder &b, Location loc, const RowRef &row,
-                         Value k, int64_t vw, Value mask) {
+Value cpu::loadRowVector(OpBuilder &b, Location loc, const RowRef &row, Value k,
+                         int64_t vw, Value mask) {
   auto memrefType = cast<MemRefType>(row.buffer.getType());
   Type element = memrefType.getElementType();
   auto vecType = VectorType::get({vw}, element);
@@ -55,8 +54,8 @@ Value cpu::loadRowVector(OpBuilder &b, Location loc, const RowRef &row,
   if (mask) {
     Value zero = arith::ConstantOp::create(
         b, loc, DenseElementsAttr::get(vecType, b.getZeroAttr(element)));
-    v = vector::MaskedLoadOp::create(b, loc, vecType, row.buffer, indices,
-                                     mask, zero);
+    v = vector::MaskedLoadOp::create(b, loc, vecType, row.buffer, indices, mask,
+                                     zero);
   } else {
     v = vector::LoadOp::create(b, loc, vecType, row.buffer, indices);
   }
@@ -99,8 +98,8 @@ SmallVector<Value> cpu::buildDotAccumulate(OpBuilder &b, Location loc,
   };
 
   int64_t mainDepth = depth / vw * vw;
-  Value mainEnd = arith::AddIOp::create(b, loc, kBegin,
-                                        indexConstant(b, loc, mainDepth));
+  Value mainEnd =
+      arith::AddIOp::create(b, loc, kBegin, indexConstant(b, loc, mainDepth));
   if (mainDepth > 0) {
     auto loop = scf::ForOp::create(
         b, loc, kBegin, mainEnd, indexConstant(b, loc, vw), accs,
@@ -129,10 +128,10 @@ SmallVector<Value> cpu::buildDotTile(OpBuilder &b, Location loc,
                                      ArrayRef<RowRef> aRows,
                                      ArrayRef<RowRef> bRows, int64_t depth,
                                      int64_t vw) {
-  return reduceAccumulators(
-      b, loc,
-      buildDotAccumulate(b, loc, aRows, bRows, indexConstant(b, loc, 0), depth,
-                         vw, ValueRange{}));
+  return reduceAccumulators(b, loc,
+                            buildDotAccumulate(b, loc, aRows, bRows,
+                                               indexConstant(b, loc, 0), depth,
+                                               vw, ValueRange{}));
 }
 
 /// `body(n, tile)` for n in [lo, lo + full) step tile, full the largest
@@ -156,14 +155,15 @@ static std::pair<Value, Value> buildWholeTiles(
 void cpu::buildRowTiles(
     OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile,
     function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
-  auto [rem, fullEnd] = buildWholeTiles(b, loc, lo, hi, tile, body);
+  Value rem, fullEnd;
+  std::tie(rem, fullEnd) = buildWholeTiles(b, loc, lo, hi, tile, body);
   if (tile == 1)
     return;
   SmallVector<int64_t> cases;
   for (int64_t c = 1; c < tile; ++c)
     cases.push_back(c);
-  auto sw = scf::IndexSwitchOp::create(b, loc, TypeRange{}, rem, cases,
-                                       cases.size());
+  auto sw =
+      scf::IndexSwitchOp::create(b, loc, TypeRange{}, rem, cases, cases.size());
   for (auto [i, c] : llvm::enumerate(cases)) {
     Block &block = sw.getCaseRegions()[i].emplaceBlock();
     OpBuilder cb = OpBuilder::atBlockEnd(&block);
@@ -178,11 +178,12 @@ void cpu::buildRowTiles(
 void cpu::buildColumnTiles(
     OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile, int64_t tail,
     function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
-  auto [rem, fullEnd] = buildWholeTiles(b, loc, lo, hi, tile, body);
+  Value rem, fullEnd;
+  std::tie(rem, fullEnd) = buildWholeTiles(b, loc, lo, hi, tile, body);
   if (tail == 0)
     return;
-  Value hasTail = arith::CmpIOp::create(
-      b, loc, arith::CmpIPredicate::ne, rem, indexConstant(b, loc, 0));
+  Value hasTail = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, rem,
+                                        indexConstant(b, loc, 0));
   scf::IfOp::create(b, loc, hasTail, [&](OpBuilder &tb, Location tloc) {
     body(tb, tloc, fullEnd, tail);
     scf::YieldOp::create(tb, tloc);
@@ -219,8 +220,7 @@ Value cpu::allocBufferLike(OpBuilder &b, Location loc, Value like) {
       dynSizes);
 }
 
-Value cpu::bufferToTensor(OpBuilder &b, Location loc, Value buffer,
-                          Type type) {
+Value cpu::bufferToTensor(OpBuilder &b, Location loc, Value buffer, Type type) {
   return bufferization::ToTensorOp::create(b, loc, type, buffer,
                                            /*restrict=*/true,
                                            /*writable=*/true);
@@ -245,8 +245,7 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
   // Depth chunks keep a chunk of every row of the item in L2 and a chunk of
   // the tile's weight rows in L1. They are whole vectors, so a row's lanes
   // accumulate in the same order whether or not the depth is chunked.
-  int64_t chunk =
-      std::max<int64_t>(1, config.depthBlock / vw) * vw;
+  int64_t chunk = std::max<int64_t>(1, config.depthBlock / vw) * vw;
   int64_t numFullChunks = depth / chunk, lastChunk = depth % chunk;
   bool chunked = depth > chunk;
   Value numBlocks = indexConstant(b, loc, numColBlocks);
@@ -272,46 +271,45 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                            .getElementType()
                            .isF32();
         int64_t rowTile = config.rowTile;
-        while (rowTile > 1 && rowTile * slotsPerTile + rowTile +
-                                      (narrow ? 2 : 0) >
-                                  config.vectorRegisters)
+        while (rowTile > 1 &&
+               rowTile * slotsPerTile + rowTile + (narrow ? 2 : 0) >
+                   config.vectorRegisters)
           --rowTile;
 
         // Visits every (column tile, row tile) of the item's block.
-        auto forEachTile = [&](OpBuilder &tb, Location tloc,
-                               function_ref<void(
-                                   OpBuilder &, Location, Value n,
-                                   int64_t count, ArrayRef<RowRef> wRows,
-                                   Value m, ArrayRef<Value> rowIds,
-                                   ArrayRef<RowRef> aRows)>
-                                   fn) {
-          buildColumnTiles(
-              tb, tloc, n0, n1, colsPerTile, numCols % colsPerTile,
-              [&](OpBuilder &cb, Location cloc, Value n, int64_t count) {
-                SmallVector<RowRef> wRows =
-                    weightRows(cb, cloc, rows.expert, n, count);
-                buildRowTiles(
-                    cb, cloc, rows.begin, rows.end, rowTile,
-                    [&](OpBuilder &rb, Location rloc, Value m,
-                        int64_t mCount) {
-                      SmallVector<Value> rowIds;
-                      SmallVector<RowRef> aRows;
-                      for (int64_t i = 0; i < mCount; ++i) {
-                        Value row = arith::AddIOp::create(
-                            rb, rloc, m, indexConstant(rb, rloc, i));
-                        rowIds.push_back(row);
-                        aRows.push_back(leftRow(rb, rloc, row));
-                      }
-                      fn(rb, rloc, n, count, wRows, m, rowIds, aRows);
-                    });
-              });
-        };
-        auto finish = [&](OpBuilder &fb, Location floc, Value n,
-                          int64_t count, size_t perRow,
-                          ArrayRef<Value> rowIds, ArrayRef<Value> dots) {
+        auto forEachTile =
+            [&](OpBuilder &tb, Location tloc,
+                function_ref<void(OpBuilder &, Location, Value n, int64_t count,
+                                  ArrayRef<RowRef> wRows, Value m,
+                                  ArrayRef<Value> rowIds,
+                                  ArrayRef<RowRef> aRows)>
+                    fn) {
+              buildColumnTiles(
+                  tb, tloc, n0, n1, colsPerTile, numCols % colsPerTile,
+                  [&](OpBuilder &cb, Location cloc, Value n, int64_t count) {
+                    SmallVector<RowRef> wRows =
+                        weightRows(cb, cloc, rows.expert, n, count);
+                    buildRowTiles(
+                        cb, cloc, rows.begin, rows.end, rowTile,
+                        [&](OpBuilder &rb, Location rloc, Value m,
+                            int64_t mCount) {
+                          SmallVector<Value> rowIds;
+                          SmallVector<RowRef> aRows;
+                          for (int64_t i = 0; i < mCount; ++i) {
+                            Value row = arith::AddIOp::create(
+                                rb, rloc, m, indexConstant(rb, rloc, i));
+                            rowIds.push_back(row);
+                            aRows.push_back(leftRow(rb, rloc, row));
+                          }
+                          fn(rb, rloc, n, count, wRows, m, rowIds, aRows);
+                        });
+                  });
+            };
+        auto finish = [&](OpBuilder &fb, Location floc, Value n, int64_t count,
+                          size_t perRow, ArrayRef<Value> rowIds,
+                          ArrayRef<Value> dots) {
           for (auto [i, row] : llvm::enumerate(rowIds))
-            epilogue(fb, floc, row, n, count,
-                     dots.slice(i * perRow, perRow));
+            epilogue(fb, floc, row, n, count, dots.slice(i * perRow, perRow));
         };
 
         auto wholeDepth = [&](OpBuilder &wb, Location wloc) {
@@ -332,9 +330,9 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
         // (decode) stream each weight row whole instead. Both sum the same
         // lanes in the same order, so the choice never changes a bit.
         Value numRows = arith::SubIOp::create(pb, ploc, rows.end, rows.begin);
-        Value fewRows = arith::CmpIOp::create(
-            pb, ploc, arith::CmpIPredicate::ule, numRows,
-            indexConstant(pb, ploc, kChunkedMinRows));
+        Value fewRows =
+            arith::CmpIOp::create(pb, ploc, arith::CmpIPredicate::ule, numRows,
+                                  indexConstant(pb, ploc, kChunkedMinRows));
         auto choice = scf::IfOp::create(pb, ploc, fewRows,
                                         /*withElseRegion=*/true);
         {
@@ -346,9 +344,9 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
 
         // partial[row - begin, slot, :]: the lane accumulators of every
         // (row, weight row) of the block between depth chunks.
-        auto partialType = MemRefType::get(
-            {config.rowBlock, tilesPerBlock * slotsPerTile, vw},
-            pbChunked.getF32Type());
+        auto partialType =
+            MemRefType::get({config.rowBlock, tilesPerBlock * slotsPerTile, vw},
+                            pbChunked.getF32Type());
         Value partial = memref::AllocaOp::create(pbChunked, ploc, partialType);
         auto slotOf = [&](OpBuilder &sb, Location sloc, Value n, size_t j) {
           Value tile = arith::DivUIOp::create(
@@ -368,6 +366,17 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
               slotOf(sb, sloc, n, j), indexConstant(sb, sloc, 0)};
         };
         auto vecType = VectorType::get({vw}, pbChunked.getF32Type());
+        // The saved accumulators of `rowIds` x the tile's weight rows at n,
+        // row-major like the tile's.
+        auto loadPartial = [&](OpBuilder &lb, Location lloc, Value n,
+                               ArrayRef<Value> rowIds, size_t numWeightRows) {
+          SmallVector<Value> loaded;
+          for (Value row : rowIds)
+            for (size_t j = 0; j < numWeightRows; ++j)
+              loaded.push_back(vector::LoadOp::create(
+                  lb, lloc, vecType, partial, accIndices(lb, lloc, row, n, j)));
+          return loaded;
+        };
         // Accumulates one depth chunk [k, k + len) into partial; the first
         // chunk starts from zero.
         auto accumulateChunk = [&](OpBuilder &kb, Location kloc, Value k,
@@ -378,26 +387,21 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                   ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
                   ArrayRef<RowRef> aRows) {
                 SmallVector<Type> types(rowIds.size() * wRows.size(), vecType);
-                auto init = scf::IfOp::create(
-                    rb, rloc, types, isFirst,
-                    /*withElseRegion=*/true);
+                auto init = scf::IfOp::create(rb, rloc, types, isFirst,
+                                              /*withElseRegion=*/true);
                 {
                   OpBuilder tb = init.getThenBodyBuilder();
                   Value zero = arith::ConstantOp::create(
                       tb, rloc,
-                      DenseElementsAttr::get(vecType, tb.getF32FloatAttr(0.0f)));
+                      DenseElementsAttr::get(vecType,
+                                             tb.getF32FloatAttr(0.0f)));
                   scf::YieldOp::create(tb, rloc,
                                        SmallVector<Value>(types.size(), zero));
                 }
                 {
                   OpBuilder eb = init.getElseBodyBuilder();
-                  SmallVector<Value> loaded;
-                  for (Value row : rowIds)
-                    for (size_t j = 0; j < wRows.size(); ++j)
-                      loaded.push_back(vector::LoadOp::create(
-                          eb, rloc, vecType, partial,
-                          accIndices(eb, rloc, row, n, j)));
-                  scf::YieldOp::create(eb, rloc, loaded);
+                  scf::YieldOp::create(
+                      eb, rloc, loadPartial(eb, rloc, n, rowIds, wRows.size()));
                 }
                 SmallVector<Value> accs = buildDotAccumulate(
                     rb, rloc, aRows, wRows, k, len, vw, init.getResults());
@@ -410,7 +414,8 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
         };
         Value zeroIdx = indexConstant(pbChunked, ploc, 0);
         scf::ForOp::create(
-            pbChunked, ploc, zeroIdx, indexConstant(pbChunked, ploc, numFullChunks),
+            pbChunked, ploc, zeroIdx,
+            indexConstant(pbChunked, ploc, numFullChunks),
             indexConstant(pbChunked, ploc, 1), ValueRange{},
             [&](OpBuilder &kb, Location kloc, Value c, ValueRange) {
               Value k = arith::MulIOp::create(kb, kloc, c,
@@ -423,18 +428,15 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
         if (lastChunk)
           accumulateChunk(pbChunked, ploc,
                           indexConstant(pbChunked, ploc, numFullChunks * chunk),
-                          lastChunk, arith::ConstantIntOp::create(pbChunked, ploc, 0, 1));
+                          lastChunk,
+                          arith::ConstantIntOp::create(pbChunked, ploc, 0, 1));
         // The lanes of each accumulator summed in order, then the epilogue.
         forEachTile(pbChunked, ploc,
                     [&](OpBuilder &rb, Location rloc, Value n, int64_t count,
                         ArrayRef<RowRef> wRows, Value, ArrayRef<Value> rowIds,
                         ArrayRef<RowRef>) {
-                      SmallVector<Value> accs;
-                      for (Value row : rowIds)
-                        for (size_t j = 0; j < wRows.size(); ++j)
-                          accs.push_back(vector::LoadOp::create(
-                              rb, rloc, vecType, partial,
-                              accIndices(rb, rloc, row, n, j)));
+                      SmallVector<Value> accs =
+                          loadPartial(rb, rloc, n, rowIds, wRows.size());
                       finish(rb, rloc, n, count, wRows.size(), rowIds,
                              reduceAccumulators(rb, rloc, accs));
                     });
