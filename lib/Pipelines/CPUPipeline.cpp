@@ -20,6 +20,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -70,6 +71,17 @@ void mlir::moe::buildLoopsToLLVMPipeline(OpPassManager &pm,
   pm.addPass(createCanonicalizerPass());
 }
 
+std::string
+mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
+  const std::string &kernel = options.expertKernel;
+  if (!kernel.empty() && kernel != "row-dot" && kernel != "panel")
+    return "expert-kernel must be row-dot or panel, got '" + kernel + "'";
+  int64_t width = options.vectorWidth;
+  if (width > 0 && !llvm::isPowerOf2_64(width))
+    return "vector-width must be a power of two, got " + std::to_string(width);
+  return "";
+}
+
 void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
                                            const CPUPipelineOptions &options) {
   if (!options.reference) {
@@ -81,6 +93,10 @@ void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
     tiles.colBlock = options.colBlock;
     tiles.tokenBlock = options.tokenBlock;
     tiles.depthBlock = options.depthBlock;
+    tiles.expertKernel = options.expertKernel;
+    tiles.panelRowTile = options.panelRowTile;
+    tiles.panelColVectors = options.panelColVectors;
+    tiles.panelDepthBlock = options.panelDepthBlock;
     pm.addPass(createConvertMoEToCPU(tiles));
   }
   buildMoELowerToLoopsPipeline(pm, options);

@@ -231,6 +231,12 @@ static LogicalResult lowerToLLVMDialect(ModuleOp module,
     return failure();
   }
   moe::CPUPipelineOptions &options = *parsed;
+  std::string problem = moe::checkCPUPipelineOptions(options);
+  if (!problem.empty()) {
+    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions
+                 << "': " << problem << "\n";
+    return failure();
+  }
   options.reference = pipelineKind == PipelineKind::reference;
   // The fast kernels' vector shape follows the target, not the host.
   const llvm::MCSubtargetInfo *subtarget = machine.getMCSubtargetInfo();

@@ -49,6 +49,16 @@ def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
            "tokens of a work item of token-parallel loops">,
     Option<"depthBlock", "depth-block", "int64_t", /*default=*/"0",
            "depth (k) elements per chunk of a long dot product">,
+    Option<"expertKernel", "expert-kernel", "std::string", /*default=*/"",
+           "microkernel of expert MLPs: row-dot (default) or panel">,
+    Option<"panelRowTile", "panel-row-tile", "int64_t", /*default=*/"0",
+           "rows of a register tile of the panel expert kernel">,
+    Option<"panelColVectors", "panel-col-vectors", "int64_t",
+           /*default=*/"0",
+           "column vectors of a register tile of the panel expert kernel">,
+    Option<"panelDepthBlock", "panel-depth-block", "int64_t",
+           /*default=*/"0",
+           "depth of a packed weight panel of the panel expert kernel">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",

@@ -54,7 +54,30 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "depth-block",
       llvm::cl::desc("depth (k) elements per chunk of a long dot product"),
       llvm::cl::init(0)};
+  PassOptions::Option<std::string> expertKernel{
+      *this, "expert-kernel",
+      llvm::cl::desc("microkernel of expert MLPs: row-dot (default) or panel "
+                     "(outer products on packed weight panels)"),
+      llvm::cl::init("")};
+  PassOptions::Option<int64_t> panelRowTile{
+      *this, "panel-row-tile",
+      llvm::cl::desc("rows of a register tile of the panel expert kernel"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> panelColVectors{
+      *this, "panel-col-vectors",
+      llvm::cl::desc(
+          "column vectors of a register tile of the panel expert kernel"),
+      llvm::cl::init(0)};
+  PassOptions::Option<int64_t> panelDepthBlock{
+      *this, "panel-depth-block",
+      llvm::cl::desc(
+          "depth of a packed weight panel of the panel expert kernel"),
+      llvm::cl::init(0)};
 };
+
+/// What is wrong with `options` (a value no kernel can take), or "" when
+/// they are good. The passes check the same and fail; drivers ask first.
+std::string checkCPUPipelineOptions(const CPUPipelineOptions &options);
 
 /// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).
 void buildMoELowerToLoopsPipeline(OpPassManager &pm,

@@ -5,6 +5,7 @@
 
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/TargetParser/Host.h"
 
 namespace mlir::moe {
@@ -54,6 +55,22 @@ struct ConvertMoEToCPUPass
     override(colBlock, config.colBlock);
     override(tokenBlock, config.tokenBlock);
     override(depthBlock, config.depthBlock);
+    override(panelRowTile, config.panelRowTile);
+    override(panelColVectors, config.panelColVectors);
+    override(panelDepthBlock, config.panelDepthBlock);
+    if (expertKernel == "panel") {
+      config.panelExperts = true;
+    } else if (!expertKernel.empty() && expertKernel != "row-dot") {
+      getOperation().emitError()
+          << "expert-kernel must be row-dot or panel, got '" << expertKernel
+          << "'";
+      return signalPassFailure();
+    }
+    if (!llvm::isPowerOf2_64(config.vectorWidth)) {
+      getOperation().emitError()
+          << "vector-width must be a power of two, got " << config.vectorWidth;
+      return signalPassFailure();
+    }
     // 16 lanes are an AVX-512 target, which has 32 vector registers.
     config.vectorRegisters = config.vectorWidth >= 16 ? 32 : 16;
     RewritePatternSet patterns(&getContext());

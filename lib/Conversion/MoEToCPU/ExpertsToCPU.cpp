@@ -13,6 +13,7 @@
 
 #include "../MoEToLinalg/LoweringUtils.h"
 #include "FastPatterns.h"
+#include "PanelKernels.h"
 #include "RowDotKernels.h"
 
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -21,6 +22,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/PatternMatch.h"
 
 using namespace mlir;
@@ -92,19 +94,85 @@ static void appendWeightRows(OpBuilder &b, Location loc, Value w, bool stacked,
   }
 }
 
+/// Row `col` of `w` (stacked: of expert `e`).
+static RowRef weightRow(Value w, bool stacked, Value e, Value col) {
+  RowRef ref{w, {}};
+  if (stacked)
+    ref.prefix.push_back(e);
+  ref.prefix.push_back(col);
+  return ref;
+}
+
+/// `v` into buffer[row, n ..] (only the lanes of `mask`, when given).
+static void storeColumns(OpBuilder &b, Location loc, Value v, Value buffer,
+                         Value row, Value n, Value mask) {
+  if (mask)
+    vector::MaskedStoreOp::create(b, loc, buffer, ValueRange{row, n}, mask, v);
+  else
+    vector::StoreOp::create(b, loc, v, buffer, ValueRange{row, n});
+}
+
+/// buffer[row, n ..] as a vector like `like` (masked-off lanes read as 0).
+static Value loadColumns(OpBuilder &b, Location loc, Value buffer, Value row,
+                         Value n, Value mask, Type type) {
+  if (!mask)
+    return vector::LoadOp::create(b, loc, type, buffer, ValueRange{row, n});
+  Value zero = arith::ConstantOp::create(
+      b, loc, DenseElementsAttr::get(cast<VectorType>(type),
+                                     b.getF32FloatAttr(0.0f)));
+  return vector::MaskedLoadOp::create(b, loc, type, buffer, ValueRange{row, n},
+                                      mask, zero);
+}
+
+/// `act(z1) [⊙ z3]` of the hidden phase, zero for rows whose id names no
+/// source row; on scalars or vectors (the activation lane by lane).
+static Value buildHiddenValue(OpBuilder &b, Location loc, const GroupedMLP &mlp,
+                              Value row, Value z1, Value z3) {
+  auto act = [&](OpBuilder &lb, Location lloc, Value z) {
+    return buildActivation(lb, lloc, mlp.activation, z);
+  };
+  Value h = isa<VectorType>(z1.getType()) ? mapLanes(b, loc, z1, act)
+                                          : act(b, loc, z1);
+  if (z3)
+    h = arith::MulFOp::create(b, loc, h, z3);
+  // A zero row gives act(0) (⊙ 0) = 0 for every activation.
+  if (Value valid = sourceRow(b, loc, mlp, row).first) {
+    Value zero = arith::ConstantOp::create(
+        b, loc, b.getZeroAttr(h.getType()));
+    h = arith::SelectOp::create(b, loc, valid, h, zero);
+  }
+  return h;
+}
+
 /// Phase 1: hidden[row, f] for every row of every item.
 static void buildHiddenPhase(OpBuilder &b, Location loc,
                              const CPUKernelConfig &config,
                              const GroupedMLP &mlp, Value numItems,
                              ItemRowsFn itemRows, Value hidden) {
   bool gated = static_cast<bool>(mlp.w3);
+  auto xRow = [&](OpBuilder &rb, Location rloc, Value row) {
+    return RowRef{mlp.x, {sourceRow(rb, rloc, mlp, row).second}};
+  };
+  if (config.panelExperts) {
+    buildTiledPanelProducts(
+        b, loc, config, numItems, itemRows, mlp.hidden, gated ? 2 : 1,
+        mlp.width, xRow,
+        [&](OpBuilder &, Location, Value e, int64_t group, Value col) {
+          return weightRow(group == 0 ? mlp.w1 : mlp.w3, mlp.stacked, e, col);
+        },
+        [&](OpBuilder &eb, Location eloc, Value row, Value n, Value mask,
+            ArrayRef<Value> vectors) {
+          Value h = buildHiddenValue(eb, eloc, mlp, row, vectors[0],
+                                     gated ? vectors[1] : Value());
+          storeColumns(eb, eloc, h, hidden, row, n, mask);
+        });
+    return;
+  }
   int64_t colsPerTile =
       gated ? std::max<int64_t>(1, config.colTile / 2) : config.colTile;
   buildTiledRowDots(
       b, loc, config, numItems, itemRows, mlp.hidden, colsPerTile, mlp.width,
-      [&](OpBuilder &rb, Location rloc, Value row) {
-        return RowRef{mlp.x, {sourceRow(rb, rloc, mlp, row).second}};
-      },
+      xRow,
       [&](OpBuilder &wb, Location wloc, Value e, Value n, int64_t count) {
         SmallVector<RowRef> rows;
         appendWeightRows(wb, wloc, mlp.w1, mlp.stacked, e, n, count, rows);
@@ -114,15 +182,9 @@ static void buildHiddenPhase(OpBuilder &b, Location loc,
       },
       [&](OpBuilder &eb, Location eloc, Value row, Value n, int64_t count,
           ArrayRef<Value> dots) {
-        Value valid = sourceRow(eb, eloc, mlp, row).first;
-        Value zero = createF32Constant(eb, eloc, 0.0);
         for (int64_t c = 0; c < count; ++c) {
-          Value h = buildActivation(eb, eloc, mlp.activation, dots[c]);
-          if (gated)
-            h = mulF(eb, eloc, h, dots[count + c]);
-          // A zero row gives act(0) (⊙ 0) = 0 for every activation.
-          if (valid)
-            h = arith::SelectOp::create(eb, eloc, valid, h, zero);
+          Value h = buildHiddenValue(eb, eloc, mlp, row, dots[c],
+                                     gated ? dots[count + c] : Value());
           Value col =
               arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
           memref::StoreOp::create(eb, eloc, h, hidden, ValueRange{row, col});
@@ -130,17 +192,40 @@ static void buildHiddenPhase(OpBuilder &b, Location loc,
       });
 }
 
-/// Phase 2: epilogue(row, d, w2_e[d] · hidden[row]) for every row and d.
-static void buildOutputPhase(
-    OpBuilder &b, Location loc, const CPUKernelConfig &config,
-    const GroupedMLP &mlp, Value numItems, ItemRowsFn itemRows, Value hidden,
-    function_ref<void(OpBuilder &, Location, Value, Value, Value)> store) {
+/// out[row, d] = combine(row, from[row, d], w2_e[d] · hidden[row]) for every
+/// row and model column d (`combine` works on scalars and on vectors).
+using CombineFn = function_ref<Value(OpBuilder &, Location, Value row,
+                                     Value before, Value y)>;
+
+/// Phase 2: the second matmul and its combine into `out`.
+static void buildOutputPhase(OpBuilder &b, Location loc,
+                             const CPUKernelConfig &config,
+                             const GroupedMLP &mlp, Value numItems,
+                             ItemRowsFn itemRows, Value hidden, Value from,
+                             Value out, CombineFn combine) {
+  auto hiddenRow = [&](OpBuilder &, Location, Value row) {
+    return RowRef{hidden, {row}};
+  };
+  if (config.panelExperts) {
+    buildTiledPanelProducts(
+        b, loc, config, numItems, itemRows, mlp.width, /*numGroups=*/1,
+        mlp.hidden, hiddenRow,
+        [&](OpBuilder &, Location, Value e, int64_t, Value col) {
+          return weightRow(mlp.w2, mlp.stacked, e, col);
+        },
+        [&](OpBuilder &eb, Location eloc, Value row, Value n, Value mask,
+            ArrayRef<Value> vectors) {
+          Value y = vectors[0];
+          Value before =
+              loadColumns(eb, eloc, from, row, n, mask, y.getType());
+          storeColumns(eb, eloc, combine(eb, eloc, row, before, y), out, row,
+                       n, mask);
+        });
+    return;
+  }
   buildTiledRowDots(
       b, loc, config, numItems, itemRows, mlp.width, config.colTile,
-      mlp.hidden,
-      [&](OpBuilder &, Location, Value row) {
-        return RowRef{hidden, {row}};
-      },
+      mlp.hidden, hiddenRow,
       [&](OpBuilder &wb, Location wloc, Value e, Value n, int64_t count) {
         SmallVector<RowRef> rows;
         appendWeightRows(wb, wloc, mlp.w2, mlp.stacked, e, n, count, rows);
@@ -151,7 +236,11 @@ static void buildOutputPhase(
         for (int64_t c = 0; c < count; ++c) {
           Value col =
               arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
-          store(eb, eloc, row, col, dots[c]);
+          Value before =
+              memref::LoadOp::create(eb, eloc, from, ValueRange{row, col});
+          memref::StoreOp::create(eb, eloc,
+                                  combine(eb, eloc, row, before, dots[c]), out,
+                                  ValueRange{row, col});
         }
       });
 }
@@ -268,13 +357,11 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
     Value out = allocBufferLike(b, loc, op.getInit());
     memref::CopyOp::create(b, loc, readBuffer(b, loc, op.getInit()), out);
     buildOutputPhase(b, loc, config, mlp, numItems, itemRows, hiddenBuf,
-                     [&](OpBuilder &sb, Location sloc, Value row, Value col,
-                         Value dot) {
-                       Value before = memref::LoadOp::create(
-                           sb, sloc, out, ValueRange{row, col});
-                       memref::StoreOp::create(sb, sloc,
-                                               addF(sb, sloc, before, dot),
-                                               out, ValueRange{row, col});
+                     /*from=*/out, out,
+                     [&](OpBuilder &sb, Location sloc, Value, Value before,
+                         Value y) {
+                       return arith::AddFOp::create(sb, sloc, before, y)
+                           .getResult();
                      });
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();
@@ -341,16 +428,15 @@ struct SharedExpertToCPU : FastCPUPattern<SharedExpertOp> {
     Value init = readBuffer(b, loc, op.getInit());
     Value out = allocBufferLike(b, loc, op.getInit());
     buildOutputPhase(
-        b, loc, config, mlp, numItems, itemRows, hiddenBuf,
-        [&](OpBuilder &sb, Location sloc, Value row, Value col, Value dot) {
-          if (gate)
-            dot = mulF(sb, sloc,
-                       memref::LoadOp::create(sb, sloc, gate, ValueRange{row}),
-                       dot);
-          Value before =
-              memref::LoadOp::create(sb, sloc, init, ValueRange{row, col});
-          memref::StoreOp::create(sb, sloc, addF(sb, sloc, before, dot), out,
-                                  ValueRange{row, col});
+        b, loc, config, mlp, numItems, itemRows, hiddenBuf, init, out,
+        [&](OpBuilder &sb, Location sloc, Value row, Value before, Value y) {
+          if (gate) {
+            Value g = memref::LoadOp::create(sb, sloc, gate, ValueRange{row});
+            if (isa<VectorType>(y.getType()))
+              g = vector::BroadcastOp::create(sb, sloc, y.getType(), g);
+            y = arith::MulFOp::create(sb, sloc, g, y);
+          }
+          return arith::AddFOp::create(sb, sloc, before, y).getResult();
         });
     b.replaceOp(op, bufferToTensor(b, loc, out, op.getType()));
     return success();

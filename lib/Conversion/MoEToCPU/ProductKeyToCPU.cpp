@@ -148,43 +148,6 @@ static void buildFor(OpBuilder &b, Location loc, Value lo, Value hi,
                      });
 }
 
-/// `loadRowVector` of the first `lanes` elements (the others 0). A partial
-/// vector of 16-bit floats is read element by element: LLVM's x86 lowering
-/// of masked bf16/f16 vector loads calls conversion routines the kernels do
-/// not link (__truncsfbf2).
-static Value loadRowPrefix(OpBuilder &b, Location loc, const RowRef &row,
-                           Value k, int64_t vw, int64_t lanes) {
-  if (lanes >= vw)
-    return loadRowVector(b, loc, row, k, vw);
-  Type element = cast<MemRefType>(row.buffer.getType()).getElementType();
-  if (element.getIntOrFloatBitWidth() != 16)
-    return loadRowVector(b, loc, row, k, vw,
-                         buildPrefixMask(b, loc, vw, lanes));
-  auto bitsType = VectorType::get({vw}, b.getI16Type());
-  Value bits = arith::ConstantOp::create(
-      b, loc, DenseElementsAttr::get(bitsType, b.getI16IntegerAttr(0)));
-  for (int64_t l = 0; l < lanes; ++l) {
-    SmallVector<Value> indices(row.prefix.begin(), row.prefix.end());
-    indices.push_back(
-        arith::AddIOp::create(b, loc, k, indexConstant(b, loc, l)));
-    Value e = memref::LoadOp::create(b, loc, row.buffer, indices);
-    Value eBits = arith::BitcastOp::create(b, loc, b.getI16Type(), e);
-    bits = vector::InsertOp::create(b, loc, eBits, bits, ArrayRef<int64_t>{l});
-  }
-  auto f32Type = VectorType::get({vw}, b.getF32Type());
-  if (element.isBF16()) {
-    // bf16 -> f32 is exact: the bf16 bits are the high half of the f32 bits.
-    auto i32Type = VectorType::get({vw}, b.getI32Type());
-    Value wide = arith::ExtUIOp::create(b, loc, i32Type, bits);
-    Value sixteen = arith::ConstantOp::create(
-        b, loc, DenseElementsAttr::get(i32Type, b.getI32IntegerAttr(16)));
-    return arith::BitcastOp::create(
-        b, loc, f32Type, arith::ShLIOp::create(b, loc, wide, sixteen));
-  }
-  Value half = arith::BitcastOp::create(
-      b, loc, VectorType::get({vw}, element), bits);
-  return arith::ExtFOp::create(b, loc, f32Type, half);
-}
 
 /// a · b_c for the rows b_c, over `depth` columns: lane accumulators by FMA
 /// (lane l takes columns l, l + vw, ...), the last partial vector read with

@@ -67,6 +67,33 @@ Value cpu::loadRowVector(OpBuilder &b, Location loc, const RowRef &row, Value k,
                                v);
 }
 
+Value cpu::loadRowPrefix(OpBuilder &b, Location loc, const RowRef &row,
+                           Value k, int64_t vw, int64_t lanes) {
+  if (lanes >= vw)
+    return loadRowVector(b, loc, row, k, vw);
+  Type element = cast<MemRefType>(row.buffer.getType()).getElementType();
+  if (element.getIntOrFloatBitWidth() != 16)
+    return loadRowVector(b, loc, row, k, vw,
+                         buildPrefixMask(b, loc, vw, lanes));
+  auto bitsType = VectorType::get({vw}, b.getI16Type());
+  Value bits = arith::ConstantOp::create(
+      b, loc, DenseElementsAttr::get(bitsType, b.getI16IntegerAttr(0)));
+  for (int64_t l = 0; l < lanes; ++l) {
+    SmallVector<Value> indices(row.prefix.begin(), row.prefix.end());
+    indices.push_back(
+        arith::AddIOp::create(b, loc, k, indexConstant(b, loc, l)));
+    Value e = memref::LoadOp::create(b, loc, row.buffer, indices);
+    Value eBits = arith::BitcastOp::create(b, loc, b.getI16Type(), e);
+    bits = vector::InsertOp::create(b, loc, eBits, bits, ArrayRef<int64_t>{l});
+  }
+  Value half = arith::BitcastOp::create(
+      b, loc, VectorType::get({vw}, element), bits);
+  if (element.isBF16())
+    return widenBF16(b, loc, half);
+  return arith::ExtFOp::create(b, loc, VectorType::get({vw}, b.getF32Type()),
+                               half);
+}
+
 SmallVector<Value> cpu::buildDotAccumulate(OpBuilder &b, Location loc,
                                            ArrayRef<RowRef> aRows,
                                            ArrayRef<RowRef> bRows, Value kBegin,

@@ -32,6 +32,13 @@ struct RowRef {
 Value loadRowVector(OpBuilder &b, Location loc, const RowRef &row, Value k,
                     int64_t vw, Value mask = {});
 
+/// `loadRowVector` of the first `lanes` elements (the others 0). A partial
+/// vector of 16-bit floats is read element by element: LLVM's x86 lowering
+/// of masked bf16/f16 vector loads calls conversion routines the kernels do
+/// not link (__truncsfbf2).
+Value loadRowPrefix(OpBuilder &b, Location loc, const RowRef &row, Value k,
+                    int64_t vw, int64_t lanes);
+
 /// Accumulates `a_i[k] · b_j[k]` for k in [kBegin, kBegin + depth) into the
 /// lane accumulators `accsIn` (vector<vw x f32>, i-major; empty: start from
 /// zero) and returns them. `depth` is static; a depth that is not a multiple

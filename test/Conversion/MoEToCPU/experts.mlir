@@ -1,6 +1,7 @@
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=8 row-tile=3 col-tile=4 row-block=16 col-block=64" -split-input-file %s | FileCheck %s
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=16" -split-input-file %s | FileCheck %s --check-prefix=W16
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=8 depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=CHUNK
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=panel panel-depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=PANEL
 
 // The expert path: the gather feeding expert_ffn is fused on load (each row
 // reads x through its slot's token id; no gathered copy is built), work items
@@ -55,6 +56,33 @@
 // CHUNK:             vector.fma
 // CHUNK:             vector.store %{{.*}}, %[[PARTIAL]]
 // CHUNK:             vector.reduction <add>
+// The panel kernel: output columns are lanes. Items of at most 3 rows
+// transpose each 8x8 block of weight rows in registers (three rounds of
+// shuffles) and use it at once; larger items pack a 16-deep panel of the
+// tile's w1 and w3 columns on the stack and run 6-row tiles on it, keeping
+// the accumulators between chunks. Either way each output is one FMA chain
+// over k of broadcast(x[row, k]) and the weight column.
+// PANEL-LABEL: func.func @expert_path_bf16
+// PANEL:         scf.forall
+// PANEL:           %[[FEWP:.*]] = arith.cmpi ule, %{{.*}}, %c3 : index
+// PANEL:           scf.if %[[FEWP]] {
+// PANEL:             vector.shuffle %{{.*}}, %{{.*}} [0, 1, 2, 3, 8, 9, 10, 11] : vector<8xf32>, vector<8xf32>
+// PANEL:             vector.shuffle %{{.*}}, %{{.*}} [0, 1, 8, 9, 4, 5, 12, 13] : vector<8xf32>, vector<8xf32>
+// PANEL:             vector.shuffle %{{.*}}, %{{.*}} [0, 8, 2, 10, 4, 12, 6, 14] : vector<8xf32>, vector<8xf32>
+// PANEL:             %[[XS:.*]] = memref.load %{{.*}}[%{{.*}}, %{{.*}}] : memref<?x64xf32>
+// PANEL:             %[[SPLAT:.*]] = vector.broadcast %[[XS]] : f32 to vector<8xf32>
+// PANEL:             vector.fma %[[SPLAT]], %{{.*}}, %{{.*}} : vector<8xf32>
+// PANEL:           } else {
+// PANEL:             %[[PANEL:.*]] = memref.alloca() : memref<16x16xf32>
+// PANEL:             %[[SAVED:.*]] = memref.alloca() : memref<128x16xf32>
+// PANEL:             vector.store %{{.*}}, %[[PANEL]][%{{.*}}, %c0] : memref<16x16xf32>, vector<8xf32>
+// PANEL:             vector.store %{{.*}}, %[[PANEL]][%{{.*}}, %c8] : memref<16x16xf32>, vector<8xf32>
+// PANEL:             scf.for %{{.*}} step %c6 {
+// PANEL:               vector.load %[[SAVED]]
+// PANEL:               vector.load %[[PANEL]][%{{.*}}, %c0] : memref<16x16xf32>, vector<8xf32>
+// PANEL:               vector.broadcast
+// PANEL:               vector.fma
+// PANEL:               vector.store %{{.*}}, %[[SAVED]]
 // W16-LABEL:  func.func @expert_path_bf16
 // W16:          vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,

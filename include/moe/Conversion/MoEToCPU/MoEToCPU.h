@@ -35,6 +35,21 @@ struct CPUKernelConfig {
   int64_t depthBlock = 1024;
   /// Tokens of one work item of token-parallel loops (combine).
   int64_t tokenBlock = 8;
+  /// Expert MLPs (expert_ffn, shared_expert) as outer products on packed
+  /// weight panels (each output one FMA chain over k in order) instead of
+  /// row-dot tiles (lane partial sums). Faster for many rows per expert
+  /// (prefill, bf16), slower for decode, which must stream a vector's worth
+  /// of weight rows at once. Either way the bits do not depend on T.
+  bool panelExperts = false;
+  /// Rows of a register tile of the panel expert kernels (0: as many as the
+  /// vector registers hold next to the tile's column vectors).
+  int64_t panelRowTile = 0;
+  /// Column vectors of a register tile of the panel expert kernels (shared by
+  /// w1 and w3 for gated experts).
+  int64_t panelColVectors = 2;
+  /// Depth of a packed weight panel of the panel expert kernels: the panel
+  /// stays in L1 while every row of the item runs against it.
+  int64_t panelDepthBlock = 256;
 
   /// The defaults of the host or of `cpu`/`features` (an LLVM CPU name and
   /// feature string; empty means the host): the vector width from the widest
