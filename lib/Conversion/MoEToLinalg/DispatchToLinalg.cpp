@@ -110,18 +110,18 @@ static Value buildCapacity(OpBuilder &b, Location loc, double factor,
   return arith::FPToSIOp::create(b, loc, b.getI32Type(), cap);
 }
 
-/// Tokens in the order they claim capacity under batch_prioritized: the rank
-/// of token t is the number of tokens u whose (w[u, 0], u) ranks ahead of
-/// (w[t, 0], t), and order[rank[t]] = t.
+/// Tokens in the order they claim capacity under batch_prioritized: sorted
+/// by the ranking rule on (w[t, 0], t), which is a total order (the token
+/// index breaks ties), by a bottom-up merge sort: ceil(log2 T) passes of
+/// O(T) each, so O(T log T) rather than ranking every pair.
 static Value buildBatchPriorityOrder(OpBuilder &b, Location loc, Value weights,
                                      Value numTokens) {
-  MLIRContext *ctx = b.getContext();
   auto weightsType = cast<RankedTensorType>(weights.getType());
   int64_t staticTokens = weightsType.getDimSize(0);
   auto vecType = [&](Type elem) {
     return RankedTensorType::get({staticTokens}, elem);
   };
-  Value zeroIdx = indexConst(b, loc, 0);
+  Value zeroIdx = indexConst(b, loc, 0), oneIdx = indexConst(b, loc, 1);
 
   // First-choice weights as a [T] vector.
   SmallVector<OpFoldResult> offsets = {b.getIndexAttr(0), b.getIndexAttr(0)};
@@ -131,42 +131,95 @@ static Value buildBatchPriorityOrder(OpBuilder &b, Location loc, Value weights,
   Value first = tensor::ExtractSliceOp::create(
       b, loc, vecType(b.getF32Type()), weights, offsets, sizes, strides);
 
-  Value zeroI32 = i32Const(b, loc, 0);
-  Value ranks =
-      filledOfType(b, loc, vecType(b.getI32Type()), {numTokens}, zeroI32);
-  AffineExpr t, u;
-  bindDims(ctx, t, u);
-  auto mapU = AffineMap::get(2, 0, {u}, ctx);
-  auto mapT = AffineMap::get(2, 0, {t}, ctx);
-  ranks = linalg::GenericOp::create(
-              b, loc, TypeRange{ranks.getType()}, ValueRange{first, first},
-              ValueRange{ranks}, ArrayRef<AffineMap>{mapU, mapT, mapT},
-              ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
-                                            utils::IteratorType::reduction},
-              [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                Value ti = linalg::IndexOp::create(nb, nloc, 0);
-                Value ui = linalg::IndexOp::create(nb, nloc, 1);
-                Value ahead =
-                    buildRanksAhead(nb, nloc, args[0], ui, args[1], ti);
-                Value inc =
-                    arith::ExtUIOp::create(nb, nloc, nb.getI32Type(), ahead);
-                linalg::YieldOp::create(
-                    nb, nloc,
-                    ValueRange{arith::AddIOp::create(nb, nloc, args[2], inc)});
-              })
-              .getResult(0);
-
+  // order = [0, 1, ..., T - 1]; spare is the other buffer of each pass.
   Value order = emptyOfType(b, loc, vecType(b.getI32Type()), {numTokens});
-  return buildLoop(b, loc, zeroIdx, numTokens, order,
-                   [&](OpBuilder &nb, Value ti, ValueRange args) {
-                     Value rank =
-                         toIndex(nb, loc,
-                                 tensor::ExtractOp::create(nb, loc, ranks, ti));
-                     Value updated = tensor::InsertOp::create(
-                         nb, loc, toI32(nb, loc, ti), args[0], rank);
-                     return SmallVector<Value>{updated};
-                   })
-      .front();
+  order = buildLoop(b, loc, zeroIdx, numTokens, order,
+                    [&](OpBuilder &nb, Value t, ValueRange args) {
+                      return SmallVector<Value>{tensor::InsertOp::create(
+                          nb, loc, toI32(nb, loc, t), args[0], t)};
+                    })
+              .front();
+
+  // Pass p merges runs of width 2^p from a copy of the order back into it
+  // (one buffer updated in place, which bufferization keeps); index widths
+  // are 64 bits, so 63 passes cover every T.
+  auto passes = buildLoop(
+      b, loc, zeroIdx, indexConst(b, loc, 63), ValueRange{order},
+      [&](OpBuilder &pb, Value pass, ValueRange bufs) {
+        Value width = arith::ShLIOp::create(pb, loc, oneIdx, pass);
+        Value active = arith::CmpIOp::create(pb, loc, arith::CmpIPredicate::ult,
+                                             width, numTokens);
+        return buildIfUpdate(pb, loc, active, bufs, [&](OpBuilder &ib) {
+          Value src =
+              linalg::CopyOp::create(
+                  ib, loc, bufs[0],
+                  emptyOfType(ib, loc, vecType(ib.getI32Type()), {numTokens}))
+                  .getResult(0);
+          Value step = arith::ShLIOp::create(ib, loc, width, oneIdx);
+          Value runs = arith::CeilDivUIOp::create(ib, loc, numTokens, step);
+          Value merged =
+              buildLoop(
+                  ib, loc, zeroIdx, runs, ValueRange{bufs[0]},
+                  [&](OpBuilder &rb, Value run, ValueRange dst) {
+                    Value lo = arith::MulIOp::create(rb, loc, run, step);
+                    Value mid = arith::MinUIOp::create(
+                        rb, loc, arith::AddIOp::create(rb, loc, lo, width),
+                        numTokens);
+                    Value hi = arith::MinUIOp::create(
+                        rb, loc, arith::AddIOp::create(rb, loc, lo, step),
+                        numTokens);
+                    // Take the right run's head only when it ranks ahead of
+                    // the left run's head (or the left run is used up).
+                    return SmallVector<Value>{
+                        buildLoop(
+                            rb, loc, lo, hi, ValueRange{lo, mid, dst[0]},
+                            [&](OpBuilder &mb, Value out, ValueRange st) {
+                              Value i = st[0], j = st[1];
+                              Value leftLeft = arith::CmpIOp::create(
+                                  mb, loc, arith::CmpIPredicate::ult, i, mid);
+                              Value rightLeft = arith::CmpIOp::create(
+                                  mb, loc, arith::CmpIPredicate::ult, j, hi);
+                              Value iSafe = arith::SelectOp::create(
+                                  mb, loc, leftLeft, i, lo);
+                              Value jSafe = arith::SelectOp::create(
+                                  mb, loc, rightLeft, j, lo);
+                              Value ti =
+                                  tensor::ExtractOp::create(mb, loc, src, iSafe);
+                              Value tj =
+                                  tensor::ExtractOp::create(mb, loc, src, jSafe);
+                              Value tiIdx = toIndex(mb, loc, ti);
+                              Value tjIdx = toIndex(mb, loc, tj);
+                              Value wi = tensor::ExtractOp::create(
+                                  mb, loc, first, tiIdx);
+                              Value wj = tensor::ExtractOp::create(
+                                  mb, loc, first, tjIdx);
+                              Value rightAhead = buildRanksAhead(
+                                  mb, loc, wj, tjIdx, wi, tiIdx);
+                              Value leftDone = arith::XOrIOp::create(
+                                  mb, loc, leftLeft,
+                                  arith::ConstantIntOp::create(mb, loc, 1, 1));
+                              Value takeRight = arith::AndIOp::create(
+                                  mb, loc, rightLeft,
+                                  arith::OrIOp::create(mb, loc, leftDone,
+                                                       rightAhead));
+                              Value taken = arith::SelectOp::create(
+                                  mb, loc, takeRight, tj, ti);
+                              Value next = tensor::InsertOp::create(
+                                  mb, loc, taken, st[2], out);
+                              Value iNext = arith::SelectOp::create(
+                                  mb, loc, takeRight, i,
+                                  arith::AddIOp::create(mb, loc, i, oneIdx));
+                              Value jNext = arith::SelectOp::create(
+                                  mb, loc, takeRight,
+                                  arith::AddIOp::create(mb, loc, j, oneIdx), j);
+                              return SmallVector<Value>{iNext, jNext, next};
+                            })[2]};
+                  })
+                  .front();
+          return SmallVector<Value>{merged};
+        });
+      });
+  return passes.front();
 }
 
 namespace {

@@ -65,19 +65,30 @@ func.func @plan_capacity_drop(%ids: tensor<8x2xi32>, %w: tensor<8x2xf32>)
 
 // -----
 
-// batch_prioritized: token ranks by the ranking rule on the first-choice
-// weights (a [T, T] reduction), inverted into a claiming order.
+// batch_prioritized: tokens sorted by the ranking rule on the first-choice
+// weights with a bottom-up merge sort (O(T log T), no [T, T] ranking): pass
+// p merges runs of 2^p from a copy of the order back into it, taking the
+// right run's head when it ranks ahead.
 // CHECK-LABEL: func.func @plan_batch_prioritized
 // CHECK-SAME:    %[[IDS:[a-zA-Z0-9_]+]]: tensor<?x2xi32>, %[[W:[a-zA-Z0-9_]+]]: tensor<?x2xf32>
 // CHECK-NOT:     moe.
 // CHECK:         %[[FIRST:.*]] = tensor.extract_slice %[[W]][0, 0] [%{{.*}}, 1] [1, 1] : tensor<?x2xf32> to tensor<?xf32>
-// CHECK:         %[[RANKS:.*]] = linalg.generic
-// CHECK-SAME:      iterator_types = ["parallel", "reduction"]
-// CHECK-SAME:      ins(%[[FIRST]], %[[FIRST]] : tensor<?xf32>, tensor<?xf32>)
-// CHECK:           arith.cmpf uno
-// CHECK:           arith.cmpf ogt
-// CHECK:         %[[ORDER:.*]] = scf.for
-// CHECK:           %[[R:.*]] = tensor.extract %[[RANKS]]
+// CHECK-NOT:     linalg.generic
+// CHECK:         %[[IOTA:.*]] = scf.for
+// CHECK:           tensor.insert
+// CHECK:         %[[ORDER:.*]] = scf.for %{{.*}} = %{{.*}} to %c63 step %{{.*}} iter_args(%[[CUR:.*]] = %[[IOTA]])
+// CHECK:           arith.shli
+// CHECK:           scf.if
+// CHECK:             %[[SRC:.*]] = linalg.copy ins(%[[CUR]] : tensor<?xi32>)
+// CHECK:             scf.for
+// CHECK:               scf.for
+// CHECK:                 %[[TI:.*]] = tensor.extract %[[SRC]]
+// CHECK:                 %[[TJ:.*]] = tensor.extract %[[SRC]]
+// CHECK:                 tensor.extract %[[FIRST]]
+// CHECK:                 arith.cmpf uno
+// CHECK:                 arith.cmpf ogt
+// CHECK:                 %[[TAKEN:.*]] = arith.select %{{.*}}, %[[TJ]], %[[TI]] : i32
+// CHECK:                 tensor.insert %[[TAKEN]]
 // CHECK:         scf.for
 // CHECK:           scf.for
 // CHECK:             %[[TOK:.*]] = tensor.extract %[[ORDER]]
