@@ -7,7 +7,9 @@
 //      gather happens on load);
 //   2. (item, model block): y = init + w2 · h.
 // A row's h and y are the same dot products whether its expert has one row
-// or thousands, so decode and prefill share one accumulation order.
+// or thousands, so decode and prefill share one accumulation order. The
+// tiles are row-dot tiles (RowDotKernels.h) or, with expert-kernel=panel,
+// outer products on packed weight panels (PanelKernels.h).
 //
 //===----------------------------------------------------------------------===//
 
@@ -80,20 +82,6 @@ static std::pair<Value, Value> sourceRow(OpBuilder &b, Location loc,
   return {valid, arith::IndexCastOp::create(b, loc, b.getIndexType(), safe)};
 }
 
-/// Weight rows [n, n + count) of `w` (stacked: of expert `e`).
-static void appendWeightRows(OpBuilder &b, Location loc, Value w, bool stacked,
-                             Value e, Value n, int64_t count,
-                             SmallVectorImpl<RowRef> &rows) {
-  for (int64_t c = 0; c < count; ++c) {
-    Value col = arith::AddIOp::create(b, loc, n, indexConstant(b, loc, c));
-    RowRef ref{w, {}};
-    if (stacked)
-      ref.prefix.push_back(e);
-    ref.prefix.push_back(col);
-    rows.push_back(ref);
-  }
-}
-
 /// Row `col` of `w` (stacked: of expert `e`).
 static RowRef weightRow(Value w, bool stacked, Value e, Value col) {
   RowRef ref{w, {}};
@@ -101,6 +89,16 @@ static RowRef weightRow(Value w, bool stacked, Value e, Value col) {
     ref.prefix.push_back(e);
   ref.prefix.push_back(col);
   return ref;
+}
+
+/// Weight rows [n, n + count) of `w` (stacked: of expert `e`).
+static void appendWeightRows(OpBuilder &b, Location loc, Value w, bool stacked,
+                             Value e, Value n, int64_t count,
+                             SmallVectorImpl<RowRef> &rows) {
+  for (int64_t c = 0; c < count; ++c)
+    rows.push_back(weightRow(
+        w, stacked, e,
+        arith::AddIOp::create(b, loc, n, indexConstant(b, loc, c))));
 }
 
 /// `v` into buffer[row, n ..] (only the lanes of `mask`, when given).
