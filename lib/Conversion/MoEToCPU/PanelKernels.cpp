@@ -334,19 +334,8 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
                 function_ref<void(OpBuilder &, Location, ArrayRef<Value>,
                                   ArrayRef<RowRef>)>
                     body) {
-              buildRowTiles(
-                  fb, floc, rows.begin, rows.end, tile,
-                  [&](OpBuilder &rb, Location rloc, Value m, int64_t count) {
-                    SmallVector<Value> rowIds;
-                    SmallVector<RowRef> aRows;
-                    for (int64_t i = 0; i < count; ++i) {
-                      Value row = arith::AddIOp::create(
-                          rb, rloc, m, indexConstant(rb, rloc, i));
-                      rowIds.push_back(row);
-                      aRows.push_back(leftRow(rb, rloc, row));
-                    }
-                    body(rb, rloc, rowIds, aRows);
-                  });
+              buildLeftRowTiles(fb, floc, rows.begin, rows.end, tile, leftRow,
+                                body);
             };
         // The epilogue of a register tile's finished accumulators.
         auto finish = [&](OpBuilder &fb, Location floc, Value n,

@@ -202,6 +202,25 @@ void cpu::buildRowTiles(
   scf::YieldOp::create(db, loc);
 }
 
+void cpu::buildLeftRowTiles(
+    OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile,
+    function_ref<RowRef(OpBuilder &, Location, Value)> leftRow,
+    function_ref<void(OpBuilder &, Location, ArrayRef<Value>, ArrayRef<RowRef>)>
+        body) {
+  buildRowTiles(b, loc, lo, hi, tile,
+                [&](OpBuilder &rb, Location rloc, Value m, int64_t count) {
+                  SmallVector<Value> rowIds;
+                  SmallVector<RowRef> aRows;
+                  for (int64_t i = 0; i < count; ++i) {
+                    Value row = arith::AddIOp::create(
+                        rb, rloc, m, indexConstant(rb, rloc, i));
+                    rowIds.push_back(row);
+                    aRows.push_back(leftRow(rb, rloc, row));
+                  }
+                  body(rb, rloc, rowIds, aRows);
+                });
+}
+
 void cpu::buildColumnTiles(
     OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile, int64_t tail,
     function_ref<void(OpBuilder &, Location, Value, int64_t)> body) {
@@ -316,19 +335,12 @@ void cpu::buildTiledRowDots(OpBuilder &b, Location loc,
                   [&](OpBuilder &cb, Location cloc, Value n, int64_t count) {
                     SmallVector<RowRef> wRows =
                         weightRows(cb, cloc, rows.expert, n, count);
-                    buildRowTiles(
-                        cb, cloc, rows.begin, rows.end, rowTile,
-                        [&](OpBuilder &rb, Location rloc, Value m,
-                            int64_t mCount) {
-                          SmallVector<Value> rowIds;
-                          SmallVector<RowRef> aRows;
-                          for (int64_t i = 0; i < mCount; ++i) {
-                            Value row = arith::AddIOp::create(
-                                rb, rloc, m, indexConstant(rb, rloc, i));
-                            rowIds.push_back(row);
-                            aRows.push_back(leftRow(rb, rloc, row));
-                          }
-                          fn(rb, rloc, n, count, wRows, m, rowIds, aRows);
+                    buildLeftRowTiles(
+                        cb, cloc, rows.begin, rows.end, rowTile, leftRow,
+                        [&](OpBuilder &rb, Location rloc,
+                            ArrayRef<Value> rowIds, ArrayRef<RowRef> aRows) {
+                          fn(rb, rloc, n, count, wRows, rowIds.front(), rowIds,
+                             aRows);
                         });
                   });
             };

@@ -67,6 +67,13 @@ void buildRowTiles(OpBuilder &b, Location loc, Value lo, Value hi,
                    function_ref<void(OpBuilder &, Location, Value, int64_t)>
                        body);
 
+/// `buildRowTiles` that hands `body` the tile's row ids and their left rows.
+void buildLeftRowTiles(
+    OpBuilder &b, Location loc, Value lo, Value hi, int64_t tile,
+    function_ref<RowRef(OpBuilder &, Location, Value)> leftRow,
+    function_ref<void(OpBuilder &, Location, ArrayRef<Value>, ArrayRef<RowRef>)>
+        body);
+
 /// Loops `n` over [lo, hi) in steps of `tile` where `hi - lo` is a multiple of
 /// `tile` except perhaps for a final `tail` (static, < tile) columns; calls
 /// `body(n, count)` with the static count.
