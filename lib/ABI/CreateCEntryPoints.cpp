@@ -29,6 +29,8 @@ public:
     buildEntry(impl);
     layer.setPrivate();
     // The names now live in the entry point; LLVM has no use for them.
+    layer->removeAttr(kLayerAttr);
+    layer->removeAttr(kVariantAttr);
     for (unsigned i = 0, e = layer.getNumArguments(); i < e; ++i)
       layer.removeArgAttr(i, kNameAttr);
     for (unsigned i = 0, e = layer.getNumResults(); i < e; ++i) {
@@ -42,10 +44,13 @@ private:
   Type i64() { return IntegerType::get(ctx, 64); }
   Type i32() { return IntegerType::get(ctx, 32); }
 
-  /// (tokens, d_model, inputs..., [seed], outputs...) of the C function.
+  /// (tokens, d_model, inputs..., [seed], outputs...) of the C function
+  /// (weight packing: inputs..., outputs...).
   SmallVector<Type> entryArgTypes(bool withDModel) {
-    SmallVector<Type> types = {i64()};
-    if (withDModel)
+    SmallVector<Type> types;
+    if (abi.takesTokens())
+      types.push_back(i64());
+    if (withDModel && abi.takesTokens())
       types.push_back(i64());
     types.append(abi.inputs.size(), ptrType());
     if (abi.seedArgument)
@@ -110,8 +115,8 @@ private:
     Block *body = impl.addEntryBlock();
     b.setInsertionPointToStart(body);
 
-    Value tokens = body->getArgument(0);
-    unsigned next = 1;
+    Value tokens = abi.takesTokens() ? body->getArgument(0) : Value();
+    unsigned next = abi.takesTokens() ? 1 : 0;
     SmallVector<Value> callArgs;
     for (const ABIBuffer &input : abi.inputs) {
       Value memref = wrapBuffer(b, body->getArgument(next++), tokens, input);
@@ -191,24 +196,29 @@ private:
     };
     enum { kNullArgument = 1, kBadSize = 2 }; // moe_status in moe_runtime.h
 
-    Value tokens = current->getArgument(0);
-    Value dModel = current->getArgument(1);
-    Value one = arith::ConstantIntOp::create(b, loc, i64(), 1);
-    check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, tokens, one),
+    unsigned next = 0;
+    SmallVector<Value> implArgs;
+    if (abi.takesTokens()) {
+      Value tokens = current->getArgument(0);
+      Value dModel = current->getArgument(1);
+      Value one = arith::ConstantIntOp::create(b, loc, i64(), 1);
+      check(
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, tokens, one),
           kBadSize, "tokens must be >= 1");
-    Value width = arith::ConstantIntOp::create(b, loc, i64(), abi.dModel);
-    check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, dModel, width),
-          kBadSize,
-          "d_model must be " + Twine(abi.dModel) + ", the compiled layer's");
-
-    unsigned next = 2;
+      Value width = arith::ConstantIntOp::create(b, loc, i64(), abi.dModel);
+      check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, dModel,
+                                  width),
+            kBadSize,
+            "d_model must be " + Twine(abi.dModel) + ", the compiled layer's");
+      implArgs.push_back(tokens);
+      next = 2;
+    }
     auto checkNotNull = [&](Value ptr, const ABIBuffer &buffer) {
       Value null = LLVM::ZeroOp::create(b, loc, ptrType());
       Value isNull =
           LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::eq, ptr, null);
       check(isNull, kNullArgument, "argument '" + buffer.name + "' is NULL");
     };
-    SmallVector<Value> implArgs = {tokens};
     for (const ABIBuffer &input : abi.inputs) {
       Value ptr = entry.getArgument(next++);
       checkNotNull(ptr, input);

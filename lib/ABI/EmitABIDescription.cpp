@@ -37,22 +37,46 @@ static llvm::json::Object describeBuffer(const ABIBuffer &buffer) {
   };
 }
 
+static llvm::json::Array describeBuffers(ArrayRef<ABIBuffer> buffers) {
+  llvm::json::Array array;
+  for (const ABIBuffer &b : buffers)
+    array.push_back(describeBuffer(b));
+  return array;
+}
+
 std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
   llvm::json::Array layerArray;
   for (const LayerABI &abi : layers) {
-    llvm::json::Array inputs, outputs;
-    for (const ABIBuffer &b : abi.inputs)
-      inputs.push_back(describeBuffer(b));
-    for (const ABIBuffer &b : abi.outputs)
-      outputs.push_back(describeBuffer(b));
-    layerArray.push_back(llvm::json::Object{
+    if (abi.kind != LayerABI::Kind::Forward)
+      continue;
+    llvm::json::Object layer{
         {"name", abi.layerName},
         {"entry_point", abi.entryPointName()},
         {"d_model", abi.dModel},
         {"seed", abi.seedArgument.has_value()},
-        {"inputs", std::move(inputs)},
-        {"outputs", std::move(outputs)},
-    });
+        {"inputs", describeBuffers(abi.inputs)},
+        {"outputs", describeBuffers(abi.outputs)},
+    };
+    // The packed-weights variant, when the layer has one: the packing
+    // function, and the forward taking its outputs in place of its inputs.
+    const LayerABI *packed = nullptr, *pack = nullptr;
+    for (const LayerABI &other : layers) {
+      if (other.layerName != abi.layerName)
+        continue;
+      if (other.kind == LayerABI::Kind::PackedForward)
+        packed = &other;
+      else if (other.kind == LayerABI::Kind::PackWeights)
+        pack = &other;
+    }
+    if (packed && pack)
+      layer["packed"] = llvm::json::Object{
+          {"entry_point", packed->entryPointName()},
+          {"inputs", describeBuffers(packed->inputs)},
+          {"pack_entry_point", pack->entryPointName()},
+          {"pack_inputs", describeBuffers(pack->inputs)},
+          {"pack_outputs", describeBuffers(pack->outputs)},
+      };
+    layerArray.push_back(std::move(layer));
   }
   std::string text;
   llvm::raw_string_ostream os(text);

@@ -3,6 +3,7 @@
 #include "moe/ABI/LayerABI.h"
 
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -36,31 +37,62 @@ static std::string sizeExpression(const ABIBuffer &buffer) {
   return "(" + llvm::join(factors, " * ") + ")";
 }
 
-static void emitLayer(raw_ostream &os, const LayerABI &abi) {
+/// What the function of `abi` does, for its comment.
+static std::string describeFunction(const LayerABI &abi) {
+  switch (abi.kind) {
+  case LayerABI::Kind::Forward:
+    return "Runs layer " + abi.layerName + " on `tokens` rows.";
+  case LayerABI::Kind::PackedForward:
+    return "Runs layer " + abi.layerName + " on `tokens` rows, its expert "
+           "weights pre-packed\n * by " + abi.layerName +
+           "_pack_weights (the *_packed buffers): the same outputs\n * as " +
+           abi.layerName + "_forward with expert-kernel=panel, bit for bit, "
+           "faster.";
+  case LayerABI::Kind::PackWeights:
+    return "Packs the expert weights of layer " + abi.layerName +
+           " into the layout of its\n * kernels, once, for " + abi.layerName +
+           "_forward_packed (the layout follows the\n * compile options: "
+           "repack after recompiling).";
+  }
+  llvm_unreachable("unknown layer ABI kind");
+}
+
+static void emitLayer(raw_ostream &os, const LayerABI &abi,
+                      llvm::StringSet<> &macros) {
   std::string macro = upper(abi.layerName);
-  os << "/* ---- layer " << abi.layerName << " ---- */\n\n";
-  os << "#define " << macro << "_D_MODEL " << abi.dModel << "\n";
+  auto define = [&](const std::string &name, const std::string &rest) {
+    // The variants of a layer share most buffers with it.
+    if (macros.insert(name).second)
+      os << "#define " << name << rest << "\n";
+  };
+  if (abi.kind == LayerABI::Kind::Forward) {
+    os << "/* ---- layer " << abi.layerName << " ---- */\n\n";
+    define(macro + "_D_MODEL", " " + std::to_string(abi.dModel));
+  }
   auto emitSize = [&](const ABIBuffer &buffer) {
     bool perToken = !buffer.type.hasStaticShape();
-    os << "#define " << macro << "_" << upper(buffer.name) << "_SIZE"
-       << (perToken ? "(tokens) " : " ") << sizeExpression(buffer) << "\n";
+    define(macro + "_" + upper(buffer.name) + "_SIZE",
+           (perToken ? "(tokens) " : " ") + sizeExpression(buffer));
   };
   for (const ABIBuffer &b : abi.inputs)
     emitSize(b);
   for (const ABIBuffer &b : abi.outputs)
     emitSize(b);
 
-  os << "\n/* Runs layer " << abi.layerName
-     << " on `tokens` rows. Buffers are dense, row-major,\n"
-     << " * PyTorch [out, in] layout for weights; element counts are the "
-        "_SIZE macros.\n"
-     << " * Returns MOE_OK, or a moe_status with moe_last_error() saying "
+  if (abi.kind == LayerABI::Kind::Forward)
+    os << "\n";
+  os << "/* " << describeFunction(abi)
+     << " Buffers are dense,\n * row-major, PyTorch [out, in] layout for "
+        "weights; element counts are the\n * _SIZE macros."
+     << " Returns MOE_OK, or a moe_status with moe_last_error()\n * saying "
         "why.\n *\n";
   auto doc = [&](StringRef name, StringRef type, StringRef what) {
     os << llvm::formatv(" *   {0,-16} {1,-17} {2}\n", name, type, what);
   };
-  doc("tokens", "int64_t", ">= 1");
-  doc("d_model", "int64_t", "must be " + std::to_string(abi.dModel));
+  if (abi.takesTokens()) {
+    doc("tokens", "int64_t", ">= 1");
+    doc("d_model", "int64_t", "must be " + std::to_string(abi.dModel));
+  }
   auto docBuffer = [&](const ABIBuffer &b, bool isConst) {
     std::string type = (isConst ? "const " : "") + b.cElementType().str() + "*";
     std::string what = b.shapeString() + " " + typeName(b).str();
@@ -76,13 +108,16 @@ static void emitLayer(raw_ostream &os, const LayerABI &abi) {
     docBuffer(b, /*isConst=*/false);
   os << " */\n";
 
-  os << "int32_t " << abi.entryPointName() << "(int64_t tokens, int64_t d_model";
+  os << "int32_t " << abi.entryPointName() << "(";
+  llvm::ListSeparator separator(",\n    ");
+  if (abi.takesTokens())
+    os << separator << "int64_t tokens, int64_t d_model";
   for (const ABIBuffer &b : abi.inputs)
-    os << ",\n    const " << b.cElementType() << " *" << b.name;
+    os << separator << "const " << b.cElementType() << " *" << b.name;
   if (abi.seedArgument)
-    os << ",\n    uint64_t seed";
+    os << separator << "uint64_t seed";
   for (const ABIBuffer &b : abi.outputs)
-    os << ",\n    " << b.cElementType() << " *" << b.name;
+    os << separator << b.cElementType() << " *" << b.name;
   os << ");\n\n";
 }
 
@@ -96,8 +131,9 @@ std::string mlir::moe::emitCHeader(ArrayRef<LayerABI> layers,
      << "#ifndef " << guard << "\n#define " << guard << "\n\n"
      << "#include <stdint.h>\n\n#include \"moe-c/moe_runtime.h\"\n\n"
      << "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n";
+  llvm::StringSet<> macros;
   for (const LayerABI &abi : layers)
-    emitLayer(os, abi);
+    emitLayer(os, abi, macros);
   os << "#ifdef __cplusplus\n}\n#endif\n\n#endif /* " << guard << " */\n";
   return text;
 }

@@ -54,10 +54,37 @@ static LogicalResult checkBuffer(func::FuncOp layer, const ABIBuffer &buffer) {
   return success();
 }
 
+/// The kind, layer name and C name of `layer` from its variant attributes.
+static LogicalResult describeVariant(func::FuncOp layer, LayerABI &abi) {
+  abi.layerName = layer.getSymName().str();
+  abi.entryPoint = abi.layerName + "_forward";
+  auto variant = layer->getAttrOfType<StringAttr>(kVariantAttr);
+  if (!variant)
+    return success();
+  auto of = layer->getAttrOfType<StringAttr>(kLayerAttr);
+  if (!of)
+    return layer.emitError() << "a layer variant needs a '" << kLayerAttr
+                             << "' string attribute";
+  abi.layerName = of.str();
+  if (variant.getValue() == "packed_forward") {
+    abi.kind = LayerABI::Kind::PackedForward;
+    abi.entryPoint = abi.layerName + "_forward_packed";
+  } else if (variant.getValue() == "pack_weights") {
+    abi.kind = LayerABI::Kind::PackWeights;
+    abi.entryPoint = abi.layerName + "_pack_weights";
+  } else {
+    return layer.emitError() << "unknown layer variant " << variant
+                             << " (expected packed_forward or pack_weights)";
+  }
+  return success();
+}
+
 FailureOr<LayerABI> mlir::moe::describeLayerABI(func::FuncOp layer) {
   LayerABI abi;
-  abi.layerName = layer.getSymName().str();
+  if (failed(describeVariant(layer, abi)))
+    return failure();
   FunctionType fnType = layer.getFunctionType();
+  bool packing = abi.kind == LayerABI::Kind::PackWeights;
 
   for (auto [i, type] : llvm::enumerate(fnType.getInputs())) {
     DictionaryAttr attrs = layer.getArgAttrDict(i);
@@ -73,18 +100,29 @@ FailureOr<LayerABI> mlir::moe::describeLayerABI(func::FuncOp layer) {
       return layer.emitError() << "cannot export argument #" << i << " of type "
                                << type << ": expected a ranked tensor or i64";
     ABIBuffer buffer{nameOf(attrs, "arg", i),
-                     i == 0 ? ABIBuffer::Role::Input : ABIBuffer::Role::Weight,
+                     i == 0 && !packing ? ABIBuffer::Role::Input
+                                        : ABIBuffer::Role::Weight,
                      tensor};
     if (failed(checkBuffer(layer, buffer)))
       return failure();
+    if (packing && !tensor.hasStaticShape())
+      return layer.emitError() << "cannot export '" << buffer.name
+                               << "' of a weight-packing function: its shape "
+                                  "must be static";
     abi.inputs.push_back(std::move(buffer));
   }
-  if (abi.inputs.empty() || abi.inputs.front().type.getRank() != 2 ||
-      !abi.inputs.front().type.isDynamicDim(0) ||
-      abi.inputs.front().type.isDynamicDim(1))
-    return layer.emitError("cannot export: the first argument must be the "
-                           "tokens `tensor<?xDxf32>`");
-  abi.dModel = abi.inputs.front().type.getDimSize(1);
+  if (packing) {
+    if (abi.seedArgument || abi.inputs.empty())
+      return layer.emitError("cannot export a weight-packing function that "
+                             "takes a seed or no weights");
+  } else {
+    if (abi.inputs.empty() || abi.inputs.front().type.getRank() != 2 ||
+        !abi.inputs.front().type.isDynamicDim(0) ||
+        abi.inputs.front().type.isDynamicDim(1))
+      return layer.emitError("cannot export: the first argument must be the "
+                             "tokens `tensor<?xDxf32>`");
+    abi.dModel = abi.inputs.front().type.getDimSize(1);
+  }
 
   for (auto [i, type] : llvm::enumerate(fnType.getResults())) {
     auto tensor = dyn_cast<RankedTensorType>(type);
@@ -97,9 +135,14 @@ FailureOr<LayerABI> mlir::moe::describeLayerABI(func::FuncOp layer) {
     if (attrs)
       if (auto rows = attrs.getAs<IntegerAttr>(kRowsPerTokenAttr))
         buffer.rowsPerToken = rows.getInt();
-    buffer.optional = i != 0;
+    // Packing writes every packed weight; a layer only needs `out`.
+    buffer.optional = i != 0 && !packing;
     if (failed(checkBuffer(layer, buffer)))
       return failure();
+    if (packing && !tensor.hasStaticShape())
+      return layer.emitError() << "cannot export '" << buffer.name
+                               << "' of a weight-packing function: its shape "
+                                  "must be static";
     abi.outputs.push_back(std::move(buffer));
   }
   if (abi.outputs.empty())

@@ -30,6 +30,10 @@ void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
   pm.addPass(createConvertMoEToLinalg());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // Packing functions, and packed weights no kernel folded (dead unpacks
+  // are gone by now).
+  pm.addPass(createLowerPackUnpack());
+  pm.addPass(createCanonicalizerPass());
 
   bufferization::OneShotBufferizePassOptions bufferize;
   bufferize.bufferizeFunctionBoundaries = true;

@@ -272,12 +272,17 @@ class Layer:
         self.library_path = library
         self._abi = abi
         self._lib = ctypes.CDLL(str(library))
-        self._fn = getattr(self._lib, abi["entry_point"])
-        n_in, n_out = len(abi["inputs"]), len(abi["outputs"])
-        self._fn.argtypes = ([ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * n_in
-                             + ([ctypes.c_uint64] if abi["seed"] else [])
-                             + [ctypes.c_void_p] * n_out)
-        self._fn.restype = ctypes.c_int32
+        self._fn = self._forward_function(abi["entry_point"], len(abi["inputs"]))
+        # Layers with pre-packable expert weights also export a packing
+        # function and a forward on its outputs (what bind() uses).
+        self._packed = abi.get("packed")
+        if self._packed:
+            self._packed_fn = self._forward_function(self._packed["entry_point"],
+                                                     len(self._packed["inputs"]))
+            self._pack_fn = getattr(self._lib, self._packed["pack_entry_point"])
+            self._pack_fn.argtypes = [ctypes.c_void_p] * (
+                len(self._packed["pack_inputs"]) + len(self._packed["pack_outputs"]))
+            self._pack_fn.restype = ctypes.c_int32
         self._lib.moe_last_error.restype = ctypes.c_char_p
         _attach_threads(self._lib)
         self.weight_shapes = weight_shapes(spec)
@@ -285,6 +290,14 @@ class Layer:
         if names != list(self.weight_shapes):
             raise CompileError(f"compiled weights {names} disagree with the spec contract "
                                f"{list(self.weight_shapes)}")
+
+    def _forward_function(self, name: str, n_in: int):
+        fn = getattr(self._lib, name)
+        fn.argtypes = ([ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * n_in
+                       + ([ctypes.c_uint64] if self._abi["seed"] else [])
+                       + [ctypes.c_void_p] * len(self._abi["outputs"]))
+        fn.restype = ctypes.c_int32
+        return fn
 
     @property
     def d_model(self) -> int:
@@ -357,14 +370,48 @@ class Layer:
         """Every output of the layer: ``out``, routing results, aux losses."""
         return self._forward(x, self._check_weights(weights), seed)
 
+    @property
+    def packs_weights(self) -> bool:
+        """Whether :meth:`bind` packs the expert weights into the kernels'
+        panel layout (layers with expert MLPs, compiled by the fast pipeline)."""
+        return bool(self._packed)
+
     def bind(self, **weights) -> "BoundLayer":
         """Checks and converts ``weights`` once (bf16/f16 rounding included)
         and returns a callable holding them: ``bound(x)``, ``bound.forward(x)``.
-        The arrays are kept, not copied, where they are already in the
-        kernel's layout; later changes to such an array are seen by the kernel."""
-        return BoundLayer(self, self._check_weights(weights))
 
-    def _forward(self, x, args, seed) -> Dict[str, Any]:
+        Where the layer :attr:`packs_weights`, the expert weights are packed
+        once into the kernels' panel layout (a copy: later changes to the
+        arrays are not seen) and every call runs ``<layer>_forward_packed``,
+        whose outputs equal the ``expert-kernel=panel`` kernels' bit for bit.
+        Other arrays are kept, not copied, where they are already in the
+        kernel's layout; later changes to such an array are seen by the kernel."""
+        args = self._check_weights(weights)
+        if not self._packed:
+            return BoundLayer(self, self._fn, args)
+        return BoundLayer(self, self._packed_fn, self._pack(args))
+
+    def _pack(self, args):
+        """The arguments of the packed forward: ``args`` (checked weights in
+        spec order) with the packable ones packed by ``<layer>_pack_weights``."""
+        by_name = dict(zip(self.weight_shapes, args))
+        packed = {}
+        for buf in self._packed["pack_outputs"]:
+            dtype = np.float32 if buf["dtype"] == "f32" else np.uint16
+            packed[buf["name"]] = np.empty(buf["shape"], dtype=dtype)
+        pointers = [by_name[b["name"]].ctypes.data_as(ctypes.c_void_p)
+                    for b in self._packed["pack_inputs"]]
+        pointers += [a.ctypes.data_as(ctypes.c_void_p) for a in packed.values()]
+        self._check_status(self._packed["pack_entry_point"], self._pack_fn(*pointers))
+        by_name.update(packed)
+        return [by_name[b["name"]] for b in self._packed["inputs"][1:]]
+
+    def _check_status(self, entry_point: str, status: int) -> None:
+        if status != 0:
+            message = self._lib.moe_last_error().decode(errors="replace")
+            raise RuntimeError(f"{entry_point} failed ({status}): {message}")
+
+    def _forward(self, x, args, seed, fn=None) -> Dict[str, Any]:
         x = self._check_x(x)
         seed_arg = self._check_seed(seed)
         tokens = x.shape[0]
@@ -374,10 +421,9 @@ class Layer:
             outputs[buf["name"]] = np.empty(shape, dtype=_NP_DTYPES[buf["dtype"]])
         pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in [x, *args]]
         out_pointers = [o.ctypes.data_as(ctypes.c_void_p) for o in outputs.values()]
-        status = self._fn(tokens, self.d_model, *pointers, *seed_arg, *out_pointers)
-        if status != 0:
-            message = self._lib.moe_last_error().decode(errors="replace")
-            raise RuntimeError(f"{self._abi['entry_point']} failed ({status}): {message}")
+        fn = fn or self._fn
+        self._check_status(fn.__name__, fn(tokens, self.d_model, *pointers, *seed_arg,
+                                            *out_pointers))
         return {name: (value.item() if value.ndim == 0 else value)
                 for name, value in outputs.items()}
 
@@ -402,12 +448,13 @@ class BoundLayer:
     """A compiled layer with its weights checked and converted once
     (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
 
-    def __init__(self, layer: Layer, args):
+    def __init__(self, layer: Layer, fn, args):
         self.layer = layer
+        self._fn = fn
         self._args = args
 
     def forward(self, x, seed=None) -> Dict[str, Any]:
-        return self.layer._forward(x, self._args, seed)
+        return self.layer._forward(x, self._args, seed, self._fn)
 
     def __call__(self, x, seed=None) -> np.ndarray:
         return self.forward(x, seed=seed)["out"]

@@ -107,6 +107,13 @@ static cl::opt<std::string> tileOptions(
              "(e.g. \"row-block=32 col-block=128\")"),
     cl::init(""), cl::cat(compileCategory));
 
+static cl::opt<bool> packedWeights(
+    "packed-weights",
+    cl::desc("Also export <layer>_pack_weights and <layer>_forward_packed, "
+             "which runs on expert weights packed once into the kernels' "
+             "panel layout (fast pipeline; default on)"),
+    cl::init(true), cl::cat(compileCategory));
+
 static cl::opt<std::string> targetCPU(
     "mcpu", cl::desc("CPU to generate code for (default: the host CPU)"),
     cl::init("native"), cl::cat(compileCategory));
@@ -201,7 +208,74 @@ static FailureOr<SmallVector<moe::LayerABI>> describeLayers(ModuleOp module) {
   return layers;
 }
 
+/// The options of moe-lower-to-cpu from the command line, with the vector
+/// width of `machine` where --tiles does not set one.
+/// Null (after an error message) for bad options.
+static std::unique_ptr<moe::CPUPipelineOptions>
+resolvePipelineOptions(llvm::TargetMachine &machine) {
+  std::unique_ptr<moe::CPUPipelineOptions> parsed =
+      moe::CPUPipelineOptions::createFromString(tileOptions);
+  if (!parsed) {
+    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions << "'\n";
+    return nullptr;
+  }
+  moe::CPUPipelineOptions &options = *parsed;
+  std::string problem = moe::checkCPUPipelineOptions(options);
+  if (!problem.empty()) {
+    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions
+                 << "': " << problem << "\n";
+    return nullptr;
+  }
+  options.reference = pipelineKind == PipelineKind::reference;
+  // The fast kernels' vector shape follows the target, not the host.
+  const llvm::MCSubtargetInfo *subtarget = machine.getMCSubtargetInfo();
+  bool avx512 = subtarget && subtarget->checkFeatures("+avx512f");
+  if (options.vectorWidth == 0)
+    options.vectorWidth = avx512 ? 16 : 8;
+  // Exported kernels take their scratch memory from the runtime they embed.
+  options.runtimeAllocator = true;
+  return parsed;
+}
+
+/// The functions exported beside each layer: with the fast pipeline and
+/// --packed-weights, its packing function and packed forward.
+static void addLayerVariants(OpPassManager &pm,
+                             const moe::CPUPipelineOptions &options) {
+  if (options.reference || !packedWeights)
+    return;
+  moe::MoEPackExpertWeightsOptions packing;
+  packing.vectorWidth = options.vectorWidth;
+  packing.panelColVectors = options.panelColVectors;
+  pm.addPass(moe::createMoEPackExpertWeights(packing));
+}
+
+static FailureOr<std::unique_ptr<llvm::TargetMachine>> createTargetMachine() {
+  moe::CPUTargetOptions targetOptions;
+  targetOptions.cpu = targetCPU;
+  targetOptions.features = targetFeatures;
+  targetOptions.optLevel = optLevel;
+  auto machine = moe::createCPUTargetMachine(targetOptions);
+  if (!machine) {
+    llvm::errs() << "moe-compile: " << llvm::toString(machine.takeError())
+                 << "\n";
+    return failure();
+  }
+  return std::move(*machine);
+}
+
 static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
+  FailureOr<std::unique_ptr<llvm::TargetMachine>> machine =
+      createTargetMachine();
+  if (failed(machine))
+    return failure();
+  std::unique_ptr<moe::CPUPipelineOptions> options =
+      resolvePipelineOptions(**machine);
+  if (!options)
+    return failure();
+  PassManager pm(module.getContext());
+  addLayerVariants(pm, *options);
+  if (failed(pm.run(module)))
+    return failure();
   FailureOr<SmallVector<moe::LayerABI>> layers = describeLayers(module);
   if (failed(layers))
     return failure();
@@ -223,29 +297,13 @@ static LogicalResult lowerToLLVMDialect(ModuleOp module,
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
   applyDefaultTimingPassManagerCLOptions(pm);
+  std::unique_ptr<moe::CPUPipelineOptions> options =
+      resolvePipelineOptions(machine);
+  if (!options)
+    return failure();
+  addLayerVariants(pm, *options);
   pm.addPass(moe::createMoECreateCEntryPoints());
-  std::unique_ptr<moe::CPUPipelineOptions> parsed =
-      moe::CPUPipelineOptions::createFromString(tileOptions);
-  if (!parsed) {
-    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions << "'\n";
-    return failure();
-  }
-  moe::CPUPipelineOptions &options = *parsed;
-  std::string problem = moe::checkCPUPipelineOptions(options);
-  if (!problem.empty()) {
-    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions
-                 << "': " << problem << "\n";
-    return failure();
-  }
-  options.reference = pipelineKind == PipelineKind::reference;
-  // The fast kernels' vector shape follows the target, not the host.
-  const llvm::MCSubtargetInfo *subtarget = machine.getMCSubtargetInfo();
-  bool avx512 = subtarget && subtarget->checkFeatures("+avx512f");
-  if (options.vectorWidth == 0)
-    options.vectorWidth = avx512 ? 16 : 8;
-  // Exported kernels take their scratch memory from the runtime they embed.
-  options.runtimeAllocator = true;
-  moe::buildMoELowerToCPUPipeline(pm, options);
+  moe::buildMoELowerToCPUPipeline(pm, *options);
   if (failed(pm.run(module)))
     return failure();
   moe::internalizeAllButEntryPoints(module);
@@ -267,13 +325,10 @@ static LogicalResult reportError(llvm::Error error) {
 }
 
 static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
-  moe::CPUTargetOptions targetOptions;
-  targetOptions.cpu = targetCPU;
-  targetOptions.features = targetFeatures;
-  targetOptions.optLevel = optLevel;
-  auto machine = moe::createCPUTargetMachine(targetOptions);
-  if (!machine)
-    return reportError(machine.takeError());
+  FailureOr<std::unique_ptr<llvm::TargetMachine>> machine =
+      createTargetMachine();
+  if (failed(machine))
+    return failure();
   if (failed(lowerToLLVMDialect(module, **machine)))
     return failure();
   llvm::LLVMContext llvmContext;

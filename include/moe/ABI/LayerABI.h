@@ -8,8 +8,10 @@
 //                           <outputs as pointers>);
 //
 // Buffers are dense row-major. `out` is required; the other outputs may be
-// NULL. The description below drives both the entry-point generator and the
-// C header, so the two cannot disagree.
+// NULL. Layers with pre-packable weights also export `<layer>_pack_weights`
+// and `<layer>_forward_packed` (see LayerABI::Kind). The description below
+// drives both the entry-point generator and the C header, so the two cannot
+// disagree.
 //
 //===----------------------------------------------------------------------===//
 
@@ -42,7 +44,16 @@ struct ABIBuffer {
 };
 
 struct LayerABI {
+  /// What the function computes: the layer, the layer on pre-packed weights,
+  /// or the packing of its weights (moe-pack-expert-weights), which takes
+  /// no tokens: `int32_t <layer>_pack_weights(<weights>, <packed weights>)`.
+  enum class Kind { Forward, PackedForward, PackWeights };
+  Kind kind = Kind::Forward;
+  /// The layer's name (for its variants: of the layer they serve).
   std::string layerName;
+  /// The C function: `<layer>_forward`, `<layer>_forward_packed` or
+  /// `<layer>_pack_weights`.
+  std::string entryPoint;
   /// Position of each buffer in the layer function's arguments or results.
   SmallVector<ABIBuffer> inputs;  // x and weights, in argument order
   SmallVector<ABIBuffer> outputs; // in result order
@@ -50,7 +61,9 @@ struct LayerABI {
   std::optional<unsigned> seedArgument;
   int64_t dModel = 0;
 
-  std::string entryPointName() const { return layerName + "_forward"; }
+  std::string entryPointName() const { return entryPoint; }
+  /// Whether the C function takes `tokens` and `d_model` (not packing).
+  bool takesTokens() const { return kind != Kind::PackWeights; }
 };
 
 /// Reads the ABI of a layer function; fails with a diagnostic on functions
@@ -63,7 +76,9 @@ std::string emitCHeader(ArrayRef<LayerABI> layers, StringRef guardName);
 
 /// The same ABI as JSON: per layer its entry point, d_model, whether it takes
 /// a seed, and each input/output buffer's name, dtype, shape (-1 for the token
-/// dim), rows_per_token and optionality.
+/// dim), rows_per_token and optionality; with a packed-weights variant, a
+/// `packed` object: its entry point and inputs, and the packing function's
+/// entry point, inputs and outputs.
 std::string emitABIDescription(ArrayRef<LayerABI> layers);
 
 } // namespace mlir::moe

@@ -68,4 +68,39 @@ def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
   ];
 }
 
+def MoEPackExpertWeights : Pass<"moe-pack-expert-weights", "ModuleOp"> {
+  let summary = "Add a packed-weights variant and its packing function to each layer";
+  let description = [{
+    For every public layer function `@L` whose expert MLP weights (`w1`,
+    `w2`, `w3` of `moe.expert_ffn` and `moe.shared_expert`, [(E,) N, K]) are
+    function arguments, adds
+
+    - `@L__pack(w...) -> (w_packed...)`: each weight `linalg.pack`ed
+      into the panel layout of the fast CPU kernels, [(E,) ceil(N / P), K, P]
+      with P the columns of one register tile (the tail tile zero-padded);
+    - `@L__packed`: `@L` taking those packed weights and `linalg.unpack`ing
+      them, which `convert-moe-to-cpu` folds into the kernels' loads: the
+      panels are read as packed, and never unpacked.
+
+    The variants carry `moe.layer = "L"` and `moe.variant` (`pack_weights`,
+    `packed_forward`), from which `moe-create-c-entry-points` names their C
+    entry points `L_pack_weights` and `L_forward_packed`. P follows
+    `vector-width` and `panel-col-vectors`, which must match the options of
+    `convert-moe-to-cpu`; packed weights of other widths still run
+    (unpacked first), only slower.
+  }];
+  let options = [
+    Option<"vectorWidth", "vector-width", "int64_t", /*default=*/"0",
+           "f32 lanes of the panel kernels' vectors (0: as convert-moe-to-cpu)">,
+    Option<"panelColVectors", "panel-col-vectors", "int64_t",
+           /*default=*/"0",
+           "column vectors of a register tile of the panel kernels (0: as "
+           "convert-moe-to-cpu)">,
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

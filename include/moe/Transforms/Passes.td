@@ -57,4 +57,20 @@ def LowerParallelLaunches : Pass<"moe-lower-parallel-launches", "ModuleOp"> {
   let dependentDialects = ["::mlir::LLVM::LLVMDialect"];
 }
 
+def LowerPackUnpack : Pass<"moe-lower-pack-unpack", "ModuleOp"> {
+  let summary = "Lower the linalg.pack/unpack ops left on tensors";
+  let description = [{
+    One-shot bufferization has no model of `linalg.pack` and
+    `linalg.unpack`. The ones the kernels did not fold into their loads (the
+    packing functions of `moe-pack-expert-weights`, or packed weights of a
+    layout no kernel reads) become upstream's `tensor.pad` +
+    `tensor.expand_shape` + `linalg.transpose` (pack) and `linalg.transpose`
+    + `tensor.collapse_shape` + `tensor.extract_slice` (unpack), which
+    bufferize. Runs on tensors, after the moe lowerings.
+  }];
+  let dependentDialects = [
+    "::mlir::linalg::LinalgDialect", "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

@@ -21,6 +21,8 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Utils/IndexingUtils.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -38,21 +40,53 @@ namespace {
 struct GroupedMLP {
   Value x, ids, numSources;
   Value w1, w2, w3; ///< [E, F, W], [E, W, F] (`stacked`) or [F, W], [W, F].
+  /// The weights of a phase pre-packed in the panel layout
+  /// (packedPanelColumns), when they are: then w1/w3 or w2 are null.
+  bool packedHidden = false, packedOutput = false;
   bool stacked;
   Activation activation;
   int64_t hidden, width;
 };
 } // namespace
 
+/// The pre-packed weights behind `w` ([(E,) N, K]) when `w` is their
+/// `linalg.unpack` from the panel layout of `tileCols` columns, else null.
+/// Reading the packed buffer leaves the unpack dead: it never runs.
+static Value packedPanelSource(Value w, int64_t tileCols) {
+  auto unpack = w.getDefiningOp<linalg::UnPackOp>();
+  if (!unpack)
+    return {};
+  int64_t rank = cast<ShapedType>(w.getType()).getRank();
+  ArrayRef<int64_t> perm = unpack.getOuterDimsPerm();
+  if (!perm.empty() && !isIdentityPermutation(perm))
+    return {};
+  if (unpack.getInnerDimsPos() != ArrayRef<int64_t>{rank - 2} ||
+      unpack.getStaticInnerTiles() != ArrayRef<int64_t>{tileCols})
+    return {};
+  return unpack.getSource();
+}
+
 /// The weights, activation and sizes of `op` (expert_ffn or shared_expert:
-/// w1 is [(E,) F, W]) into `mlp`.
+/// w1 is [(E,) F, W]) into `mlp`. A phase whose weights all come pre-packed
+/// in the panel layout reads them packed.
 template <typename OpTy>
 static void readWeights(OpBuilder &b, Location loc, OpTy op, bool stacked,
-                        GroupedMLP &mlp) {
+                        const CPUKernelConfig &config, GroupedMLP &mlp) {
   auto w1Type = cast<ShapedType>(op.getW1().getType());
-  mlp.w1 = readBuffer(b, loc, op.getW1());
-  mlp.w2 = readBuffer(b, loc, op.getW2());
-  mlp.w3 = op.getW3() ? readBuffer(b, loc, op.getW3()) : Value();
+  bool gated = static_cast<bool>(op.getW3());
+  int64_t hiddenCols = packedPanelColumns(config, gated ? 2 : 1);
+  Value w1 = packedPanelSource(op.getW1(), hiddenCols);
+  Value w3 = gated ? packedPanelSource(op.getW3(), hiddenCols) : Value();
+  mlp.packedHidden = w1 && (!gated || w3);
+  if (!mlp.packedHidden) {
+    w1 = op.getW1();
+    w3 = op.getW3();
+  }
+  mlp.w1 = readBuffer(b, loc, w1);
+  mlp.w3 = gated ? readBuffer(b, loc, w3) : Value();
+  Value w2 = packedPanelSource(op.getW2(), packedPanelColumns(config, 1));
+  mlp.packedOutput = static_cast<bool>(w2);
+  mlp.w2 = readBuffer(b, loc, w2 ? w2 : op.getW2());
   mlp.stacked = stacked;
   mlp.activation = op.getActivation();
   mlp.hidden = w1Type.getDimSize(w1Type.getRank() - 2);
@@ -89,6 +123,21 @@ static RowRef weightRow(Value w, bool stacked, Value e, Value col) {
     ref.prefix.push_back(e);
   ref.prefix.push_back(col);
   return ref;
+}
+
+/// Depth `k` of column tile `tile` of the packed `w` (stacked: of expert e).
+static RowRef packedRow(Value w, bool stacked, Value e, Value tile, Value k) {
+  RowRef ref = weightRow(w, stacked, e, tile);
+  ref.prefix.push_back(k);
+  return ref;
+}
+
+/// The kernel configuration of a phase: packed weights need the panels.
+static CPUKernelConfig phaseConfig(const CPUKernelConfig &config,
+                                   bool packed) {
+  CPUKernelConfig result = config;
+  result.panelExperts |= packed;
+  return result;
 }
 
 /// Weight rows [n, n + count) of `w` (stacked: of expert `e`).
@@ -144,12 +193,17 @@ static Value buildHiddenValue(OpBuilder &b, Location loc, const GroupedMLP &mlp,
 
 /// Phase 1: hidden[row, f] for every row of every item.
 static void buildHiddenPhase(OpBuilder &b, Location loc,
-                             const CPUKernelConfig &config,
+                             const CPUKernelConfig &baseConfig,
                              const GroupedMLP &mlp, Value numItems,
                              ItemRowsFn itemRows, Value hidden) {
+  CPUKernelConfig config = phaseConfig(baseConfig, mlp.packedHidden);
   bool gated = static_cast<bool>(mlp.w3);
   auto xRow = [&](OpBuilder &rb, Location rloc, Value row) {
     return RowRef{mlp.x, {sourceRow(rb, rloc, mlp, row).second}};
+  };
+  auto packedWeights = [&](OpBuilder &, Location, Value e, int64_t group,
+                           Value tile, Value k) {
+    return packedRow(group == 0 ? mlp.w1 : mlp.w3, mlp.stacked, e, tile, k);
   };
   if (config.panelExperts) {
     buildTiledPanelProducts(
@@ -163,7 +217,8 @@ static void buildHiddenPhase(OpBuilder &b, Location loc,
           Value h = buildHiddenValue(eb, eloc, mlp, row, vectors[0],
                                      gated ? vectors[1] : Value());
           storeColumns(eb, eloc, h, hidden, row, n, mask);
-        });
+        },
+        mlp.packedHidden ? PackedPanelFn(packedWeights) : nullptr);
     return;
   }
   int64_t colsPerTile =
@@ -197,12 +252,17 @@ using CombineFn = function_ref<Value(OpBuilder &, Location, Value row,
 
 /// Phase 2: the second matmul and its combine into `out`.
 static void buildOutputPhase(OpBuilder &b, Location loc,
-                             const CPUKernelConfig &config,
+                             const CPUKernelConfig &baseConfig,
                              const GroupedMLP &mlp, Value numItems,
                              ItemRowsFn itemRows, Value hidden, Value from,
                              Value out, CombineFn combine) {
+  CPUKernelConfig config = phaseConfig(baseConfig, mlp.packedOutput);
   auto hiddenRow = [&](OpBuilder &, Location, Value row) {
     return RowRef{hidden, {row}};
+  };
+  auto packedWeights = [&](OpBuilder &, Location, Value e, int64_t,
+                           Value tile, Value k) {
+    return packedRow(mlp.w2, mlp.stacked, e, tile, k);
   };
   if (config.panelExperts) {
     buildTiledPanelProducts(
@@ -218,7 +278,8 @@ static void buildOutputPhase(OpBuilder &b, Location loc,
               loadColumns(eb, eloc, from, row, n, mask, y.getType());
           storeColumns(eb, eloc, combine(eb, eloc, row, before, y), out, row,
                        n, mask);
-        });
+        },
+        mlp.packedOutput ? PackedPanelFn(packedWeights) : nullptr);
     return;
   }
   buildTiledRowDots(
@@ -291,7 +352,7 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
     } else {
       mlp.x = readBuffer(b, loc, rows);
     }
-    readWeights(b, loc, op, /*stacked=*/true, mlp);
+    readWeights(b, loc, op, /*stacked=*/true, config, mlp);
 
     // The row count from the gather's ids, so the gathered copy is dead.
     Value numRows = getDimSize(
@@ -385,7 +446,7 @@ struct SharedExpertToCPU : FastCPUPattern<SharedExpertOp> {
 
     GroupedMLP mlp;
     mlp.x = readBuffer(b, loc, op.getInput());
-    readWeights(b, loc, op, /*stacked=*/false, mlp);
+    readWeights(b, loc, op, /*stacked=*/false, config, mlp);
 
     Value numTokens = getDimSize(b, loc, op.getInput(), 0);
     Value numItems = ceilDiv(b, loc, numTokens, config.rowBlock);
@@ -498,4 +559,5 @@ void mlir::moe::populateFastCPULoweringPatterns(RewritePatternSet &patterns,
       patterns.getContext(), config);
   populateFastCombinePatterns(patterns, config);
   populateFastProductKeyPatterns(patterns, config);
+  populateFastPackPatterns(patterns, config);
 }

@@ -24,6 +24,10 @@ void populateFastCombinePatterns(RewritePatternSet &patterns,
 /// token-parallel vectorised kernels (ProductKeyToCPU.cpp).
 void populateFastProductKeyPatterns(RewritePatternSet &patterns,
                                     const CPUKernelConfig &config);
+/// linalg.pack into the panel layout of the expert kernels as parallel
+/// in-register transposes (PackToCPU.cpp).
+void populateFastPackPatterns(RewritePatternSet &patterns,
+                              const CPUKernelConfig &config);
 } // namespace mlir::moe
 
 #endif // MOE_LIB_CONVERSION_MOETOCPU_FASTPATTERNS_H

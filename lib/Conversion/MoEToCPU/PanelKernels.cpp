@@ -17,8 +17,8 @@ using namespace mlir::moe::cpu;
 /// vperm2f128/unpck/shufps. (Upstream's x86vector 8x8 sequence blends
 /// through inline assembly that targets without AVX cannot allocate.) Pure
 /// data movement: no bit changes.
-static void transposeInRegisters(OpBuilder &b, Location loc,
-                                 MutableArrayRef<Value> rows) {
+void cpu::transposeInRegisters(OpBuilder &b, Location loc,
+                               MutableArrayRef<Value> rows) {
   int64_t n = rows.size();
   for (int64_t d = n / 2; d >= 1; d /= 2) {
     SmallVector<int64_t> low, high;
@@ -66,6 +66,12 @@ static Value buildColumnMask(OpBuilder &b, Location loc, Value n,
                                limit);
 }
 
+int64_t cpu::packedPanelColumns(const CPUKernelConfig &config,
+                                int64_t numGroups) {
+  return std::max<int64_t>(1, config.panelColVectors / numGroups) *
+         config.vectorWidth;
+}
+
 namespace {
 /// The static shape of a panel tiling (see buildTiledPanelProducts).
 struct PanelShape {
@@ -84,9 +90,9 @@ struct PanelShape {
              int64_t numGroups, int64_t depth)
       : vw(config.vectorWidth), groups(numGroups), numCols(numCols),
         depth(depth) {
-    vecsPerGroup = std::max<int64_t>(1, config.panelColVectors / groups);
+    tileCols = packedPanelColumns(config, numGroups);
+    vecsPerGroup = tileCols / vw;
     tileVecs = groups * vecsPerGroup;
-    tileCols = vecsPerGroup * vw;
     blockCols =
         std::max<int64_t>(1, llvm::divideCeil(config.colBlock, tileCols)) *
         tileCols;
@@ -257,23 +263,24 @@ static SmallVector<Value> buildDirectAccumulate(OpBuilder &b, Location loc,
   return accs;
 }
 
-/// acc[i][j] = fma(broadcast(a_i[k0 + k]), panel[k, j * vw ..], acc[i][j])
+/// Vector `j` (f32) of a register tile's panel at depth `k0 + k`.
+using PanelVectorFn =
+    function_ref<Value(OpBuilder &, Location, Value k0, Value k, int64_t j)>;
+
+/// acc[i][j] = fma(broadcast(a_i[k0 + k]), panel(k0 + k, j), acc[i][j])
 /// for k = 0 .. len - 1 in order.
 static SmallVector<Value> buildPanelAccumulate(OpBuilder &b, Location loc,
                                                const PanelShape &s,
-                                               Value panel,
+                                               PanelVectorFn panelVector,
                                                ArrayRef<RowRef> aRows,
                                                Value k0, Value len,
                                                ValueRange accsIn) {
-  auto vecType = VectorType::get({s.vw}, b.getF32Type());
   auto loop = scf::ForOp::create(
       b, loc, indexConstant(b, loc, 0), len, indexConstant(b, loc, 1), accsIn,
       [&](OpBuilder &lb, Location lloc, Value k, ValueRange iter) {
         SmallVector<Value> bs;
         for (int64_t j = 0; j < s.tileVecs; ++j)
-          bs.push_back(vector::LoadOp::create(
-              lb, lloc, vecType, panel,
-              ValueRange{k, indexConstant(lb, lloc, j * s.vw)}));
+          bs.push_back(panelVector(lb, lloc, k0, k, j));
         Value ka = arith::AddIOp::create(lb, lloc, k0, k);
         SmallVector<Value> out(iter.begin(), iter.end());
         for (auto [i, a] : llvm::enumerate(aRows))
@@ -292,7 +299,8 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
                                   int64_t numCols, int64_t numGroups,
                                   int64_t depth, LeftRowFn leftRow,
                                   PanelRowFn weightRow,
-                                  PanelEpilogueFn epilogue) {
+                                  PanelEpilogueFn epilogue,
+                                  PackedPanelFn packed) {
   PanelShape s(config, numCols, numGroups, depth);
   int64_t vw = s.vw;
   int64_t numBlocks = llvm::divideCeil(numCols, s.blockCols);
@@ -355,13 +363,20 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
             }
         };
 
-        // Few rows (decode): the weights stream once through registers.
-        Value numRows = arith::SubIOp::create(pb, ploc, rows.end, rows.begin);
-        Value few = arith::CmpIOp::create(
-            pb, ploc, arith::CmpIPredicate::ule, numRows,
-            indexConstant(pb, ploc, s.directRows));
-        auto choice = scf::IfOp::create(pb, ploc, few, /*withElseRegion=*/true);
-        {
+        // Packed weights: every item takes the chunked path below, reading
+        // its panels straight from the weights (each tile one contiguous
+        // stream, which is also what decode wants).
+        OpBuilder kb = pb;
+        Value panel;
+        if (!packed) {
+          // Few rows (decode): the weights stream once through registers.
+          Value numRows =
+              arith::SubIOp::create(pb, ploc, rows.end, rows.begin);
+          Value few = arith::CmpIOp::create(
+              pb, ploc, arith::CmpIPredicate::ule, numRows,
+              indexConstant(pb, ploc, s.directRows));
+          auto choice =
+              scf::IfOp::create(pb, ploc, few, /*withElseRegion=*/true);
           OpBuilder db = choice.getThenBodyBuilder();
           forEachTile(db, ploc, [&](OpBuilder &tb, Location tloc, Value n) {
             forEachRowTile(
@@ -374,13 +389,13 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
                                                aRows, init, weightRow));
                 });
           });
+          // Many rows: pack a panel per depth chunk, run every row tile on
+          // it.
+          kb = choice.getElseBodyBuilder();
+          panel = memref::AllocaOp::create(
+              kb, ploc,
+              MemRefType::get({s.chunk, s.tileVecs * vw}, kb.getF32Type()));
         }
-
-        // Many rows: pack a panel per depth chunk, run every row tile on it.
-        OpBuilder kb = choice.getElseBodyBuilder();
-        Value panel = memref::AllocaOp::create(
-            kb, ploc,
-            MemRefType::get({s.chunk, s.tileVecs * vw}, kb.getF32Type()));
         // The accumulators of every row of the item between depth chunks.
         Value partial;
         if (chunked)
@@ -406,7 +421,24 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
           Value isLast = arith::CmpIOp::create(
               cb, cloc, arith::CmpIPredicate::eq, c,
               indexConstant(cb, cloc, numChunks - 1));
-          buildPack(cb, cloc, s, panel, rows.expert, n, k0, len, weightRow);
+          Value tile;
+          if (packed)
+            tile = arith::DivUIOp::create(cb, cloc, n,
+                                          indexConstant(cb, cloc, s.tileCols));
+          else
+            buildPack(cb, cloc, s, panel, rows.expert, n, k0, len, weightRow);
+          auto panelVector = [&](OpBuilder &vb, Location vloc, Value kc,
+                                 Value k, int64_t j) -> Value {
+            if (!packed)
+              return vector::LoadOp::create(
+                  vb, vloc, vecType, panel,
+                  ValueRange{k, indexConstant(vb, vloc, j * vw)});
+            RowRef row = packed(vb, vloc, rows.expert, j / s.vecsPerGroup,
+                                tile, arith::AddIOp::create(vb, vloc, kc, k));
+            return loadRowVector(
+                vb, vloc, row,
+                indexConstant(vb, vloc, (j % s.vecsPerGroup) * vw), vw);
+          };
           forEachRowTile(
               cb, cloc, s.rowTile,
               [&](OpBuilder &rb, Location rloc, ArrayRef<Value> rowIds,
@@ -431,7 +463,7 @@ void cpu::buildTiledPanelProducts(OpBuilder &b, Location loc,
                               load.getResults().end());
                 }
                 SmallVector<Value> accs = buildPanelAccumulate(
-                    rb, rloc, s, panel, aRows, k0, len, init);
+                    rb, rloc, s, panelVector, aRows, k0, len, init);
                 if (!chunked) {
                   finish(rb, rloc, n, rowIds, accs);
                   return;

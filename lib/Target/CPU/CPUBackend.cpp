@@ -69,7 +69,9 @@ void mlir::moe::internalizeAllButEntryPoints(ModuleOp module) {
   auto internal = LLVM::LinkageAttr::get(module.getContext(),
                                          LLVM::Linkage::Internal);
   module.walk([&](LLVM::LLVMFuncOp fn) {
-    if (fn.isExternal() || fn.getName().ends_with("_forward"))
+    StringRef name = fn.getName();
+    if (fn.isExternal() || name.ends_with("_forward") ||
+        name.ends_with("_forward_packed") || name.ends_with("_pack_weights"))
       return;
     fn.setLinkageAttr(internal);
     fn.setVisibility_(LLVM::Visibility::Default);

@@ -29,7 +29,8 @@ llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
 createCPUTargetMachine(const CPUTargetOptions &options);
 
 /// Makes every function and global except the C entry points internal, so
-/// the object exports only `*_forward` and LLVM can inline the rest.
+/// the object exports only the entry points (`*_forward`, `*_forward_packed`,
+/// `*_pack_weights`) and LLVM can inline the rest.
 void internalizeAllButEntryPoints(ModuleOp module);
 
 /// Translates an LLVM-dialect module to LLVM IR for `machine` (triple and

@@ -22,6 +22,11 @@ inline constexpr llvm::StringLiteral kNameAttr = "moe.name";
 /// Result attribute: a dynamic dim 0 holds `tokens * value` rows (MH-MoE
 /// sub-tokens); 1 when absent.
 inline constexpr llvm::StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
+/// Function attributes of a layer's variants (moe-pack-expert-weights): the
+/// layer they serve, and which variant they are (`pack_weights`,
+/// `packed_forward`).
+inline constexpr llvm::StringLiteral kLayerAttr = "moe.layer";
+inline constexpr llvm::StringLiteral kVariantAttr = "moe.variant";
 
 /// True for the activations that multiply by the `w3` (up) projection.
 inline bool isGatedActivation(Activation act) {
