@@ -25,7 +25,6 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 
 __all__ = ["compile", "Layer", "BoundLayer", "CompileError", "SpecError", "find_compiler", "cache_dir",
@@ -255,6 +254,27 @@ def _attach_threads(lib: ctypes.CDLL) -> None:
 
 _NP_DTYPES = {"f32": np.float32, "i32": np.int32}
 
+# Elements converted per step of _bf16_bits: its uint32 temporaries stay in
+# the caches instead of costing several copies of a multi-GB weight.
+_BF16_CHUNK = 1 << 20
+
+
+def _bf16_bits(a32: np.ndarray) -> np.ndarray:
+    """The bf16 bit patterns of float32 ``a32`` rounded to nearest even (as
+    ``round_to_dtype(a32, "bf16")``: NaN stays a quiet NaN of the same sign)."""
+    out = np.empty(a32.shape, dtype=np.uint16)
+    src, dst = a32.reshape(-1).view(np.uint32), out.reshape(-1)
+    for start in range(0, src.size, _BF16_CHUNK):
+        bits = src[start:start + _BF16_CHUNK]
+        # No overflow: only NaN bit patterns reach 2**32 - 0x8000.
+        rounded = bits + ((bits >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
+        rounded >>= np.uint32(16)
+        nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        if nan.any():
+            rounded[nan] = (bits[nan] >> np.uint32(16)) | np.uint32(0x0040)
+        dst[start:start + _BF16_CHUNK] = rounded
+    return out
+
 
 class Layer:
     """A compiled layer.  ``layer(x, **weights)`` returns the output [T, D].
@@ -341,8 +361,7 @@ class Layer:
         if value.dtype == np.uint16:
             return np.ascontiguousarray(value)
         if value.dtype == np.float32:
-            rounded = round_to_dtype(value, "bf16")
-            return np.ascontiguousarray((rounded.view(np.uint32) >> 16).astype(np.uint16))
+            return _bf16_bits(np.ascontiguousarray(value))
         raise ValueError(f"weight {name!r} (bf16) must be float32 or uint16 bits, got {value.dtype}")
 
     def _check_weights(self, weights: Mapping[str, Any]):
