@@ -79,7 +79,7 @@ std::string
 mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
   const std::string &kernel = options.expertKernel;
   if (!kernel.empty() && kernel != "row-dot" && kernel != "panel")
-    return "expert-kernel must be row-dot or panel, got '" + kernel + "'";
+    return "expert-kernel must be panel or row-dot, got '" + kernel + "'";
   int64_t width = options.vectorWidth;
   if (width > 0 && !llvm::isPowerOf2_64(width))
     return "vector-width must be a power of two, got " + std::to_string(width);

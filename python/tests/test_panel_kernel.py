@@ -131,6 +131,6 @@ def test_panel_skew_unused_experts_and_nan():
 
 def test_bad_expert_kernel_is_refused():
     with pytest.raises(moe_mlir.CompileError,
-                       match="bad --tiles 'expert-kernel=fancy': expert-kernel must be row-dot "
-                             "or panel, got 'fancy'"):
+                       match="bad --tiles 'expert-kernel=fancy': expert-kernel must be panel "
+                             "or row-dot, got 'fancy'"):
         moe_mlir.compile(SPECS["swiglu"], tiles="expert-kernel=fancy")

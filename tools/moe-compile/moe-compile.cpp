@@ -237,11 +237,13 @@ resolvePipelineOptions(llvm::TargetMachine &machine) {
   return parsed;
 }
 
-/// The functions exported beside each layer: with the fast pipeline and
-/// --packed-weights, its packing function and packed forward.
+/// The functions exported beside each layer: with the fast pipeline's panel
+/// kernels and --packed-weights, its packing function and packed forward
+/// (which gives the bits of the panel kernels: row-dot tiles would differ).
 static void addLayerVariants(OpPassManager &pm,
                              const moe::CPUPipelineOptions &options) {
-  if (options.reference || !packedWeights)
+  if (options.reference || !packedWeights ||
+      options.expertKernel.getValue() == "row-dot")
     return;
   moe::MoEPackExpertWeightsOptions packing;
   packing.vectorWidth = options.vectorWidth;

@@ -50,7 +50,7 @@ def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
     Option<"depthBlock", "depth-block", "int64_t", /*default=*/"0",
            "depth (k) elements per chunk of a long dot product">,
     Option<"expertKernel", "expert-kernel", "std::string", /*default=*/"",
-           "microkernel of expert MLPs: row-dot (default) or panel">,
+           "microkernel of expert MLPs: panel (default) or row-dot">,
     Option<"panelRowTile", "panel-row-tile", "int64_t", /*default=*/"0",
            "rows of a register tile of the panel expert kernel">,
     Option<"panelColVectors", "panel-col-vectors", "int64_t",

@@ -56,8 +56,8 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::init(0)};
   PassOptions::Option<std::string> expertKernel{
       *this, "expert-kernel",
-      llvm::cl::desc("microkernel of expert MLPs: row-dot (default) or panel "
-                     "(outer products on packed weight panels)"),
+      llvm::cl::desc("microkernel of expert MLPs: panel (default; outer "
+                     "products on weight panels) or row-dot"),
       llvm::cl::init("")};
   PassOptions::Option<int64_t> panelRowTile{
       *this, "panel-row-tile",

@@ -58,11 +58,11 @@ struct ConvertMoEToCPUPass
     override(panelRowTile, config.panelRowTile);
     override(panelColVectors, config.panelColVectors);
     override(panelDepthBlock, config.panelDepthBlock);
-    if (expertKernel == "panel") {
-      config.panelExperts = true;
-    } else if (!expertKernel.empty() && expertKernel != "row-dot") {
+    if (expertKernel == "row-dot") {
+      config.panelExperts = false;
+    } else if (!expertKernel.empty() && expertKernel != "panel") {
       getOperation().emitError()
-          << "expert-kernel must be row-dot or panel, got '" << expertKernel
+          << "expert-kernel must be panel or row-dot, got '" << expertKernel
           << "'";
       return signalPassFailure();
     }

@@ -1,7 +1,7 @@
-// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 row-tile=3 col-tile=4 row-block=16 col-block=64" -split-input-file %s | FileCheck %s
-// RUN: moe-opt --convert-moe-to-cpu="vector-width=16" -split-input-file %s | FileCheck %s --check-prefix=W16
-// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=CHUNK
-// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=panel panel-depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=PANEL
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=row-dot row-tile=3 col-tile=4 row-block=16 col-block=64" -split-input-file %s | FileCheck %s
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=16 expert-kernel=row-dot" -split-input-file %s | FileCheck %s --check-prefix=W16
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=row-dot depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=CHUNK
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 panel-depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=PANEL
 
 // The expert path: the gather feeding expert_ffn is fused on load (each row
 // reads x through its slot's token id; no gathered copy is built), work items

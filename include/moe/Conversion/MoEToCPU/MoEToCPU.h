@@ -35,12 +35,13 @@ struct CPUKernelConfig {
   int64_t depthBlock = 1024;
   /// Tokens of one work item of token-parallel loops (combine).
   int64_t tokenBlock = 8;
-  /// Expert MLPs (expert_ffn, shared_expert) as outer products on packed
-  /// weight panels (each output one FMA chain over k in order) instead of
-  /// row-dot tiles (lane partial sums). Faster for many rows per expert
-  /// (prefill, bf16), slower for decode, which must stream a vector's worth
-  /// of weight rows at once. Either way the bits do not depend on T.
-  bool panelExperts = false;
+  /// Expert MLPs (expert_ffn, shared_expert) as outer products on weight
+  /// panels (each output one FMA chain over k in order; the default) instead
+  /// of row-dot tiles (lane partial sums). Panels are packed per item from
+  /// the PyTorch layout, or read as they are from weights pre-packed by
+  /// moe-pack-expert-weights (the fastest, decode and prefill). Either way
+  /// the bits do not depend on T.
+  bool panelExperts = true;
   /// Rows of a register tile of the panel expert kernels (0: as many as the
   /// vector registers hold next to the tile's column vectors).
   int64_t panelRowTile = 0;
