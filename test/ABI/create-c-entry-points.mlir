@@ -83,3 +83,49 @@ func.func @no_results(%x: tensor<?x8xf32>) {
 func.func private @helper(%x: tensor<?x8xf32>) -> tensor<?x8xf32> {
   return %x : tensor<?x8xf32>
 }
+
+// -----
+
+// The variants of moe-pack-expert-weights are named from the layer they
+// serve: a packing function takes no tokens, and all its outputs are
+// required; the packed forward is a forward like any other.
+// CHECK-DAG: llvm.mlir.global internal constant @{{.*}}("lay_pack_weights: argument 'w' is NULL\00")
+// CHECK-DAG: llvm.mlir.global internal constant @{{.*}}("lay_pack_weights: argument 'w_packed' is NULL\00")
+// CHECK-LABEL: func.func private @lay__pack(
+// CHECK-NOT:     moe.variant
+// CHECK-LABEL: func.func private @lay_pack_weights_impl(
+// CHECK-SAME:    %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
+// CHECK:         %[[R:.*]] = call @lay__pack(
+// CHECK:         bufferization.materialize_in_destination %[[R]]
+// CHECK-LABEL: func.func @lay_pack_weights(
+// CHECK-SAME:    %[[W:[^:]*]]: !llvm.ptr, %[[P:[^:]*]]: !llvm.ptr) -> i32
+// CHECK:         llvm.icmp "eq" %[[W]]
+// CHECK:         llvm.icmp "eq" %[[P]]
+// CHECK:         call @lay_pack_weights_impl(%[[W]], %[[P]])
+// CHECK-LABEL: func.func @lay_forward_packed(
+// CHECK-SAME:    %{{[^:]*}}: i64, %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) -> i32
+func.func @lay__pack(%w: tensor<20x8xbf16> {moe.name = "w"}) -> (tensor<3x8x8xbf16> {moe.name = "w_packed"})
+    attributes {moe.layer = "lay", moe.variant = "pack_weights"} {
+  %e = tensor.empty() : tensor<3x8x8xbf16>
+  %zero = arith.constant 0.0 : bf16
+  %p = linalg.pack %w padding_value(%zero : bf16) inner_dims_pos = [0] inner_tiles = [8] into %e : tensor<20x8xbf16> -> tensor<3x8x8xbf16>
+  return %p : tensor<3x8x8xbf16>
+}
+func.func @lay__packed(%x: tensor<?x8xf32> {moe.name = "x"}, %w: tensor<3x8x8xbf16> {moe.name = "w_packed"})
+    -> (tensor<?x8xf32> {moe.name = "out"}) attributes {moe.layer = "lay", moe.variant = "packed_forward"} {
+  return %x : tensor<?x8xf32>
+}
+
+// -----
+
+// expected-error @+1 {{unknown layer variant "fused" (expected packed_forward or pack_weights)}}
+func.func @bad_variant(%x: tensor<?x8xf32>) -> tensor<?x8xf32> attributes {moe.layer = "l", moe.variant = "fused"} {
+  return %x : tensor<?x8xf32>
+}
+
+// -----
+
+// expected-error @+1 {{cannot export 'w' of a weight-packing function: its shape must be static}}
+func.func @dynamic_pack(%w: tensor<?x8xf32> {moe.name = "w"}) -> tensor<?x8xf32> attributes {moe.layer = "l", moe.variant = "pack_weights"} {
+  return %w : tensor<?x8xf32>
+}
