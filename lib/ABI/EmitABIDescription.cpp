@@ -59,7 +59,7 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
     };
     // The packed-weights variant, when the layer has one: the packing
     // function, and the forward taking its outputs in place of its inputs.
-    const LayerABI *packed = nullptr, *pack = nullptr;
+    const LayerABI *packed = nullptr, *pack = nullptr, *route = nullptr;
     for (const LayerABI &other : layers) {
       if (other.layerName != abi.layerName)
         continue;
@@ -67,6 +67,8 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
         packed = &other;
       else if (other.kind == LayerABI::Kind::PackWeights)
         pack = &other;
+      else if (other.kind == LayerABI::Kind::Route)
+        route = &other;
     }
     if (packed && pack)
       layer["packed"] = llvm::json::Object{
@@ -75,6 +77,14 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
           {"pack_entry_point", pack->entryPointName()},
           {"pack_inputs", describeBuffers(pack->inputs)},
           {"pack_outputs", describeBuffers(pack->outputs)},
+      };
+    // The routing alone, when the layer has routing results.
+    if (route)
+      layer["route"] = llvm::json::Object{
+          {"entry_point", route->entryPointName()},
+          {"seed", route->seedArgument.has_value()},
+          {"inputs", describeBuffers(route->inputs)},
+          {"outputs", describeBuffers(route->outputs)},
       };
     layerArray.push_back(std::move(layer));
   }

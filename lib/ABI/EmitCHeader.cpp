@@ -48,6 +48,10 @@ static std::string describeFunction(const LayerABI &abi) {
            "_pack_weights (the *_packed buffers): the same outputs\n * as " +
            abi.layerName + "_forward with expert-kernel=panel, bit for bit, "
            "faster.";
+  case LayerABI::Kind::Route:
+    return "The routing of layer " + abi.layerName + " alone (the same bits as " +
+           abi.layerName + "_forward's\n * topk_ids and topk_weights), "
+           "without running its experts.";
   case LayerABI::Kind::PackWeights:
     return "Packs the expert weights of layer " + abi.layerName +
            " into the layout of its\n * kernels, once, for " + abi.layerName +

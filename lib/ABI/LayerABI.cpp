@@ -72,9 +72,13 @@ static LogicalResult describeVariant(func::FuncOp layer, LayerABI &abi) {
   } else if (variant.getValue() == "pack_weights") {
     abi.kind = LayerABI::Kind::PackWeights;
     abi.entryPoint = abi.layerName + "_pack_weights";
+  } else if (variant.getValue() == "route") {
+    abi.kind = LayerABI::Kind::Route;
+    abi.entryPoint = abi.layerName + "_route";
   } else {
     return layer.emitError() << "unknown layer variant " << variant
-                             << " (expected packed_forward or pack_weights)";
+                             << " (expected packed_forward, pack_weights or "
+                                "route)";
   }
   return success();
 }

@@ -293,6 +293,13 @@ class Layer:
         self._abi = abi
         self._lib = ctypes.CDLL(str(library))
         self._fn = self._forward_function(abi["entry_point"], len(abi["inputs"]))
+        # The routing alone, where the layer has routing results: route()
+        # does not run the experts.
+        self._route = abi.get("route")
+        if self._route:
+            self._route_fn = self._forward_function(
+                self._route["entry_point"], len(self._route["inputs"]),
+                seed=self._route["seed"], n_out=len(self._route["outputs"]))
         # Layers with pre-packable expert weights also export a packing
         # function and a forward on its outputs (what bind() uses).
         self._packed = abi.get("packed")
@@ -311,11 +318,13 @@ class Layer:
             raise CompileError(f"compiled weights {names} disagree with the spec contract "
                                f"{list(self.weight_shapes)}")
 
-    def _forward_function(self, name: str, n_in: int):
+    def _forward_function(self, name: str, n_in: int, seed=None, n_out=None):
         fn = getattr(self._lib, name)
+        seed = self._abi["seed"] if seed is None else seed
+        n_out = len(self._abi["outputs"]) if n_out is None else n_out
         fn.argtypes = ([ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * n_in
-                       + ([ctypes.c_uint64] if self._abi["seed"] else [])
-                       + [ctypes.c_void_p] * len(self._abi["outputs"]))
+                       + ([ctypes.c_uint64] if seed else [])
+                       + [ctypes.c_void_p] * n_out)
         fn.restype = ctypes.c_int32
         return fn
 
@@ -364,15 +373,18 @@ class Layer:
             return _bf16_bits(np.ascontiguousarray(value))
         raise ValueError(f"weight {name!r} (bf16) must be float32 or uint16 bits, got {value.dtype}")
 
-    def _check_weights(self, weights: Mapping[str, Any]):
+    def _check_weights(self, weights: Mapping[str, Any], needed=None):
+        """The weights ``needed`` (default: all, in spec order), checked and
+        converted; others may be given too, as long as the layer has them."""
         unknown = sorted(set(weights) - set(self.weight_shapes))
         if unknown:
             raise ValueError(f"unknown weight {unknown[0]!r} for layer {self.name!r} "
                              f"(expected {list(self.weight_shapes)})")
-        missing = [n for n in self.weight_shapes if n not in weights]
+        needed = list(self.weight_shapes) if needed is None else needed
+        missing = [n for n in needed if n not in weights]
         if missing:
             raise ValueError(f"missing weight {missing[0]!r} for layer {self.name!r}")
-        return [self._check_weight(n, weights[n]) for n in self.weight_shapes]
+        return [self._check_weight(n, weights[n]) for n in needed]
 
     def _check_seed(self, seed):
         if not self._abi["seed"]:
@@ -407,8 +419,9 @@ class Layer:
         kernel's layout; later changes to such an array are seen by the kernel."""
         args = self._check_weights(weights)
         if not self._packed:
-            return BoundLayer(self, self._fn, args)
-        return BoundLayer(self, self._packed_fn, self._pack(args))
+            return BoundLayer(self, self._fn, args, list(self.weight_shapes))
+        return BoundLayer(self, self._packed_fn, self._pack(args),
+                          [b["name"] for b in self._packed["inputs"][1:]])
 
     def _pack(self, args):
         """The arguments of the packed forward: ``args`` (checked weights in
@@ -430,12 +443,15 @@ class Layer:
             message = self._lib.moe_last_error().decode(errors="replace")
             raise RuntimeError(f"{entry_point} failed ({status}): {message}")
 
-    def _forward(self, x, args, seed, fn=None) -> Dict[str, Any]:
+    def _forward(self, x, args, seed, fn=None, abi=None) -> Dict[str, Any]:
+        """Runs ``fn`` (default: the forward) of the ABI ``abi`` (default: the
+        layer's) on ``x`` and the checked ``args`` it takes after ``x``."""
+        abi = abi or self._abi
         x = self._check_x(x)
-        seed_arg = self._check_seed(seed)
+        seed_arg = self._check_seed(seed) if abi["seed"] else []
         tokens = x.shape[0]
         outputs = {}
-        for buf in self._abi["outputs"]:
+        for buf in abi["outputs"]:
             shape = [tokens * buf["rows_per_token"] if d < 0 else d for d in buf["shape"]]
             outputs[buf["name"]] = np.empty(shape, dtype=_NP_DTYPES[buf["dtype"]])
         pointers = [a.ctypes.data_as(ctypes.c_void_p) for a in [x, *args]]
@@ -450,8 +466,16 @@ class Layer:
         return self.forward(x, seed=seed, **weights)["out"]
 
     def route(self, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
-        """``(topk_ids, topk_weights)`` of the router (before capacity)."""
-        result = self.forward(x, seed=seed, **weights)
+        """``(topk_ids, topk_weights)`` of the router (before capacity), the
+        same bits as :meth:`forward`'s.  Runs ``<layer>_route``, which reads
+        only the weights routing needs (the others may be left out) and runs
+        no expert."""
+        if not self._route:
+            result = self.forward(x, seed=seed, **weights)
+        else:
+            needed = [b["name"] for b in self._route["inputs"][1:]]
+            result = self._forward(x, self._check_weights(weights, needed), seed,
+                                   self._route_fn, self._route)
         return result["topk_ids"], result["topk_weights"]
 
     def aux_losses(self, x, seed=None, **weights) -> Dict[str, float]:
@@ -467,10 +491,11 @@ class BoundLayer:
     """A compiled layer with its weights checked and converted once
     (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
 
-    def __init__(self, layer: Layer, fn, args):
+    def __init__(self, layer: Layer, fn, args, names):
         self.layer = layer
         self._fn = fn
         self._args = args
+        self._by_name = dict(zip(names, args))
 
     def forward(self, x, seed=None) -> Dict[str, Any]:
         return self.layer._forward(x, self._args, seed, self._fn)
@@ -479,7 +504,14 @@ class BoundLayer:
         return self.forward(x, seed=seed)["out"]
 
     def route(self, x, seed=None) -> Tuple[np.ndarray, np.ndarray]:
-        result = self.forward(x, seed=seed)
+        """As :meth:`Layer.route`: the routing alone, no expert run."""
+        layer = self.layer
+        if not layer._route:
+            result = self.forward(x, seed=seed)
+        else:
+            # Routing reads no packed weight: the router's are never packed.
+            args = [self._by_name[b["name"]] for b in layer._route["inputs"][1:]]
+            result = layer._forward(x, args, seed, layer._route_fn, layer._route)
         return result["topk_ids"], result["topk_weights"]
 
     def __repr__(self) -> str:

@@ -169,3 +169,37 @@ def test_pack_weights_reports_a_null_pointer():
     assert status == 1  # MOE_ERROR_NULL_ARGUMENT
     assert layer._lib.moe_last_error().decode() == \
         "pw_swiglu_pack_weights: argument 'w1' is NULL"
+
+
+# --------------------------------------------------------------------------- #
+# <layer>_route: the routing alone
+# --------------------------------------------------------------------------- #
+
+ROUTE_SPECS = {
+    "moe": SPECS["deepseek_bf16"],
+    "mh_moe": SPECS["mh_moe"],
+    "capacity": SPECS["capacity"],
+    "noisy": moe_spec("pw_noisy", router={"top_k": 2, "noise": True}),
+    "peer": pk_spec("peer", name="pw_peer"),
+}
+EXPERT_WEIGHTS = {"w1", "w2", "w3", "shared_w1", "shared_w2", "shared_w3", "shared_gate",
+                  "expert_in", "expert_out", "values"}
+
+
+@pytest.mark.parametrize("name", sorted(ROUTE_SPECS))
+def test_route_reads_only_the_router_and_matches_forward(name):
+    spec = ROUTE_SPECS[name]
+    layer = moe_mlir.compile(spec)
+    route_inputs = [b["name"] for b in layer._abi["route"]["inputs"][1:]]
+    assert route_inputs and not set(route_inputs) & EXPERT_WEIGHTS, route_inputs
+    W = make_weights(spec)
+    x = make_x(9, spec["d_model"], seed=2)
+    seed = 11 if name == "noisy" else None
+    full = layer.forward(x, seed=seed, **W)
+    for ids, weights in (layer.route(x, seed=seed, **W),
+                         layer.route(x, seed=seed, **{n: W[n] for n in route_inputs}),
+                         layer.bind(**W).route(x, seed=seed)):
+        _bits_equal(ids, full["topk_ids"], f"{name} topk_ids")
+        _bits_equal(weights, full["topk_weights"], f"{name} topk_weights")
+    with pytest.raises(ValueError, match=f"missing weight {route_inputs[0]!r}"):
+        layer.route(x, seed=seed, **{n: W[n] for n in route_inputs[1:]})

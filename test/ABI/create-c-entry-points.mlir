@@ -118,7 +118,7 @@ func.func @lay__packed(%x: tensor<?x8xf32> {moe.name = "x"}, %w: tensor<3x8x8xbf
 
 // -----
 
-// expected-error @+1 {{unknown layer variant "fused" (expected packed_forward or pack_weights)}}
+// expected-error @+1 {{unknown layer variant "fused" (expected packed_forward, pack_weights or route)}}
 func.func @bad_variant(%x: tensor<?x8xf32>) -> tensor<?x8xf32> attributes {moe.layer = "l", moe.variant = "fused"} {
   return %x : tensor<?x8xf32>
 }

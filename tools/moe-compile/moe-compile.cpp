@@ -237,11 +237,13 @@ resolvePipelineOptions(llvm::TargetMachine &machine) {
   return parsed;
 }
 
-/// The functions exported beside each layer: with the fast pipeline's panel
-/// kernels and --packed-weights, its packing function and packed forward
-/// (which gives the bits of the panel kernels: row-dot tiles would differ).
+/// The functions exported beside each layer: its routing alone, and with the
+/// fast pipeline's panel kernels and --packed-weights, its packing function
+/// and packed forward (which gives the bits of the panel kernels: row-dot
+/// tiles would differ).
 static void addLayerVariants(OpPassManager &pm,
                              const moe::CPUPipelineOptions &options) {
+  pm.addPass(moe::createMoEAddRouteVariant());
   if (options.reference || !packedWeights ||
       options.expertKernel.getValue() == "row-dot")
     return;

@@ -45,14 +45,15 @@ struct ABIBuffer {
 
 struct LayerABI {
   /// What the function computes: the layer, the layer on pre-packed weights,
-  /// or the packing of its weights (moe-pack-expert-weights), which takes
-  /// no tokens: `int32_t <layer>_pack_weights(<weights>, <packed weights>)`.
-  enum class Kind { Forward, PackedForward, PackWeights };
+  /// the packing of its weights (moe-pack-expert-weights), which takes no
+  /// tokens: `int32_t <layer>_pack_weights(<weights>, <packed weights>)`, or
+  /// its routing alone (moe-add-route-variant).
+  enum class Kind { Forward, PackedForward, PackWeights, Route };
   Kind kind = Kind::Forward;
   /// The layer's name (for its variants: of the layer they serve).
   std::string layerName;
-  /// The C function: `<layer>_forward`, `<layer>_forward_packed` or
-  /// `<layer>_pack_weights`.
+  /// The C function: `<layer>_forward`, `<layer>_forward_packed`,
+  /// `<layer>_pack_weights` or `<layer>_route`.
   std::string entryPoint;
   /// Position of each buffer in the layer function's arguments or results.
   SmallVector<ABIBuffer> inputs;  // x and weights, in argument order
@@ -78,7 +79,8 @@ std::string emitCHeader(ArrayRef<LayerABI> layers, StringRef guardName);
 /// a seed, and each input/output buffer's name, dtype, shape (-1 for the token
 /// dim), rows_per_token and optionality; with a packed-weights variant, a
 /// `packed` object: its entry point and inputs, and the packing function's
-/// entry point, inputs and outputs.
+/// entry point, inputs and outputs; with a routing variant, a `route` object:
+/// its entry point, inputs and outputs.
 std::string emitABIDescription(ArrayRef<LayerABI> layers);
 
 } // namespace mlir::moe

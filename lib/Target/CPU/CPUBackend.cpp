@@ -71,7 +71,8 @@ void mlir::moe::internalizeAllButEntryPoints(ModuleOp module) {
   module.walk([&](LLVM::LLVMFuncOp fn) {
     StringRef name = fn.getName();
     if (fn.isExternal() || name.ends_with("_forward") ||
-        name.ends_with("_forward_packed") || name.ends_with("_pack_weights"))
+        name.ends_with("_forward_packed") || name.ends_with("_pack_weights") ||
+        name.ends_with("_route"))
       return;
     fn.setLinkageAttr(internal);
     fn.setVisibility_(LLVM::Visibility::Default);

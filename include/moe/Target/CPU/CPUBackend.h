@@ -30,7 +30,7 @@ createCPUTargetMachine(const CPUTargetOptions &options);
 
 /// Makes every function and global except the C entry points internal, so
 /// the object exports only the entry points (`*_forward`, `*_forward_packed`,
-/// `*_pack_weights`) and LLVM can inline the rest.
+/// `*_pack_weights`, `*_route`) and LLVM can inline the rest.
 void internalizeAllButEntryPoints(ModuleOp module);
 
 /// Translates an LLVM-dialect module to LLVM IR for `machine` (triple and
