@@ -73,4 +73,85 @@ def LowerPackUnpack : Pass<"moe-lower-pack-unpack", "ModuleOp"> {
   ];
 }
 
+def InlinePrivateFunctions
+    : Pass<"moe-inline-private-functions", "ModuleOp"> {
+  let summary = "Inline the calls of private functions";
+  let description = [{
+    Inlines every call of a private function defined in the module (the
+    upstream inliner, restricted by its profitability hook) and erases the
+    private functions left without calls. `moe-create-c-entry-points` makes
+    each layer function private and calls it from its entry point, where the
+    results are materialized in the caller's buffers: inlined, the layer's
+    producers can write into those buffers, and the work that only an
+    optional output needs can move under its NULL check. Public functions
+    are the module's interface: their calls are left alone, so they are not
+    duplicated into their callers.
+  }];
+}
+
+def SinkIntoOutputChecks
+    : Pass<"moe-sink-into-output-checks", "func::FuncOp"> {
+  let summary = "Move work that only an optional output needs under its NULL "
+                "check";
+  let description = [{
+    Runs on tensors, after the layer functions have been inlined into their C
+    entry points. For each `scf.if` directly in the function's body (in an
+    entry point: the check that the caller passed a buffer for an optional
+    output), the side-effect-free ops whose results are used only inside one
+    of its regions move into that region, so they run only when the region
+    does. In an entry point that is the work of an output nothing else needs,
+    such as an aux loss in the reference lowering:
+
+    ```mlir
+    %loss = linalg.generic ... -> tensor<f32>
+    scf.if %given {
+      bufferization.materialize_in_destination %loss in restrict writable %dest
+    }
+    ```
+
+    becomes
+
+    ```mlir
+    scf.if %given {
+      %loss = linalg.generic ... -> tensor<f32>
+      bufferization.materialize_in_destination %loss in restrict writable %dest
+    }
+    ```
+
+    Nested `scf.if` ops are left alone: upstream `control-flow-sink` also
+    sinks into those, and moves `linalg.index` out of the `linalg.generic`
+    it must stay in.
+  }];
+}
+
+def EliminateResultAllocs
+    : Pass<"moe-eliminate-result-allocs", "func::FuncOp"> {
+  let summary = "Let kernels write into the buffers their results are "
+                "materialized in";
+  let description = [{
+    Runs on tensors, before bufferization, after the layer functions have been
+    inlined into their C entry points. A fast kernel writes its result into a
+    `memref.alloc` and hands it to tensor IR with `bufferization.to_tensor
+    restrict`; when that tensor is only materialized into a caller's buffer,
+    bufferization would copy the allocation into the buffer. This pass makes
+    the kernel write into the buffer instead:
+
+    ```mlir
+    %out = memref.alloc(%t) : memref<?x64xf32>
+    ... kernel writes %out ...
+    %r = bufferization.to_tensor %out restrict writable : memref<?x64xf32> to tensor<?x64xf32>
+    bufferization.materialize_in_destination %r in restrict writable %dest
+        : (tensor<?x64xf32>, memref<?x64xf32>) -> ()
+    ```
+
+    becomes the kernel writing `%dest`. It applies when the destination is a
+    `restrict writable` memref of the allocation's type that dominates the
+    allocation and has no other use (so nothing else reads or writes the
+    caller's buffer), the tensor has no other use, and every other use of the
+    allocation comes before the `to_tensor` (the kernel is done with it).
+    Results computed on tensors reach their destinations through upstream
+    `eliminate-empty-tensors` instead.
+  }];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD
