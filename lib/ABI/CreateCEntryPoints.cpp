@@ -127,18 +127,31 @@ private:
       callArgs.insert(callArgs.begin() + *abi.seedArgument,
                       body->getArgument(next++));
 
+    // Required outputs are wrapped before the call: once the layer is inlined
+    // they dominate its body, so the producers of its results can write into
+    // them instead of into buffers copied afterwards (moe-lower-to-loops).
+    // Optional outputs are wrapped under their NULL check, where nothing
+    // before the call can be made to write through them.
+    SmallVector<Value> ptrs, dests;
+    for (const ABIBuffer &output : abi.outputs) {
+      ptrs.push_back(body->getArgument(next++));
+      dests.push_back(output.optional
+                          ? Value()
+                          : wrapBuffer(b, ptrs.back(), tokens, output));
+    }
+
     auto call = func::CallOp::create(b, loc, layer, callArgs);
     for (auto [i, output] : llvm::enumerate(abi.outputs)) {
-      Value ptr = body->getArgument(next++);
+      Value dest = dests[i];
       OpBuilder::InsertionGuard guard(b);
       if (output.optional) {
         Value null = LLVM::ZeroOp::create(b, loc, ptrType());
         Value given = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne,
-                                           ptr, null);
+                                           ptrs[i], null);
         auto ifOp = scf::IfOp::create(b, loc, given, /*withElse=*/false);
         b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+        dest = wrapBuffer(b, ptrs[i], tokens, output);
       }
-      Value dest = wrapBuffer(b, ptr, tokens, output);
       bufferization::MaterializeInDestinationOp::create(
           b, loc, TypeRange{}, call.getResult(i), dest, /*restrict=*/true,
           /*writable=*/true);

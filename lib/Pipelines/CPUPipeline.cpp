@@ -28,12 +28,20 @@ using namespace mlir::moe;
 void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
                                              const CPUPipelineOptions &options) {
   pm.addPass(createConvertMoEToLinalg());
+  // Layers into their C entry points, where the results are materialized in
+  // the caller's buffers: only there can their producers write into them.
+  pm.addPass(createInlinePrivateFunctions());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Packing functions, and packed weights no kernel folded (dead unpacks
   // are gone by now).
   pm.addPass(createLowerPackUnpack());
   pm.addPass(createCanonicalizerPass());
+  pm.addNestedPass<func::FuncOp>(createSinkIntoOutputChecks());
+  // Results into the caller's buffers instead of copies: fresh buffers of the
+  // fast kernels, then the tensor.empty inits of ops on tensors.
+  pm.addNestedPass<func::FuncOp>(createEliminateResultAllocs());
+  pm.addPass(bufferization::createEmptyTensorEliminationPass());
 
   bufferization::OneShotBufferizePassOptions bufferize;
   bufferize.bufferizeFunctionBoundaries = true;

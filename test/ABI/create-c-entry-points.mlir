@@ -16,8 +16,12 @@
 // CHECK: %[[XT:.*]] = bufferization.to_tensor %[[XM]] restrict : memref<?x4xf32> to tensor<?x4xf32>
 // CHECK: %[[WM:.*]] = builtin.unrealized_conversion_cast %{{.*}} to memref<4xbf16>
 // CHECK: %[[WT:.*]] = bufferization.to_tensor %[[WM]] restrict
+// The required output is wrapped before the call: once the layer is inlined,
+// its producers can write into the caller's buffer.
+// CHECK: llvm.insertvalue %[[OUT]], %{{.*}}[0]
+// CHECK: %[[OUTM:.*]] = builtin.unrealized_conversion_cast %{{.*}} to memref<?x4xf32>
 // CHECK: %[[R:.*]]:2 = call @scale(%[[XT]], %[[WT]], %[[SEED]])
-// CHECK: bufferization.materialize_in_destination %[[R]]#0 in restrict writable %{{.*}} : (tensor<?x4xf32>, memref<?x4xf32>) -> ()
+// CHECK: bufferization.materialize_in_destination %[[R]]#0 in restrict writable %[[OUTM]] : (tensor<?x4xf32>, memref<?x4xf32>) -> ()
 // Optional outputs are written only when the caller passed a buffer; the
 // ids of MH-MoE sub-tokens have tokens * 2 rows.
 // CHECK: %[[GIVEN:.*]] = llvm.icmp "ne" %[[IDS]], %{{.*}} : !llvm.ptr
