@@ -37,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
 import moe_mlir  # noqa: E402
+from hf_blocks import build_hf_block  # noqa: E402  (this script's directory is on sys.path)
 
 try:
     import torch
@@ -51,11 +52,6 @@ try:
     if torch is None:
         raise ImportError("torch is missing")
     import transformers
-    from transformers import (DeepseekV3Config, MixtralConfig, Qwen3MoeConfig)
-    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
-    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
-    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
-    transformers.logging.set_verbosity_error()
 except Exception as exc:  # noqa: BLE001
     transformers = None
     HF_ERROR = f"{type(exc).__name__}: {exc}"
@@ -532,66 +528,6 @@ class _LazyRound(dict):
     def __getitem__(self, name):
         a = dict.__getitem__(self, name)
         return self._Stack(a) if name in ("w1", "w2", "w3") else a
-
-
-def _set_tensor(module, path: str, value, buffer=False):
-    *parents, leaf = path.split(".")
-    for p in parents:
-        module = getattr(module, p)
-    if buffer:
-        setattr(module, leaf, value)
-    else:
-        setattr(module, leaf, torch.nn.Parameter(value, requires_grad=False))
-
-
-def build_hf_block(case: str, spec: dict, W: dict):
-    """The transformers block for the case, built on the meta device and given
-    the SAME weights (no random init of GBs).  Expert weights: gate_up_proj
-    [E, 2F, D] = [w1; w3] per expert (gate rows first: `gate, up =
-    linear(x, gate_up_proj[e]).chunk(2)`), down_proj [E, D, F] = w2 (shared
-    with NumPy via torch.from_numpy); router gate.weight [E, D]."""
-    D, E, F = spec["d_model"], spec["experts"], spec["expert_hidden"]
-    r = spec["router"]
-    if case == "mixtral":
-        cfg = MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
-                            num_experts_per_tok=r["top_k"], hidden_act="silu", router_jitter_noise=0.0)
-        cls = MixtralSparseMoeBlock
-    elif case == "qwen3":
-        cfg = Qwen3MoeConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
-                             num_experts_per_tok=r["top_k"], norm_topk_prob=r["normalize"],
-                             hidden_act="silu")
-        cls = Qwen3MoeSparseMoeBlock
-    elif case == "deepseek_v3":
-        sh = spec["shared_experts"]["hidden"]
-        assert sh % F == 0
-        cfg = DeepseekV3Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
-                               num_experts_per_tok=r["top_k"], n_group=r["groups"],
-                               topk_group=r["topk_groups"], norm_topk_prob=r["normalize"],
-                               routed_scaling_factor=r["scaling"], n_shared_experts=sh // F,
-                               hidden_act="silu")
-        cls = DeepseekV3MoE
-    else:
-        raise KeyError(case)
-    cfg._experts_implementation = "eager"
-    with torch.device("meta"):
-        block = cls(cfg)
-    gate_up = np.empty((E, 2 * F, D), np.float32)               # built once per case
-    gate_up[:, :F] = W["w1"]
-    gate_up[:, F:] = W["w3"]
-    _set_tensor(block, "experts.gate_up_proj", torch.from_numpy(gate_up))
-    _set_tensor(block, "experts.down_proj", torch.from_numpy(W["w2"]))
-    _set_tensor(block, "gate.weight", torch.from_numpy(W["gate"]))
-    if case == "deepseek_v3":
-        _set_tensor(block, "gate.e_score_correction_bias", torch.from_numpy(W["gate_bias"]), buffer=True)
-        _set_tensor(block, "shared_experts.gate_proj.weight", torch.from_numpy(W["shared_w1"]))
-        _set_tensor(block, "shared_experts.up_proj.weight", torch.from_numpy(W["shared_w3"]))
-        _set_tensor(block, "shared_experts.down_proj.weight", torch.from_numpy(W["shared_w2"]))
-    left = [n for n, t in list(block.named_parameters()) + list(block.named_buffers())
-            if t.device.type == "meta"]
-    if left:
-        raise RuntimeError(f"transformers block has tensors without weights: {left}")
-    block.eval()
-    return block, cfg
 
 
 class TorchPEER(torch.nn.Module if torch is not None else object):
