@@ -61,10 +61,9 @@ struct EliminateResultAllocsPass
   void runOnOperation() override {
     DominanceInfo dominance(getOperation());
     SmallVector<bufferization::MaterializeInDestinationOp> materializations;
-    getOperation().walk(
-        [&](bufferization::MaterializeInDestinationOp op) {
-          materializations.push_back(op);
-        });
+    getOperation().walk([&](bufferization::MaterializeInDestinationOp op) {
+      materializations.push_back(op);
+    });
     for (auto materialize : materializations) {
       memref::AllocOp alloc = findReplaceableAlloc(materialize, dominance);
       if (!alloc)

@@ -35,8 +35,7 @@ struct InlinePrivateFunctionsPass
     // No pipeline on the callables: moe-lower-to-loops canonicalizes after.
     InlinerConfig config;
     Inliner inliner(getOperation(), getAnalysis<CallGraph>(), *this,
-                    getAnalysisManager(), runPipeline, config,
-                    isPrivateCallee);
+                    getAnalysisManager(), runPipeline, config, isPrivateCallee);
     if (failed(inliner.doInlining()))
       signalPassFailure();
   }

@@ -1,4 +1,4 @@
-//===- SinkIntoOutputChecks.cpp - optional outputs' work under their checks ===//
+//===- SinkIntoOutputChecks.cpp - optional outputs' work under checks -----===//
 //
 // A C entry point writes an optional output only under an scf.if that checks
 // the caller's pointer. Once the layer is inlined, the work that only such an

@@ -139,7 +139,8 @@ def EliminateResultAllocs
     ```mlir
     %out = memref.alloc(%t) : memref<?x64xf32>
     ... kernel writes %out ...
-    %r = bufferization.to_tensor %out restrict writable : memref<?x64xf32> to tensor<?x64xf32>
+    %r = bufferization.to_tensor %out restrict writable
+        : memref<?x64xf32> to tensor<?x64xf32>
     bufferization.materialize_in_destination %r in restrict writable %dest
         : (tensor<?x64xf32>, memref<?x64xf32>) -> ()
     ```
