@@ -8,8 +8,9 @@
 //   2. (item, model block): y = init + w2 · h.
 // A row's h and y are the same dot products whether its expert has one row
 // or thousands, so decode and prefill share one accumulation order. The
-// tiles are row-dot tiles (RowDotKernels.h) or, with expert-kernel=panel,
-// outer products on packed weight panels (PanelKernels.h).
+// tiles are outer products on weight panels (PanelKernels.h; a phase whose
+// weights arrive pre-packed through linalg.unpack reads them packed) or,
+// with expert-kernel=row-dot, row-dot tiles (RowDotKernels.h).
 //
 //===----------------------------------------------------------------------===//
 
