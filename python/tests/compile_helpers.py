@@ -168,6 +168,14 @@ def assert_close(got, ref, what: str, rtol: float = RTOL, atol: float = ATOL,
                                err_msg=f"{what} differs from the reference")
 
 
+def assert_same_bits(a, b, what: str) -> None:
+    """``a`` and ``b`` hold the same bits (shape, dtype, every byte)."""
+    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
+        f"{what}: {np.sum(a != b)} elements differ in their bits"
+
+
 def assert_same_routing(got: dict, ref: dict) -> None:
     """Integer routing results, exactly; ids first."""
     ids, rids = np.asarray(got["topk_ids"]), np.asarray(ref["topk_ids"])

@@ -18,7 +18,7 @@ import pytest
 
 import moe_mlir
 from moe_mlir import reference as R
-from compile_helpers import (compare, make_weights, make_x, mh_spec, moe_spec, pk_spec,
+from compile_helpers import (assert_same_bits, compare, make_weights, make_x, mh_spec, moe_spec, pk_spec,
                              requires_compiler)
 
 pytestmark = requires_compiler
@@ -56,17 +56,10 @@ def _layer(name, **options):
     return _LAYERS[key]
 
 
-def _bits_equal(a, b, what):
-    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
-        f"{what}: {np.sum(a != b)} elements differ in their bits"
-
-
-def _all_bits_equal(got, want, what):
+def _allassert_same_bits(got, want, what):
     assert set(got) == set(want)
     for name in want:
-        _bits_equal(got[name], want[name], f"{what}: {name}")
+        assert_same_bits(got[name], want[name], f"{what}: {name}")
 
 
 @pytest.mark.parametrize("T", [1, 5, 70])
@@ -78,7 +71,7 @@ def test_packed_forward_is_the_forward_bit_for_bit(name, T):
     x = make_x(T, spec["d_model"], seed=T)
     W = make_weights(spec)
     bound = layer.bind(**W).forward(x)
-    _all_bits_equal(bound, layer.forward(x, **W), f"{name} T={T}")
+    _allassert_same_bits(bound, layer.forward(x, **W), f"{name} T={T}")
     compare(bound, R.forward(spec, x, **W))
 
 
@@ -104,7 +97,7 @@ def test_pack_weights_writes_the_documented_layout(name):
         source = checked[buf["name"][:-len("_packed")]]
         tile = buf["shape"][-1]
         assert tile % 8 == 0
-        _bits_equal(packed[buf["name"]], _numpy_pack(source, tile), buf["name"])
+        assert_same_bits(packed[buf["name"]], _numpy_pack(source, tile), buf["name"])
 
 
 @pytest.mark.parametrize("name", ["swiglu", "deepseek_bf16"])
@@ -122,7 +115,7 @@ def test_packed_forward_is_the_same_for_any_thread_count(name):
     finally:
         moe_mlir.set_num_threads(before)
     for n, got in zip((2, 3), results[1:]):
-        _all_bits_equal(got, results[0], f"{n} threads")
+        _allassert_same_bits(got, results[0], f"{n} threads")
 
 
 @pytest.mark.parametrize("name", ["gelu_bf16", "relu_f16_shared", "mh_moe"])
@@ -132,7 +125,7 @@ def test_packed_forward_is_batch_invariant(name):
     x = make_x(33, spec["d_model"], seed=4)
     batch = bound(x)
     for t in (0, 17, 32):
-        _bits_equal(bound(x[t:t + 1]), batch[t:t + 1], f"token {t} alone")
+        assert_same_bits(bound(x[t:t + 1]), batch[t:t + 1], f"token {t} alone")
 
 
 def test_bind_packs_a_copy():
@@ -142,7 +135,7 @@ def test_bind_packs_a_copy():
     x = make_x(4, spec["d_model"])
     before = bound(x)
     W["w1"][:] = 0  # packed at bind(): the bound layer keeps the old weights
-    _bits_equal(bound(x), before, "after changing the caller's w1")
+    assert_same_bits(bound(x), before, "after changing the caller's w1")
 
 
 @pytest.mark.parametrize("which", ["pkm", "reference", "row-dot"])
@@ -159,7 +152,7 @@ def test_layers_without_packed_variants_still_bind(which):
     assert not layer.packs_weights
     W = make_weights(spec)
     x = make_x(3, spec["d_model"])
-    _all_bits_equal(layer.bind(**W).forward(x), layer.forward(x, **W), which)
+    _allassert_same_bits(layer.bind(**W).forward(x), layer.forward(x, **W), which)
 
 
 def test_pack_weights_reports_a_null_pointer():
@@ -199,7 +192,7 @@ def test_route_reads_only_the_router_and_matches_forward(name):
     for ids, weights in (layer.route(x, seed=seed, **W),
                          layer.route(x, seed=seed, **{n: W[n] for n in route_inputs}),
                          layer.bind(**W).route(x, seed=seed)):
-        _bits_equal(ids, full["topk_ids"], f"{name} topk_ids")
-        _bits_equal(weights, full["topk_weights"], f"{name} topk_weights")
+        assert_same_bits(ids, full["topk_ids"], f"{name} topk_ids")
+        assert_same_bits(weights, full["topk_weights"], f"{name} topk_weights")
     with pytest.raises(ValueError, match=f"missing weight {route_inputs[0]!r}"):
         layer.route(x, seed=seed, **{n: W[n] for n in route_inputs[1:]})

@@ -16,7 +16,7 @@ import pytest
 
 import moe_mlir
 from moe_mlir import reference as R
-from compile_helpers import (compare, dominated_gate, make_weights, make_x, mh_spec, moe_spec,
+from compile_helpers import (assert_same_bits, compare, dominated_gate, make_weights, make_x, mh_spec, moe_spec,
                              requires_compiler)
 
 pytestmark = requires_compiler
@@ -61,13 +61,6 @@ def _layer(name, tiles=PANEL):
     return _LAYERS[key]
 
 
-def _bits_equal(a, b, what):
-    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
-    assert a.shape == b.shape and a.dtype == b.dtype, what
-    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), \
-        f"{what}: {np.sum(a != b)} elements differ in their bits"
-
-
 @pytest.mark.parametrize("T", [1, 5, 70])
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_panel_kernel_matches_the_reference(name, T):
@@ -100,7 +93,7 @@ def test_panel_bits_do_not_depend_on_tiles_threads_or_path(name):
         for tiles in [PANEL] + [f"{PANEL} {t}" for t in TILINGS]:
             got = _layer(name, tiles).forward(x, **W)
             for key, value in base.items():
-                _bits_equal(got[key], value, f"{name}.{key} with {tiles!r}, 3 threads")
+                assert_same_bits(got[key], value, f"{name}.{key} with {tiles!r}, 3 threads")
     finally:
         moe_mlir.set_num_threads(0)
 
@@ -113,7 +106,7 @@ def test_panel_token_bits_do_not_depend_on_the_batch(name):
     layer = _layer(name)
     batch = layer.forward(x, **W)["out"]
     for t in (0, 33, 69):
-        _bits_equal(layer.forward(x[t:t + 1], **W)["out"][0], batch[t], f"{name}: token {t}")
+        assert_same_bits(layer.forward(x[t:t + 1], **W)["out"][0], batch[t], f"{name}: token {t}")
 
 
 def test_panel_skew_unused_experts_and_nan():
