@@ -5,7 +5,8 @@
 // 2, ... in order, `acc = fma(broadcast(x[row, k]), panel[k, columns], acc)`,
 // where the panel is a depth chunk of the tile's weight rows transposed in
 // registers on the way in (packing; bf16/f16 widened to f32 once, so the FMA
-// loop is the same for every weight type). Every output is therefore one FMA
+// loop is the same for every weight type), or read as it is from weights
+// packed ahead of time (moe-pack-expert-weights). Every output is therefore one FMA
 // chain over k in order from zero: its bits depend on the depth alone, never
 // on the rows around it, T, the tile sizes or the thread that ran it. Only
 // the broadcast operand streams from L2 (a scalar per row and k), which is
