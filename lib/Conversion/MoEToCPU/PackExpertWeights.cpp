@@ -13,6 +13,7 @@
 #include "PanelKernels.h"
 
 #include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/IR/LayerFunctions.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -53,12 +54,8 @@ struct MoEPackExpertWeightsPass
       config.panelColVectors = panelColVectors;
 
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> layers;
-    for (auto fn : module.getOps<func::FuncOp>())
-      if (fn.isPublic() && !fn.isExternal() && !fn->hasAttr(kVariantAttr))
-        layers.push_back(fn);
     SymbolTable symbols(module);
-    for (func::FuncOp layer : layers) {
+    for (func::FuncOp layer : getLayerFunctions(module)) {
       SmallVector<PackedWeight> weights = findPackableWeights(layer, config);
       if (weights.empty())
         continue;
@@ -122,13 +119,6 @@ struct MoEPackExpertWeightsPass
     return "arg" + std::to_string(i);
   }
 
-  static void markVariant(func::FuncOp fn, func::FuncOp layer,
-                          StringRef variant) {
-    MLIRContext *ctx = fn.getContext();
-    fn->setAttr(kLayerAttr, StringAttr::get(ctx, layer.getSymName()));
-    fn->setAttr(kVariantAttr, StringAttr::get(ctx, variant));
-  }
-
   /// @L_pack_weights(w...) -> (w_packed...).
   static void buildPackFunction(func::FuncOp layer,
                                 ArrayRef<PackedWeight> weights,
@@ -148,7 +138,7 @@ struct MoEPackExpertWeightsPass
         b, loc, (layer.getSymName() + "__pack").str(),
         FunctionType::get(ctx, inputs, results));
     symbols.insert(fn); // renames on collision
-    markVariant(fn, layer, "pack_weights");
+    markLayerVariant(fn, layer, "pack_weights");
     Block *body = fn.addEntryBlock();
     b.setInsertionPointToStart(body);
     SmallVector<Value> packed;
@@ -180,7 +170,7 @@ struct MoEPackExpertWeightsPass
     auto fn = cast<func::FuncOp>(b.clone(*layer));
     fn.setSymName((layer.getSymName() + "__packed").str());
     symbols.insert(fn);
-    markVariant(fn, layer, "packed_forward");
+    markLayerVariant(fn, layer, "packed_forward");
     Block &entry = fn.getBody().front();
     b.setInsertionPointToStart(&entry);
     SmallVector<Type> argTypes(fn.getArgumentTypes());

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Dialect/MoE/IR/LayerFunctions.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
@@ -36,12 +37,8 @@ struct MoEAddRouteVariantPass
     : moe::impl::MoEAddRouteVariantBase<MoEAddRouteVariantPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> layers;
-    for (auto fn : module.getOps<func::FuncOp>())
-      if (fn.isPublic() && !fn.isExternal() && !fn->hasAttr(kVariantAttr))
-        layers.push_back(fn);
     SymbolTable symbols(module);
-    for (func::FuncOp layer : layers) {
+    for (func::FuncOp layer : getLayerFunctions(module)) {
       std::optional<unsigned> ids = resultNamed(layer, "topk_ids");
       std::optional<unsigned> weights = resultNamed(layer, "topk_weights");
       if (ids && weights)
@@ -57,8 +54,7 @@ struct MoEAddRouteVariantPass
     auto fn = cast<func::FuncOp>(b.clone(*layer));
     fn.setSymName((layer.getSymName() + "__route").str());
     symbols.insert(fn);
-    fn->setAttr(kLayerAttr, StringAttr::get(ctx, layer.getSymName()));
-    fn->setAttr(kVariantAttr, StringAttr::get(ctx, "route"));
+    markLayerVariant(fn, layer, "route");
 
     // Return only the routing results; what fed nothing else dies.
     auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
