@@ -43,7 +43,8 @@ struct CPUKernelConfig {
   /// the bits do not depend on T.
   bool panelExperts = true;
   /// Rows of a register tile of the panel expert kernels (0: as many as the
-  /// vector registers hold next to the tile's column vectors).
+  /// vector registers hold next to the tile's column vectors, at most the 8
+  /// ways of an L1 set).
   int64_t panelRowTile = 0;
   /// Column vectors of a register tile of the panel expert kernels (shared by
   /// w1 and w3 for gated experts).
