@@ -6,6 +6,7 @@
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/MathExtras.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/TargetParser/Host.h"
 
 namespace mlir::moe {
@@ -16,6 +17,27 @@ namespace mlir::moe {
 using namespace mlir;
 using namespace mlir::moe;
 
+/// The associativity of the host's level-1 data cache as Linux reports it,
+/// or 0 when it does not.
+static int64_t hostL1DataWays() {
+  for (int index = 0; index < 8; ++index) {
+    std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    auto read = [&](const char *name) -> std::string {
+      auto file = llvm::MemoryBuffer::getFile(dir + "/" + name,
+                                              /*IsText=*/true);
+      return file ? (*file)->getBuffer().trim().str() : std::string();
+    };
+    if (read("level") != "1" || read("type") != "Data")
+      continue;
+    int64_t ways = 0;
+    return StringRef(read("ways_of_associativity")).getAsInteger(10, ways)
+               ? 0
+               : ways;
+  }
+  return 0;
+}
+
 CPUKernelConfig CPUKernelConfig::forTarget(const char *cpu,
                                            const char *features) {
   CPUKernelConfig config;
@@ -25,6 +47,8 @@ CPUKernelConfig CPUKernelConfig::forTarget(const char *cpu,
   if (cpuName.empty() || cpuName == "native") {
     llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
     avx512 = host.lookup("avx512f");
+    if (int64_t ways = hostL1DataWays(); ways > 0)
+      config.l1Ways = ways;
   }
   if (featureString.contains("+avx512f"))
     avx512 = true;

@@ -74,10 +74,6 @@ int64_t cpu::packedPanelColumns(const CPUKernelConfig &config,
          config.vectorWidth;
 }
 
-/// Ways of the L1 data cache of current x86 cores (Zen 4 has 8, Golden
-/// Cove 12): the most left rows a register tile reads at once.
-static constexpr int64_t kL1Ways = 8;
-
 namespace {
 /// The static shape of a panel tiling (see buildTiledPanelProducts).
 struct PanelShape {
@@ -111,7 +107,8 @@ struct PanelShape {
     int64_t fits = (config.vectorRegisters - tileVecs - 1) / tileVecs;
     rowTile = config.panelRowTile > 0
                   ? config.panelRowTile
-                  : std::clamp<int64_t>(fits, 1, kL1Ways);
+                  : std::clamp<int64_t>(fits, 1,
+                                        std::max<int64_t>(1, config.l1Ways));
     chunk = std::max<int64_t>(1, config.panelDepthBlock / vw) * vw;
     // Without a panel a tile also holds vw transposed weight vectors.
     directRows = std::max<int64_t>(

@@ -52,10 +52,13 @@ struct CPUKernelConfig {
   /// Depth of a packed weight panel of the panel expert kernels: the panel
   /// stays in L1 while every row of the item runs against it.
   int64_t panelDepthBlock = 256;
+  /// Ways of the L1 data cache: the most left rows a panel register tile
+  /// reads at once (rows 4 KiB apart share a set).
+  int64_t l1Ways = 8;
 
   /// The defaults of the host or of `cpu`/`features` (an LLVM CPU name and
   /// feature string; empty means the host): the vector width from the widest
-  /// f32 FMA vector, the blocks from the L1/L2 sizes.
+  /// f32 FMA vector, and for the host the L1 ways from the cache it reports.
   static CPUKernelConfig forTarget(const char *cpu, const char *features);
 };
 
