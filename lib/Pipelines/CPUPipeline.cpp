@@ -109,6 +109,7 @@ void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
     tiles.panelRowTile = options.panelRowTile;
     tiles.panelColVectors = options.panelColVectors;
     tiles.panelDepthBlock = options.panelDepthBlock;
+    tiles.l1Ways = options.l1Ways;
     pm.addPass(createConvertMoEToCPU(tiles));
   }
   buildMoELowerToLoopsPipeline(pm, options);

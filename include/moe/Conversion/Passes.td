@@ -59,6 +59,9 @@ def ConvertMoEToCPU : Pass<"convert-moe-to-cpu", "ModuleOp"> {
     Option<"panelDepthBlock", "panel-depth-block", "int64_t",
            /*default=*/"0",
            "depth of a packed weight panel of the panel expert kernel">,
+    Option<"l1Ways", "l1-ways", "int64_t", /*default=*/"0",
+           "ways of the L1 data cache, the most rows of a panel register "
+           "tile (0: the host's)">,
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",

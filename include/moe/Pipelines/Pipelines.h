@@ -73,6 +73,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc(
           "depth of a packed weight panel of the panel expert kernel"),
       llvm::cl::init(0)};
+  PassOptions::Option<int64_t> l1Ways{
+      *this, "l1-ways",
+      llvm::cl::desc("ways of the L1 data cache, the most rows of a panel "
+                     "register tile (0: the host's)"),
+      llvm::cl::init(0)};
 };
 
 /// What is wrong with `options` (a value no kernel can take), or "" when

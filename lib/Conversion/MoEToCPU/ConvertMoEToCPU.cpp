@@ -82,6 +82,7 @@ struct ConvertMoEToCPUPass
     override(panelRowTile, config.panelRowTile);
     override(panelColVectors, config.panelColVectors);
     override(panelDepthBlock, config.panelDepthBlock);
+    override(l1Ways, config.l1Ways);
     if (expertKernel == "row-dot") {
       config.panelExperts = false;
     } else if (!expertKernel.empty() && expertKernel != "panel") {

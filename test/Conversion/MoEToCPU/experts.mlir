@@ -2,6 +2,7 @@
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=16 expert-kernel=row-dot" -split-input-file %s | FileCheck %s --check-prefix=W16
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=row-dot depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=CHUNK
 // RUN: moe-opt --convert-moe-to-cpu="vector-width=8 panel-depth-block=16" -split-input-file %s | FileCheck %s --check-prefix=PANEL
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=16 panel-depth-block=16 l1-ways=8" -split-input-file %s | FileCheck %s --check-prefix=WAYS
 
 // The expert path: the gather feeding expert_ffn is fused on load (each row
 // reads x through its slot's token id; no gathered copy is built), work items
@@ -85,6 +86,15 @@
 // PANEL:               vector.store %{{.*}}, %[[SAVED]]
 // W16-LABEL:  func.func @expert_path_bf16
 // W16:          vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
+// With 16 lanes the 32 registers would hold 14-row tiles next to one w1 and
+// one w3 vector, but rows 4 KiB apart share an L1 set: the tile stops at the
+// L1's ways.
+// WAYS-LABEL: func.func @expert_path_bf16
+// WAYS:         } else {
+// WAYS:           %[[PANEL:.*]] = memref.alloca() : memref<16x32xf32>
+// WAYS:           scf.for %{{.*}} step %c8 {
+// WAYS:             vector.load %[[PANEL]][%{{.*}}, %c0] : memref<16x32xf32>, vector<16xf32>
+// WAYS:             vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,
                             %offsets: tensor<9xi32>, %w1: tensor<8x128x64xbf16>,
                             %w2: tensor<8x64x128xbf16>, %w3: tensor<8x128x64xbf16>,
