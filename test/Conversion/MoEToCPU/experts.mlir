@@ -91,9 +91,9 @@
 // L1's ways.
 // WAYS-LABEL: func.func @expert_path_bf16
 // WAYS:         } else {
-// WAYS:           %[[PANEL:.*]] = memref.alloca() : memref<16x32xf32>
+// WAYS:           %[[WIDE:.*]] = memref.alloca() : memref<16x32xf32>
 // WAYS:           scf.for %{{.*}} step %c8 {
-// WAYS:             vector.load %[[PANEL]][%{{.*}}, %c0] : memref<16x32xf32>, vector<16xf32>
+// WAYS:             vector.load %[[WIDE]][%{{.*}}, %c0] : memref<16x32xf32>, vector<16xf32>
 // WAYS:             vector.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<16xf32>
 func.func @expert_path_bf16(%x: tensor<?x64xf32>, %ids: tensor<?xi32>,
                             %offsets: tensor<9xi32>, %w1: tensor<8x128x64xbf16>,
