@@ -19,8 +19,9 @@
 // w · act(u_i · x_t) for the token's H·k retrieved experts (an scf.forall
 // over (token, block of choices), dots vectorised over D), then an
 // scf.forall over (token, chunk of model columns) adds coef · v_i over the
-// choices m = (h, j) in order into the chunk of the output row (expert rows
-// prefetched a few choices ahead) and finally init. PKM takes coef = w.
+// choices m = (h, j) in order into the chunk of the output row, a few
+// choices per pass so that their rows stream at once (and rows a few choices
+// ahead are prefetched), and finally init. PKM takes coef = w.
 // Out-of-range ids contribute nothing.
 //
 // Every token's results come from the same code in the same order whatever
@@ -56,6 +57,8 @@ static constexpr int64_t kChoicesPerItem = 16;
 static constexpr int64_t kChunkColumns = 256;
 /// How many choices ahead the accumulation phase prefetches expert rows.
 static constexpr int64_t kPrefetchChoices = 8;
+/// Choices added per pass over a chunk of the accumulation phase.
+static constexpr int64_t kChoicesPerPass = 4;
 
 static int64_t staticDim(Value v, int64_t d) {
   return cast<ShapedType>(v.getType()).getDimSize(d);
@@ -933,35 +936,47 @@ struct SingleNeuronExpertsToCPU : FastCPUPattern<SingleNeuronExpertsOp> {
                         int64_t active) {
                       store(vb, vl, zeroV, t, d, mask);
                     });
-      buildFor(
+      buildRowTiles(
           cb, cl, indexConstant(cb, cl, 0), indexConstant(cb, cl, choices),
-          [&](OpBuilder &mb, Location ml, Value m) {
-            Value id = memref::LoadOp::create(mb, ml, ids, ValueRange{t, m});
-            Value valid, row;
-            std::tie(valid, row) = buildIdInRange(mb, ml, id, numExperts);
-            Value ahead = prefetchRow(mb, ml, t, m, kPrefetchChoices);
-            scf::IfOp::create(mb, ml, valid, [&](OpBuilder &ib, Location il) {
-              Value g = memref::LoadOp::create(ib, il, coef, ValueRange{t, m});
-              Value gv = vector::BroadcastOp::create(ib, il, vecType, g);
-              forEachVector(
-                  ib, il, d0, lanes,
-                  [&](OpBuilder &vb, Location vl, Value d, Value mask,
-                        int64_t active) {
-                    // The row a few choices ahead: random rows defeat the
-                    // hardware prefetcher.
-                    memref::PrefetchOp::create(vb, vl, v, ValueRange{ahead, d},
+          kChoicesPerPass,
+          [&](OpBuilder &mb, Location ml, Value m, int64_t count) {
+            SmallVector<Value> valid, rows, gains, ahead;
+            for (int64_t c = 0; c < count; ++c) {
+              Value mc =
+                  arith::AddIOp::create(mb, ml, m, indexConstant(mb, ml, c));
+              Value id = memref::LoadOp::create(mb, ml, ids, ValueRange{t, mc});
+              auto [isValid, row] = buildIdInRange(mb, ml, id, numExperts);
+              valid.push_back(isValid);
+              rows.push_back(row);
+              Value g = memref::LoadOp::create(mb, ml, coef, ValueRange{t, mc});
+              gains.push_back(vector::BroadcastOp::create(mb, ml, vecType, g));
+              ahead.push_back(prefetchRow(mb, ml, t, mc, kPrefetchChoices));
+            }
+            forEachVector(
+                mb, ml, d0, lanes,
+                [&](OpBuilder &vb, Location vl, Value d, Value mask,
+                    int64_t active) {
+                  // The rows a few choices ahead: random rows defeat the
+                  // hardware prefetcher.
+                  for (Value r : ahead)
+                    memref::PrefetchOp::create(vb, vl, v, ValueRange{r, d},
                                                /*isWrite=*/false,
                                                /*localityHint=*/3,
                                                /*isDataCache=*/true);
-                    Value acc =
-                        loadRowVector(vb, vl, RowRef{out, {t}}, d, vw, mask);
-                    Value vv =
-                        loadRowPrefix(vb, vl, RowRef{v, {row}}, d, vw, active);
-                    store(vb, vl, addF(vb, vl, acc, mulF(vb, vl, gv, vv)), t,
-                          d, mask);
-                  });
-              scf::YieldOp::create(ib, il);
-            });
+                  // The pass's choices in order, each added to the sum as
+                  // on its own (an invalid id adds nothing): the same bits
+                  // as one choice per pass, with one load and store of the
+                  // partial sums per pass and its rows in flight at once.
+                  Value acc =
+                      loadRowVector(vb, vl, RowRef{out, {t}}, d, vw, mask);
+                  for (int64_t c = 0; c < count; ++c) {
+                    Value vv = loadRowPrefix(vb, vl, RowRef{v, {rows[c]}}, d,
+                                             vw, active);
+                    Value sum = addF(vb, vl, acc, mulF(vb, vl, gains[c], vv));
+                    acc = arith::SelectOp::create(vb, vl, valid[c], sum, acc);
+                  }
+                  store(vb, vl, acc, t, d, mask);
+                });
           });
       forEachVector(cb, cl, d0, lanes,
                     [&](OpBuilder &vb, Location vl, Value d, Value mask,

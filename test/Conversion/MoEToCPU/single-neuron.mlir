@@ -4,8 +4,9 @@
 // coef = w · gelu(u_i · x_t) from vectorised dot tiles of 4 expert rows (bf16
 // widened in registers). Phase 2, an scf.forall over (token, chunk of 256
 // model columns): the chunk of the output row starts at 0, every valid choice
-// m = (h, j) in order adds coef · v_i (rows prefetched a few choices ahead),
-// then init is added.
+// m = (h, j) in order adds coef · v_i, four choices per pass over the chunk
+// (rows prefetched a few choices ahead; an invalid id adds nothing), then
+// init is added.
 // CHECK-LABEL: func.func @peer_bf16
 // CHECK-NOT:     moe.
 // CHECK-DAG:     %[[V:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<4096x64xbf16> to memref<4096x64xbf16>
@@ -25,16 +26,17 @@
 // CHECK:         %[[OUT:.*]] = memref.alloc(%{{.*}}) : memref<?x64xf32>
 // CHECK:         scf.forall (%[[T:.*]], %{{.*}}) in (%{{.*}}, 1) {
 // CHECK:           vector.store %{{.*}}, %[[OUT]]
-// CHECK:           scf.for %[[M:.*]] = %{{.*}} to %c128 step %c1 {
+// CHECK:           scf.for %[[M:.*]] = %{{.*}} to %c128 step %c4 {
 // CHECK:             memref.load %[[IDS]][%[[T]], %[[M]]]
-// CHECK:             scf.if
-// CHECK:               memref.load %[[COEF]][%[[T]], %[[M]]]
-// CHECK:               vector.broadcast
-// CHECK:               memref.prefetch %[[V]]
+// CHECK:             memref.load %[[COEF]][%[[T]], %[[M]]]
+// CHECK:             vector.broadcast
+// CHECK:             scf.for
+// CHECK-COUNT-4:       memref.prefetch %[[V]]
 // CHECK:               vector.load %[[OUT]]
-// CHECK:               vector.load %[[V]]{{.*}} : memref<4096x64xbf16>, vector<8xbf16>
+// CHECK-COUNT-4:       vector.load %[[V]]{{.*}} : memref<4096x64xbf16>, vector<8xbf16>
 // CHECK:               arith.mulf %{{.*}} : vector<8xf32>
 // CHECK:               arith.addf %{{.*}} : vector<8xf32>
+// CHECK:               arith.select %{{.*}} : vector<8xf32>
 // CHECK:               vector.store %{{.*}}, %[[OUT]]
 // CHECK:           vector.load %[[INIT]]
 // CHECK:           vector.load %[[OUT]]
