@@ -10,6 +10,7 @@
 #include "moe/Frontend/LayerSpec.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/SmallVectorExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/SourceMgr.h"
@@ -191,6 +192,7 @@ static constexpr FieldRule kLayerFields[] = {
     {"aux_losses", kRouted, false},
     {"score", kProductKey, false},
     {"query_batchnorm", kProductKey, false},
+    {"tiles", kAllKinds, false},
 };
 
 static constexpr FieldRule kRouterFields[] = {
@@ -317,8 +319,9 @@ private:
 
 class SpecParser {
 public:
-  SpecParser(llvm::SourceMgr &sourceMgr, unsigned bufferId)
-      : sourceMgr(sourceMgr), bufferId(bufferId) {}
+  SpecParser(llvm::SourceMgr &sourceMgr, unsigned bufferId,
+             const TileOptionTable *tileOptions)
+      : sourceMgr(sourceMgr), bufferId(bufferId), tileOptions(tileOptions) {}
 
   FailureOr<LayerSpec> parse();
 
@@ -338,6 +341,10 @@ public:
     auto it = keyRanges.find(path);
     return it == keyRanges.end() ? rootRange : it->second;
   }
+  /// Reads the plain scalar `value` of the field `path` as a decimal integer;
+  /// reports and fails if it is not one.
+  LogicalResult readInteger(const SpecNode &value, StringRef path,
+                            int64_t &out);
 
 private:
   void report(SMRange range, llvm::SourceMgr::DiagKind kind,
@@ -357,12 +364,14 @@ private:
   void readSharedExperts(Section &layer);
   void readCapacity(Section &layer);
   void readAuxLosses(Section &layer);
+  void readTiles(Section &layer);
   /// The constraints between fields of the layer kind.
   void checkSizes();
   void checkPositive(StringRef path, int64_t value, bool allowZero = false);
 
   llvm::SourceMgr &sourceMgr;
   unsigned bufferId;
+  const TileOptionTable *tileOptions;
   LayerSpec spec;
   llvm::StringMap<SMRange> valueRanges;
   llvm::StringMap<SMRange> keyRanges;
@@ -436,19 +445,8 @@ static bool isPlainScalar(const SpecNode &n) { return n.isScalar() && n.plain; }
 static bool isAnyScalar(const SpecNode &n) { return n.isScalar(); }
 
 void Section::read(StringRef key, int64_t &out) {
-  const SpecNode *value = typed(key, isPlainScalar, "an integer");
-  if (!value)
-    return;
-  StringRef text = value->text;
-  if (!text.getAsInteger(10, out))
-    return;
-  StringRef digits = text.starts_with("-") ? text.drop_front() : text;
-  if (!digits.empty() && llvm::all_of(digits, llvm::isDigit))
-    parser.error(value->range, "integer " + text + " for '" + pathOf(key) +
-                                   "' is out of range");
-  else
-    parser.error(value->range, "expected an integer for '" + pathOf(key) +
-                                   "', got " + describe(*value));
+  if (const SpecNode *value = typed(key, isPlainScalar, "an integer"))
+    (void)parser.readInteger(*value, pathOf(key), out);
 }
 
 void Section::read(StringRef key, double &out) {
@@ -529,6 +527,21 @@ void SpecParser::recordField(StringRef path, SMRange keyRange,
   keyRanges[path] = keyRange;
   auto [line, column] = sourceMgr.getLineAndColumn(keyRange.Start, bufferId);
   spec.fieldLocations[path] = SpecLocation{line, column};
+}
+
+LogicalResult SpecParser::readInteger(const SpecNode &value, StringRef path,
+                                      int64_t &out) {
+  StringRef text = value.text;
+  if (!text.getAsInteger(10, out))
+    return success();
+  StringRef digits = text.starts_with("-") ? text.drop_front() : text;
+  if (!digits.empty() && llvm::all_of(digits, llvm::isDigit))
+    error(value.range,
+          "integer " + text + " for '" + path + "' is out of range");
+  else
+    error(value.range,
+          "expected an integer for '" + path + "', got " + describe(value));
+  return failure();
 }
 
 SMRange SpecParser::rangeOf(StringRef path) const {
@@ -693,6 +706,7 @@ void SpecParser::readFields(const SpecNode &root) {
   }
   if (spec.isProductKey() || spec.kind == LayerKind::mh_moe)
     layer.read("heads", spec.heads);
+  readTiles(layer);
 }
 
 void SpecParser::readRouter(Section &layer) {
@@ -769,6 +783,76 @@ void SpecParser::readAuxLosses(Section &layer) {
   // The canonical order (the enum's), so that specs listing the same losses
   // build the same function.
   llvm::sort(spec.auxLosses);
+}
+
+void SpecParser::readTiles(Section &layer) {
+  const SpecNode *node = layer.readMapping("tiles");
+  if (!node || node->kind == SpecNode::Kind::null)
+    return;
+  llvm::StringMap<SMRange> seen;
+  for (const SpecNode::Entry &entry : node->entries) {
+    auto [it, inserted] = seen.try_emplace(entry.key, entry.keyRange);
+    if (!inserted) {
+      error(entry.keyRange, "duplicate key '" + entry.key + "' in 'tiles'");
+      note(it->second, "previous occurrence of '" + entry.key + "'");
+      continue;
+    }
+    const TileOptionTable::Option *option = nullptr;
+    if (tileOptions) {
+      option = llvm::find_if(tileOptions->options,
+                             [&](const TileOptionTable::Option &o) {
+                               return o.name == entry.key;
+                             });
+      if (option == tileOptions->options.end()) {
+        SmallVector<StringRef> names = llvm::map_to_vector(
+            tileOptions->options,
+            [](const TileOptionTable::Option &o) { return StringRef(o.name); });
+        error(entry.keyRange, "unknown tile option '" + entry.key +
+                                  "' in 'tiles' (accepted options: " +
+                                  llvm::join(names, ", ") + ")");
+        continue;
+      }
+    }
+    std::string path = "tiles." + entry.key;
+    const SpecNode &value = *entry.value;
+    recordField(path, entry.keyRange, value.range);
+    if (!value.isScalar()) {
+      // An empty value has no position of its own; its key does.
+      SMRange where = value.kind == SpecNode::Kind::null && !value.plain
+                          ? entry.keyRange
+                          : value.range;
+      error(where, "expected an integer or a string for '" + path + "', got " +
+                       describe(value));
+      continue;
+    }
+    if (option && option->integer) {
+      int64_t size = 0;
+      if (!value.plain) {
+        error(value.range,
+              "expected an integer for '" + path + "', got " + describe(value));
+        continue;
+      }
+      if (failed(readInteger(value, path, size)))
+        continue;
+      if (size < 0) {
+        error(value.range, "expected " + path +
+                               " >= 0 (0: the target's default), got " +
+                               Twine(size));
+        continue;
+      }
+    }
+    if (tileOptions && tileOptions->checkValue) {
+      std::string problem = tileOptions->checkValue(entry.key, value.text);
+      if (!problem.empty()) {
+        std::string shown =
+            value.plain ? "'" + value.text + "'" : "\"" + value.text + "\"";
+        error(value.range,
+              "invalid value " + shown + " for '" + path + "': " + problem);
+        continue;
+      }
+    }
+    spec.tiles.push_back({entry.key, value.text});
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -885,9 +969,10 @@ void SpecParser::checkSizes() {
   }
 }
 
-FailureOr<LayerSpec> mlir::moe::parseLayerSpec(llvm::SourceMgr &sourceMgr,
-                                               unsigned bufferId) {
+FailureOr<LayerSpec>
+mlir::moe::parseLayerSpec(llvm::SourceMgr &sourceMgr, unsigned bufferId,
+                          const TileOptionTable *tileOptions) {
   if (bufferId == 0)
     bufferId = sourceMgr.getMainFileID();
-  return SpecParser(sourceMgr, bufferId).parse();
+  return SpecParser(sourceMgr, bufferId, tileOptions).parse();
 }

@@ -14,6 +14,7 @@
 #include "moe/InitAllDialects.h"
 #include "moe/InitAllPasses.h"
 #include "moe/Pipelines/Pipelines.h"
+#include "moe/Pipelines/TileOptions.h"
 #include "moe/Target/CPU/CPUBackend.h"
 
 #include "mlir/InitAllDialects.h"
@@ -169,18 +170,38 @@ static FailureOr<InputKind> resolveInputKind() {
   return failure();
 }
 
+/// The tile options a layer spec may set: those of moe-lower-to-cpu, each
+/// value checked as in --tiles.
+static moe::TileOptionTable getSpecTileOptions() {
+  moe::TileOptionTable table;
+  for (const moe::CPUTileOption &option : moe::getCPUTileOptions())
+    table.options.push_back({option.name, option.integer});
+  table.checkValue = [](StringRef name, StringRef value) -> std::string {
+    moe::CPUPipelineOptions options;
+    std::string problem = moe::setCPUPipelineOption(options, name, value);
+    if (!problem.empty())
+      return problem;
+    return moe::checkCPUPipelineOptions(options);
+  };
+  return table;
+}
+
 /// Reads the main buffer of `sourceMgr` as a spec or a module and verifies
-/// the module.
+/// the module; a spec's tile options go to `specTiles`.
 static OwningOpRef<ModuleOp>
-loadModule(MLIRContext &context, llvm::SourceMgr &sourceMgr, InputKind kind) {
+loadModule(MLIRContext &context, llvm::SourceMgr &sourceMgr, InputKind kind,
+           SmallVectorImpl<moe::TileOptionSpec> &specTiles) {
   OwningOpRef<ModuleOp> module;
   if (kind == InputKind::mlir) {
     // The parser verifies what it parsed.
     return parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(&context));
   }
-  FailureOr<moe::LayerSpec> spec = moe::parseLayerSpec(sourceMgr);
+  moe::TileOptionTable tileOptions = getSpecTileOptions();
+  FailureOr<moe::LayerSpec> spec =
+      moe::parseLayerSpec(sourceMgr, /*bufferId=*/0, &tileOptions);
   if (failed(spec))
     return nullptr;
+  specTiles.assign(spec->tiles.begin(), spec->tiles.end());
   module = moe::buildLayerModule(context, *spec);
   if (failed(verify(*module))) {
     llvm::errs() << "moe-compile: internal error: the module built from the "
@@ -208,22 +229,37 @@ static FailureOr<SmallVector<moe::LayerABI>> describeLayers(ModuleOp module) {
   return layers;
 }
 
-/// The options of moe-lower-to-cpu from the command line, with the vector
-/// width of `machine` where --tiles does not set one.
+/// The options of moe-lower-to-cpu: the layer spec's tiles, then --tiles on
+/// top (the command line wins per option), with the vector width of
+/// `machine` where neither sets one.
 /// Null (after an error message) for bad options.
 static std::unique_ptr<moe::CPUPipelineOptions>
-resolvePipelineOptions(llvm::TargetMachine &machine) {
-  std::unique_ptr<moe::CPUPipelineOptions> parsed =
-      moe::CPUPipelineOptions::createFromString(tileOptions);
-  if (!parsed) {
+resolvePipelineOptions(llvm::TargetMachine &machine,
+                       ArrayRef<moe::TileOptionSpec> specTiles) {
+  auto parsed = std::make_unique<moe::CPUPipelineOptions>();
+  moe::CPUPipelineOptions &options = *parsed;
+  for (const moe::TileOptionSpec &tile : specTiles) {
+    // The spec parser has checked each of them.
+    std::string problem =
+        moe::setCPUPipelineOption(options, tile.name, tile.value);
+    if (!problem.empty()) {
+      llvm::errs() << "moe-compile: internal error: tile option " << tile.name
+                   << " of the layer spec: " << problem << "\n";
+      return nullptr;
+    }
+  }
+  if (failed(options.parseFromString(tileOptions))) {
     llvm::errs() << "moe-compile: bad --tiles '" << tileOptions << "'\n";
     return nullptr;
   }
-  moe::CPUPipelineOptions &options = *parsed;
   std::string problem = moe::checkCPUPipelineOptions(options);
   if (!problem.empty()) {
-    llvm::errs() << "moe-compile: bad --tiles '" << tileOptions
-                 << "': " << problem << "\n";
+    if (tileOptions.empty())
+      llvm::errs() << "moe-compile: bad tiles in the layer spec: " << problem
+                   << "\n";
+    else
+      llvm::errs() << "moe-compile: bad --tiles '" << tileOptions
+                   << "': " << problem << "\n";
     return nullptr;
   }
   options.reference = pipelineKind == PipelineKind::reference;
@@ -267,13 +303,15 @@ static FailureOr<std::unique_ptr<llvm::TargetMachine>> createTargetMachine() {
   return std::move(*machine);
 }
 
-static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
+static LogicalResult emitHeader(ModuleOp module,
+                                ArrayRef<moe::TileOptionSpec> specTiles,
+                                llvm::raw_ostream &os) {
   FailureOr<std::unique_ptr<llvm::TargetMachine>> machine =
       createTargetMachine();
   if (failed(machine))
     return failure();
   std::unique_ptr<moe::CPUPipelineOptions> options =
-      resolvePipelineOptions(**machine);
+      resolvePipelineOptions(**machine, specTiles);
   if (!options)
     return failure();
   PassManager pm(module.getContext());
@@ -295,14 +333,15 @@ static LogicalResult emitHeader(ModuleOp module, llvm::raw_ostream &os) {
 }
 
 /// The moe module -> the LLVM dialect, with C entry points.
-static LogicalResult lowerToLLVMDialect(ModuleOp module,
-                                        llvm::TargetMachine &machine) {
+static LogicalResult
+lowerToLLVMDialect(ModuleOp module, llvm::TargetMachine &machine,
+                   ArrayRef<moe::TileOptionSpec> specTiles) {
   PassManager pm(module.getContext());
   if (failed(applyPassManagerCLOptions(pm)))
     return failure();
   applyDefaultTimingPassManagerCLOptions(pm);
   std::unique_ptr<moe::CPUPipelineOptions> options =
-      resolvePipelineOptions(machine);
+      resolvePipelineOptions(machine, specTiles);
   if (!options)
     return failure();
   addLayerVariants(pm, *options);
@@ -328,12 +367,14 @@ static LogicalResult reportError(llvm::Error error) {
   return failure();
 }
 
-static LogicalResult emitMachineOutput(ModuleOp module, const char *argv0) {
+static LogicalResult emitMachineOutput(ModuleOp module,
+                                       ArrayRef<moe::TileOptionSpec> specTiles,
+                                       const char *argv0) {
   FailureOr<std::unique_ptr<llvm::TargetMachine>> machine =
       createTargetMachine();
   if (failed(machine))
     return failure();
-  if (failed(lowerToLLVMDialect(module, **machine)))
+  if (failed(lowerToLLVMDialect(module, **machine, specTiles)))
     return failure();
   llvm::LLVMContext llvmContext;
   auto llvmModule = moe::translateAndOptimize(module, llvmContext, **machine,
@@ -423,13 +464,15 @@ int main(int argc, char **argv) {
   MLIRContext context(registry);
   SourceMgrDiagnosticHandler diagnosticHandler(sourceMgr, &context);
 
-  OwningOpRef<ModuleOp> module = loadModule(context, sourceMgr, *kind);
+  SmallVector<moe::TileOptionSpec> specTiles;
+  OwningOpRef<ModuleOp> module =
+      loadModule(context, sourceMgr, *kind, specTiles);
   if (!module)
     return 1;
 
   if (emitKind == EmitKind::object || emitKind == EmitKind::shared ||
       emitKind == EmitKind::assembly || emitKind == EmitKind::llvm)
-    return failed(emitMachineOutput(*module, argv[0])) ? 1 : 0;
+    return failed(emitMachineOutput(*module, specTiles, argv[0])) ? 1 : 0;
 
   std::unique_ptr<llvm::ToolOutputFile> output =
       openOutputFile(outputFilename, &errorMessage);
@@ -438,7 +481,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (emitKind == EmitKind::header || emitKind == EmitKind::abi) {
-    if (failed(emitHeader(*module, output->os())))
+    if (failed(emitHeader(*module, specTiles, output->os())))
       return 1;
   } else {
     module->print(output->os());

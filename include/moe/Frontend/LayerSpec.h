@@ -10,6 +10,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -61,6 +62,29 @@ struct SpecLocation {
   unsigned column = 0;
 };
 
+/// An entry of the spec's `tiles`: a tile option of the lowering pipeline,
+/// set as `name=value` would set it in `moe-compile --tiles`.
+struct TileOptionSpec {
+  std::string name;
+  /// The scalar as written (an integer's digits, or the string).
+  std::string value;
+};
+
+/// The tile options a spec may set. The driver that owns the pipeline options
+/// provides them; the front end checks `tiles` against them.
+struct TileOptionTable {
+  struct Option {
+    std::string name;
+    /// Integer options take an integer >= 0 (0: the target's default),
+    /// written unquoted; the others take any scalar, as a string.
+    bool integer = false;
+  };
+  SmallVector<Option> options;
+  /// What is wrong with `value` (of the option's type) for the option `name`,
+  /// "" when nothing is.
+  std::function<std::string(StringRef name, StringRef value)> checkValue;
+};
+
 /// A validated layer: every field holds its value or its documented default
 /// (docs/spec.md), and every size constraint of the layer kind holds.
 struct LayerSpec {
@@ -87,6 +111,10 @@ struct LayerSpec {
   int64_t keyDim = 0;
   ScoreFunction score = ScoreFunction::softmax;
   bool queryBatchNorm = false;
+
+  /// Tile options of the lowering, in spec order (names are unique); the
+  /// command line's `--tiles` goes on top of them.
+  SmallVector<TileOptionSpec> tiles;
 
   /// Name of the spec buffer and the position of every key that was written,
   /// by dotted path (`router.top_k`, `aux_losses`); empty for specs built in
@@ -121,8 +149,11 @@ struct LayerSpec {
 /// `bufferId` of `sourceMgr` (by default its main file). Every problem is
 /// reported through `sourceMgr` at the offending node as
 /// `file:line:col: error: message`; returns failure if there was any.
-FailureOr<LayerSpec> parseLayerSpec(llvm::SourceMgr &sourceMgr,
-                                    unsigned bufferId = 0);
+/// `tileOptions` are the names and checks of the `tiles` entries; without
+/// them, any name is accepted and the values are only checked to be scalars.
+FailureOr<LayerSpec>
+parseLayerSpec(llvm::SourceMgr &sourceMgr, unsigned bufferId = 0,
+               const TileOptionTable *tileOptions = nullptr);
 
 } // namespace mlir::moe
 
