@@ -129,7 +129,8 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     ``pipeline`` is ``"fast"`` (tiled, vectorised, multithreaded kernels) or
     ``"reference"`` (the scalar reference lowering, the compiler's oracle);
     ``tiles`` overrides tile sizes of the fast kernels as moe-lower-to-cpu
-    options, e.g. ``"row-block=32 col-block=128"``.
+    options, e.g. ``"row-block=32 col-block=128"``, on top of the spec's own
+    ``tiles`` (per option, these win).
 
     Raises ValueError for an invalid spec, naming the field (SpecError, a
     ValueError, when only moe-compile's stricter checks reject it, with its

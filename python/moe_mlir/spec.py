@@ -5,7 +5,8 @@ be given as a path to a ``.yaml``/``.yml``/``.json`` file, as YAML or JSON
 text, or as a dict.  :func:`load_spec` returns a *normalized* dict: every key
 of the schema for that kind is present with its default filled in, numbers
 have their canonical Python types, and ``capacity`` is ``None`` for a
-dropless layer.  Every problem raises :class:`ValueError` whose message names
+dropless layer.  ``tiles`` (tile options of the compiled kernels) is kept only
+when the spec sets some.  Every problem raises :class:`ValueError` whose message names
 the offending field with its dotted path (``router.top_k``).
 """
 
@@ -49,13 +50,14 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys allowed at the top level, per kind.
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
-            "weight_dtype", "router", "shared_experts", "capacity", "aux_losses"),
+            "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
+            "tiles"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
-               "activation", "weight_dtype", "router", "capacity", "aux_losses"),
+               "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
-             "score", "query_batchnorm", "activation", "weight_dtype"),
+             "score", "query_batchnorm", "activation", "weight_dtype", "tiles"),
     "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
-            "score", "query_batchnorm", "weight_dtype"),
+            "score", "query_batchnorm", "weight_dtype", "tiles"),
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise")
@@ -256,7 +258,33 @@ def _normalize(raw) -> Dict[str, Any]:
         _normalize_moe(raw, out, kind)
     else:
         _normalize_product_key(raw, out, kind)
+    tiles = _tiles(raw)
+    if tiles:
+        out["tiles"] = tiles
     return out
+
+
+def _tiles(raw) -> Dict[str, Any]:
+    """The spec's tile options: ``{option: int >= 0 or str}``.  Option names
+    and values are moe-compile's to check (the options of moe-lower-to-cpu):
+    it rejects a bad one with its file:line:col diagnostic."""
+    t = _mapping(raw, "tiles", "tiles")
+    if t is None:
+        return {}
+    tiles = {}
+    for name, value in t.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"field 'tiles': option names must be non-empty strings, "
+                             f"got {name!r}")
+        path = f"tiles.{name}"
+        if _is_int(value):
+            if value < 0:
+                raise ValueError(f"field '{path}' must be >= 0 (0: the target's default), "
+                                 f"got {value}")
+        elif not isinstance(value, str):
+            raise ValueError(f"field '{path}' must be an integer or a string, got {value!r}")
+        tiles[name] = value
+    return tiles
 
 
 def _normalize_moe(raw, out, kind):
