@@ -825,6 +825,8 @@ void SpecParser::readTiles(Section &layer) {
                        describe(value));
       continue;
     }
+    // Integers go on in decimal: llvm::cl would read `010` as octal.
+    std::string text = value.text;
     if (option && option->integer) {
       int64_t size = 0;
       if (!value.plain) {
@@ -840,9 +842,10 @@ void SpecParser::readTiles(Section &layer) {
                                Twine(size));
         continue;
       }
+      text = std::to_string(size);
     }
     if (tileOptions && tileOptions->checkValue) {
-      std::string problem = tileOptions->checkValue(entry.key, value.text);
+      std::string problem = tileOptions->checkValue(entry.key, text);
       if (!problem.empty()) {
         std::string shown =
             value.plain ? "'" + value.text + "'" : "\"" + value.text + "\"";
@@ -851,7 +854,7 @@ void SpecParser::readTiles(Section &layer) {
         continue;
       }
     }
-    spec.tiles.push_back({entry.key, value.text});
+    spec.tiles.push_back({entry.key, text});
   }
 }
 
