@@ -8,6 +8,7 @@
 #include "moe/Pipelines/Pipelines.h"
 
 #include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Conversion/Passes.h"
@@ -88,6 +89,12 @@ mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
   const std::string &kernel = options.expertKernel;
   if (!kernel.empty() && kernel != "row-dot" && kernel != "panel")
     return "expert-kernel must be panel or row-dot, got '" + kernel + "'";
+  if (options.tokenTile <= 0)
+    return "token-tile must be positive, got " +
+           std::to_string(options.tokenTile);
+  if (options.maxFusedWeightBytes < 0)
+    return "max-fused-weight-bytes must not be negative, got " +
+           std::to_string(options.maxFusedWeightBytes);
   int64_t width = options.vectorWidth;
   if (width > 0 && !llvm::isPowerOf2_64(width))
     return "vector-width must be a power of two, got " + std::to_string(width);
@@ -96,6 +103,12 @@ mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
 
 void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
                                            const CPUPipelineOptions &options) {
+  if (!options.reference && options.tileTokenOps) {
+    MoETileTokenOpsOptions tokenTiles;
+    tokenTiles.tokenTile = options.tokenTile;
+    tokenTiles.maxFusedWeightBytes = options.maxFusedWeightBytes;
+    pm.addPass(createMoETileTokenOps(tokenTiles));
+  }
   if (!options.reference) {
     ConvertMoEToCPUOptions tiles;
     tiles.vectorWidth = options.vectorWidth;

@@ -4,6 +4,7 @@
 // outermost scf.forall is linearised: its body moves into a function of one
 // index that recovers the induction variables, and the loop becomes a call of
 // a launch declaration that moe-lower-parallel-launches binds to the runtime.
+// Loops nested in a body are outlined from it the same way.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,7 +13,6 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
-#include "mlir/Dialect/SCF/Transforms/Transforms.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
@@ -241,12 +241,18 @@ LogicalResult OutlineParallelLoopsPass::outline(scf::ForallOp forall,
   createdInBody.eraseDead();
   func::ReturnOp::create(bb, loc);
 
-  // One level of parallelism: nested loops run sequentially in each task.
+  // A nested loop (a fast kernel's loop inside a token tile) becomes its own
+  // launch from the body: the runtime runs it inline on a worker and in
+  // parallel when the outer loop had one iteration, and the stack buffers
+  // of its body live in its own frame rather than piling up in a loop here.
   SmallVector<scf::ForallOp> nested;
-  body.walk([&](scf::ForallOp op) { nested.push_back(op); });
-  IRRewriter rewriter(ctx);
+  body.walk<WalkOrder::PreOrder>([&](scf::ForallOp op) {
+    nested.push_back(op);
+    return WalkResult::skip();
+  });
+  unsigned nestedCounter = 0;
   for (scf::ForallOp op : nested)
-    if (failed(scf::forallToForLoop(rewriter, op)))
+    if (failed(outline(op, body, moduleBuilder, symbols, nestedCounter)))
       return failure();
 
   SmallVector<Value> operands = {constantsAtLoop.get(total)};

@@ -15,7 +15,7 @@
 
 // The lowered module calls the runtime, not a sequential loop.
 // RUN: moe-opt %s --moe-lower-to-cpu | FileCheck %s --check-prefix=IR
-// IR-COUNT-3: llvm.call @moe_rt_parallel_for
+// IR-COUNT-4: llvm.call @moe_rt_parallel_for
 // IR-NOT: llvm.call @moe_rt_parallel_for
 
 func.func private @printI64(i64)
@@ -31,7 +31,8 @@ func.func @squares(%m: memref<1000xi64>) {
   return
 }
 
-// The same with a nested loop, which runs sequentially inside each task.
+// The same with a nested loop: a launch from inside each task, which the
+// runtime runs inline on that task's thread.
 func.func @squares_nested(%m: memref<1000xi64>) {
   %c100 = arith.constant 100 : index
   scf.forall (%i) in (10) {

@@ -148,8 +148,9 @@ func.func @captures(%m: memref<?xf32>, %k: index, %f: f32, %x: i32) {
 
 // -----
 
-// Nested loops run sequentially inside each task; loops after the first get
-// the next number; a loop nested in another op is outermost too.
+// Nested loops become launches from inside the body that holds them (the
+// runtime runs them inline on a worker); loops after the first get the next
+// number; a loop nested in another op is outermost too.
 
 // CHECK-LABEL: func.func @nested
 // CHECK-SAME:    (%[[M:.*]]: memref<8x16xf32>, %[[F:.*]]: f32, %[[C:.*]]: i1)
@@ -162,11 +163,17 @@ func.func @captures(%m: memref<?xf32>, %k: index, %f: f32, %x: i32) {
 // CHECK-LABEL: func.func private @nested_parallel_0
 // CHECK-SAME:    (%[[I:.*]]: index, %[[BF:.*]]: f32, %[[BM:.*]]: memref<8x16xf32>)
 // CHECK-NOT:     scf.forall
-// CHECK:         scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
-// CHECK:           scf.for %[[K:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
-// CHECK:             %[[JK:.*]] = arith.addi %[[J]], %[[K]] : index
-// CHECK:             memref.store %[[BF]], %[[BM]][%[[I]], %[[JK]]]
+// CHECK:         %[[N2:.*]] = arith.constant 4 : index
+// CHECK:         call @__moe_parallel_launch_nested_parallel_0_parallel_0(%[[N2]], %[[BF]], %[[BM]], %[[I]])
+// CHECK-NEXT:    return
 // CHECK:       func.func private @__moe_parallel_launch_nested_parallel_0
+// CHECK-LABEL: func.func private @nested_parallel_0_parallel_0
+// CHECK-SAME:    (%[[J:.*]]: index, %[[BF2:.*]]: f32, %[[BM2:.*]]: memref<8x16xf32>, %[[I2:.*]]: index)
+// CHECK:         call @__moe_parallel_launch_nested_parallel_0_parallel_0_parallel_0(%{{.*}}, %[[J]], %[[BF2]], %[[BM2]], %[[I2]])
+// CHECK-LABEL: func.func private @nested_parallel_0_parallel_0_parallel_0
+// CHECK-SAME:    (%[[K:.*]]: index, %[[J3:.*]]: index, %[[BF3:.*]]: f32, %[[BM3:.*]]: memref<8x16xf32>, %[[I3:.*]]: index)
+// CHECK:         %[[JK:.*]] = arith.addi %[[J3]], %[[K]] : index
+// CHECK:         memref.store %[[BF3]], %[[BM3]][%[[I3]], %[[JK]]]
 // CHECK-LABEL: func.func private @nested_parallel_1
 // CHECK-NOT:     scf.forall
 // CHECK:       func.func private @__moe_parallel_launch_nested_parallel_1

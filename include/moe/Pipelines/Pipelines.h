@@ -28,6 +28,23 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
                      "single-threaded: the oracle) instead of the fast "
                      "tiled, vectorised, multithreaded kernels"),
       llvm::cl::init(false)};
+  // Routing chains per token tile (moe-tile-token-ops, fast pipeline only).
+  // Tiles split tokens, never a sum: the bits do not depend on them.
+  PassOptions::Option<bool> tileTokenOps{
+      *this, "tile-token-ops",
+      llvm::cl::desc("Run each routing chain (router matmul, score, top-k; "
+                     "PEER/PKM retrieval and expert gather) in one pass over "
+                     "token tiles"),
+      llvm::cl::init(true)};
+  PassOptions::Option<int64_t> tokenTile{
+      *this, "token-tile",
+      llvm::cl::desc("tokens per tile of moe-tile-token-ops"),
+      llvm::cl::init(16)};
+  PassOptions::Option<int64_t> maxFusedWeightBytes{
+      *this, "max-fused-weight-bytes",
+      llvm::cl::desc("largest weights (bytes) of a producer fused into a "
+                     "token tile loop"),
+      llvm::cl::init(1048576)};
   // Tile sizes of the fast kernels (0: the target's default). They fix the
   // work partition and the order of every sum.
   PassOptions::Option<int64_t> vectorWidth{

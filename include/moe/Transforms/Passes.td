@@ -20,9 +20,12 @@ def OutlineParallelLoops : Pass<"moe-outline-parallel-loops", "ModuleOp"> {
     `@<parent>_parallel_<N>(%i: index, %captured...)` delinearises `%i` back
     into the induction variables and holds the body. Values used in the body
     and defined above it are passed as arguments, except side-effect-free
-    ops without operands (constants), which are cloned into the body. Nested
-    `scf.forall` ops in the body become sequential `scf.for` nests: the
-    outermost loop carries the parallelism.
+    ops without operands (constants), which are cloned into the body. An
+    `scf.forall` nested in the body (a fast kernel inside a token tile of
+    `moe-tile-token-ops`) is outlined from the body the same way, as
+    `@<body>_parallel_<N>`: the runtime runs a launch from inside a task
+    inline on that thread, and in parallel when the outer launch had one
+    task; each task's stack buffers live in its own frame.
 
     `@__moe_parallel_launch_<body>` is a private declaration with the
     signature of the body; `moe-lower-parallel-launches` turns its calls into

@@ -300,6 +300,22 @@ static void buildPackKeys(OpBuilder &b, Location loc, ArrayRef<Value> keys,
       });
 }
 
+/// The outermost enclosing scf.forall of `op` whose body defines none of
+/// `values` (where work on them alone runs once for all its iterations), or
+/// `op` itself when there is none.
+static Operation *outermostInvariantLoop(Operation *op, ValueRange values) {
+  Operation *point = op;
+  for (auto loop = op->getParentOfType<scf::ForallOp>(); loop;
+       loop = loop->getParentOfType<scf::ForallOp>()) {
+    if (llvm::any_of(values, [&](Value v) {
+          return loop->isAncestor(v.getParentRegion()->getParentOp());
+        }))
+      break;
+    point = loop;
+  }
+  return point;
+}
+
 //===----------------------------------------------------------------------===//
 // moe.product_key_topk
 //===----------------------------------------------------------------------===//
@@ -326,8 +342,6 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
     Type f32 = b.getF32Type(), i32 = b.getI32Type();
 
     Value query = readBuffer(b, loc, op.getQuery());
-    std::array<Value, 2> keys = {readBuffer(b, loc, op.getKeys1()),
-                                 readBuffer(b, loc, op.getKeys2())};
     Value weightsOut = allocBufferLike(b, loc, op.getWeightsInit());
     Value idsOut = allocBufferLike(b, loc, op.getIdsInit());
     Value numTokens = getDimSize(b, loc, op.getQuery(), 0);
@@ -338,10 +352,20 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
     // [2, n/vw, d_k/2, vw] (vw sub-keys transposed, widened, zero-padded):
     // the scores of vw consecutive sub-keys are then one vector FMA per
     // depth step, reading the panel in order.
+    // In a token tile loop (moe-tile-token-ops), the tables are packed once
+    // before the outermost loop they do not depend on, not once per tile.
     int64_t numKeyVecs = llvm::divideCeil(n, vw), nPad = numKeyVecs * vw;
-    Value packed = memref::AllocOp::create(
-        b, loc, MemRefType::get({2, numKeyVecs, half, vw}, f32));
-    buildPackKeys(b, loc, keys, packed, n, half, vw);
+    Value packed;
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(
+          outermostInvariantLoop(op, {op.getKeys1(), op.getKeys2()}));
+      std::array<Value, 2> keys = {readBuffer(b, loc, op.getKeys1()),
+                                   readBuffer(b, loc, op.getKeys2())};
+      packed = memref::AllocOp::create(
+          b, loc, MemRefType::get({2, numKeyVecs, half, vw}, f32));
+      buildPackKeys(b, loc, keys, packed, n, half, vw);
+    }
 
     buildParallelLoop(
         b, loc, ValueRange{numBlocks, indexConstant(b, loc, heads)},

@@ -4,6 +4,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -248,9 +249,40 @@ void cpu::buildParallelLoop(
                         });
 }
 
+/// The layout of the buffer of `tensor` read in place: a unit-stride slice
+/// of a tensor (a token tile of moe-tile-token-ops), or what an op wrote
+/// into one (the tile's init), is a subview of the source's row-major buffer
+/// at an offset known at run time; anything else has the identity layout
+/// (which casts to the former, should bufferization copy the slice).
+static MemRefLayoutAttrInterface inPlaceLayout(Value tensor) {
+  // linalg ops (the init's fill) bufferize into their init; moe ops become
+  // kernels that write fresh buffers.
+  while (auto result = dyn_cast<OpResult>(tensor)) {
+    auto linalgOp = dyn_cast<linalg::LinalgOp>(result.getOwner());
+    if (!linalgOp)
+      break;
+    tensor = linalgOp.getDpsInitOperand(result.getResultNumber())->get();
+  }
+  auto slice = tensor.getDefiningOp<tensor::ExtractSliceOp>();
+  if (!slice || !llvm::all_of(slice.getMixedStrides(), [](OpFoldResult s) {
+        return isConstantIntValue(s, 1);
+      }))
+    return {};
+  ArrayRef<int64_t> source = slice.getSourceType().getShape();
+  SmallVector<int64_t> strides(source.size(), 1);
+  for (int64_t d = static_cast<int64_t>(source.size()) - 2; d >= 0; --d)
+    strides[d] = ShapedType::isDynamic(source[d + 1]) ||
+                         ShapedType::isDynamic(strides[d + 1])
+                     ? ShapedType::kDynamic
+                     : source[d + 1] * strides[d + 1];
+  return StridedLayoutAttr::get(tensor.getContext(), ShapedType::kDynamic,
+                                strides);
+}
+
 Value cpu::readBuffer(OpBuilder &b, Location loc, Value tensor) {
   auto type = cast<RankedTensorType>(tensor.getType());
-  auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
+  auto memrefType = MemRefType::get(type.getShape(), type.getElementType(),
+                                    inPlaceLayout(tensor));
   return bufferization::ToBufferOp::create(b, loc, memrefType, tensor,
                                            /*read_only=*/true);
 }

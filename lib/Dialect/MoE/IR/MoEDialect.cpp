@@ -26,4 +26,5 @@ void MoEDialect::initialize() {
 #define GET_OP_LIST
 #include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
       >();
+  attachTilingInterfaces(getContext());
 }

@@ -3,3 +3,7 @@
 
 // CHECK: --moe-strip-router-noise
 // CHECK-SAME: Turn noisy top-k gating into its deterministic inference form
+// CHECK: --moe-tile-token-ops
+// CHECK-SAME: Tile routing chains into one pass over token tiles
+// CHECK-NEXT: --max-fused-weight-bytes=<long>
+// CHECK-NEXT: --token-tile=<long>

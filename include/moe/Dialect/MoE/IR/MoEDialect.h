@@ -28,6 +28,21 @@ inline constexpr llvm::StringLiteral kRowsPerTokenAttr = "moe.rows_per_token";
 inline constexpr llvm::StringLiteral kLayerAttr = "moe.layer";
 inline constexpr llvm::StringLiteral kVariantAttr = "moe.variant";
 
+/// Attaches TilingInterface (one parallel dim: tokens, or the slots of
+/// moe.gather) to the token-parallel ops, and ReifyRankedShapedTypeOpInterface
+/// to those of them without destinations. Called by the dialect.
+void attachTilingInterfaces(MLIRContext *ctx);
+
+/// Why `op` has no tile along its dim 0 (not a token-parallel op, a noisy
+/// route, whose noise is keyed by the token's position, a rank-1 top-k, a
+/// dynamic result dim other than dim 0), or "" when it has.
+StringRef whyNotTokenTileable(Operation *op);
+
+/// The tensor operands a tile of a token-parallel op reads whole: weights,
+/// sub-key tables, BatchNorm statistics, the selection bias, the rows
+/// moe.gather reads. Every other tensor operand is sliced along dim 0.
+SmallVector<OpOperand *> getPerLayerOperands(Operation *op);
+
 /// True for the activations that multiply by the `w3` (up) projection.
 inline bool isGatedActivation(Activation act) {
   return act == Activation::swiglu || act == Activation::geglu;

@@ -33,4 +33,40 @@ def MoEAddRouteVariant : Pass<"moe-add-route-variant", "ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def MoETileTokenOps : Pass<"moe-tile-token-ops"> {
+  let summary = "Tile routing chains into one pass over token tiles";
+  let description = [{
+    Tiles the last token-parallel op of each routing chain (`moe.route`,
+    `moe.topk`, `moe.product_key_topk`, `moe.single_neuron_experts`) into an
+    `scf.forall` over tiles of `token-tile` tokens and fuses its
+    token-parallel producers (`moe.linear`, `moe.batch_norm`, the
+    retrieval, the inits) into it with upstream's
+    `scf::tileConsumerAndFuseProducersUsingSCF`: the router matmul, the
+    score and the top-k of a tile run back to back with the logits tile in
+    cache; PEER/PKM's query BatchNorm, both sub-key top-k's, the k×k
+    candidate top-k and the weighted expert gather likewise.
+
+    A producer whose per-layer operands (weights) exceed
+    `max-fused-weight-bytes` stays outside the loop (its own kernel streams
+    the weights once for all tokens). A producer whose results have other
+    users is computed in the loop and its full result yielded for them.
+    Tiles split tokens only, never a reduction, so the bits are those of
+    the untiled ops. Ops that reduce over tokens (dispatch plan, aux losses)
+    and noisy routes (their noise is keyed by token position) are not
+    tiled.
+  }];
+  let options = [
+    Option<"tokenTile", "token-tile", "int64_t", /*default=*/"16",
+           "tokens per tile">,
+    Option<"maxFusedWeightBytes", "max-fused-weight-bytes", "int64_t",
+           /*default=*/"1048576",
+           "largest per-layer operands (bytes) of a producer fused into "
+           "the tile loop">,
+  ];
+  let dependentDialects = ["::mlir::scf::SCFDialect",
+                           "::mlir::tensor::TensorDialect",
+                           "::mlir::affine::AffineDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD
