@@ -95,6 +95,23 @@ mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
   if (options.maxFusedWeightBytes < 0)
     return "max-fused-weight-bytes must not be negative, got " +
            std::to_string(options.maxFusedWeightBytes);
+  // 0 asks for the target's default; a negative size would be read as it.
+  std::pair<const char *, int64_t> sizes[] = {
+      {"vector-width", options.vectorWidth},
+      {"row-tile", options.rowTile},
+      {"col-tile", options.colTile},
+      {"row-block", options.rowBlock},
+      {"col-block", options.colBlock},
+      {"token-block", options.tokenBlock},
+      {"depth-block", options.depthBlock},
+      {"panel-row-tile", options.panelRowTile},
+      {"panel-col-vectors", options.panelColVectors},
+      {"panel-depth-block", options.panelDepthBlock},
+      {"l1-ways", options.l1Ways}};
+  for (auto [name, value] : sizes)
+    if (value < 0)
+      return std::string(name) + " must not be negative (0 = the target's " +
+             "default), got " + std::to_string(value);
   int64_t width = options.vectorWidth;
   if (width > 0 && !llvm::isPowerOf2_64(width))
     return "vector-width must be a power of two, got " + std::to_string(width);
