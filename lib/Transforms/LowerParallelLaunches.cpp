@@ -14,6 +14,7 @@
 #include "mlir/IR/SymbolTable.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_LOWERPARALLELLAUNCHES
@@ -193,16 +194,28 @@ void LowerParallelLaunchesPass::runOnOperation() {
   // The launch declarations. With emit-c-interface, func-to-llvm gave each
   // launch a wrapper calling `_mlir_ciface_<launch>`, and each private body a
   // `_mlir_ciface_<body>` nothing outside the module may call: all unused.
+  // The uses are collected once per round (one walk of the module) rather
+  // than per function: a layer has hundreds of launches.
+  llvm::DenseSet<StringAttr> used;
+  auto collectUses = [&] {
+    used.clear();
+    if (auto uses = SymbolTable::getSymbolUses(&module.getBodyRegion()))
+      for (const SymbolTable::SymbolUse &use : *uses)
+        used.insert(use.getSymbolRef().getRootReference());
+  };
   auto isUnused = [&](LLVM::LLVMFuncOp fn) {
-    return SymbolTable::symbolKnownUseEmpty(fn, module);
+    return !used.contains(fn.getSymNameAttr());
   };
   std::string cInterfaceLaunchPrefix =
       (kCInterfacePrefix + kParallelLaunchPrefix).str();
   for (StringRef prefix :
-       {StringRef(kParallelLaunchPrefix), StringRef(cInterfaceLaunchPrefix)})
+       {StringRef(kParallelLaunchPrefix), StringRef(cInterfaceLaunchPrefix)}) {
+    collectUses();
     for (auto fn : llvm::to_vector(module.getOps<LLVM::LLVMFuncOp>()))
       if (fn.getSymName().starts_with(prefix) && isUnused(fn))
         symbols->erase(fn);
+  }
+  collectUses();
   for (auto [body, trampoline] : trampolines) {
     auto wrapper = symbols->lookup<LLVM::LLVMFuncOp>(
         (kCInterfacePrefix + cast<LLVM::LLVMFuncOp>(body).getSymName()).str());
