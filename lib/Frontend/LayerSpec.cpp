@@ -1101,7 +1101,10 @@ void SpecParser::checkAddressable() {
            {"keys1", {subKeys, halfKey}},
            {spec.kind == LayerKind::peer ? "expert_in" : "values", {e, d}}}))
     return;
-  // Per token, each head ranks min(top_k, n)^2 candidates.
+  // Per token: the f32 queries of every head (the bf16/f16 query weight may
+  // fit where they do not), and each head ranks min(top_k, n)^2 candidates.
+  if (!checkBufferFits("one token's queries", {heads, keyDim}, 4, "f32"))
+    return;
   int64_t kept = std::min(spec.topK, n);
   SizeFactor candidates{"top_k", "min(top_k, n)", kept};
   checkBufferFits("one token's product-key candidates",

@@ -362,6 +362,7 @@ def _check_addressable(out):
                  wbytes, wd)
     _buffer_fits(f"weight '{'expert_in' if out['kind'] == 'peer' else 'values'}'", [e, d],
                  wbytes, wd)
+    _buffer_fits("one token's queries", [h, ("key_dim", "key_dim", dk)], 4, "f32")
     kept = ("top_k", "min(top_k, n)", min(out["top_k"], n))
     _buffer_fits("one token's product-key candidates", [h, kept, kept], 4, "f32")
 
