@@ -139,8 +139,13 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if opt_level not in (0, 1, 2, 3):
+    if (isinstance(opt_level, bool) or not isinstance(opt_level, (int, np.integer))
+            or opt_level not in (0, 1, 2, 3)):
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+    # Not a string, they would reach moe-compile's command line as their repr.
+    for option, value in (("mcpu", mcpu), ("mattr", mattr)):
+        if not isinstance(value, str):
+            raise ValueError(f"{option} must be a string, got {type(value).__name__}")
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     if not isinstance(tiles, str):

@@ -286,3 +286,18 @@ def test_other_bad_x_are_value_errors(routed, bad):
     W = make_weights(load_spec(ROUTED), 1)
     with pytest.raises(ValueError, match="x must"):
         routed(bad(make_x(4, 12)), **W)
+
+
+# --------------------------------------------------------------------------- #
+# Compile options
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("option,value", [
+    ("opt_level", True), ("opt_level", 2.0), ("opt_level", "3"),
+    ("mcpu", None), ("mcpu", 3), ("mattr", ["+avx2"]), ("tiles", 32),
+    ("pipeline", None), ("target", b"cpu"),
+])
+def test_bad_compile_options_are_value_errors(option, value):
+    """Checked before anything is compiled (no compiler needed)."""
+    with pytest.raises(ValueError, match=option):
+        moe_mlir.compile(ROUTED, **{option: value})
