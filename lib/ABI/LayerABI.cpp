@@ -163,6 +163,22 @@ static LogicalResult boundByTensors(func::FuncOp layer, TokenLimit &limit) {
                                 " dispatch slots are counted in 32 bits");
       }
     }
+    // Noisy routing numbers its rows in the 32-bit Philox counter
+    // (docs/semantics.md, section 5): rows past 2^32 would repeat noise.
+    if (auto route = dyn_cast<RouteOp>(op)) {
+      std::optional<int64_t> rows = rowsOf(route.getLogits());
+      if (route.getSeed() && rows) {
+        int64_t tokens = maxTokensWithin(int64_t(1) << 32, *rows);
+        if (tokens == 0)
+          return route.emitError()
+                 << "cannot run one token: its " << *rows
+                 << " noisy rows per token exceed the 2^32 rows the 32-bit "
+                    "noise counter numbers";
+        limit.bound(tokens, "its tokens x " + Twine(*rows) +
+                                " noisy rows are numbered by a 32-bit "
+                                "counter");
+      }
+    }
     // The expert MLPs keep f32 hidden rows, [rows, F], that no tensor of the
     // function shows.
     auto boundHidden = [&](Value rowsValue, Value w1, int64_t hiddenDim) {

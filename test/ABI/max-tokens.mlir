@@ -55,6 +55,19 @@ func.func @split(%x: tensor<?x6xf32> {moe.name = "x"}) -> (tensor<4xi32> {moe.na
 
 // -----
 
+// Noisy routing numbers its rows with a 32-bit counter: MH-MoE's 4 sub-tokens
+// per token allow 2^30 tokens (docs/semantics.md, section 5).
+// CHECK: "noisy_forward: tokens must be <= 1073741824 for this layer (its tokens x 4 noisy rows are numbered by a 32-bit counter)\00"
+func.func @noisy(%x: tensor<?x4xf32> {moe.name = "x"}, %seed: i64)
+    -> (tensor<?x1xi32> {moe.name = "ids", moe.rows_per_token = 4 : i64}) {
+  %sub = moe.token_split %x heads(4) : tensor<?x4xf32> -> tensor<?x1xf32>
+  %w, %ids = moe.route %sub top_k(1) score(softmax) order(topk_then_score)
+      noise(%sub, %seed : tensor<?x1xf32>) : tensor<?x1xf32> -> tensor<?x1xf32>, tensor<?x1xi32>
+  return %ids : tensor<?x1xi32>
+}
+
+// -----
+
 // Scratch counts too: one token's 2^33-byte row allows 2^14 tokens.
 // CHECK: "wide_forward: tokens must be <= 16384 for this layer (its 8589934592 bytes per token of one tensor must stay within 2^47 bytes)\00"
 func.func @wide(%x: tensor<?x4xf32> {moe.name = "x"}) -> (tensor<?x4xf32> {moe.name = "out"}) {
