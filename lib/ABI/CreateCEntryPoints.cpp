@@ -218,6 +218,14 @@ private:
       check(
           arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, tokens, one),
           kBadSize, "tokens must be >= 1");
+      // Past this the buffers or the 32-bit counts of the layer cannot be
+      // indexed (LayerABI::maxTokens), whatever the caller allocated.
+      Value most = arith::ConstantIntOp::create(b, loc, i64(), abi.maxTokens);
+      check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, tokens,
+                                  most),
+            kBadSize,
+            "tokens must be <= " + Twine(abi.maxTokens) + " for this layer (" +
+                abi.maxTokensReason + ")");
       Value width = arith::ConstantIntOp::create(b, loc, i64(), abi.dModel);
       check(arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, dModel,
                                   width),

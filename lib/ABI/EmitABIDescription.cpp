@@ -53,6 +53,7 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
         {"name", abi.layerName},
         {"entry_point", abi.entryPointName()},
         {"d_model", abi.dModel},
+        {"max_tokens", abi.maxTokens},
         {"seed", abi.seedArgument.has_value()},
         {"inputs", describeBuffers(abi.inputs)},
         {"outputs", describeBuffers(abi.outputs)},
@@ -73,6 +74,7 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
     if (packed && pack)
       layer["packed"] = llvm::json::Object{
           {"entry_point", packed->entryPointName()},
+          {"max_tokens", packed->maxTokens},
           {"inputs", describeBuffers(packed->inputs)},
           {"pack_entry_point", pack->entryPointName()},
           {"pack_inputs", describeBuffers(pack->inputs)},
@@ -82,6 +84,7 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
     if (route)
       layer["route"] = llvm::json::Object{
           {"entry_point", route->entryPointName()},
+          {"max_tokens", route->maxTokens},
           {"seed", route->seedArgument.has_value()},
           {"inputs", describeBuffers(route->inputs)},
           {"outputs", describeBuffers(route->outputs)},

@@ -2,6 +2,8 @@
 
 #include "moe/ABI/LayerABI.h"
 
+#include "moe/ABI/SizeLimits.h"
+
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -21,20 +23,38 @@ static StringRef typeName(const ABIBuffer &buffer) {
   return t.isF32() ? "f32" : "i32";
 }
 
-/// `((tokens) * 4096)` or `(8 * 4096)`: the element count of a buffer.
+/// The element count of a buffer as an exact 64-bit C expression: a
+/// constant (`INT64_C(512)`), or for a per-token buffer the constant per
+/// token times `tokens` (`((int64_t)(tokens) * INT64_C(4096))`). In plain
+/// `int` arithmetic a product of three sizes of 65536 would wrap to 0.
+/// describeLayerABI has checked that the static counts fit, and each
+/// per-token count stays below 2^47 up to the layer's max tokens.
 static std::string sizeExpression(const ABIBuffer &buffer) {
-  SmallVector<std::string> factors;
+  SmallVector<int64_t> factors;
+  for (int64_t d : buffer.type.getShape())
+    factors.push_back(ShapedType::isDynamic(d) ? buffer.rowsPerToken : d);
+  std::optional<int64_t> count = checkedProduct(factors);
+  assert(count && "describeLayerABI checks that buffer sizes fit in int64");
+  std::string constant = "INT64_C(" + std::to_string(*count) + ")";
+  if (buffer.type.hasStaticShape())
+    return constant;
+  return "((int64_t)(tokens) * " + constant + ")";
+}
+
+/// ` /* 8 x 128 x 64 */`: the dims behind a size, where there are several.
+static std::string sizeComment(const ABIBuffer &buffer) {
+  if (buffer.type.getRank() < 2 && buffer.rowsPerToken == 1)
+    return "";
+  SmallVector<std::string> dims;
   for (int64_t d : buffer.type.getShape()) {
     if (!ShapedType::isDynamic(d))
-      factors.push_back(std::to_string(d));
+      dims.push_back(std::to_string(d));
     else if (buffer.rowsPerToken == 1)
-      factors.push_back("(tokens)");
+      dims.push_back("tokens");
     else
-      factors.push_back("(tokens) * " + std::to_string(buffer.rowsPerToken));
+      dims.push_back("tokens x " + std::to_string(buffer.rowsPerToken));
   }
-  if (factors.empty())
-    return "1";
-  return "(" + llvm::join(factors, " * ") + ")";
+  return " /* " + llvm::join(dims, " x ") + " */";
 }
 
 /// What the function of `abi` does, for its comment.
@@ -72,11 +92,15 @@ static void emitLayer(raw_ostream &os, const LayerABI &abi,
   if (abi.kind == LayerABI::Kind::Forward) {
     os << "/* ---- layer " << abi.layerName << " ---- */\n\n";
     define(macro + "_D_MODEL", " " + std::to_string(abi.dModel));
+    // Past it the entry point returns MOE_ERROR_BAD_SIZE.
+    define(macro + "_MAX_TOKENS",
+           " INT64_C(" + std::to_string(abi.maxTokens) + ")");
   }
   auto emitSize = [&](const ABIBuffer &buffer) {
     bool perToken = !buffer.type.hasStaticShape();
     define(macro + "_" + upper(buffer.name) + "_SIZE",
-           (perToken ? "(tokens) " : " ") + sizeExpression(buffer));
+           (perToken ? "(tokens) " : " ") + sizeExpression(buffer) +
+               sizeComment(buffer));
   };
   for (const ABIBuffer &b : abi.inputs)
     emitSize(b);
@@ -94,7 +118,10 @@ static void emitLayer(raw_ostream &os, const LayerABI &abi,
     os << llvm::formatv(" *   {0,-16} {1,-17} {2}\n", name, type, what);
   };
   if (abi.takesTokens()) {
-    doc("tokens", "int64_t", ">= 1");
+    doc("tokens", "int64_t",
+        "in [1, " + std::to_string(abi.maxTokens) + "]" +
+            (abi.kind == LayerABI::Kind::Forward ? " (" + macro + "_MAX_TOKENS)"
+                                                 : std::string()));
     doc("d_model", "int64_t", "must be " + std::to_string(abi.dModel));
   }
   auto docBuffer = [&](const ABIBuffer &b, bool isConst) {

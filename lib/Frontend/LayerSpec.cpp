@@ -9,6 +9,7 @@
 
 #include "moe/Frontend/LayerSpec.h"
 
+#include "moe/ABI/SizeLimits.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVectorExtras.h"
 #include "llvm/ADT/StringExtras.h"
@@ -221,7 +222,17 @@ static constexpr FieldRule kCapacityFields[] = {
 // clang-format on
 
 /// Sizes index i32 tensors (expert ids, token ids), so they stay below 2^31.
-static constexpr int64_t kMaxSize = std::numeric_limits<int32_t>::max();
+static constexpr int64_t kMaxSize = kMaxInt32Count;
+
+namespace {
+/// A spec size in a product of sizes: the field it comes from (where an
+/// error about the product points) and how the product names it.
+struct SizeFactor {
+  StringRef path;
+  std::string name;
+  int64_t value;
+};
+} // namespace
 
 /// Numbers as a user would write them (`1.25`, `-1`), not `1.250000e+00`.
 static std::string formatNumber(double value) {
@@ -368,6 +379,14 @@ private:
   /// The constraints between fields of the layer kind.
   void checkSizes();
   void checkPositive(StringRef path, int64_t value, bool allowZero = false);
+  /// Every product of sizes that a buffer or a 32-bit count depends on, for
+  /// the weights and for one token (SizeLimits.h; the entry point bounds the
+  /// tokens of a call).
+  void checkAddressable();
+  /// Reports `what`, `factors` elements of `elementBytes` bytes, if it does
+  /// not fit in kMaxBufferBytes; returns whether it fits.
+  bool checkBufferFits(StringRef what, ArrayRef<SizeFactor> factors,
+                       int64_t elementBytes, StringRef elementType);
 
   llvm::SourceMgr &sourceMgr;
   unsigned bufferId;
@@ -970,6 +989,126 @@ void SpecParser::checkSizes() {
                                   ") <= experts (n*n = " +
                                   Twine(spec.experts) + ")");
   }
+  // The products below take the relations above for granted.
+  if (numErrors == errorsBefore)
+    checkAddressable();
+}
+
+/// `a x b x c = 1 x 2 x 3`: a product as the spec writes its factors.
+static std::string describeProduct(ArrayRef<SizeFactor> factors) {
+  SmallVector<std::string> names, values;
+  for (const SizeFactor &f : factors) {
+    names.push_back(f.name);
+    values.push_back(std::to_string(f.value));
+  }
+  return llvm::join(names, " x ") + " = " + llvm::join(values, " x ");
+}
+
+/// The factor an error about a product points at: the largest, the first of
+/// equals.
+static const SizeFactor &largestFactor(ArrayRef<SizeFactor> factors) {
+  return *llvm::max_element(factors,
+                            [](const SizeFactor &a, const SizeFactor &b) {
+                              return a.value < b.value;
+                            });
+}
+
+bool SpecParser::checkBufferFits(StringRef what, ArrayRef<SizeFactor> factors,
+                                 int64_t elementBytes, StringRef elementType) {
+  SmallVector<int64_t> values =
+      llvm::map_to_vector(factors, [](const SizeFactor &f) { return f.value; });
+  std::optional<int64_t> count = checkedProduct(values);
+  if (count && fitsInBuffer(*count, elementBytes))
+    return true;
+  std::optional<int64_t> bytes =
+      count ? checkedMul(*count, elementBytes) : std::nullopt;
+  error(rangeOf(largestFactor(factors).path),
+        "expected " + what + " (" + describeProduct(factors) + " " +
+            elementType + ") to fit in 2^47 bytes, the address space a " +
+            "buffer may span, got " +
+            (bytes ? Twine(*bytes) + " bytes" : Twine("more than 2^63 bytes")));
+  return false;
+}
+
+void SpecParser::checkAddressable() {
+  int64_t weightBytes = spec.weightType == WeightType::f32 ? 4 : 2;
+  StringRef weightType = stringifyEnum(spec.weightType);
+  SizeFactor d{"d_model", "d_model", spec.dModel};
+  SizeFactor e{"experts", "experts", spec.experts};
+  // One error per layer: the weights of a layer grow together.
+  auto weightsFit =
+      [&](ArrayRef<std::pair<StringRef, SmallVector<SizeFactor>>> weights) {
+        for (const auto &[name, factors] : weights)
+          if (!checkBufferFits(("weight '" + name + "'").str(), factors,
+                               weightBytes, weightType))
+            return false;
+        return true;
+      };
+
+  if (spec.isRouted()) {
+    int64_t width = spec.expertWidth();
+    SizeFactor w = spec.kind == LayerKind::mh_moe
+                       ? SizeFactor{"d_model", "d_model / heads", width}
+                       : d;
+    SizeFactor f{"expert_hidden", "expert_hidden", spec.expertHidden};
+    SmallVector<std::pair<StringRef, SmallVector<SizeFactor>>> weights;
+    if (spec.kind == LayerKind::mh_moe)
+      weights.push_back({"head_proj", {d, d}});
+    weights.push_back({"gate", {e, w}});
+    weights.push_back({"w1", {e, f, w}});
+    if (spec.hasSharedExperts())
+      weights.push_back({"shared_w1",
+                         {{"shared_experts.hidden", "shared_experts.hidden",
+                           spec.sharedExperts.hidden},
+                          d}});
+    if (!weightsFit(weights))
+      return;
+
+    // Per token: heads x choices dispatch slots, counted in i32, each with
+    // an expert row and a hidden row of f32.
+    int64_t choices = spec.numRouterChoices();
+    SmallVector<SizeFactor> slots;
+    if (spec.kind == LayerKind::mh_moe)
+      slots.push_back({"heads", "heads", spec.heads});
+    slots.push_back(
+        {"router.top_k",
+         choices == spec.router.topK ? "router.top_k" : "router choices",
+         choices});
+    std::optional<int64_t> perToken = checkedProduct(llvm::map_to_vector(
+        slots, [](const SizeFactor &s) { return s.value; }));
+    if (!perToken || *perToken > kMaxInt32Count) {
+      error(rangeOf(largestFactor(slots).path),
+            "expected at most " + Twine(kMaxInt32Count) +
+                " dispatch slots per token (their counts and offsets are "
+                "32-bit), got " +
+                describeProduct(slots) +
+                (perToken ? " = " + Twine(*perToken) : Twine()));
+      return;
+    }
+    slots.push_back(width > spec.expertHidden ? w : f);
+    checkBufferFits("one token's expert rows", slots, 4, "f32");
+    return;
+  }
+
+  // Product keys.
+  int64_t n = spec.numSubKeys();
+  SizeFactor heads{"heads", "heads", spec.heads};
+  SizeFactor keyDim{"key_dim", "key_dim", spec.keyDim};
+  SizeFactor subKeys{"experts", "n", n};
+  SizeFactor halfKey{"key_dim", "key_dim / 2", spec.keyDim / 2};
+  if (!weightsFit(
+          {{"query", {heads, keyDim, d}},
+           {"keys1", {subKeys, halfKey}},
+           {spec.kind == LayerKind::peer ? "expert_in" : "values", {e, d}}}))
+    return;
+  // Per token: the f32 queries of every head (the bf16/f16 query weight may
+  // fit where they do not), and each head ranks min(top_k, n)^2 candidates.
+  if (!checkBufferFits("one token's queries", {heads, keyDim}, 4, "f32"))
+    return;
+  int64_t kept = std::min(spec.topK, n);
+  SizeFactor candidates{"top_k", "min(top_k, n)", kept};
+  checkBufferFits("one token's product-key candidates",
+                  {heads, candidates, candidates}, 4, "f32");
 }
 
 FailureOr<LayerSpec>

@@ -139,8 +139,13 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if opt_level not in (0, 1, 2, 3):
+    if (isinstance(opt_level, bool) or not isinstance(opt_level, (int, np.integer))
+            or opt_level not in (0, 1, 2, 3)):
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
+    # Not a string, they would reach moe-compile's command line as their repr.
+    for option, value in (("mcpu", mcpu), ("mattr", mattr)):
+        if not isinstance(value, str):
+            raise ValueError(f"{option} must be a string, got {type(value).__name__}")
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
     if not isinstance(tiles, str):
@@ -280,11 +285,14 @@ def _bf16_bits(a32: np.ndarray) -> np.ndarray:
 class Layer:
     """A compiled layer.  ``layer(x, **weights)`` returns the output [T, D].
 
-    ``x`` is float32 ``[T, D]`` with T >= 1; weights are named and shaped as
-    in the spec contract (docs/spec.md) and given as float32 (rounded to the
-    spec's weight_dtype, round-to-nearest-even), or as float16 for f16
-    weights / raw uint16 bit patterns for bf16 weights.  Noisy routers need
-    an integer ``seed``.
+    ``x`` is float32 ``[T, D]`` with 1 <= T <= :attr:`max_tokens`; weights
+    are named and shaped as in the spec contract (docs/spec.md) and given as
+    float32 (rounded to the spec's weight_dtype, round-to-nearest-even), or
+    as float16 for f16 weights / raw uint16 bit patterns for bf16 weights.
+    Non-contiguous arrays are copied, read-only ones are read in place, and
+    outputs are new arrays.  Noisy routers need an integer ``seed``; other
+    layers ignore an integer seed and refuse any other non-None one.  Every
+    bad argument raises ValueError.
     """
 
     def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any]):
@@ -339,7 +347,19 @@ class Layer:
 
     # ---------------------------------------------------------------- checks
 
-    def _check_x(self, x) -> np.ndarray:
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens one call takes: past it a buffer of the layer
+        would exceed the address space or a 32-bit count of its dispatch
+        would overflow (the entry point refuses it with MOE_ERROR_BAD_SIZE)."""
+        return self._abi["max_tokens"]
+
+    def _route_max_tokens(self) -> int:
+        # One limit for every call of a layer: the routing alone could index
+        # more tokens, but no caller of the layer should depend on that.
+        return min(self.max_tokens, self._route["max_tokens"])
+
+    def _check_x(self, x, max_tokens: int) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             raise ValueError(f"x must be a numpy.ndarray, got {type(x).__name__}")
         if x.dtype != np.float32:
@@ -348,6 +368,14 @@ class Layer:
             raise ValueError(f"x must have shape [T, {self.d_model}], got {list(x.shape)}")
         if x.shape[0] < 1:
             raise ValueError("x must hold at least one token (T >= 1)")
+        # Before any copy or output allocation: a broadcast view of 2^40
+        # rows is a few bytes until it is made contiguous.
+        if x.shape[0] > max_tokens:
+            raise ValueError(f"x has {x.shape[0]} tokens; layer {self.name!r} takes at most "
+                             f"{max_tokens} per call (its buffers and 32-bit dispatch counts "
+                             f"could not be indexed past that)")
+        # Non-contiguous views (slices, transposes, broadcasts) are copied;
+        # read-only arrays are read in place.
         return np.ascontiguousarray(x)
 
     def _check_weight(self, name: str, value) -> np.ndarray:
@@ -387,13 +415,18 @@ class Layer:
             raise ValueError(f"missing weight {missing[0]!r} for layer {self.name!r}")
         return [self._check_weight(n, weights[n]) for n in needed]
 
-    def _check_seed(self, seed):
-        if not self._abi["seed"]:
-            return []
-        if seed is None:
+    def _check_seed(self, seed, takes_seed: bool):
+        """The seed argument of a function that ``takes_seed``, else []. A
+        seed must be None or an integer either way: a layer without a noisy
+        router ignores an integer seed (so one call works for every layer)
+        and refuses any other value, which would be a mistake."""
+        if takes_seed and seed is None:
             raise ValueError(f"layer {self.name!r} has a noisy router: pass seed=<int>")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {type(seed).__name__}")
+        if seed is not None and (isinstance(seed, bool)
+                                 or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"seed must be an integer or None, got {type(seed).__name__}")
+        if not takes_seed:
+            return []
         return [ctypes.c_uint64(int(seed) % (1 << 64))]
 
     # ------------------------------------------------------------------ runs
@@ -422,7 +455,8 @@ class Layer:
         if not self._packed:
             return BoundLayer(self, self._fn, args, list(self.weight_shapes))
         return BoundLayer(self, self._packed_fn, self._pack(args),
-                          [b["name"] for b in self._packed["inputs"][1:]])
+                          [b["name"] for b in self._packed["inputs"][1:]],
+                          self._packed["max_tokens"])
 
     def _pack(self, args):
         """The arguments of the packed forward: ``args`` (checked weights in
@@ -444,12 +478,14 @@ class Layer:
             message = self._lib.moe_last_error().decode(errors="replace")
             raise RuntimeError(f"{entry_point} failed ({status}): {message}")
 
-    def _forward(self, x, args, seed, fn=None, abi=None) -> Dict[str, Any]:
+    def _forward(self, x, args, seed, fn=None, abi=None,
+                 max_tokens: Optional[int] = None) -> Dict[str, Any]:
         """Runs ``fn`` (default: the forward) of the ABI ``abi`` (default: the
-        layer's) on ``x`` and the checked ``args`` it takes after ``x``."""
+        layer's) on ``x`` and the checked ``args`` it takes after ``x``;
+        ``max_tokens`` is ``fn``'s limit (default: ``abi``'s)."""
         abi = abi or self._abi
-        x = self._check_x(x)
-        seed_arg = self._check_seed(seed) if abi["seed"] else []
+        x = self._check_x(x, abi["max_tokens"] if max_tokens is None else max_tokens)
+        seed_arg = self._check_seed(seed, abi["seed"])
         tokens = x.shape[0]
         outputs = {}
         for buf in abi["outputs"]:
@@ -476,7 +512,7 @@ class Layer:
         else:
             needed = [b["name"] for b in self._route["inputs"][1:]]
             result = self._forward(x, self._check_weights(weights, needed), seed,
-                                   self._route_fn, self._route)
+                                   self._route_fn, self._route, self._route_max_tokens())
         return result["topk_ids"], result["topk_weights"]
 
     def aux_losses(self, x, seed=None, **weights) -> Dict[str, float]:
@@ -492,14 +528,16 @@ class BoundLayer:
     """A compiled layer with its weights checked and converted once
     (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
 
-    def __init__(self, layer: Layer, fn, args, names):
+    def __init__(self, layer: Layer, fn, args, names, max_tokens: Optional[int] = None):
         self.layer = layer
         self._fn = fn
         self._args = args
         self._by_name = dict(zip(names, args))
+        self._max_tokens = max_tokens
 
     def forward(self, x, seed=None) -> Dict[str, Any]:
-        return self.layer._forward(x, self._args, seed, self._fn)
+        return self.layer._forward(x, self._args, seed, self._fn,
+                                   max_tokens=self._max_tokens)
 
     def __call__(self, x, seed=None) -> np.ndarray:
         return self.forward(x, seed=seed)["out"]
@@ -512,7 +550,8 @@ class BoundLayer:
         else:
             # Routing reads no packed weight: the router's are never packed.
             args = [self._by_name[b["name"]] for b in layer._route["inputs"][1:]]
-            result = layer._forward(x, args, seed, layer._route_fn, layer._route)
+            result = layer._forward(x, args, seed, layer._route_fn, layer._route,
+                                    layer._route_max_tokens())
         return result["topk_ids"], result["topk_weights"]
 
     def __repr__(self) -> str:

@@ -47,6 +47,12 @@ AUX_LOSSES = ("load_balance", "importance", "z_loss")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# What a compiled layer can address (include/moe/ABI/SizeLimits.h): a size is
+# an id bound kept in 32 bits, dispatch slots are counted in 32 bits, and no
+# buffer may span more than the 2^47-byte user address space.
+INT32_MAX = 2**31 - 1
+MAX_BUFFER_BYTES = 2**47
+
 # Keys allowed at the top level, per kind.
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
@@ -90,6 +96,13 @@ _Loader.add_implicit_resolver(
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
+def _too_deep(source: str) -> ValueError:
+    # PyYAML's composer and json recurse once per level of nesting: a spec
+    # nested thousands of levels deep ([[[[...]]]]) exhausts Python's stack.
+    return ValueError(f"{source}: cannot parse spec: nested too deeply "
+                      f"(a layer spec is a few levels of mappings)")
+
+
 def _parse_text(text: str, source: str):
     stripped = text.lstrip()
     if stripped.startswith("{"):
@@ -97,16 +110,23 @@ def _parse_text(text: str, source: str):
             return json.loads(text)
         except json.JSONDecodeError:
             pass  # maybe YAML flow style; fall through
+        except RecursionError:
+            raise _too_deep(source) from None
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise ValueError(f"{source}: cannot parse spec: {exc}") from None
+    except RecursionError:
+        raise _too_deep(source) from None
 
 
 def _read(spec) -> Tuple[Any, str]:
     """Return (raw object, source description)."""
     if isinstance(spec, Mapping):
-        return copy.deepcopy(dict(spec)), "spec"
+        try:
+            return copy.deepcopy(dict(spec)), "spec"
+        except RecursionError:
+            raise _too_deep("spec") from None
     if isinstance(spec, os.PathLike):
         path = os.fspath(spec)
         return _read_file(path), path
@@ -132,6 +152,8 @@ def _read_file(path: str):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: cannot parse JSON spec: {exc}") from None
+        except RecursionError:
+            raise _too_deep(path) from None
     return _parse_text(text, path)
 
 
@@ -143,7 +165,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _int(d, key, path, *, minimum=None, default=None, required=False):
+def _int(d, key, path, *, minimum=None, default=None, required=False,
+         maximum=INT32_MAX):
     if key not in d or d[key] is None:
         if required:
             raise ValueError(f"missing required field '{path}'")
@@ -153,6 +176,8 @@ def _int(d, key, path, *, minimum=None, default=None, required=False):
         raise ValueError(f"field '{path}' must be an integer, got {v!r}")
     if minimum is not None and v < minimum:
         raise ValueError(f"field '{path}' must be >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"field '{path}' must be <= {maximum}, got {v}")
     return v
 
 
@@ -258,10 +283,88 @@ def _normalize(raw) -> Dict[str, Any]:
         _normalize_moe(raw, out, kind)
     else:
         _normalize_product_key(raw, out, kind)
+    _check_addressable(out)
     tiles = _tiles(raw)
     if tiles:
         out["tiles"] = tiles
     return out
+
+
+def _buffer_fits(what, factors, element_bytes, element_type):
+    """Raises ValueError naming the largest factor's field if ``what``, the
+    product of ``factors`` ((field, name, value) triples) elements of
+    ``element_bytes`` bytes, spans more than MAX_BUFFER_BYTES."""
+    count = math.prod(value for _, _, value in factors)
+    nbytes = count * element_bytes
+    if nbytes <= MAX_BUFFER_BYTES:
+        return
+    field = max(factors, key=lambda f: f[2])[0]   # the first of equals
+    names = " x ".join(name for _, name, _ in factors)
+    values = " x ".join(str(value) for _, _, value in factors)
+    raise ValueError(f"field '{field}': {what} ({names} = {values} {element_type}) needs "
+                     f"{nbytes} bytes, more than 2^47 (the address space a buffer may span)")
+
+
+def _router_choices(spec) -> int:
+    """Choices the router returns per (sub-)token: ``top_k``, or with
+    ``overflow: next_choice`` fallbacks up to ``min(2 top_k, experts of the
+    kept groups)``."""
+    r, cap = spec["router"], spec["capacity"]
+    if cap is None or cap["overflow"] != "next_choice":
+        return r["top_k"]
+    kept = r["topk_groups"] * (spec["experts"] // r["groups"])
+    return min(2 * r["top_k"], kept)
+
+
+def _check_addressable(out):
+    """The products of sizes that a buffer or a 32-bit count depends on, as
+    moe-compile checks them (docs/spec.md, "Limits")."""
+    wd = out["weight_dtype"]
+    wbytes = 4 if wd == "f32" else 2
+    D, E = out["d_model"], out["experts"]
+    d = ("d_model", "d_model", D)
+    e = ("experts", "experts", E)
+    if out["kind"] in ("moe", "mh_moe"):
+        mh = out["kind"] == "mh_moe"
+        W = D // out["heads"] if mh else D
+        w = ("d_model", "d_model / heads", W) if mh else d
+        F = out["expert_hidden"]
+        f = ("expert_hidden", "expert_hidden", F)
+        weights = []
+        if mh:
+            weights.append(("head_proj", [d, d]))
+        weights += [("gate", [e, w]), ("w1", [e, f, w])]
+        if not mh and out["shared_experts"]["hidden"] > 0:
+            weights.append(("shared_w1", [("shared_experts.hidden", "shared_experts.hidden",
+                                           out["shared_experts"]["hidden"]), d]))
+        for name, factors in weights:
+            _buffer_fits(f"weight '{name}'", factors, wbytes, wd)
+        choices = _router_choices(out)
+        slots = [("heads", "heads", out["heads"])] if mh else []
+        slots.append(("router.top_k",
+                      "router.top_k" if choices == out["router"]["top_k"] else "router choices",
+                      choices))
+        per_token = math.prod(v for _, _, v in slots)
+        if per_token > INT32_MAX:
+            field = max(slots, key=lambda f: f[2])[0]
+            names = " x ".join(n for _, n, _ in slots)
+            values = " x ".join(str(v) for _, _, v in slots)
+            raise ValueError(f"field '{field}': at most {INT32_MAX} dispatch slots per token "
+                             f"(their counts and offsets are 32-bit), got {names} = {values} "
+                             f"= {per_token}")
+        _buffer_fits("one token's expert rows", slots + [w if W > F else f], 4, "f32")
+        return
+    n = product_key_side(E)
+    h = ("heads", "heads", out["heads"])
+    dk = out["key_dim"]
+    _buffer_fits("weight 'query'", [h, ("key_dim", "key_dim", dk), d], wbytes, wd)
+    _buffer_fits("weight 'keys1'", [("experts", "n", n), ("key_dim", "key_dim / 2", dk // 2)],
+                 wbytes, wd)
+    _buffer_fits(f"weight '{'expert_in' if out['kind'] == 'peer' else 'values'}'", [e, d],
+                 wbytes, wd)
+    _buffer_fits("one token's queries", [h, ("key_dim", "key_dim", dk)], 4, "f32")
+    kept = ("top_k", "min(top_k, n)", min(out["top_k"], n))
+    _buffer_fits("one token's product-key candidates", [h, kept, kept], 4, "f32")
 
 
 def _tiles(raw) -> Dict[str, Any]:

@@ -56,11 +56,21 @@ struct LayerABI {
   /// `<layer>_pack_weights` or `<layer>_route`.
   std::string entryPoint;
   /// Position of each buffer in the layer function's arguments or results.
-  SmallVector<ABIBuffer> inputs;  // x and weights, in argument order
-  SmallVector<ABIBuffer> outputs; // in result order
+  /// No inline storage: a layer has several of each, and LayerABIs are kept
+  /// in SmallVectors themselves.
+  SmallVector<ABIBuffer, 0> inputs;  // x and weights, in argument order
+  SmallVector<ABIBuffer, 0> outputs; // in result order
   /// Argument index of the i64 seed of noisy routing, if any.
   std::optional<unsigned> seedArgument;
   int64_t dModel = 0;
+  /// The most tokens one call may take (functions that take tokens): every
+  /// per-token buffer and tensor of the function stays within
+  /// kMaxBufferBytes, and every count the compiled code keeps in 32 bits
+  /// (dispatch slots) within kMaxInt32Count (SizeLimits.h).
+  int64_t maxTokens = 0;
+  /// What bounds `maxTokens`, for the entry point's message ("the tensor of
+  /// expert ids is 32-bit").
+  std::string maxTokensReason;
 
   std::string entryPointName() const { return entryPoint; }
   /// Whether the C function takes `tokens` and `d_model` (not packing).
@@ -69,18 +79,19 @@ struct LayerABI {
 
 /// Reads the ABI of a layer function; fails with a diagnostic on functions
 /// that cannot be exported (non-tensor operands, dynamic dims other than the
-/// token dim, no `[tokens, d_model]` first argument).
+/// token dim, no `[tokens, d_model]` first argument, a buffer larger than
+/// kMaxBufferBytes, or a tensor that cannot hold even one token's rows).
 FailureOr<LayerABI> describeLayerABI(func::FuncOp layer);
 
 /// The C header declaring the entry point of every layer in `layers`.
 std::string emitCHeader(ArrayRef<LayerABI> layers, StringRef guardName);
 
-/// The same ABI as JSON: per layer its entry point, d_model, whether it takes
-/// a seed, and each input/output buffer's name, dtype, shape (-1 for the token
-/// dim), rows_per_token and optionality; with a packed-weights variant, a
-/// `packed` object: its entry point and inputs, and the packing function's
-/// entry point, inputs and outputs; with a routing variant, a `route` object:
-/// its entry point, inputs and outputs.
+/// The same ABI as JSON: per layer its entry point, d_model, max_tokens,
+/// whether it takes a seed, and each input/output buffer's name, dtype, shape
+/// (-1 for the token dim), rows_per_token and optionality; with a
+/// packed-weights variant, a `packed` object: its entry point and inputs, and
+/// the packing function's entry point, inputs and outputs; with a routing
+/// variant, a `route` object: its entry point, inputs and outputs.
 std::string emitABIDescription(ArrayRef<LayerABI> layers);
 
 } // namespace mlir::moe

@@ -15,8 +15,10 @@ def MoECreateCEntryPoints : Pass<"moe-create-c-entry-points", "ModuleOp"> {
                               <inputs/weights: pointers>, [uint64_t seed],
                               <outputs: pointers>)
 
-    which validates its arguments (tokens >= 1, d_model equal to the compiled
-    width, no NULL input, weight or `out` pointer), reports a failure through
+    which validates its arguments (tokens in [1, the layer's max tokens]: no
+    more than its per-token buffers and tensors can index within 2^47 bytes
+    and its 32-bit dispatch counts can count; d_model equal to the compiled
+    width; no NULL input, weight or `out` pointer), reports a failure through
     the runtime (`moe_rt_fail`) with a status code and message, wraps the
     caller's buffers as tensors and writes the results into the caller's
     output buffers (optional outputs may be NULL). The layer function becomes

@@ -12,6 +12,7 @@
 
 #include "PanelKernels.h"
 
+#include "moe/ABI/SizeLimits.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/LayerFunctions.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -57,11 +58,25 @@ struct MoEPackExpertWeightsPass
     SymbolTable symbols(module);
     for (func::FuncOp layer : getLayerFunctions(module)) {
       SmallVector<PackedWeight> weights = findPackableWeights(layer, config);
-      if (weights.empty())
+      if (weights.empty() || !packedWeightsFit(layer, weights))
         continue;
       buildPackFunction(layer, weights, symbols);
       buildPackedLayer(layer, weights, symbols);
     }
+  }
+
+  /// Whether every packed weight can be addressed: padding to whole panels
+  /// can take a weight that fits past kMaxBufferBytes, and the variant is
+  /// an optimisation the layer can do without.
+  static bool packedWeightsFit(func::FuncOp layer,
+                               ArrayRef<PackedWeight> weights) {
+    return llvm::all_of(weights, [&](const PackedWeight &w) {
+      auto type =
+          cast<RankedTensorType>(layer.getArgument(w.argument).getType());
+      std::optional<int64_t> count =
+          checkedProduct(packedType(type, w.tileCols).getShape());
+      return count && fitsInBuffer(*count, type.getElementTypeBitWidth() / 8);
+    });
   }
 
   /// The arguments of `layer` read only as expert MLP weights, each by
