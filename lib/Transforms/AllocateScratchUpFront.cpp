@@ -69,8 +69,7 @@ bool staysIn(Value root, Region &region) {
       continue;
     for (Operation *user : value.getUsers()) {
       if (!region.isAncestor(user->getParentRegion()) ||
-          user->hasTrait<OpTrait::IsTerminator>() ||
-          isa<CallOpInterface>(user))
+          user->hasTrait<OpTrait::IsTerminator>() || isa<CallOpInterface>(user))
         return false;
       for (Value result : user->getResults())
         if (isa<ShapedType>(result.getType()))
@@ -85,10 +84,10 @@ bool staysIn(Value root, Region &region) {
 /// loops around it, which may run at once.
 struct Slot {
   memref::AllocOp alloc;
-  SmallVector<scf::ForallOp> parallelLoops; // outermost first
-  Value slotBytes;                          // at the insertion point
+  SmallVector<scf::ForallOp> parallelLoops;   // outermost first
+  Value slotBytes;                            // at the insertion point
   SmallVector<SmallVector<Value>> tripCounts; // per loop, per dim
-  Value offset;                             // of slot 0, in bytes
+  Value offset;                               // of slot 0, in bytes
 };
 
 /// Plans and rewrites the allocations of one function.
@@ -130,7 +129,10 @@ private:
   Range inductionVarRange(BlockArgument arg);
 
   Value constant(int64_t v) {
-    return arith::ConstantIndexOp::create(builder, fn.getLoc(), v);
+    Value &c = constants[v];
+    if (!c)
+      c = arith::ConstantIndexOp::create(builder, fn.getLoc(), v);
+    return c;
   }
 
   func::FuncOp fn;
@@ -140,10 +142,10 @@ private:
   DataLayout layout;
   DenseMap<Value, Value> exact;
   DenseMap<Value, Range> ranges;
+  DenseMap<int64_t, Value> constants;
 };
 
-bool ScratchPlanner::cloneable(Value value,
-                               llvm::SetVector<Operation *> &ops) {
+bool ScratchPlanner::cloneable(Value value, llvm::SetVector<Operation *> &ops) {
   if (dominance.properlyDominates(value, point))
     return true;
   Operation *def = value.getDefiningOp();
@@ -208,8 +210,8 @@ ScratchPlanner::Range ScratchPlanner::inductionVarRange(BlockArgument arg) {
   // The body runs only for lb <= iv < ub.
   Value last;
   if (upper.upper)
-    last = arith::SubIOp::create(builder, fn.getLoc(), upper.upper,
-                                 constant(1));
+    last = builder.createOrFold<arith::SubIOp>(fn.getLoc(), upper.upper,
+                                               constant(1));
   return {lower.lower, last};
 }
 
@@ -224,16 +226,20 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
   Location loc = fn.getLoc();
   auto both = [](Value a, Value b) { return a && b; };
   auto min = [&](Value a, Value b) -> Value {
-    return both(a, b) ? arith::MinSIOp::create(builder, loc, a, b) : Value();
+    return both(a, b) ? builder.createOrFold<arith::MinSIOp>(loc, a, b)
+                      : Value();
   };
   auto max = [&](Value a, Value b) -> Value {
-    return both(a, b) ? arith::MaxSIOp::create(builder, loc, a, b) : Value();
+    return both(a, b) ? builder.createOrFold<arith::MaxSIOp>(loc, a, b)
+                      : Value();
   };
   auto add = [&](Value a, Value b) -> Value {
-    return both(a, b) ? arith::AddIOp::create(builder, loc, a, b) : Value();
+    return both(a, b) ? builder.createOrFold<arith::AddIOp>(loc, a, b)
+                      : Value();
   };
   auto sub = [&](Value a, Value b) -> Value {
-    return both(a, b) ? arith::SubIOp::create(builder, loc, a, b) : Value();
+    return both(a, b) ? builder.createOrFold<arith::SubIOp>(loc, a, b)
+                      : Value();
   };
   auto either = [](Value a, Value b) { return a ? a : b; };
 
@@ -265,8 +271,8 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
     return {min(a.lower, b.lower), max(a.upper, b.upper)};
   }
   // Products and quotients by a positive constant keep the order.
-  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp,
-          arith::DivUIOp, arith::DivSIOp, arith::FloorDivSIOp>(def)) {
+  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp, arith::DivUIOp,
+          arith::DivSIOp, arith::FloorDivSIOp>(def)) {
     std::optional<int64_t> factor = getConstantIntValue(def->getOperand(1));
     Value other = def->getOperand(0);
     if (!factor && isa<arith::MulIOp>(def)) {
@@ -281,10 +287,10 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
         return Value();
       Value c = constant(*factor);
       if (isa<arith::MulIOp>(def))
-        return arith::MulIOp::create(builder, loc, v, c);
+        return builder.createOrFold<arith::MulIOp>(loc, v, c);
       if (isa<arith::CeilDivUIOp, arith::CeilDivSIOp>(def))
-        return arith::CeilDivSIOp::create(builder, loc, v, c);
-      return arith::FloorDivSIOp::create(builder, loc, v, c);
+        return builder.createOrFold<arith::CeilDivSIOp>(loc, v, c);
+      return builder.createOrFold<arith::FloorDivSIOp>(loc, v, c);
     };
     return {apply(x.lower), apply(x.upper)};
   }
@@ -341,12 +347,12 @@ FailureOr<Slot> ScratchPlanner::plan(memref::AllocOp alloc) {
     Value atPoint = range(size).upper;
     if (!atPoint)
       return failure();
-    bytes = arith::MulIOp::create(builder, loc, bytes, atPoint);
+    bytes = builder.createOrFold<arith::MulIOp>(loc, bytes, atPoint);
   }
   // Round up, so that every slot starts on a cache line.
   Value mask = constant(kSlotAlignment - 1);
-  bytes = arith::AndIOp::create(
-      builder, loc, arith::AddIOp::create(builder, loc, bytes, mask),
+  bytes = builder.createOrFold<arith::AndIOp>(
+      loc, builder.createOrFold<arith::AddIOp>(loc, bytes, mask),
       constant(~(kSlotAlignment - 1)));
   slot.slotBytes = bytes;
 
@@ -359,18 +365,17 @@ FailureOr<Slot> ScratchPlanner::plan(memref::AllocOp alloc) {
       std::optional<int64_t> stride = getConstantIntValue(step);
       if (!lower || !stride || *stride <= 0)
         return failure();
-      Value upper = isa<Value>(ub)
-                        ? range(cast<Value>(ub)).upper
-                        : constant(*getConstantIntValue(ub));
+      Value upper = isa<Value>(ub) ? range(cast<Value>(ub)).upper
+                                   : constant(*getConstantIntValue(ub));
       if (!upper)
         return failure();
       // ceil((ub - lb) / step), and no negative count.
-      Value span = arith::MaxSIOp::create(
-          builder, loc,
-          arith::SubIOp::create(builder, loc, upper, constant(*lower)),
+      Value span = builder.createOrFold<arith::MaxSIOp>(
+          loc,
+          builder.createOrFold<arith::SubIOp>(loc, upper, constant(*lower)),
           constant(0));
-      counts.push_back(arith::CeilDivUIOp::create(builder, loc, span,
-                                                  constant(*stride)));
+      counts.push_back(builder.createOrFold<arith::CeilDivUIOp>(
+          loc, span, constant(*stride)));
     }
     slot.tripCounts.push_back(std::move(counts));
   }
@@ -385,8 +390,8 @@ Value ScratchPlanner::layOut(MutableArrayRef<Slot> slots) {
     Value bytes = slot.slotBytes;
     for (ArrayRef<Value> counts : slot.tripCounts)
       for (Value count : counts)
-        bytes = arith::MulIOp::create(builder, loc, bytes, count);
-    total = arith::AddIOp::create(builder, loc, total, bytes);
+        bytes = builder.createOrFold<arith::MulIOp>(loc, bytes, count);
+    total = builder.createOrFold<arith::AddIOp>(loc, total, bytes);
   }
   return total;
 }
@@ -402,10 +407,9 @@ void ScratchPlanner::rewrite(const Slot &slot, Value scratch) {
     for (auto [loop, counts] :
          llvm::zip_equal(slot.parallelLoops, slot.tripCounts)) {
       scf::ForallOp forall = loop;
-      for (auto [iv, lb, step, count] :
-           llvm::zip_equal(forall.getInductionVars(),
-                           forall.getMixedLowerBound(), forall.getMixedStep(),
-                           counts)) {
+      for (auto [iv, lb, step, count] : llvm::zip_equal(
+               forall.getInductionVars(), forall.getMixedLowerBound(),
+               forall.getMixedStep(), counts)) {
         Value i = iv;
         int64_t lower = *getConstantIntValue(lb);
         int64_t stride = *getConstantIntValue(step);
@@ -415,11 +419,11 @@ void ScratchPlanner::rewrite(const Slot &slot, Value scratch) {
         if (stride != 1)
           i = arith::DivUIOp::create(
               b, loc, i, arith::ConstantIndexOp::create(b, loc, stride));
-        index = index ? arith::AddIOp::create(
-                            b, loc,
-                            arith::MulIOp::create(b, loc, index, count), i)
-                            .getResult()
-                      : i;
+        index =
+            index ? arith::AddIOp::create(
+                        b, loc, arith::MulIOp::create(b, loc, index, count), i)
+                        .getResult()
+                  : i;
       }
     }
     offset = arith::AddIOp::create(
@@ -484,8 +488,8 @@ Value AllocateScratchUpFrontPass::nameConstant(OpBuilder &b,
   ModuleOp module = getOperation();
   OpBuilder mb = OpBuilder::atBlockBegin(module.getBody());
   std::string data = (fn.getSymName() + Twine('\0')).str();
-  auto type = LLVM::LLVMArrayType::get(IntegerType::get(&getContext(), 8),
-                                       data.size());
+  auto type =
+      LLVM::LLVMArrayType::get(IntegerType::get(&getContext(), 8), data.size());
   auto global = LLVM::GlobalOp::create(
       mb, fn.getLoc(), type, /*isConstant=*/true, LLVM::Linkage::Internal,
       (fn.getSymName() + "_scratch_name").str(), mb.getStringAttr(data));
@@ -493,8 +497,9 @@ Value AllocateScratchUpFrontPass::nameConstant(OpBuilder &b,
   return LLVM::AddressOfOp::create(b, fn.getLoc(), global);
 }
 
-LogicalResult AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
-                                                          SymbolTable &symbols) {
+LogicalResult
+AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
+                                            SymbolTable &symbols) {
   if (fn.isExternal())
     return success();
   MLIRContext *ctx = &getContext();
@@ -540,15 +545,15 @@ LogicalResult AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
   Location loc = fn.getLoc();
   OpBuilder b(point);
   Value total = planner.layOut(slots);
-  func::FuncOp allocFn = declareRuntime(
-      symbols, "moe_rt_alloc_scratch", FunctionType::get(ctx, {i64, ptr}, {ptr}));
+  func::FuncOp allocFn =
+      declareRuntime(symbols, "moe_rt_alloc_scratch",
+                     FunctionType::get(ctx, {i64, ptr}, {ptr}));
   func::FuncOp freeFn = declareRuntime(symbols, "moe_rt_free_scratch",
                                        FunctionType::get(ctx, {ptr}, {}));
   Value bytes = arith::IndexCastOp::create(b, loc, i64, total);
   Value name = nameConstant(b, symbols, fn);
-  Value scratch =
-      func::CallOp::create(b, loc, allocFn, ValueRange{bytes, name})
-          .getResult(0);
+  Value scratch = func::CallOp::create(b, loc, allocFn, ValueRange{bytes, name})
+                      .getResult(0);
   Value null = LLVM::ZeroOp::create(b, loc, ptr);
   Value failedAlloc =
       LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::eq, scratch, null);
@@ -571,11 +576,16 @@ LogicalResult AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
     return LLVM::ConstantOp::create(b, loc, i64, v).getResult();
   };
   Value desc = LLVM::PoisonOp::create(b, loc, descType);
-  desc = LLVM::InsertValueOp::create(b, loc, desc, scratch, ArrayRef<int64_t>{0});
-  desc = LLVM::InsertValueOp::create(b, loc, desc, scratch, ArrayRef<int64_t>{1});
-  desc = LLVM::InsertValueOp::create(b, loc, desc, c64(0), ArrayRef<int64_t>{2});
-  desc = LLVM::InsertValueOp::create(b, loc, desc, bytes, ArrayRef<int64_t>{3, 0});
-  desc = LLVM::InsertValueOp::create(b, loc, desc, c64(1), ArrayRef<int64_t>{4, 0});
+  desc =
+      LLVM::InsertValueOp::create(b, loc, desc, scratch, ArrayRef<int64_t>{0});
+  desc =
+      LLVM::InsertValueOp::create(b, loc, desc, scratch, ArrayRef<int64_t>{1});
+  desc =
+      LLVM::InsertValueOp::create(b, loc, desc, c64(0), ArrayRef<int64_t>{2});
+  desc =
+      LLVM::InsertValueOp::create(b, loc, desc, bytes, ArrayRef<int64_t>{3, 0});
+  desc = LLVM::InsertValueOp::create(b, loc, desc, c64(1),
+                                     ArrayRef<int64_t>{4, 0});
   auto bufferType = MemRefType::get({ShapedType::kDynamic}, b.getI8Type());
   Value buffer =
       UnrealizedConversionCastOp::create(b, loc, bufferType, desc).getResult(0);
