@@ -19,6 +19,7 @@
 #include "mlir/Interfaces/CallInterfaces.h"
 #include "mlir/Interfaces/DataLayoutInterfaces.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Interfaces/ValueBoundsOpInterface.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
 #include "llvm/ADT/SetVector.h"
 
@@ -127,6 +128,9 @@ private:
   Range range(Value value);
   Range computeRange(Value value);
   Range inductionVarRange(BlockArgument arg);
+  /// Whether `value` is never negative: by the ValueBoundsOpInterfaces (a
+  /// dim, a product of dims) or by a constant lower bound of its range.
+  bool nonNegative(Value value);
 
   Value constant(int64_t v) {
     Value &c = constants[v];
@@ -179,6 +183,17 @@ ScratchPlanner::Range ScratchPlanner::range(Value value) {
   Range result = computeRange(value);
   ranges[value] = result;
   return result;
+}
+
+bool ScratchPlanner::nonNegative(Value value) {
+  FailureOr<int64_t> lower = ValueBoundsConstraintSet::computeConstantBound(
+      presburger::BoundType::LB, ValueBoundsConstraintSet::Variable(value));
+  if (succeeded(lower))
+    return *lower >= 0;
+  Value bound = range(value).lower;
+  std::optional<int64_t> known =
+      bound ? getConstantIntValue(bound) : std::nullopt;
+  return known && *known >= 0;
 }
 
 ScratchPlanner::Range ScratchPlanner::inductionVarRange(BlockArgument arg) {
@@ -243,8 +258,6 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
   };
   auto either = [](Value a, Value b) { return a ? a : b; };
 
-  // Index values that size and address buffers are not negative, so the
-  // unsigned ops are bounded as their signed counterparts.
   Operation *def = value.getDefiningOp();
   if (isa<arith::AddIOp>(def)) {
     Range a = range(def->getOperand(0)), b = range(def->getOperand(1));
@@ -254,6 +267,13 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
     Range a = range(def->getOperand(0)), b = range(def->getOperand(1));
     return {sub(a.lower, b.upper), sub(a.upper, b.lower)};
   }
+  // The unsigned ops order as the signed ones on values known not negative.
+  bool unsignedOp = isa<arith::MinUIOp, arith::MaxUIOp, arith::DivUIOp,
+                        arith::CeilDivUIOp>(def);
+  if (unsignedOp && !llvm::all_of(def->getOperands(), [&](Value operand) {
+        return nonNegative(operand);
+      }))
+    return {};
   if (isa<arith::MinSIOp, arith::MinUIOp>(def)) {
     Range a = range(def->getOperand(0)), b = range(def->getOperand(1));
     Value upper = both(a.upper, b.upper) ? min(a.upper, b.upper)
@@ -270,9 +290,10 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
     Range a = range(select.getTrueValue()), b = range(select.getFalseValue());
     return {min(a.lower, b.lower), max(a.upper, b.upper)};
   }
-  // Products and quotients by a positive constant keep the order.
-  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp, arith::DivUIOp,
-          arith::DivSIOp, arith::FloorDivSIOp>(def)) {
+  // Products and quotients by a positive constant keep the order; a
+  // quotient rounded toward zero lies between the floor and the ceiling.
+  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp,
+          arith::DivUIOp, arith::DivSIOp, arith::FloorDivSIOp>(def)) {
     std::optional<int64_t> factor = getConstantIntValue(def->getOperand(1));
     Value other = def->getOperand(0);
     if (!factor && isa<arith::MulIOp>(def)) {
@@ -282,17 +303,18 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
     if (!factor || *factor <= 0)
       return {};
     Range x = range(other);
-    auto apply = [&](Value v) -> Value {
+    auto apply = [&](Value v, bool upper) -> Value {
       if (!v)
         return Value();
       Value c = constant(*factor);
       if (isa<arith::MulIOp>(def))
         return builder.createOrFold<arith::MulIOp>(loc, v, c);
-      if (isa<arith::CeilDivUIOp, arith::CeilDivSIOp>(def))
+      if (isa<arith::CeilDivUIOp, arith::CeilDivSIOp>(def) ||
+          (upper && isa<arith::DivSIOp>(def)))
         return builder.createOrFold<arith::CeilDivSIOp>(loc, v, c);
       return builder.createOrFold<arith::FloorDivSIOp>(loc, v, c);
     };
-    return {apply(x.lower), apply(x.upper)};
+    return {apply(x.lower, /*upper=*/false), apply(x.upper, /*upper=*/true)};
   }
   // Everything else (affine.min of a tile, memref.dim of a view): what the
   // ValueBoundsOpInterfaces know, in terms of values known before the work.
