@@ -268,8 +268,9 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
     return {sub(a.lower, b.upper), sub(a.upper, b.lower)};
   }
   // The unsigned ops order as the signed ones on values known not negative.
-  bool unsignedOp = isa<arith::MinUIOp, arith::MaxUIOp, arith::DivUIOp,
-                        arith::CeilDivUIOp>(def);
+  bool unsignedOp =
+      isa<arith::MinUIOp, arith::MaxUIOp, arith::DivUIOp, arith::CeilDivUIOp>(
+          def);
   if (unsignedOp && !llvm::all_of(def->getOperands(), [&](Value operand) {
         return nonNegative(operand);
       }))
@@ -292,8 +293,8 @@ ScratchPlanner::Range ScratchPlanner::computeRange(Value value) {
   }
   // Products and quotients by a positive constant keep the order; a
   // quotient rounded toward zero lies between the floor and the ceiling.
-  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp,
-          arith::DivUIOp, arith::DivSIOp, arith::FloorDivSIOp>(def)) {
+  if (isa<arith::MulIOp, arith::CeilDivUIOp, arith::CeilDivSIOp, arith::DivUIOp,
+          arith::DivSIOp, arith::FloorDivSIOp>(def)) {
     std::optional<int64_t> factor = getConstantIntValue(def->getOperand(1));
     Value other = def->getOperand(0);
     if (!factor && isa<arith::MulIOp>(def)) {

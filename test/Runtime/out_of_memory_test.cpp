@@ -119,8 +119,8 @@ int64_t sizeInMessage(const char *message) {
 template <typename Call>
 void checkEntryPoint(const char *name, int64_t tokens, const Runtime &rt,
                      Call call) {
-  std::string where = std::string(name) + ", " + std::to_string(tokens) +
-                      " tokens";
+  std::string where =
+      std::string(name) + ", " + std::to_string(tokens) + " tokens";
   rt.setLimit(0);
   rt.clearError();
   Outputs first(tokens);
@@ -199,8 +199,7 @@ int main(int argc, char **argv) {
   std::vector<float> w3 = randomFloats(kExperts * kHidden * kDModel, state);
   std::vector<float> w2 = randomFloats(kExperts * kDModel * kHidden, state);
   // Panel layout: at most one column tile of padding per weight.
-  std::vector<float> w1p(2 * w1.size()), w3p(2 * w3.size()),
-      w2p(2 * w2.size());
+  std::vector<float> w1p(2 * w1.size()), w3p(2 * w3.size()), w2p(2 * w2.size());
   if (packWeights && packWeights(w1.data(), w3.data(), w2.data(), w1p.data(),
                                  w3p.data(), w2p.data()) != 0)
     fail("tiny_moe_pack_weights failed");
@@ -215,8 +214,8 @@ int main(int argc, char **argv) {
     });
     if (forwardPacked)
       checkEntryPoint("tiny_moe_forward_packed", tokens, rt, [&](Outputs &o) {
-        return forwardPacked(tokens, kDModel, x.data(), gate.data(),
-                             w1p.data(), w3p.data(), w2p.data(), o.out.data(),
+        return forwardPacked(tokens, kDModel, x.data(), gate.data(), w1p.data(),
+                             w3p.data(), w2p.data(), o.out.data(),
                              o.topkIds.data(), o.topkWeights.data(),
                              o.expertCounts.data(), o.dropped.data());
       });
@@ -239,8 +238,8 @@ int main(int argc, char **argv) {
     for (int t = 0; t < 4; ++t)
       threads.emplace_back([&, t] {
         Outputs o(tokens);
-        statuses[t] = forward(tokens, kDModel, x.data(), gate.data(),
-                              w1.data(), w3.data(), w2.data(), o.out.data(),
+        statuses[t] = forward(tokens, kDModel, x.data(), gate.data(), w1.data(),
+                              w3.data(), w2.data(), o.out.data(),
                               o.topkIds.data(), o.topkWeights.data(),
                               o.expertCounts.data(), o.dropped.data());
         codes[t] = o.untouched() ? rt.lastErrorCode() : -1;
