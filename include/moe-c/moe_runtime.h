@@ -21,7 +21,7 @@ typedef enum moe_status {
   MOE_ERROR_NULL_ARGUMENT = 1,
   /* A size argument disagrees with the compiled layer (or is < 1). */
   MOE_ERROR_BAD_SIZE = 2,
-  /* Scratch memory could not be allocated. */
+  /* Scratch memory could not be allocated (nothing was written). */
   MOE_ERROR_OUT_OF_MEMORY = 3,
 } moe_status;
 
@@ -40,6 +40,27 @@ void moe_clear_error(void);
 
 /* Name of a status code ("MOE_OK", ...). */
 const char *moe_status_name(int32_t code);
+
+/* Allocates `size` bytes of scratch memory, 64-byte aligned, for all the
+ * kernels of one call of `entry_point`, before any of them runs. On failure
+ * (or above the limit of moe_set_scratch_limit) records
+ * MOE_ERROR_OUT_OF_MEMORY with a message naming `entry_point` and the size,
+ * and returns NULL. A negative `size` (the sizes overflowed) fails too.
+ * Called by generated code; free with moe_rt_free_scratch. */
+void *moe_rt_alloc_scratch(int64_t size, const char *entry_point);
+
+/* Frees memory of moe_rt_alloc_scratch. Called by generated code. */
+void moe_rt_free_scratch(void *ptr);
+
+/* Makes every scratch allocation of more than `bytes` bytes fail as if memory
+ * had run out: the entry point returns MOE_ERROR_OUT_OF_MEMORY having written
+ * nothing. For testing that path and for capping a kernel's memory; bytes < 0
+ * removes the limit (the default). Applies to all threads of this copy of the
+ * runtime. Returns the previous limit (-1: none). */
+int64_t moe_set_scratch_limit(int64_t bytes);
+
+/* The limit of moe_set_scratch_limit (-1: none). */
+int64_t moe_get_scratch_limit(void);
 
 /* Runs fn(ctx, i) once for every i in [0, n) and returns when all are done.
  * Called by generated code. Items may run in any order on any thread: the

@@ -2,6 +2,7 @@
 
 #include "moe/ABI/LayerABI.h"
 #include "moe/ABI/Passes.h"
+#include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMTypes.h"
 #include "mlir/IR/SymbolTable.h"
@@ -187,6 +188,10 @@ private:
         FunctionType::get(ctx, entryArgTypes(/*withDModel=*/true), {i32()});
     auto entry = func::FuncOp::create(b, loc, abi.entryPointName(), fnType);
     symbols.insert(entry);
+    // Its scratch memory is allocated, and a failure returned as a status,
+    // once bufferization has made the sizes known
+    // (moe-allocate-scratch-up-front).
+    entry->setAttr(kReturnsStatusAttr, UnitAttr::get(ctx));
     Block *current = entry.addEntryBlock();
     b.setInsertionPointToStart(current);
     func::FuncOp fail = getOrDeclareFail();

@@ -52,6 +52,9 @@ void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
   // Drops the self-copies bufferization leaves behind.
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // Every heap allocation of an entry point into one scratch buffer, taken
+  // and checked before the work, so that running out of memory is a status.
+  pm.addPass(createAllocateScratchUpFront());
 
   bufferization::BufferDeallocationPipelineOptions dealloc;
   bufferization::buildBufferDeallocationPipeline(pm, dealloc);

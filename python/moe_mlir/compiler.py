@@ -196,6 +196,9 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
 _INT32_MAX = 2**31 - 1
 _threads_lock = threading.Lock()
 _num_threads: Optional[int] = None  # None: the runtime's default
+# moe_status of moe_runtime.h.
+_MOE_ERROR_OUT_OF_MEMORY = 3
+
 _thread_libraries: "weakref.WeakSet[ctypes.CDLL]" = weakref.WeakSet()
 
 
@@ -476,6 +479,10 @@ class Layer:
     def _check_status(self, entry_point: str, status: int) -> None:
         if status != 0:
             message = self._lib.moe_last_error().decode(errors="replace")
+            # The kernel took its scratch memory before any work: nothing
+            # was written, and the call can be retried with fewer tokens.
+            if status == _MOE_ERROR_OUT_OF_MEMORY:
+                raise MemoryError(message)
             raise RuntimeError(f"{entry_point} failed ({status}): {message}")
 
     def _forward(self, x, args, seed, fn=None, abi=None,

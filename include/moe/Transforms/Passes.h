@@ -4,9 +4,11 @@
 #define MOE_TRANSFORMS_PASSES_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Pass/Pass.h"
@@ -21,6 +23,10 @@ inline constexpr llvm::StringLiteral kParallelLaunchPrefix =
 /// The runtime entry point that runs `fn(ctx, i)` for every i in [0, n).
 inline constexpr llvm::StringLiteral kRuntimeParallelFor =
     "moe_rt_parallel_for";
+
+/// Marks a function that returns a moe_status (i32), so that
+/// moe-allocate-scratch-up-front can return MOE_ERROR_OUT_OF_MEMORY from it.
+inline constexpr llvm::StringLiteral kReturnsStatusAttr = "moe.returns_status";
 
 #define GEN_PASS_DECL
 #include "moe/Transforms/Passes.h.inc"

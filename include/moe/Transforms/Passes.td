@@ -158,4 +158,54 @@ def EliminateResultAllocs
   }];
 }
 
+def AllocateScratchUpFront
+    : Pass<"moe-allocate-scratch-up-front", "ModuleOp"> {
+  let summary = "Take all scratch memory of a C entry point in one checked "
+                "allocation before the work";
+  let description = [{
+    Runs on buffers, after one-shot bufferization and before the buffer
+    deallocation pipeline, on the functions marked `moe.returns_status` (the
+    C entry points of `moe-create-c-entry-points`, which return a
+    `moe_status`); removes the mark. A kernel cannot unwind from inside its
+    loop nests, so instead of heap allocations that could fail half-way
+    through a layer, every `memref.alloc` of such a function becomes a
+    `memref.view` of one scratch buffer, allocated before the first op that
+    may write memory:
+
+    ```mlir
+    %bytes = ...  // the sum of the slots, from the arguments
+    %p = func.call @moe_rt_alloc_scratch(%bytes, %name) : (i64, !llvm.ptr) -> !llvm.ptr
+    %null = llvm.icmp "eq" %p, %zero : !llvm.ptr
+    cf.cond_br %null, ^oom, ^work
+  ^oom:  // the runtime has recorded MOE_ERROR_OUT_OF_MEMORY and its message
+    return %c3_i32 : i32
+  ^work:
+    %scratch = ... %p as memref<?xi8>
+    ...
+    %buf = memref.view %scratch[%offset][%rows] : memref<?xi8> to memref<?x64xf32>
+    ...
+    func.call @moe_rt_free_scratch(%p) : (!llvm.ptr) -> ()
+    return %c0_i32 : i32
+    ```
+
+    A slot's size is the allocation's, computed before the work from the
+    values it depends on (cloned side-effect-free ops), or, for a size that
+    varies inside a loop (a token tile's rows), its closed upper bound from
+    the `ValueBoundsOpInterface`s in terms of values known before the work.
+    An allocation inside `scf.forall` bodies gets one slot per iteration
+    (the runtime may run them at once), addressed by the induction
+    variables; one inside a sequential loop reuses its slot in every
+    iteration, which needs the buffer to die with the iteration (no yield,
+    return or call of it). Slots start on 64-byte boundaries. An allocation
+    whose size has no such bound (it depends on what the kernels compute),
+    or inside a region of unknown semantics, stays as it is with a remark.
+    The scratch buffer is freed before every return after the work.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
+    "::mlir::func::FuncDialect", "::mlir::LLVM::LLVMDialect",
+    "::mlir::memref::MemRefDialect"
+  ];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD
