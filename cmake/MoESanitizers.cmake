@@ -44,6 +44,11 @@ if(MOE_SANITIZE)
                                    -fno-sanitize-recover=all)
   endif()
   add_compile_options(${MOE_SANITIZE_FLAGS} -fno-omit-frame-pointer -g1)
+  if("address" IN_LIST _moe_sanitizers)
+    # LLVM's headers must not poison allocator memory libMLIR.so hands out.
+    add_compile_options(
+      "SHELL:-include ${PROJECT_SOURCE_DIR}/cmake/MoEAsanUninstrumentedLLVM.h")
+  endif()
   # One sanitizer runtime per process, the shared one: Python loads kernels
   # with ctypes (it preloads the runtime) and starts moe-compile, which
   # inherits the preload; a second, static copy in moe-compile would refuse

@@ -591,7 +591,17 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node,
     // Stop here, before anything under the node is parsed: nothing above
     // touches the node again (no iterator moves on, no value is read after
     // a failed key), so llvm::yaml never skips the rest of it recursively.
-    error(SMRange(result->range.Start, result->range.Start),
+    // A flow collection's range starts after its bracket: point at it.
+    const char *start = result->range.Start.getPointer();
+    const char *bufferStart =
+        sourceMgr.getMemoryBuffer(bufferId)->getBufferStart();
+    const char *bracket = start;
+    while (bracket > bufferStart && llvm::isSpace(bracket[-1]))
+      --bracket;
+    if (bracket > bufferStart && (bracket[-1] == '[' || bracket[-1] == '{'))
+      start = bracket - 1;
+    SMLoc at = SMLoc::getFromPointer(start);
+    error(SMRange(at, at),
           "expected the layer spec nested at most " + Twine(kMaxSpecNesting) +
               " levels deep, found a " + (isa<llvm::yaml::MappingNode>(node)
                                               ? "mapping"
