@@ -27,7 +27,10 @@ tile_options = sorted(set(re.findall(r'\*this, "([\w-]+)"', pipelines_h)))
 
 
 def entry(name, text):
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    # libFuzzer's dictionary format: \\, \" and \xNN escapes, one line each.
+    escaped = "".join(
+        "\\" + c if c in '\\"' else c if c.isprintable() else f"\\x{ord(c):02X}"
+        for c in text)
     return f'{name}="{escaped}"'
 
 
