@@ -613,8 +613,8 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node,
     result->kind = SpecNode::Kind::mapping;
     for (llvm::yaml::KeyValueNode &entry : *mapping) {
       std::unique_ptr<SpecNode> key = readNode(entry.getKey(), depth + 1);
-      // Reading the value skips what is left of the key, which after a
-      // failed (too deep) key is a recursion as deep as the key.
+      // Reading the value would first skip what is left of a failed key
+      // (llvm::yaml skips recursively); nothing more is read after an error.
       if (!key)
         return nullptr;
       // The value must be read before the iterator moves on.
