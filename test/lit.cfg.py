@@ -32,6 +32,7 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 # Integration tests JIT-run lowered code with mlir-runner and MLIR's runner
 # utilities (printMemrefF32 & co.).
 if config.moe_sanitizer_runtime:
+    config.available_features.add("moe-asan")
     # A sanitized libmoe_runtime.so needs the ASan runtime first in the
     # uninstrumented mlir-runner (whose own allocations are not ours to leak).
     runner = os.path.join(config.llvm_tools_dir, "mlir-runner")
