@@ -7,6 +7,8 @@ LLVM_VERSION="${MOE_LLVM_VERSION:-22}"
 APT_PACKAGES=(
   "libmlir-${LLVM_VERSION}-dev" "mlir-${LLVM_VERSION}-tools"
   "llvm-${LLVM_VERSION}-dev" "llvm-${LLVM_VERSION}-tools" "clang-${LLVM_VERSION}"
+  # ASan/UBSan and libFuzzer runtimes (scripts/test-sanitized.sh, fuzz.sh).
+  "libclang-rt-${LLVM_VERSION}-dev"
   ninja-build cmake
 )
 PIP_PACKAGES=(numpy pytest pyyaml)

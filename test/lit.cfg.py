@@ -31,7 +31,17 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # Integration tests JIT-run lowered code with mlir-runner and MLIR's runner
 # utilities (printMemrefF32 & co.).
-llvm_config.add_tool_substitutions(["mlir-runner"], [config.llvm_tools_dir])
+if config.moe_sanitizer_runtime:
+    config.available_features.add("moe-asan")
+    # A sanitized libmoe_runtime.so needs the ASan runtime first in the
+    # uninstrumented mlir-runner (whose own allocations are not ours to leak).
+    runner = os.path.join(config.llvm_tools_dir, "mlir-runner")
+    llvm_config.add_tool_substitutions([ToolSubst(
+        "mlir-runner",
+        command=f"env LD_PRELOAD={config.moe_sanitizer_runtime} "
+        f"ASAN_OPTIONS=detect_leaks=0 {runner}")], [config.llvm_tools_dir])
+else:
+    llvm_config.add_tool_substitutions(["mlir-runner"], [config.llvm_tools_dir])
 llvm_lib_dir = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib")
 config.substitutions.append(
     ("%mlir_runner_utils", os.path.join(llvm_lib_dir, "libmlir_runner_utils.so")))

@@ -368,7 +368,9 @@ private:
     sourceMgr.PrintMessage(range.Start, kind, message, ranges);
   }
 
-  std::unique_ptr<SpecNode> readNode(llvm::yaml::Node *node);
+  /// Reads `node`, a collection `depth` levels deep (the top one is 1), and
+  /// everything under it.
+  std::unique_ptr<SpecNode> readNode(llvm::yaml::Node *node, unsigned depth);
   /// Field by field: keys, types and enum spellings.
   void readFields(const SpecNode &root);
   void readRouter(Section &layer);
@@ -575,7 +577,14 @@ SMRange SpecParser::rangeOf(StringRef path) const {
   }
 }
 
-std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node) {
+/// The deepest nesting of mappings and lists a spec may have. A real spec
+/// nests 3 levels; the limit keeps the recursion of readNode, of the SpecNode
+/// destructors and of llvm::yaml's node skipping (which recurses as deep as
+/// the nodes it skips) far from the stack's end on hostile input.
+static constexpr unsigned kMaxSpecNesting = 64;
+
+std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node,
+                                               unsigned depth) {
   // A null node pointer follows a syntax error the scanner has reported.
   if (!node)
     return nullptr;
@@ -596,18 +605,45 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node) {
     result->text = block->getValue().str();
     return result;
   }
+  bool collection = isa<llvm::yaml::MappingNode, llvm::yaml::SequenceNode>(node);
+  if (collection && depth > kMaxSpecNesting) {
+    // Stop here, before anything under the node is parsed: nothing above
+    // touches the node again (no iterator moves on, no value is read after
+    // a failed key), so llvm::yaml never skips the rest of it recursively.
+    // A flow collection's range starts after its bracket: point at it.
+    const char *start = result->range.Start.getPointer();
+    const char *bufferStart =
+        sourceMgr.getMemoryBuffer(bufferId)->getBufferStart();
+    const char *bracket = start;
+    while (bracket > bufferStart && llvm::isSpace(bracket[-1]))
+      --bracket;
+    if (bracket > bufferStart && (bracket[-1] == '[' || bracket[-1] == '{'))
+      start = bracket - 1;
+    SMLoc at = SMLoc::getFromPointer(start);
+    error(SMRange(at, at),
+          "expected the layer spec nested at most " + Twine(kMaxSpecNesting) +
+              " levels deep, found a " + (isa<llvm::yaml::MappingNode>(node)
+                                              ? "mapping"
+                                              : "list") +
+              " nested deeper");
+    return nullptr;
+  }
   if (auto *mapping = dyn_cast<llvm::yaml::MappingNode>(node)) {
     result->kind = SpecNode::Kind::mapping;
     for (llvm::yaml::KeyValueNode &entry : *mapping) {
-      std::unique_ptr<SpecNode> key = readNode(entry.getKey());
+      std::unique_ptr<SpecNode> key = readNode(entry.getKey(), depth + 1);
+      // Reading the value would first skip what is left of a failed key
+      // (llvm::yaml skips recursively); nothing more is read after an error.
+      if (!key)
+        return nullptr;
       // The value must be read before the iterator moves on.
       llvm::yaml::Node *valueNode = entry.getValue();
-      if (key && valueNode && isa<llvm::yaml::AliasNode>(valueNode)) {
+      if (valueNode && isa<llvm::yaml::AliasNode>(valueNode)) {
         error(key->range, "YAML aliases are not supported in layer specs");
         return nullptr;
       }
-      std::unique_ptr<SpecNode> value = readNode(valueNode);
-      if (!key || !value)
+      std::unique_ptr<SpecNode> value = readNode(valueNode, depth + 1);
+      if (!value)
         return nullptr;
       if (!key->isScalar()) {
         error(key->range, "expected a string key, got " + describe(*key));
@@ -620,7 +656,7 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node) {
   if (auto *sequence = dyn_cast<llvm::yaml::SequenceNode>(node)) {
     result->kind = SpecNode::Kind::sequence;
     for (llvm::yaml::Node &item : *sequence) {
-      std::unique_ptr<SpecNode> value = readNode(&item);
+      std::unique_ptr<SpecNode> value = readNode(&item, depth + 1);
       if (!value)
         return nullptr;
       result->items.push_back(std::move(value));
@@ -645,7 +681,7 @@ FailureOr<LayerSpec> SpecParser::parse() {
   std::unique_ptr<SpecNode> root;
   llvm::yaml::document_iterator document = stream.begin();
   if (document != stream.end()) {
-    root = readNode(document->getRoot());
+    root = readNode(document->getRoot(), /*depth=*/1);
     if (!stream.failed() && root && ++document != stream.end()) {
       llvm::yaml::Node *extra = document->getRoot();
       error(extra ? extra->getSourceRange() : rootRange,

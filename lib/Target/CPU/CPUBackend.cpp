@@ -8,15 +8,36 @@
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/PassManager.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Program.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/Transforms/Instrumentation/AddressSanitizer.h"
 
 using namespace mlir;
 using namespace mlir::moe;
+
+/// The sanitizers this compiler was built with (CMake's MOE_SANITIZE, e.g.
+/// "address,undefined"); empty for a plain build.
+#ifdef MOE_SANITIZE
+static constexpr llvm::StringLiteral kSanitizers = MOE_SANITIZE;
+/// Where the shared sanitizer runtime lives (clang's resource directory).
+static constexpr llvm::StringLiteral kSanitizerRuntimeDir =
+    MOE_SANITIZER_RUNTIME_DIR;
+#else
+static constexpr llvm::StringLiteral kSanitizers = "";
+static constexpr llvm::StringLiteral kSanitizerRuntimeDir = "";
+#endif
+
+static bool builtWithSanitizer(StringRef name) {
+  SmallVector<StringRef> names;
+  kSanitizers.split(names, ',', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
+  return llvm::is_contained(names, name);
+}
 
 static llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
@@ -93,7 +114,34 @@ mlir::moe::translateAndOptimize(ModuleOp module, llvm::LLVMContext &context,
                                             &machine);
   if (llvm::Error err = optimize(llvmModule.get()))
     return std::move(err);
+  // A sanitized compiler generates sanitized kernels, so the test suite of
+  // that build checks every buffer access of the generated code as well.
+  if (builtWithSanitizer("address"))
+    instrumentWithAddressSanitizer(*llvmModule, machine);
   return llvmModule;
+}
+
+void mlir::moe::instrumentWithAddressSanitizer(llvm::Module &module,
+                                               llvm::TargetMachine &machine) {
+  // As clang: the attribute selects the functions to instrument, and the
+  // pass runs after the optimisation pipeline, on the code that will run.
+  for (llvm::Function &fn : module)
+    if (!fn.isDeclaration())
+      fn.addFnAttr(llvm::Attribute::SanitizeAddress);
+  llvm::LoopAnalysisManager loopAnalyses;
+  llvm::FunctionAnalysisManager functionAnalyses;
+  llvm::CGSCCAnalysisManager cgsccAnalyses;
+  llvm::ModuleAnalysisManager moduleAnalyses;
+  llvm::PassBuilder builder(&machine);
+  builder.registerModuleAnalyses(moduleAnalyses);
+  builder.registerCGSCCAnalyses(cgsccAnalyses);
+  builder.registerFunctionAnalyses(functionAnalyses);
+  builder.registerLoopAnalyses(loopAnalyses);
+  builder.crossRegisterProxies(loopAnalyses, functionAnalyses, cgsccAnalyses,
+                               moduleAnalyses);
+  llvm::ModulePassManager passes;
+  passes.addPass(llvm::AddressSanitizerPass(llvm::AddressSanitizerOptions()));
+  passes.run(module, moduleAnalyses);
 }
 
 llvm::Error mlir::moe::emitMachineCode(llvm::Module &module,
@@ -123,6 +171,12 @@ llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
                  "-Wl,--undefined=moe_get_num_threads"});
     args.push_back(runtimeArchive);
   }
+  // A sanitized kernel and runtime call the sanitizer runtime: the shared
+  // one, as every program of a sanitized build links (Python preloads it).
+  std::string sanitize = ("-fsanitize=" + kSanitizers).str();
+  std::string rpath = ("-Wl,-rpath," + kSanitizerRuntimeDir).str();
+  if (!kSanitizers.empty())
+    args.append({sanitize, "-shared-libsan", rpath});
   // The runtime's thread pool needs pthreads (part of libc since glibc 2.34).
   args.append({"-lpthread", "-lm", "-Wl,--no-undefined"});
   std::string error;

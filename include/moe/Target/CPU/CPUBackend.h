@@ -39,6 +39,12 @@ llvm::Expected<std::unique_ptr<llvm::Module>>
 translateAndOptimize(ModuleOp module, llvm::LLVMContext &context,
                      llvm::TargetMachine &machine, unsigned optLevel);
 
+/// Instruments every function defined in `module` with AddressSanitizer.
+/// translateAndOptimize does it when this compiler is an ASan build
+/// (MOE_SANITIZE); the result needs the ASan runtime in the process.
+void instrumentWithAddressSanitizer(llvm::Module &module,
+                                    llvm::TargetMachine &machine);
+
 /// Writes `module` as an object file or assembly text.
 llvm::Error emitMachineCode(llvm::Module &module, llvm::TargetMachine &machine,
                             llvm::CodeGenFileType type, llvm::raw_pwrite_stream &os);
