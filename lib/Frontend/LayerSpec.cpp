@@ -605,7 +605,8 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node,
     result->text = block->getValue().str();
     return result;
   }
-  bool collection = isa<llvm::yaml::MappingNode, llvm::yaml::SequenceNode>(node);
+  bool collection =
+      isa<llvm::yaml::MappingNode, llvm::yaml::SequenceNode>(node);
   if (collection && depth > kMaxSpecNesting) {
     // Stop here, before anything under the node is parsed: nothing above
     // touches the node again (no iterator moves on, no value is read after
@@ -622,9 +623,8 @@ std::unique_ptr<SpecNode> SpecParser::readNode(llvm::yaml::Node *node,
     SMLoc at = SMLoc::getFromPointer(start);
     error(SMRange(at, at),
           "expected the layer spec nested at most " + Twine(kMaxSpecNesting) +
-              " levels deep, found a " + (isa<llvm::yaml::MappingNode>(node)
-                                              ? "mapping"
-                                              : "list") +
+              " levels deep, found a " +
+              (isa<llvm::yaml::MappingNode>(node) ? "mapping" : "list") +
               " nested deeper");
     return nullptr;
   }

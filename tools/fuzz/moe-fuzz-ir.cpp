@@ -45,7 +45,7 @@ static constexpr int64_t kMaxVectorElements = int64_t(1) << 12;
 /// Whether the lowering should run on `module`: moe IR only, small shapes.
 static bool isBoundedMoEIR(ModuleOp module) {
   static const llvm::StringSet<> dialects = {"builtin", "func", "arith",
-                                              "tensor", "moe"};
+                                             "tensor", "moe"};
   auto bounded = [](Type type) {
     auto shaped = dyn_cast<ShapedType>(type);
     if (!shaped || !shaped.hasRank())
@@ -101,9 +101,8 @@ static const DialectRegistry &getRegistry() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // A context per input: nothing interned by one input outlives it.
   MLIRContext context(getRegistry(), MLIRContext::Threading::DISABLED);
-  ScopedDiagnosticHandler silence(&context, [](Diagnostic &) {
-    return success();
-  });
+  ScopedDiagnosticHandler silence(&context,
+                                  [](Diagnostic &) { return success(); });
   // The parser verifies what it parsed.
   OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(
       StringRef(reinterpret_cast<const char *>(data), size),

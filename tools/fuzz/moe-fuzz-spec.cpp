@@ -65,9 +65,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     return registry;
   }();
   MLIRContext context(*registry, MLIRContext::Threading::DISABLED);
-  ScopedDiagnosticHandler silence(&context, [](Diagnostic &) {
-    return success();
-  });
+  ScopedDiagnosticHandler silence(&context,
+                                  [](Diagnostic &) { return success(); });
   OwningOpRef<ModuleOp> module = moe::buildLayerModule(context, *spec);
   if (!module || failed(verify(*module))) {
     // moe-compile reports this as an internal error: a finding.
