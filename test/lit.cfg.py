@@ -42,6 +42,12 @@ if config.moe_sanitizer_runtime:
         f"ASAN_OPTIONS=detect_leaks=0 {runner}")], [config.llvm_tools_dir])
 else:
     llvm_config.add_tool_substitutions(["mlir-runner"], [config.llvm_tools_dir])
+# A C driver built in a RUN line is not instrumented; a sanitized kernel
+# library needs the ASan runtime loaded first, as mlir-runner does.
+config.substitutions.append((
+    "%preload_sanitizer",
+    f"env LD_PRELOAD={config.moe_sanitizer_runtime} ASAN_OPTIONS=detect_leaks=0"
+    if config.moe_sanitizer_runtime else ""))
 llvm_lib_dir = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib")
 config.substitutions.append(
     ("%mlir_runner_utils", os.path.join(llvm_lib_dir, "libmlir_runner_utils.so")))
