@@ -74,3 +74,20 @@ std::string mlir::moe::setCPUPipelineOption(CPUPipelineOptions &options,
                : StringRef(parseErrors).trim().str();
   return "";
 }
+
+const TileOptionTable &mlir::moe::getSpecTileOptions() {
+  static const TileOptionTable table = [] {
+    TileOptionTable table;
+    for (const CPUTileOption &option : getCPUTileOptions())
+      table.options.push_back({option.name, option.integer});
+    table.checkValue = [](StringRef name, StringRef value) -> std::string {
+      CPUPipelineOptions options;
+      std::string problem = setCPUPipelineOption(options, name, value);
+      if (!problem.empty())
+        return problem;
+      return checkCPUPipelineOptions(options);
+    };
+    return table;
+  }();
+  return table;
+}

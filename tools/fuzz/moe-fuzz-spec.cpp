@@ -27,24 +27,6 @@
 
 using namespace mlir;
 
-/// The tile options a spec may set, checked as moe-compile checks them.
-static const moe::TileOptionTable &getSpecTileOptions() {
-  static const moe::TileOptionTable table = [] {
-    moe::TileOptionTable table;
-    for (const moe::CPUTileOption &option : moe::getCPUTileOptions())
-      table.options.push_back({option.name, option.integer});
-    table.checkValue = [](StringRef name, StringRef value) -> std::string {
-      moe::CPUPipelineOptions options;
-      std::string problem = moe::setCPUPipelineOption(options, name, value);
-      if (!problem.empty())
-        return problem;
-      return moe::checkCPUPipelineOptions(options);
-    };
-    return table;
-  }();
-  return table;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   llvm::SourceMgr sourceMgr;
   sourceMgr.setDiagHandler([](const llvm::SMDiagnostic &, void *) {});
@@ -53,7 +35,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           StringRef(reinterpret_cast<const char *>(data), size), "fuzz.yaml"),
       llvm::SMLoc());
   FailureOr<moe::LayerSpec> spec =
-      moe::parseLayerSpec(sourceMgr, bufferId, &getSpecTileOptions());
+      moe::parseLayerSpec(sourceMgr, bufferId, &moe::getSpecTileOptions());
   if (failed(spec))
     return 0;
 

@@ -170,22 +170,6 @@ static FailureOr<InputKind> resolveInputKind() {
   return failure();
 }
 
-/// The tile options a layer spec may set: those of moe-lower-to-cpu, each
-/// value checked as in --tiles.
-static moe::TileOptionTable getSpecTileOptions() {
-  moe::TileOptionTable table;
-  for (const moe::CPUTileOption &option : moe::getCPUTileOptions())
-    table.options.push_back({option.name, option.integer});
-  table.checkValue = [](StringRef name, StringRef value) -> std::string {
-    moe::CPUPipelineOptions options;
-    std::string problem = moe::setCPUPipelineOption(options, name, value);
-    if (!problem.empty())
-      return problem;
-    return moe::checkCPUPipelineOptions(options);
-  };
-  return table;
-}
-
 /// Reads the main buffer of `sourceMgr` as a spec or a module and verifies
 /// the module; a spec's tile options go to `specTiles`.
 static OwningOpRef<ModuleOp>
@@ -196,7 +180,7 @@ loadModule(MLIRContext &context, llvm::SourceMgr &sourceMgr, InputKind kind,
     // The parser verifies what it parsed.
     return parseSourceFile<ModuleOp>(sourceMgr, ParserConfig(&context));
   }
-  moe::TileOptionTable tileOptions = getSpecTileOptions();
+  const moe::TileOptionTable &tileOptions = moe::getSpecTileOptions();
   FailureOr<moe::LayerSpec> spec =
       moe::parseLayerSpec(sourceMgr, /*bufferId=*/0, &tileOptions);
   if (failed(spec))

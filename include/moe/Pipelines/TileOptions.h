@@ -3,6 +3,7 @@
 #ifndef MOE_PIPELINES_TILEOPTIONS_H
 #define MOE_PIPELINES_TILEOPTIONS_H
 
+#include "moe/Frontend/LayerSpec.h"
 #include "moe/Pipelines/Pipelines.h"
 
 #include "mlir/Support/LLVM.h"
@@ -32,6 +33,11 @@ SmallVector<CPUTileOption> getCPUTileOptions();
 /// set. Drivers check names and value types first.
 std::string setCPUPipelineOption(CPUPipelineOptions &options, StringRef name,
                                  StringRef value);
+
+/// The tile options a layer spec may set (its `tiles:` mapping): those of
+/// moe-lower-to-cpu, each value checked as in `--tiles`. Drivers and the spec
+/// fuzzer pass it to parseLayerSpec so a spec is checked one way everywhere.
+const TileOptionTable &getSpecTileOptions();
 
 } // namespace mlir::moe
 
