@@ -294,7 +294,7 @@ class Layer:
     as float16 for f16 weights / raw uint16 bit patterns for bf16 weights.
     Non-contiguous arrays are copied, read-only ones are read in place, and
     outputs are new arrays.  Noisy routers need an integer ``seed``; other
-    layers ignore an integer seed and refuse any other non-None one.  Every
+    layers take no seed (any seed but None is refused).  Every
     bad argument raises ValueError.
     """
 
@@ -420,16 +420,18 @@ class Layer:
 
     def _check_seed(self, seed, takes_seed: bool):
         """The seed argument of a function that ``takes_seed``, else []. A
-        seed must be None or an integer either way: a layer without a noisy
-        router ignores an integer seed (so one call works for every layer)
-        and refuses any other value, which would be a mistake."""
-        if takes_seed and seed is None:
-            raise ValueError(f"layer {self.name!r} has a noisy router: pass seed=<int>")
-        if seed is not None and (isinstance(seed, bool)
-                                 or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"seed must be an integer or None, got {type(seed).__name__}")
+        noisy router needs an integer seed; a layer without one refuses any
+        seed but None: a seed given to it would be silently meaningless, a
+        sign the caller has the wrong layer or spec."""
         if not takes_seed:
+            if seed is not None:
+                raise ValueError(f"layer {self.name!r} has no noisy router and takes no seed "
+                                 f"(got seed={seed!r}); pass seed=None")
             return []
+        if seed is None:
+            raise ValueError(f"layer {self.name!r} has a noisy router: pass seed=<int>")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer or None, got {type(seed).__name__}")
         return [ctypes.c_uint64(int(seed) % (1 << 64))]
 
     # ------------------------------------------------------------------ runs

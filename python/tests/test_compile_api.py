@@ -157,12 +157,12 @@ def test_noisy_layer_needs_seed():
     check_forward(s, x, W, seed=np.uint64(2 ** 63))   # numpy integers are fine
 
 
-def test_seed_ignored_without_noise(layer, inputs):
+def test_seed_refused_without_noise(layer, inputs):
     x, W = inputs
-    a = layer.forward(x, **W)
-    b = layer.forward(x, seed=123, **W)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key])
+    for seed in (0, 123, np.int64(-5)):
+        with pytest.raises(ValueError, match="has no noisy router and takes no seed"):
+            layer.forward(x, seed=seed, **W)
+    layer.forward(x, seed=None, **W)
 
 
 # --------------------------------------------------------------------------- #
