@@ -5,12 +5,13 @@
 * :func:`upcycle` -- build MoE expert weights from a dense FFN.
 * :func:`compile` -- compile a spec with moe-compile; the returned
   :class:`Layer` runs the kernel on NumPy arrays.
+* :func:`load` -- a layer saved by :meth:`Layer.save`, without the compiler.
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
 """
 
 from . import reference, rng
 from .compiler import (BoundLayer, CompileError, Layer, SpecError, compile,  # noqa: A004
-                       get_num_threads, set_num_threads)
+                       get_num_threads, load, set_num_threads)
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -27,6 +28,7 @@ __all__ = [
     "upcycle",
     "init_gate",
     "compile",
+    "load",
     "Layer",
     "BoundLayer",
     "CompileError",

@@ -27,10 +27,12 @@ import numpy as np
 
 from .spec import load_spec, spec_hash, weight_shapes
 
-__all__ = ["compile", "Layer", "BoundLayer", "CompileError", "SpecError", "find_compiler", "cache_dir",
+__all__ = ["compile", "load", "Layer", "BoundLayer", "CompileError", "SpecError", "find_compiler", "cache_dir",
            "set_num_threads", "get_num_threads"]
 
 TARGETS = ("cpu",)
+# The "abi_version" of moe-compile --emit=abi this module calls.
+_ABI_VERSION = 1
 
 
 class CompileError(RuntimeError):
@@ -165,7 +167,8 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     entry = cache_dir() / key
     library = entry / f"lib{normalized['name']}.so"
     abi_file = entry / "abi.json"
-    if not (cache and library.is_file() and abi_file.is_file()):
+    manifest_file = entry / MANIFEST_NAME
+    if not (cache and library.is_file() and abi_file.is_file() and manifest_file.is_file()):
         entry.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=entry) as tmp:
             path, text = _spec_source(spec)
@@ -177,14 +180,82 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
             built = Path(tmp) / library.name
             _run(compiler, [*options, "--emit=shared", "-o", str(built)], path)
             (Path(tmp) / "abi.json").write_text(abi_text)
-            # Renames are atomic: a concurrent reader sees all or nothing.
+            manifest = {"format": MANIFEST_FORMAT, "spec": normalized, "library": library.name,
+                        "target": target, "options": options,
+                        "host": _host_fingerprint() if mcpu == "native" else None}
+            (Path(tmp) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+            # Renames are atomic: a concurrent reader sees all or nothing;
+            # the manifest goes last, so its presence means a whole entry.
             os.replace(Path(tmp) / "abi.json", abi_file)
             os.replace(built, library)
-    abi = json.loads(abi_file.read_text())
-    layers = abi["layers"]
+            os.replace(Path(tmp) / MANIFEST_NAME, manifest_file)
+    return _load_entry(entry)
+
+
+# --------------------------------------------------------------------------- #
+# Compiled layers as files: save() and load() without the compiler
+# --------------------------------------------------------------------------- #
+
+# A saved layer is a directory of three files: the shared library (the
+# kernels with the runtime linked in, needing only libc and libm), abi.json
+# (moe-compile --emit=abi) and this manifest (the normalised spec and how the
+# library was compiled).  It loads where moe-compile and LLVM are absent.
+MANIFEST_NAME = "layer.json"
+MANIFEST_FORMAT = 1
+
+
+def _load_entry(directory: Path, check_host: bool = True) -> "Layer":
+    manifest_file = directory / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved layer: no {MANIFEST_NAME} "
+                                f"(save one with Layer.save)")
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        abi = json.loads((directory / "abi.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{directory}: corrupt saved layer ({err})") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{directory} is not a saved layer: no abi.json") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{manifest_file}: unknown saved-layer format "
+                         f"{manifest.get('format') if isinstance(manifest, dict) else manifest!r}"
+                         f" (this moe_mlir reads format {MANIFEST_FORMAT})")
+    if abi.get("abi_version") != _ABI_VERSION:
+        raise ValueError(f"{directory / 'abi.json'}: ABI version {abi.get('abi_version')!r}, "
+                         f"this moe_mlir calls version {_ABI_VERSION}")
+    layers = abi.get("layers", [])
     if len(layers) != 1:
-        raise CompileError(f"expected one layer in {abi_file}, found {len(layers)}")
-    return Layer(normalized, library, layers[0])
+        raise CompileError(f"expected one layer in {directory / 'abi.json'}, found {len(layers)}")
+    library = directory / manifest["library"]
+    if library.name != Path(manifest["library"]).name or not library.is_file():
+        raise FileNotFoundError(f"{directory}: the layer's library {manifest['library']!r} "
+                                f"is missing")
+    # Kernels compiled for the host CPU (mcpu=native) may use instructions
+    # another CPU lacks: an illegal instruction would kill the process.
+    host = manifest.get("host")
+    if check_host and host is not None and host != _host_fingerprint():
+        raise ValueError(
+            f"{directory}: compiled for the CPU of another machine (mcpu=native); "
+            f"compile with mcpu set to a CPU both machines have to ship a layer, or "
+            f"load(..., check_host=False) if this CPU has every feature of that one")
+    spec = load_spec(manifest["spec"])
+    return Layer(spec, library, layers[0], manifest)
+
+
+def load(path, *, check_host: bool = True) -> "Layer":
+    """Loads a layer saved by :meth:`Layer.save` (or a compile-cache entry):
+    ``path`` is the directory, or its ``layer.json``.  Needs neither
+    moe-compile nor LLVM: this is how compiled layers are shipped.
+
+    A layer compiled with ``mcpu="native"`` loads only on a CPU with the same
+    features (``check_host=False`` skips the check); compile with an explicit
+    ``mcpu`` (e.g. ``"x86-64-v3"``) for layers meant for other machines."""
+    path = Path(path)
+    if path.name == MANIFEST_NAME:
+        path = path.parent
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved layer at {path}")
+    return _load_entry(path, check_host)
 
 
 # --------------------------------------------------------------------------- #
@@ -298,8 +369,10 @@ class Layer:
     bad argument raises ValueError.
     """
 
-    def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any]):
+    def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any],
+                 manifest: Optional[Dict[str, Any]] = None):
         self.spec = spec
+        self._manifest = manifest
         self.name = spec["name"]
         self.library_path = library
         self._abi = abi
@@ -325,10 +398,11 @@ class Layer:
         self._lib.moe_last_error.restype = ctypes.c_char_p
         _attach_threads(self._lib)
         self.weight_shapes = weight_shapes(spec)
-        names = [b["name"] for b in abi["inputs"][1:]]
-        if names != list(self.weight_shapes):
-            raise CompileError(f"compiled weights {names} disagree with the spec contract "
-                               f"{list(self.weight_shapes)}")
+        compiled = [(b["name"], list(b["shape"]), b["dtype"]) for b in abi["inputs"][1:]]
+        contract = [(n, list(shape), dtype) for n, (shape, dtype) in self.weight_shapes.items()]
+        if compiled != contract:
+            raise CompileError(f"compiled weights {compiled} disagree with the spec contract "
+                               f"{contract}")
 
     def _forward_function(self, name: str, n_in: int, seed=None, n_out=None):
         fn = getattr(self._lib, name)
@@ -528,6 +602,22 @@ class Layer:
         """The aux losses the spec asks for, by name."""
         result = self.forward(x, seed=seed, **weights)
         return {name: result[name] for name in self.spec.get("aux_losses", [])}
+
+    def save(self, directory) -> Path:
+        """Writes the compiled layer to ``directory`` (created; files of the
+        same names replaced): its shared library, abi.json and layer.json.
+        :func:`load` reads it back, without moe-compile.  Returns the path."""
+        if self._manifest is None:
+            raise ValueError(f"layer {self.name!r} has no manifest to save (build it with "
+                             f"moe_mlir.compile or moe_mlir.load)")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.library_path, directory / self.library_path.name)
+        (directory / "abi.json").write_text(json.dumps(
+            {"abi_version": _ABI_VERSION, "layers": [self._abi]}, indent=2))
+        (directory / MANIFEST_NAME).write_text(json.dumps(
+            {**self._manifest, "library": self.library_path.name}, indent=1))
+        return directory
 
     def __repr__(self) -> str:
         return f"Layer({self.name!r}, kind={self.spec['kind']!r}, library={str(self.library_path)!r})"
