@@ -24,6 +24,8 @@ static constexpr int64_t kDynamic = ShapedType::kDynamic;
 
 /// PEER's query BatchNorm epsilon (the PyTorch default).
 static constexpr double kBatchNormEpsilon = 1e-5;
+/// PKM's query LayerNorm epsilon (the PyTorch default).
+static constexpr double kLayerNormEpsilon = 1e-5;
 
 namespace {
 struct NamedType {
@@ -180,8 +182,14 @@ SmallVector<NamedType> LayerBuilder::inputs() {
     if (spec.queryBatchNorm)
       for (StringRef name : {"bn_mean", "bn_var", "bn_weight", "bn_bias"})
         args.push_back({name.str(), tensorOf({queryWidth}, f32)});
-    args.push_back({"keys1", tensorOf({n, spec.keyDim / 2}, weightType)});
-    args.push_back({"keys2", tensorOf({n, spec.keyDim / 2}, weightType)});
+    if (spec.queryLayerNorm)
+      for (StringRef name : {"ln_weight", "ln_bias"})
+        args.push_back({name.str(), tensorOf({queryWidth}, f32)});
+    SmallVector<int64_t> keysShape = {n, spec.keyDim / 2};
+    if (spec.keysPerHead)
+      keysShape.insert(keysShape.begin(), spec.heads);
+    args.push_back({"keys1", tensorOf(keysShape, weightType)});
+    args.push_back({"keys2", tensorOf(keysShape, weightType)});
     if (spec.kind == LayerKind::peer) {
       args.push_back({"expert_in", tensorOf({spec.experts, d}, weightType)});
       args.push_back({"expert_out", tensorOf({spec.experts, d}, weightType)});
@@ -375,6 +383,10 @@ SmallVector<Value> LayerBuilder::buildProductKey(Value x) {
         BatchNormOp::create(builder, loc("query_batchnorm"), queryType, query,
                             arg("bn_mean"), arg("bn_var"), arg("bn_weight"),
                             arg("bn_bias"), llvm::APFloat(kBatchNormEpsilon));
+  if (spec.queryLayerNorm)
+    query = LayerNormOp::create(builder, loc("query_layernorm"), queryType,
+                                query, arg("ln_weight"), arg("ln_bias"),
+                                llvm::APFloat(kLayerNormEpsilon));
 
   Location retrievalLoc = loc("top_k");
   RankedTensorType weightsType = tokens({h, k}, f32);

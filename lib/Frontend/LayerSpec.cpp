@@ -193,6 +193,8 @@ static constexpr FieldRule kLayerFields[] = {
     {"aux_losses", kRouted, false},
     {"score", kProductKey, false},
     {"query_batchnorm", kProductKey, false},
+    {"query_layernorm", kProductKey, false},
+    {"keys_per_head", kProductKey, false},
     {"tiles", kAllKinds, false},
 };
 
@@ -758,6 +760,8 @@ void SpecParser::readFields(const SpecNode &root) {
     layer.read("key_dim", spec.keyDim);
     layer.readEnum("score", spec.score);
     layer.read("query_batchnorm", spec.queryBatchNorm);
+    layer.read("query_layernorm", spec.queryLayerNorm);
+    layer.read("keys_per_head", spec.keysPerHead);
   }
   if (spec.isProductKey() || spec.kind == LayerKind::mh_moe)
     layer.read("heads", spec.heads);
@@ -1024,6 +1028,10 @@ void SpecParser::checkSizes() {
       error(rangeOf("top_k"), "expected top_k (" + Twine(spec.topK) +
                                   ") <= experts (n*n = " +
                                   Twine(spec.experts) + ")");
+    if (spec.queryBatchNorm && spec.queryLayerNorm)
+      error(rangeOf("query_layernorm"),
+            "expected at most one query norm: query_batchnorm and "
+            "query_layernorm are both true");
   }
   // The products below take the relations above for granted.
   if (numErrors == errorsBefore)
@@ -1132,9 +1140,12 @@ void SpecParser::checkAddressable() {
   SizeFactor keyDim{"key_dim", "key_dim", spec.keyDim};
   SizeFactor subKeys{"experts", "n", n};
   SizeFactor halfKey{"key_dim", "key_dim / 2", spec.keyDim / 2};
+  SmallVector<SizeFactor> keys = {subKeys, halfKey};
+  if (spec.keysPerHead)
+    keys.insert(keys.begin(), heads);
   if (!weightsFit(
           {{"query", {heads, keyDim, d}},
-           {"keys1", {subKeys, halfKey}},
+           {"keys1", keys},
            {spec.kind == LayerKind::peer ? "expert_in" : "values", {e, d}}}))
     return;
   // Per token: the f32 queries of every head (the bf16/f16 query weight may

@@ -29,10 +29,11 @@ __all__ = [
     "product_key_topk", "product_key_topk_bruteforce",
     "moe", "mh_moe", "peer", "pkm",
     "forward", "layer_output", "route", "aux_losses",
-    "BN_EPS", "IMPORTANCE_EPS",
+    "BN_EPS", "LN_EPS", "IMPORTANCE_EPS",
 ]
 
 BN_EPS = 1e-5          # query BatchNorm epsilon (PEER / PKM)
+LN_EPS = 1e-5          # query LayerNorm epsilon (PKM)
 IMPORTANCE_EPS = 1e-10  # importance loss: var / (mean^2 + eps)
 
 _F64 = np.float64
@@ -476,6 +477,11 @@ def _query(spec, x, W) -> np.ndarray:
     q = x @ W["query"].T
     if spec["query_batchnorm"]:
         q = (q - W["bn_mean"]) / np.sqrt(W["bn_var"] + BN_EPS) * W["bn_weight"] + W["bn_bias"]
+    if spec["query_layernorm"]:
+        # Over each token's h * d_k channels: mean, then the biased variance.
+        mean = q.mean(axis=1, keepdims=True)
+        var = ((q - mean) ** 2).mean(axis=1, keepdims=True)
+        q = (q - mean) / np.sqrt(var + LN_EPS) * W["ln_weight"] + W["ln_bias"]
     return q
 
 
@@ -488,8 +494,9 @@ def _product_key_route(spec, x, W):
     weights = np.zeros((T, h, k), dtype=_F64)
     for head in range(h):
         qh = q[:, head * dk:(head + 1) * dk]
-        scores, idx = product_key_topk(qh[:, :dk // 2], qh[:, dk // 2:],
-                                       W["keys1"], W["keys2"], k)
+        keys1, keys2 = ((W["keys1"][head], W["keys2"][head]) if spec["keys_per_head"]
+                        else (W["keys1"], W["keys2"]))
+        scores, idx = product_key_topk(qh[:, :dk // 2], qh[:, dk // 2:], keys1, keys2, k)
         ids[:, head] = idx
         weights[:, head] = score_fn(scores, spec["score"])
     return ids, weights
@@ -604,8 +611,10 @@ def _shared(spec, x, W) -> np.ndarray:
 _ROUTER_WEIGHTS = {
     "moe": ("gate", "gate_bias", "w_noise"),
     "mh_moe": ("head_proj", "gate", "gate_bias", "w_noise"),
-    "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
-    "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
+    "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
+             "keys1", "keys2"),
+    "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
+            "keys1", "keys2"),
 }
 
 

@@ -61,9 +61,11 @@ _TOP_KEYS = {
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
                "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
-             "score", "query_batchnorm", "activation", "weight_dtype", "tiles"),
+             "score", "query_batchnorm", "query_layernorm", "keys_per_head", "activation",
+             "weight_dtype", "tiles"),
     "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
-            "score", "query_batchnorm", "weight_dtype", "tiles"),
+            "score", "query_batchnorm", "query_layernorm", "keys_per_head", "weight_dtype",
+            "tiles"),
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise")
@@ -358,8 +360,8 @@ def _check_addressable(out):
     h = ("heads", "heads", out["heads"])
     dk = out["key_dim"]
     _buffer_fits("weight 'query'", [h, ("key_dim", "key_dim", dk), d], wbytes, wd)
-    _buffer_fits("weight 'keys1'", [("experts", "n", n), ("key_dim", "key_dim / 2", dk // 2)],
-                 wbytes, wd)
+    keys = [("experts", "n", n), ("key_dim", "key_dim / 2", dk // 2)]
+    _buffer_fits("weight 'keys1'", ([h] if out["keys_per_head"] else []) + keys, wbytes, wd)
     _buffer_fits(f"weight '{'expert_in' if out['kind'] == 'peer' else 'values'}'", [e, d],
                  wbytes, wd)
     _buffer_fits("one token's queries", [h, ("key_dim", "key_dim", dk)], 4, "f32")
@@ -484,6 +486,11 @@ def _normalize_product_key(raw, out, kind):
         raise ValueError(f"field 'top_k' ({out['top_k']}) must be <= experts ({n * n})")
     out["score"] = _enum(raw, "score", "score", SCORES, "softmax")
     out["query_batchnorm"] = _bool(raw, "query_batchnorm", "query_batchnorm", False)
+    out["query_layernorm"] = _bool(raw, "query_layernorm", "query_layernorm", False)
+    if out["query_batchnorm"] and out["query_layernorm"]:
+        raise ValueError("field 'query_layernorm': at most one query norm (query_batchnorm "
+                         "and query_layernorm are both true)")
+    out["keys_per_head"] = _bool(raw, "keys_per_head", "keys_per_head", False)
     if kind == "peer":
         out["activation"] = _enum(raw, "activation", "activation", PEER_ACTIVATIONS, "gelu")
 
@@ -555,8 +562,12 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
         if s["query_batchnorm"]:
             for b in ("bn_mean", "bn_var", "bn_weight", "bn_bias"):
                 shapes[b] = ((h * dk,), "f32")
-        shapes["keys1"] = ((n, dk // 2), wd)
-        shapes["keys2"] = ((n, dk // 2), wd)
+        if s["query_layernorm"]:
+            for b in ("ln_weight", "ln_bias"):
+                shapes[b] = ((h * dk,), "f32")
+        keys = (h, n, dk // 2) if s["keys_per_head"] else (n, dk // 2)
+        shapes["keys1"] = (keys, wd)
+        shapes["keys2"] = (keys, wd)
         if kind == "peer":
             shapes["expert_in"] = ((E, D), wd)
             shapes["expert_out"] = ((E, D), wd)

@@ -113,7 +113,7 @@ def make_weights(spec, seed: int = 0, gate_scale: float = 2.0) -> Dict[str, np.n
 
     Matrices are N(0, 1/fan_in) so activations stay O(1); the router gate is
     ``gate_scale`` times wider so the logits of a token are well separated.
-    ``bn_var`` is positive.  Values are not pre-rounded: the bf16/f16 cases
+    ``bn_var`` is positive; BatchNorm and LayerNorm scales are near 1.  Values are not pre-rounded: the bf16/f16 cases
     check that both sides round the same way.
     """
     s = load_spec(spec)
@@ -130,9 +130,9 @@ def make_weights(spec, seed: int = 0, gate_scale: float = 2.0) -> Dict[str, np.n
             a = rs.standard_normal(shape) * 0.2
         elif name == "bn_var":
             a = rs.uniform(0.25, 2.0, shape)
-        elif name == "bn_weight":
+        elif name in ("bn_weight", "ln_weight"):
             a = rs.uniform(0.5, 1.5, shape)
-        elif name == "bn_bias":
+        elif name in ("bn_bias", "ln_bias"):
             a = rs.standard_normal(shape) * 0.2
         elif name in ("keys1", "keys2"):
             a = a * 2.0

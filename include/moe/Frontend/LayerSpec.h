@@ -111,6 +111,10 @@ struct LayerSpec {
   int64_t keyDim = 0;
   ScoreFunction score = ScoreFunction::softmax;
   bool queryBatchNorm = false;
+  /// LayerNorm over each token's h·d_k query channels (lucidrains' PKM).
+  bool queryLayerNorm = false;
+  /// A sub-key table pair per head ([h, n, d_k/2]) instead of one shared.
+  bool keysPerHead = false;
 
   /// Tile options of the lowering, in spec order (names are unique); the
   /// command line's `--tiles` goes on top of them.

@@ -1,7 +1,8 @@
 //===- ProductKeyToCPU.cpp - fast CPU lowering of PEER/PKM retrieval -----===//
 //
 // moe.product_key_topk, O((n + k'^2)·d_k) per token and head, never O(N):
-//   1. both sub-key tables are packed once per call into f32 panels of vw
+//   1. both sub-key tables (a pair per head where each head has its own)
+//      are packed once per call into f32 panels of vw
 //      sub-keys (transposed, bf16/f16 widened), an scf.forall over panels;
 //   2. an scf.forall over (token block, head): register tiles of rowTile
 //      tokens x 3 vectors of sub-keys compute the sub-key scores by FMA
@@ -214,33 +215,41 @@ static SmallVector<Value> transposeSquare(OpBuilder &b, Location loc,
   return rows;
 }
 
-/// packed[s, j / vw, d, j % vw] = keys_s[j, d] as f32 (0 for n <= j):
-/// an scf.forall over (table, block of vw sub-keys), vw x vw blocks moved
-/// through registers.
+/// packed[2·g + s, j / vw, d, j % vw] = keys_s[g·n + j, d] as f32 (0 for
+/// n <= j), for each of the `groups` tables of n sub-keys stacked in keys_s
+/// (one shared table, or one per head): an scf.forall over (group and
+/// table, block of vw sub-keys), vw x vw blocks moved through registers.
 static void buildPackKeys(OpBuilder &b, Location loc, ArrayRef<Value> keys,
-                          Value packed, int64_t n, int64_t half, int64_t vw) {
+                          Value packed, int64_t n, int64_t half, int64_t vw,
+                          int64_t groups) {
   Type f32 = b.getF32Type();
   auto vecType = VectorType::get({vw}, f32);
   int64_t numKeyVecs = llvm::divideCeil(n, vw);
   bool powerOfTwo = llvm::isPowerOf2_64(vw);
   buildParallelLoop(
       b, loc,
-      ValueRange{indexConstant(b, loc, 2), indexConstant(b, loc, numKeyVecs)},
+      ValueRange{indexConstant(b, loc, 2 * groups),
+                 indexConstant(b, loc, numKeyVecs)},
       [&](OpBuilder &pb, Location pl, ValueRange ivs) {
         Value s = ivs[0];
-        Value first = arith::CmpIOp::create(pb, pl, arith::CmpIPredicate::eq,
-                                            s, indexConstant(pb, pl, 0));
+        Value two = indexConstant(pb, pl, 2);
+        Value first = arith::CmpIOp::create(
+            pb, pl, arith::CmpIPredicate::eq,
+            arith::RemUIOp::create(pb, pl, s, two), indexConstant(pb, pl, 0));
         Value table =
             arith::SelectOp::create(pb, pl, first, keys[0], keys[1]);
+        Value rowBase = arith::MulIOp::create(
+            pb, pl, arith::DivUIOp::create(pb, pl, s, two),
+            indexConstant(pb, pl, n));
         Value j0 = arith::MulIOp::create(pb, pl, ivs[1],
                                          indexConstant(pb, pl, vw));
         SmallVector<Value> js;
         SmallVector<Value> inRange;
         for (int64_t r = 0; r < vw; ++r) {
           Value j = arith::AddIOp::create(pb, pl, j0, indexConstant(pb, pl, r));
-          js.push_back(j);
           inRange.push_back(arith::CmpIOp::create(
               pb, pl, arith::CmpIPredicate::ult, j, indexConstant(pb, pl, n)));
+          js.push_back(arith::AddIOp::create(pb, pl, rowBase, j));
         }
         Value zeroV = arith::ConstantOp::create(
             pb, pl, DenseElementsAttr::get(vecType, pb.getF32FloatAttr(0.0f)));
@@ -251,8 +260,8 @@ static void buildPackKeys(OpBuilder &b, Location loc, ArrayRef<Value> keys,
               for (int64_t l = 0; l < lanes; ++l) {
                 Value d = arith::AddIOp::create(kb, kl, d0,
                                                 indexConstant(kb, kl, l));
-                Value row = arith::SelectOp::create(
-                    kb, kl, inRange[r], js[r], indexConstant(kb, kl, 0));
+                Value row =
+                    arith::SelectOp::create(kb, kl, inRange[r], js[r], rowBase);
                 Value v = extendToF32(
                     kb, kl, memref::LoadOp::create(kb, kl, table,
                                                    ValueRange{row, d}));
@@ -327,8 +336,13 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
   LogicalResult matchAndRewrite(ProductKeyTopKOp op,
                                 PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    int64_t n = staticDim(op.getKeys1(), 0), half = staticDim(op.getKeys1(), 1);
+    // Shared sub-keys [n, d_k/2], or a table per head [heads, n, d_k/2].
+    int64_t keysRank = cast<ShapedType>(op.getKeys1().getType()).getRank();
+    bool perHead = keysRank == 3;
+    int64_t n = staticDim(op.getKeys1(), keysRank - 2),
+            half = staticDim(op.getKeys1(), keysRank - 1);
     int64_t heads = op.getHeads(), k = op.getTopK();
+    int64_t groups = perHead ? heads : 1;
     if (ShapedType::isDynamic(n) || ShapedType::isDynamic(half) ||
         ShapedType::isDynamic(staticDim(op.getQuery(), 1)))
       return b.notifyMatchFailure(op, "expects static key and query widths");
@@ -362,9 +376,13 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
           outermostInvariantLoop(op, {op.getKeys1(), op.getKeys2()}));
       std::array<Value, 2> keys = {readBuffer(b, loc, op.getKeys1()),
                                    readBuffer(b, loc, op.getKeys2())};
+      if (perHead)
+        for (Value &table : keys)
+          table = memref::CollapseShapeOp::create(
+              b, loc, table, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
       packed = memref::AllocOp::create(
-          b, loc, MemRefType::get({2, numKeyVecs, half, vw}, f32));
-      buildPackKeys(b, loc, keys, packed, n, half, vw);
+          b, loc, MemRefType::get({2 * groups, numKeyVecs, half, vw}, f32));
+      buildPackKeys(b, loc, keys, packed, n, half, vw, groups);
     }
 
     buildParallelLoop(
@@ -403,6 +421,14 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
                   Value col = arith::AddIOp::create(
                       rb, rl, headBase, indexConstant(rb, rl, s * half));
                   Value sV = indexConstant(rb, rl, s);
+                  // The packed table of this head's half s.
+                  Value table = sV;
+                  if (perHead)
+                    table = arith::AddIOp::create(
+                        rb, rl,
+                        arith::MulIOp::create(rb, rl, h,
+                                              indexConstant(rb, rl, 2)),
+                        sV);
                   buildColumnTiles(
                       rb, rl, indexConstant(rb, rl, 0),
                       indexConstant(rb, rl, numKeyVecs), keyTile,
@@ -439,7 +465,7 @@ struct ProductKeyTopKToCPU : FastCPUPattern<ProductKeyTopKOp> {
                               for (int64_t c = 0; c < vecs; ++c)
                                 ks.push_back(vector::LoadOp::create(
                                     db, dl, vecType, packed,
-                                    ValueRange{sV, jvs[c], d,
+                                    ValueRange{table, jvs[c], d,
                                                indexConstant(db, dl, 0)}));
                               SmallVector<Value> next;
                               for (int64_t r = 0; r < count; ++r)

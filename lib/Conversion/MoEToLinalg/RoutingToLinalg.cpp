@@ -1,7 +1,7 @@
 //===- RoutingToLinalg.cpp - reference lowering of routing ops ------------===//
 //
-// moe.linear, moe.route, moe.topk, moe.product_key_topk, moe.batch_norm and
-// moe.aux_loss on tensors: regular work (projections, scores, reductions) as
+// moe.linear, moe.route, moe.topk, moe.product_key_topk, moe.batch_norm,
+// moe.layer_norm and moe.aux_loss on tensors: regular work (projections, scores, reductions) as
 // linalg ops, per-row selection as scf.for loops over tokens that thread
 // their result tensors (tensor.insert on iter_args bufferizes in place).
 //
@@ -449,7 +449,8 @@ struct LowerProductKeyTopK : OpRewritePattern<ProductKeyTopKOp> {
     OpBuilder &b = rewriter;
     Type f32 = b.getF32Type(), i32 = b.getI32Type();
     auto keysType = cast<RankedTensorType>(op.getKeys1().getType());
-    int64_t n = keysType.getDimSize(0), half = keysType.getDimSize(1);
+    int64_t n = keysType.getDimSize(keysType.getRank() - 2),
+            half = keysType.getDimSize(keysType.getRank() - 1);
     int64_t heads = op.getHeads(), k = op.getTopK();
     int64_t kp = std::min(k, n);
 
@@ -510,11 +511,14 @@ struct LowerProductKeyTopK : OpRewritePattern<ProductKeyTopKOp> {
   }
 
 private:
-  /// [T, heads, n]: keys[i] · query[t, h·dk + offset ..< h·dk + offset + dk/2].
+  /// [T, heads, n]: keys[i] · query[t, h·dk + offset ..< h·dk + offset + dk/2]
+  /// (keys[h, i] where each head has its own table).
   static Value buildSubKeyScores(OpBuilder &b, Location loc, Value query,
                                  Value keys, int64_t heads, int64_t offset) {
     auto keysType = cast<RankedTensorType>(keys.getType());
-    int64_t n = keysType.getDimSize(0), half = keysType.getDimSize(1);
+    bool perHead = keysType.getRank() == 3;
+    int64_t n = keysType.getDimSize(perHead ? 1 : 0),
+            half = keysType.getDimSize(perHead ? 2 : 1);
     auto queryType = cast<RankedTensorType>(query.getType());
     auto scoresType = RankedTensorType::get({queryType.getDimSize(0), heads, n},
                                             b.getF32Type());
@@ -525,7 +529,8 @@ private:
                i = getAffineDimExpr(2, ctx), d = getAffineDimExpr(3, ctx);
     AffineMap queryMap =
         AffineMap::get(4, 0, {t, h * (2 * half) + offset + d}, ctx);
-    AffineMap keysMap = AffineMap::get(4, 0, {i, d}, ctx);
+    AffineMap keysMap = perHead ? AffineMap::get(4, 0, {h, i, d}, ctx)
+                                : AffineMap::get(4, 0, {i, d}, ctx);
     AffineMap outMap = AffineMap::get(4, 0, {t, h, i}, ctx);
     return linalg::GenericOp::create(
                b, loc, TypeRange{scoresType}, ValueRange{query, keys},
@@ -575,6 +580,83 @@ struct LowerBatchNorm : OpRewritePattern<BatchNormOp> {
           Value centered = arith::SubFOp::create(nb, nloc, args[0], args[1]);
           Value stddev =
               math::SqrtOp::create(nb, nloc, addF(nb, nloc, args[2], eps));
+          Value normalized = divF(nb, nloc, centered, stddev);
+          linalg::YieldOp::create(
+              nb, nloc,
+              addF(nb, nloc, mulF(nb, nloc, normalized, args[3]), args[4]));
+        });
+    rewriter.replaceOp(op, generic.getResult(0));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe.layer_norm
+//===----------------------------------------------------------------------===//
+
+/// Per row: sum over the channels in order, the sum of squared deviations
+/// from sum / C in order, then (x - mean) / sqrt(var + eps) · scale + shift.
+/// Two reductions over the same row: a row's bits never depend on the others.
+struct LowerLayerNorm : OpRewritePattern<LayerNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(LayerNormOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    OpBuilder &b = rewriter;
+    Value input = op.getInput();
+    auto type = cast<RankedTensorType>(input.getType());
+    SmallVector<Value> dynSizes = getDynamicSizes(b, loc, input);
+    auto rowType = RankedTensorType::get({type.getDimSize(0)}, b.getF32Type());
+    SmallVector<Value> rowDynSizes;
+    if (type.isDynamicDim(0))
+      rowDynSizes.push_back(dynSizes.front());
+    Value channels =
+        createF32Constant(b, loc, static_cast<double>(type.getDimSize(1)));
+    Value eps = createF32Constant(b, loc, op.getEpsilon().convertToDouble());
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t = getAffineDimExpr(0, ctx), c = getAffineDimExpr(1, ctx);
+    AffineMap full = AffineMap::get(2, 0, {t, c}, ctx);
+    AffineMap row = AffineMap::get(2, 0, {t}, ctx);
+    AffineMap channel = AffineMap::get(2, 0, {c}, ctx);
+    SmallVector<utils::IteratorType> rowReduction = {
+        utils::IteratorType::parallel, utils::IteratorType::reduction};
+
+    Value sum = linalg::GenericOp::create(
+                    b, loc, TypeRange{rowType}, ValueRange{input},
+                    ValueRange{createZeroTensor(b, loc, rowType, rowDynSizes)},
+                    ArrayRef<AffineMap>{full, row}, rowReduction,
+                    [&](OpBuilder &nb, Location nloc, ValueRange args) {
+                      linalg::YieldOp::create(
+                          nb, nloc, addF(nb, nloc, args[1], args[0]));
+                    })
+                    .getResult(0);
+    Value squares =
+        linalg::GenericOp::create(
+            b, loc, TypeRange{rowType}, ValueRange{input, sum},
+            ValueRange{createZeroTensor(b, loc, rowType, rowDynSizes)},
+            ArrayRef<AffineMap>{full, row, row}, rowReduction,
+            [&](OpBuilder &nb, Location nloc, ValueRange args) {
+              Value mean = divF(nb, nloc, args[1], channels);
+              Value dev = arith::SubFOp::create(nb, nloc, args[0], mean);
+              linalg::YieldOp::create(
+                  nb, nloc, addF(nb, nloc, args[2], mulF(nb, nloc, dev, dev)));
+            })
+            .getResult(0);
+    Value empty = tensor::EmptyOp::create(b, loc, type.getShape(),
+                                          type.getElementType(), dynSizes);
+    auto generic = linalg::GenericOp::create(
+        b, loc, TypeRange{type},
+        ValueRange{input, sum, squares, op.getScale(), op.getShift()},
+        ValueRange{empty},
+        ArrayRef<AffineMap>{full, row, row, channel, channel, full},
+        {utils::IteratorType::parallel, utils::IteratorType::parallel},
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value mean = divF(nb, nloc, args[1], channels);
+          Value var = divF(nb, nloc, args[2], channels);
+          Value centered = arith::SubFOp::create(nb, nloc, args[0], mean);
+          Value stddev =
+              math::SqrtOp::create(nb, nloc, addF(nb, nloc, var, eps));
           Value normalized = divF(nb, nloc, centered, stddev);
           linalg::YieldOp::create(
               nb, nloc,
@@ -717,5 +799,5 @@ private:
 
 void mlir::moe::populateRoutingLoweringPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerLinear, LowerRoute, LowerTopK, LowerProductKeyTopK,
-               LowerBatchNorm, LowerAuxLoss>(patterns.getContext());
+               LowerBatchNorm, LowerLayerNorm, LowerAuxLoss>(patterns.getContext());
 }

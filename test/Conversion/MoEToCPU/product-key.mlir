@@ -91,3 +91,35 @@ func.func @product_key_sigmoid(%q: tensor<5x32xf32>, %k1: tensor<6x16xf32>,
       -> tensor<5x1x9xf32>, tensor<5x1x9xi32>
   return %w, %i : tensor<5x1x9xf32>, tensor<5x1x9xi32>
 }
+
+// -----
+
+// A sub-key table pair per head: each table [heads, n, d_k/2] is collapsed
+// to [heads·n, d_k/2] and packed into panels [2·heads, n/8, d_k/2, 8]
+// (panel 2h + s holds head h's half s, rows h·n + j); head h's scores read
+// its own panels, the rest is the shared-keys kernel.
+// CHECK-LABEL: func.func @product_key_keys_per_head
+// CHECK-NOT:     moe.
+// CHECK:         %[[K1:.*]] = memref.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : memref<3x20x4xf32> into memref<60x4xf32>
+// CHECK:         %[[K2:.*]] = memref.collapse_shape %{{.*}} {{\[\[}}0, 1], [2]] : memref<3x20x4xf32> into memref<60x4xf32>
+// CHECK:         %[[PACKED:.*]] = memref.alloc() : memref<6x3x4x8xf32>
+// CHECK:         scf.forall (%[[P:.*]], %{{.*}}) in (6, 3) {
+// CHECK:           %[[HALF:.*]] = arith.remui %[[P]], %c2
+// CHECK:           arith.select %{{.*}}, %[[K1]], %[[K2]]
+// CHECK:           %[[HEAD:.*]] = arith.divui %[[P]], %c2
+// CHECK:           arith.muli %[[HEAD]], %c20
+// CHECK:           vector.store %{{.*}}, %[[PACKED]]
+// CHECK:         scf.forall (%{{.*}}, %[[H:.*]]) in (%{{.*}}, 3) {
+// CHECK:           %[[H2:.*]] = arith.muli %[[H]], %c2
+// CHECK:           vector.load %[[PACKED]][%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}]
+// CHECK:           vector.fma
+func.func @product_key_keys_per_head(%q: tensor<?x24xf32>, %k1: tensor<3x20x4xf32>,
+                                     %k2: tensor<3x20x4xf32>, %w0: tensor<?x3x4xf32>,
+                                     %i0: tensor<?x3x4xi32>)
+    -> (tensor<?x3x4xf32>, tensor<?x3x4xi32>) {
+  %w, %i = moe.product_key_topk heads(3) top_k(4) score(softmax)
+      ins(%q, %k1, %k2 : tensor<?x24xf32>, tensor<3x20x4xf32>, tensor<3x20x4xf32>)
+      outs(%w0, %i0 : tensor<?x3x4xf32>, tensor<?x3x4xi32>)
+      -> tensor<?x3x4xf32>, tensor<?x3x4xi32>
+  return %w, %i : tensor<?x3x4xf32>, tensor<?x3x4xi32>
+}

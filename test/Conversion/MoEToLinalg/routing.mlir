@@ -168,6 +168,60 @@ func.func @batch_norm(%x: tensor<?x4xf32>, %mean: tensor<4xf32>,
 
 // -----
 
+// LayerNorm: the row sum, the row sum of squared deviations from sum / C
+// (two reductions over the channels, each row on its own), then
+// (x - mean) / sqrt(var + eps) * scale + shift.
+// CHECK-DAG:   #[[FULL:.*]] = affine_map<(d0, d1) -> (d0, d1)>
+// CHECK-DAG:   #[[ROW:.*]] = affine_map<(d0, d1) -> (d0)>
+// CHECK-DAG:   #[[CHAN:.*]] = affine_map<(d0, d1) -> (d1)>
+// CHECK-LABEL: func.func @layer_norm
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x4xf32>, %[[S:[a-zA-Z0-9_]+]]: tensor<4xf32>, %[[B:[a-zA-Z0-9_]+]]: tensor<4xf32>
+// CHECK-NOT:     moe.
+// CHECK-DAG:     %[[C:.*]] = arith.constant 4.000000e+00 : f32
+// CHECK-DAG:     %[[EPS:.*]] = arith.constant 9.99999974E-6 : f32
+// CHECK:         %[[SUM:.*]] = linalg.generic {indexing_maps = [#[[FULL]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[X]] : tensor<?x4xf32>) outs(%{{.*}} : tensor<?xf32>)
+// CHECK:           arith.addf
+// CHECK:         %[[SQ:.*]] = linalg.generic {indexing_maps = [#[[FULL]], #[[ROW]], #[[ROW]]], iterator_types = ["parallel", "reduction"]} ins(%[[X]], %[[SUM]] : tensor<?x4xf32>, tensor<?xf32>)
+// CHECK:           %[[MEAN:.*]] = arith.divf %{{.*}}, %[[C]] : f32
+// CHECK:           %[[DEV:.*]] = arith.subf %{{.*}}, %[[MEAN]] : f32
+// CHECK:           arith.mulf %[[DEV]], %[[DEV]] : f32
+// CHECK:         %[[Y:.*]] = linalg.generic {indexing_maps = [#[[FULL]], #[[ROW]], #[[ROW]], #[[CHAN]], #[[CHAN]], #[[FULL]]], iterator_types = ["parallel", "parallel"]} ins(%[[X]], %[[SUM]], %[[SQ]], %[[S]], %[[B]] :
+// CHECK:           arith.divf
+// CHECK:           %[[VAR:.*]] = arith.divf %{{.*}}, %[[C]] : f32
+// CHECK:           %[[VAREPS:.*]] = arith.addf %[[VAR]], %[[EPS]] : f32
+// CHECK:           math.sqrt %[[VAREPS]] : f32
+// CHECK:         return %[[Y]]
+func.func @layer_norm(%x: tensor<?x4xf32>, %scale: tensor<4xf32>,
+                      %shift: tensor<4xf32>) -> tensor<?x4xf32> {
+  %y = moe.layer_norm %x, %scale, %shift : tensor<?x4xf32>, tensor<4xf32>
+  return %y : tensor<?x4xf32>
+}
+
+// -----
+
+// Sub-keys per head: head h scores against keys[h] (the keys map reads the
+// head's table), the rest as with shared keys.
+// CHECK-DAG:   #[[Q:.*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1 * 4 + d3)>
+// CHECK-DAG:   #[[Q2:.*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1 * 4 + d3 + 2)>
+// CHECK-DAG:   #[[K:.*]] = affine_map<(d0, d1, d2, d3) -> (d1, d2, d3)>
+// CHECK-DAG:   #[[S:.*]] = affine_map<(d0, d1, d2, d3) -> (d0, d1, d2)>
+// CHECK-LABEL: func.func @product_key_keys_per_head
+// CHECK-SAME:    %[[QV:[a-zA-Z0-9_]+]]: tensor<?x8xf32>, %[[K1:[a-zA-Z0-9_]+]]: tensor<2x3x2xf32>, %[[K2:[a-zA-Z0-9_]+]]: tensor<2x3x2xf32>
+// CHECK:         linalg.generic {indexing_maps = [#[[Q]], #[[K]], #[[S]]], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[QV]], %[[K1]] : tensor<?x8xf32>, tensor<2x3x2xf32>)
+// CHECK:         linalg.generic {indexing_maps = [#[[Q2]], #[[K]], #[[S]]], iterator_types = ["parallel", "parallel", "parallel", "reduction"]} ins(%[[QV]], %[[K2]] : tensor<?x8xf32>, tensor<2x3x2xf32>)
+func.func @product_key_keys_per_head(%q: tensor<?x8xf32>, %k1: tensor<2x3x2xf32>,
+                                     %k2: tensor<2x3x2xf32>, %w0: tensor<?x2x2xf32>,
+                                     %i0: tensor<?x2x2xi32>)
+    -> (tensor<?x2x2xf32>, tensor<?x2x2xi32>) {
+  %w, %i = moe.product_key_topk heads(2) top_k(2) score(softmax)
+      ins(%q, %k1, %k2 : tensor<?x8xf32>, tensor<2x3x2xf32>, tensor<2x3x2xf32>)
+      outs(%w0, %i0 : tensor<?x2x2xf32>, tensor<?x2x2xi32>)
+      -> tensor<?x2x2xf32>, tensor<?x2x2xi32>
+  return %w, %i : tensor<?x2x2xf32>, tensor<?x2x2xi32>
+}
+
+// -----
+
 // Load balance: an expert histogram of the ids (a loop over tokens and
 // choices; ids outside [0, E) add 0), softmax probabilities summed over the
 // tokens, then c * E * Σ_i (count_i / (T k)) (P_i / T) as a 0-d reduction.

@@ -3,7 +3,7 @@
 // As IREE's LinalgExt ops do: a tile of a token-parallel op is the same op on
 // `tensor.extract_slice`s of its token-indexed operands (rows [off, off + sz)
 // along dim 0, every other dim whole), with the per-layer operands (weights,
-// sub-keys, BatchNorm statistics, the selection bias) taken whole. Each token
+// sub-keys, BatchNorm statistics, LayerNorm affines, the selection bias) taken whole. Each token
 // is computed on its own, so no reduction is split and a tile's bits are the
 // untiled op's. With `getResultTilePosition` and `generateResultTileValue`,
 // upstream's `scf::tileConsumerAndFuseProducersUsingSCF` tiles a consumer and
@@ -42,6 +42,9 @@ SmallVector<OpOperand *> mlir::moe::getPerLayerOperands(Operation *op) {
     add(bn.getVarianceMutable());
     add(bn.getScaleMutable());
     add(bn.getShiftMutable());
+  } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
+    add(ln.getScaleMutable());
+    add(ln.getShiftMutable());
   } else if (auto sne = dyn_cast<SingleNeuronExpertsOp>(op)) {
     add(sne.getExpertOutMutable());
     add(sne.getExpertInMutable());
@@ -61,7 +64,7 @@ static bool isTiledOperand(Operation *op, OpOperand &operand) {
 /// their token-indexed operands (moe.gather: slot by slot).
 static bool isTokenParallel(Operation *op) {
   return isa<LinearOp, RouteOp, TopKOp, ProductKeyTopKOp, BatchNormOp,
-             SingleNeuronExpertsOp, GatherOp>(op);
+             LayerNormOp, SingleNeuronExpertsOp, GatherOp>(op);
 }
 
 StringRef mlir::moe::whyNotTokenTileable(Operation *op) {
@@ -263,9 +266,11 @@ void mlir::moe::attachTilingInterfaces(MLIRContext *ctx) {
   TopKOp::attachInterface<TokenTilingModel<TopKOp>>(*ctx);
   ProductKeyTopKOp::attachInterface<TokenTilingModel<ProductKeyTopKOp>>(*ctx);
   BatchNormOp::attachInterface<TokenTilingModel<BatchNormOp>>(*ctx);
+  LayerNormOp::attachInterface<TokenTilingModel<LayerNormOp>>(*ctx);
   SingleNeuronExpertsOp::attachInterface<
       TokenTilingModel<SingleNeuronExpertsOp>>(*ctx);
   GatherOp::attachInterface<TokenTilingModel<GatherOp>>(*ctx);
   RouteOp::attachInterface<TokenShapeModel<RouteOp>>(*ctx);
   BatchNormOp::attachInterface<TokenShapeModel<BatchNormOp>>(*ctx);
+  LayerNormOp::attachInterface<TokenShapeModel<LayerNormOp>>(*ctx);
 }

@@ -262,21 +262,30 @@ LogicalResult ProductKeyTopKOp::verify() {
   Named q("query", getQuery()), k1("keys1", getKeys1()),
       k2("keys2", getKeys2()), w("weights_init", getWeightsInit()),
       ids("ids_init", getIdsInit());
-  if (failed(expectRank(op, q, 2)) || failed(expectRank(op, k1, 2)) ||
-      failed(expectRank(op, k2, 2)) || failed(expectRank(op, w, 3)))
+  if (failed(expectRank(op, q, 2)) || failed(expectRank(op, w, 3)))
     return failure();
-  if (failed(expectStaticDim(op, k1, 0, "sub-key count")) ||
-      failed(expectStaticDim(op, k1, 1, "sub-key width")) ||
+  // Shared sub-keys [n, d_k/2], or one table per head [heads, n, d_k/2].
+  int64_t keysRank = k1.type.getRank();
+  if (keysRank != 2 && keysRank != 3)
+    return emitOpError() << "expects keys1 of rank 2 ([n, d_k/2], shared by "
+                            "the heads) or 3 ([heads, n, d_k/2]), got rank "
+                         << keysRank;
+  int64_t nDim = keysRank - 2;
+  if (failed(expectStaticDim(op, k1, nDim, "sub-key count")) ||
+      failed(expectStaticDim(op, k1, nDim + 1, "sub-key width")) ||
       failed(expectStaticDim(op, q, 1, "query width")))
     return failure();
   if (failed(expectSameShape(op, k2, k1)))
+    return failure();
+  if (keysRank == 3 &&
+      failed(expectDimEquals(op, k1, 0, getHeads(), "heads")))
     return failure();
   if (k1.type.getElementType() != k2.type.getElementType())
     return emitOpError() << "expects keys2 element type ("
                          << k2.type.getElementType()
                          << ") to match keys1 element type ("
                          << k1.type.getElementType() << ")";
-  int64_t heads = getHeads(), n = k1.dim(0), keyDim = 2 * k1.dim(1);
+  int64_t heads = getHeads(), n = k1.dim(nDim), keyDim = 2 * k1.dim(nDim + 1);
   if (q.dim(1) != heads * keyDim)
     return emitOpError() << "expects query width (" << q.dim(1)
                          << ") to equal heads (" << heads << ") x key_dim ("
@@ -457,6 +466,19 @@ LogicalResult BatchNormOp::verify() {
   Named in("input", getInput()), mean("mean", getMean());
   if (failed(expectRank(op, in, 2)) || failed(expectRank(op, mean, 1)) ||
       failed(expectDim(op, mean, 0, in, 1)))
+    return failure();
+  double eps = getEpsilon().convertToDouble();
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    return emitOpError() << "expects a positive finite epsilon, got "
+                         << doubleStr(eps);
+  return success();
+}
+
+LogicalResult LayerNormOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), scale("scale", getScale());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, scale, 1)) ||
+      failed(expectDim(op, scale, 0, in, 1)))
     return failure();
   double eps = getEpsilon().convertToDouble();
   if (!(eps > 0.0) || !std::isfinite(eps))

@@ -440,7 +440,7 @@ func.func @pk_query_rank(%q: tensor<256xf32>, %k1: tensor<16x16xf32>, %k2: tenso
 // -----
 
 func.func @pk_keys1_rank(%q: tensor<?x256xf32>, %k1: tensor<256xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
-  // expected-error @+1 {{'moe.product_key_topk' op expects keys1 of rank 2, got rank 1}}
+  // expected-error @+1 {{'moe.product_key_topk' op expects keys1 of rank 2 ([n, d_k/2], shared by the heads) or 3 ([heads, n, d_k/2]), got rank 1}}
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(softmax) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<256xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
@@ -448,8 +448,32 @@ func.func @pk_keys1_rank(%q: tensor<?x256xf32>, %k1: tensor<256xf32>, %k2: tenso
 // -----
 
 func.func @pk_keys2_rank(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<1x16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
-  // expected-error @+1 {{'moe.product_key_topk' op expects keys2 of rank 2, got rank 3}}
+  // expected-error @+1 {{'moe.product_key_topk' op expects keys2 shape [1, 16, 16] to match keys1 shape [16, 16]}}
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(softmax) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<1x16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
+  return
+}
+
+// -----
+
+func.func @pk_keys_rank4(%q: tensor<?x256xf32>, %k1: tensor<8x1x16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects keys1 of rank 2 ([n, d_k/2], shared by the heads) or 3 ([heads, n, d_k/2]), got rank 4}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(softmax) ins(%q, %k1, %k1 : tensor<?x256xf32>, tensor<8x1x16x16xf32>, tensor<8x1x16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
+  return
+}
+
+// -----
+
+func.func @pk_keys_per_head_count(%q: tensor<?x256xf32>, %k1: tensor<4x16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects keys1 dim 0 (4) to equal heads (8)}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(softmax) ins(%q, %k1, %k1 : tensor<?x256xf32>, tensor<4x16x16xf32>, tensor<4x16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
+  return
+}
+
+// -----
+
+func.func @pk_keys_per_head_dynamic_sub_keys(%q: tensor<?x256xf32>, %k1: tensor<8x?x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects a static sub-key count (keys1 dim 1)}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(softmax) ins(%q, %k1, %k1 : tensor<?x256xf32>, tensor<8x?x16xf32>, tensor<8x?x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
 
@@ -1209,6 +1233,42 @@ func.func @shared_init_shape(%x: tensor<8x64xf32>, %w1: tensor<256x64xf32>, %w2:
 func.func @shared_result(%x: tensor<8x64xf32>, %w1: tensor<256x64xf32>, %w2: tensor<64x256xf32>, %acc: tensor<8x64xf32>) {
   // expected-error @+1 {{'moe.shared_expert' op expects result type 'tensor<?x64xf32>' to match init type 'tensor<8x64xf32>'}}
   %0 = moe.shared_expert gelu ins(%x, %w1, %w2 : tensor<8x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>) outs(%acc : tensor<8x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+//===----------------------------------------------------------------------===//
+// moe.layer_norm
+//===----------------------------------------------------------------------===//
+
+// -----
+
+func.func @ln_input_rank(%q: tensor<256xf32>, %p: tensor<256xf32>) {
+  // expected-error @+1 {{'moe.layer_norm' op expects input of rank 2, got rank 1}}
+  %0 = moe.layer_norm %q, %p, %p : tensor<256xf32>, tensor<256xf32>
+  return
+}
+
+// -----
+
+func.func @ln_channels(%q: tensor<?x256xf32>, %p: tensor<128xf32>) {
+  // expected-error @+1 {{'moe.layer_norm' op expects scale dim 0 (128) to match input dim 1 (256)}}
+  %0 = moe.layer_norm %q, %p, %p : tensor<?x256xf32>, tensor<128xf32>
+  return
+}
+
+// -----
+
+func.func @ln_epsilon(%q: tensor<?x256xf32>, %p: tensor<256xf32>) {
+  // expected-error @+1 {{'moe.layer_norm' op expects a positive finite epsilon, got inf}}
+  %0 = moe.layer_norm %q, %p, %p {epsilon = 0x7FF0000000000000 : f64} : tensor<?x256xf32>, tensor<256xf32>
+  return
+}
+
+// -----
+
+func.func @ln_shift_type(%q: tensor<?x256xf32>, %s: tensor<256xf32>, %b: tensor<255xf32>) {
+  // expected-error @+1 {{'moe.layer_norm' op failed to verify that all of {scale, shift} have same type}}
+  %0 = "moe.layer_norm"(%q, %s, %b) : (tensor<?x256xf32>, tensor<256xf32>, tensor<255xf32>) -> tensor<?x256xf32>
   return
 }
 

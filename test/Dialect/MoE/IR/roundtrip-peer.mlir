@@ -1,5 +1,5 @@
-// Round-trip of the PEER/PKM ops (moe.batch_norm, moe.product_key_topk,
-// moe.single_neuron_experts) in every form of their assembly: custom form,
+// Round-trip of the PEER/PKM ops (moe.batch_norm, moe.layer_norm,
+// moe.product_key_topk, moe.single_neuron_experts) in every form of their assembly: custom form,
 // generic form and bytecode print back to the same custom form, and
 // print -> parse -> print is a fixed point.
 // RUN: moe-opt %s | moe-opt | FileCheck %s
@@ -37,6 +37,27 @@ func.func @batch_norm_dynamic_channels(%q: tensor<8x?xf32>, %p: tensor<?xf32>)
 }
 
 //===----------------------------------------------------------------------===//
+// moe.layer_norm
+//===----------------------------------------------------------------------===//
+
+// Default epsilon (elided), an explicit one, static tokens.
+// CHECK-LABEL: func.func @layer_norm
+// CHECK-SAME:    (%[[Q:.*]]: tensor<?x256xf32>, %[[S:.*]]: tensor<256xf32>, %[[B:.*]]: tensor<256xf32>, %[[Q4:.*]]: tensor<4x256xf32>)
+// CHECK:         %[[N0:.*]] = moe.layer_norm %[[Q]], %[[S]], %[[B]] : tensor<?x256xf32>, tensor<256xf32>
+// CHECK:         %[[N1:.*]] = moe.layer_norm %[[N0]], %[[S]], %[[B]] {epsilon = 1.000000e-03 : f64} : tensor<?x256xf32>, tensor<256xf32>
+// CHECK:         %[[N2:.*]] = moe.layer_norm %[[Q4]], %[[S]], %[[B]] : tensor<4x256xf32>, tensor<256xf32>
+// CHECK:         return %[[N1]], %[[N2]]
+func.func @layer_norm(%q: tensor<?x256xf32>, %scale: tensor<256xf32>,
+                      %shift: tensor<256xf32>, %q4: tensor<4x256xf32>)
+    -> (tensor<?x256xf32>, tensor<4x256xf32>) {
+  %n0 = moe.layer_norm %q, %scale, %shift : tensor<?x256xf32>, tensor<256xf32>
+  %n1 = moe.layer_norm %n0, %scale, %shift {epsilon = 1.0e-03 : f64}
+      : tensor<?x256xf32>, tensor<256xf32>
+  %n2 = moe.layer_norm %q4, %scale, %shift : tensor<4x256xf32>, tensor<256xf32>
+  return %n1, %n2 : tensor<?x256xf32>, tensor<4x256xf32>
+}
+
+//===----------------------------------------------------------------------===//
 // moe.product_key_topk
 //===----------------------------------------------------------------------===//
 
@@ -67,6 +88,19 @@ func.func @product_key_topk_sigmoid_bf16(%q: tensor<4x32xf32>,
       outs(%w0, %i0 : tensor<4x1x4xf32>, tensor<4x1x4xi32>) {moe.note = "pkm"}
       -> tensor<4x1x4xf32>, tensor<4x1x4xi32>
   return %ids : tensor<4x1x4xi32>
+}
+
+// A sub-key table pair per head: keys [heads, n, d_k/2].
+// CHECK-LABEL: func.func @product_key_topk_keys_per_head
+// CHECK:         moe.product_key_topk heads(3) top_k(4) score(softmax) ins(%{{.*}}, %{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<3x5x4xbf16>, tensor<3x5x4xbf16>) outs(%{{.*}}, %{{.*}} : tensor<?x3x4xf32>, tensor<?x3x4xi32>) -> tensor<?x3x4xf32>, tensor<?x3x4xi32>
+func.func @product_key_topk_keys_per_head(%q: tensor<?x24xf32>,
+    %k1: tensor<3x5x4xbf16>, %k2: tensor<3x5x4xbf16>,
+    %w0: tensor<?x3x4xf32>, %i0: tensor<?x3x4xi32>) -> tensor<?x3x4xi32> {
+  %w, %ids = moe.product_key_topk heads(3) top_k(4) score(softmax)
+      ins(%q, %k1, %k2 : tensor<?x24xf32>, tensor<3x5x4xbf16>, tensor<3x5x4xbf16>)
+      outs(%w0, %i0 : tensor<?x3x4xf32>, tensor<?x3x4xi32>)
+      -> tensor<?x3x4xf32>, tensor<?x3x4xi32>
+  return %ids : tensor<?x3x4xi32>
 }
 
 // top_k above the n = 4 sub-keys per table: each stage keeps min(top_k, n).

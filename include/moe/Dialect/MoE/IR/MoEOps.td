@@ -170,7 +170,8 @@ def MoE_ProductKeyTopKOp : MoE_DPSOp<"product_key_topk"> {
   let description = [{
     For every token and each of `heads` query heads, splits the head's query
     `q ∈ R^{d_k}` into halves `q1, q2`, takes the top-k' of `keys1 · q1` and
-    of `keys2 · q2` (`keys1, keys2` are `[n, d_k/2]`, `k' = min(top_k, n)`),
+    of `keys2 · q2` (`keys1, keys2` are `[n, d_k/2]`, shared by the heads,
+    or `[heads, n, d_k/2]`, a table per head; `k' = min(top_k, n)`),
     then the top-k of the `k' × k'` candidate sums (`top_k <= n·n`), and
     returns the expert ids `i·n + j` (`i32`) and
     their `score` function (softmax or sigmoid over the head's k scores).
@@ -412,6 +413,34 @@ def MoE_BatchNormOp : MoE_Op<"batch_norm", [Pure, DeclareOpInterfaceMethods<OpAs
   let assemblyFormat = [{
     $input `,` $mean `,` $variance `,` $scale `,` $shift attr-dict `:`
       type($input) `,` type($mean)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_LayerNormOp : MoE_Op<"layer_norm", [Pure, DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    AllTypesMatch<["input", "result"]>,
+    AllTypesMatch<["scale", "shift"]>]> {
+  let summary = "LayerNorm over each row's channels, with an affine";
+  let description = [{
+    Per row `t` of `C` channels, with the mean and the biased variance of
+    the row summed over `c` in order:
+    `mean = Σ_c input[t, c] / C`, `var = Σ_c (input[t, c] - mean)² / C`,
+    `result[t, c] = (input[t, c] - mean) / sqrt(var + epsilon) · scale[c] +
+    shift[c]` (PyTorch's `nn.LayerNorm(C)`): the PKM query LayerNorm.
+    Each row is normalised on its own, so a token's result does not depend
+    on the batch. `scale` and `shift` are `f32` tensors of shape `[C]`.
+
+    ```mlir
+    %qn = moe.layer_norm %q, %scale, %shift {epsilon = 1.0e-05 : f64}
+        : tensor<?x256xf32>, tensor<256xf32>
+    ```
+  }];
+  let arguments = (ins MoE_F32Tensor:$input, MoE_F32Tensor:$scale,
+                       MoE_F32Tensor:$shift,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs MoE_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $scale `,` $shift attr-dict `:` type($input) `,` type($scale)
   }];
   let hasVerifier = 1;
 }
