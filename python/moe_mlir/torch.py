@@ -331,9 +331,9 @@ class MoELayer(torch.nn.Module):
     """A compiled MoE-MLIR layer as a module, its weights held as buffers.
 
     ``spec`` is what :func:`moe_mlir.compile` takes (a path, YAML/JSON text or
-    a dict; a compiled :class:`moe_mlir.Layer` is used as it is), compiled with
-    ``pipeline`` and ``compile_options`` (``opt_level``, ``mcpu``, ``tiles``,
-    ...).  ``weights`` maps every weight name of the spec's contract
+    a dict), compiled with ``pipeline`` and ``compile_options`` (``opt_level``,
+    ``mcpu``, ``tiles``, ...); a compiled :class:`moe_mlir.Layer` is used as it
+    is (and takes no compile option).  ``weights`` maps every weight name of the spec's contract
     (docs/spec.md "Weights") to a torch.Tensor or numpy.ndarray of its shape:
     float32 (rounded to the spec's ``weight_dtype`` once, as Layer rounds it),
     a bf16/f16 tensor for bf16/f16 weights (kept as it is: its bits are what
@@ -357,6 +357,9 @@ class MoELayer(torch.nn.Module):
                  **compile_options):
         super().__init__()
         if isinstance(spec, Layer):
+            if pipeline != "fast" or compile_options:
+                raise ValueError("a compiled moe_mlir.Layer takes no pipeline or compile options "
+                                 "(compile the spec with them instead)")
             layer = spec
         else:
             layer = _compile(spec, pipeline=pipeline, **compile_options)

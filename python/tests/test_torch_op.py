@@ -270,6 +270,11 @@ def test_torch_compile_fullgraph_same_bits(kind):
     x = torch.from_numpy(make_x(3, 16))
     for got, eager in zip(route(x), m.route(x, seed=seed)):
         assert torch.equal(got, eager)
+    # Dynamic T: one graph, the fake kernel's shapes symbolic in T.
+    dyn = torch.compile(lambda x: m(x, seed=seed), fullgraph=True, dynamic=True)
+    for T in (2, 7):
+        x = torch.from_numpy(make_x(T, 16, seed=T + 20))
+        assert torch.equal(dyn(x), m(x, seed=seed)), f"dynamic T={T}"
     # bf16 activations through the compiled module, leading dims.
     cm = torch.compile(m, fullgraph=True)
     xb = torch.from_numpy(make_x(6, 16, seed=2)).to(torch.bfloat16).reshape(2, 3, 16)
@@ -296,6 +301,31 @@ def test_meta_tensors_give_shapes(kind):
     m.to("meta")  # the whole module on meta
     y = m(torch.empty(2, 3, m.layer.d_model, device="meta", dtype=torch.bfloat16), seed=seed)
     assert (y.device.type, y.shape, y.dtype) == ("meta", (2, 3, m.layer.d_model), torch.bfloat16)
+
+
+def test_fake_tensor_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    m = _module("mh_moe_f16")
+    with FakeTensorMode() as mode:
+        weights = [mode.from_tensor(w) for w in m._weights()]
+        x = torch.empty(5, 16)
+        outs = torch.ops.moe_mlir.layer_forward(x, weights, m._handle, None)
+        ids, _ = torch.ops.moe_mlir.layer_route(x, weights, m._handle, None)
+    assert [tuple(o.shape) for o in outs[:3]] == [(5, 16), (10, 2), (10, 2)]
+    assert tuple(ids.shape) == (10, 2) and ids.dtype == torch.int32
+
+
+def test_inference_mode():
+    """Inference tensors (no version counter) work as weights and inputs."""
+    x = make_x(4, 16, seed=16)
+    want = _expected("pkm", x)["out"]
+    m = _module("pkm")
+    with torch.inference_mode():
+        assert_same_bits(m(torch.from_numpy(x)).numpy(), want, "x under inference_mode")
+        m2 = _module("pkm")  # buffers are inference tensors
+        assert_same_bits(m2(torch.from_numpy(x)).numpy(), want, "module built under it")
+        assert_same_bits(m2(torch.from_numpy(x)).numpy(), want, "again")
+    assert _entry(m2).binds == 1
 
 
 def test_opcheck():
@@ -345,6 +375,28 @@ def _weights_with(kind, name, value):
 def test_bad_weights_name_the_weight(kind, name, value, match):
     with pytest.raises(ValueError, match=match):
         mt.MoELayer(_layer(kind), _weights_with(kind, name, value))
+
+
+def test_spec_forms():
+    """The spec as moe_mlir.compile takes it: a dict or YAML text (the same
+    compiled layer from the cache), and the normalized spec as .spec."""
+    import json
+    W = _tensors(make_weights(SPECS["pkm"]))
+    x = torch.from_numpy(make_x(3, 16))
+    want = _expected("pkm", x.numpy())["out"]
+    for spec in (SPECS["pkm"], json.dumps(SPECS["pkm"], indent=1)):
+        m = mt.MoELayer(spec, W, opt_level=3)
+        assert m.spec == moe_mlir.load_spec(SPECS["pkm"])
+        assert isinstance(m.layer, moe_mlir.Layer)
+        assert_same_bits(m(x).numpy(), want, "spec form")
+
+
+def test_compiled_layer_takes_no_compile_options():
+    W = _tensors(make_weights(SPECS["pkm"]))
+    with pytest.raises(ValueError, match="takes no pipeline or compile options"):
+        mt.MoELayer(_layer("pkm"), W, opt_level=2)
+    with pytest.raises(ValueError, match="takes no pipeline or compile options"):
+        mt.MoELayer(_layer("pkm"), W, pipeline="reference")
 
 
 def test_missing_and_unknown_weights():
