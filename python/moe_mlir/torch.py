@@ -46,6 +46,7 @@ Thread-safety and the thread count are those of :mod:`moe_mlir`
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import weakref
@@ -284,12 +285,14 @@ def _as_tensor(name: str, value) -> torch.Tensor:
             raise NotImplementedError(f"weight {name!r}: {_GPU_BACKEND}")
         return value.detach()
     if isinstance(value, np.ndarray):
-        if value.dtype == np.uint16:  # bf16 bit patterns, as Layer takes them
-            return torch.from_numpy(np.ascontiguousarray(value)).view(torch.bfloat16)
-        if value.dtype not in (np.float32, np.float16):
+        if value.dtype not in (np.float32, np.float16, np.uint16):
             raise ValueError(f"weight {name!r} must be float32, float16 or uint16 (bf16 bits), "
                              f"got {value.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(value))
+        # Buffers are written in place (load_state_dict): a read-only array
+        # (a read-only memory map) is copied rather than shared.
+        array = np.ascontiguousarray(value) if value.flags.writeable else np.array(value, order="C")
+        t = torch.from_numpy(array)
+        return t.view(torch.bfloat16) if value.dtype == np.uint16 else t
     raise ValueError(f"weight {name!r} must be a torch.Tensor or numpy.ndarray, "
                      f"got {type(value).__name__}")
 
@@ -421,6 +424,15 @@ class MoELayer(torch.nn.Module):
             if new is not None and new.dtype != old.dtype:
                 self._buffers[name] = old.to(device=new.device)
         return self
+
+    def __deepcopy__(self, memo):
+        # The compiled layer is immutable and shared (its ctypes handles
+        # cannot be copied); the copy gets its own weights and handle.
+        weights = {name: copy.deepcopy(getattr(self, name), memo) for name in self._weight_names}
+        new = type(self)(self.layer, weights)
+        memo[id(self)] = new
+        new.train(self.training)
+        return new
 
     def extra_repr(self) -> str:
         return f"{self.layer.name!r}, kind={self.spec['kind']!r}, d_model={self.layer.d_model}"

@@ -454,6 +454,42 @@ def test_cuda_tensors_need_the_gpu_backend():
         mt.MoELayer(_layer("pkm"), _weights_with("pkm", "query", torch.zeros(16, 16, device="cuda")))
 
 
+def test_cuda_tensors_refused_without_a_gpu():
+    """The same errors where no GPU is present: a fake CUDA tensor reaches
+    the module's check, and the op's device check sees a CUDA device."""
+    from types import SimpleNamespace
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    m = _module("pkm")
+    with FakeTensorMode():
+        x = torch.empty(3, 16, device="cuda")
+        with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+            m(x)
+    cuda = SimpleNamespace(device=torch.device("cuda", 0))
+    with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+        mt._check_device(torch.zeros(3, 16), [torch.zeros(1), cuda])
+
+
+def test_deepcopy_and_numpy_weights():
+    """deepcopy shares the compiled layer, copies the weights (its own
+    handle); NumPy weights are shared, read-only ones copied."""
+    import copy
+    W = make_weights(SPECS["pkm"])
+    W["values"].setflags(write=False)
+    m = mt.MoELayer(_layer("pkm"), W)
+    assert m.query.data_ptr() == W["query"].ctypes.data
+    assert m.values.data_ptr() != W["values"].ctypes.data
+    c = copy.deepcopy(m)
+    assert c.layer is m.layer and c._handle != m._handle
+    assert c.query.data_ptr() != m.query.data_ptr()
+    x = torch.from_numpy(make_x(3, 16))
+    assert torch.equal(c(x), m(x))
+    with torch.no_grad():
+        c.values.zero_()
+    assert not torch.equal(c(x), m(x))
+    assert torch.equal(m(x), torch.from_numpy(_expected("pkm", x.numpy())["out"]))
+
+
 def test_unregistered_when_the_module_is_gone():
     import gc
     m = _module("pkm")
