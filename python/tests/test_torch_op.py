@@ -490,6 +490,19 @@ def test_deepcopy_and_numpy_weights():
     assert torch.equal(m(x), torch.from_numpy(_expected("pkm", x.numpy())["out"]))
 
 
+def test_calls_from_threads():
+    """Concurrent calls on one module (one binding, taken under its lock)
+    give the single-threaded bits."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = _module("shared_noisy")
+    xs = [torch.from_numpy(make_x(3 + i % 4, 16, seed=i)) for i in range(16)]
+    want = [m(x, seed=5) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: m(x, seed=5), xs))
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert _entry(m).binds == 1
+
+
 def test_unregistered_when_the_module_is_gone():
     import gc
     m = _module("pkm")
