@@ -7,6 +7,8 @@
   :class:`Layer` runs the kernel on NumPy arrays.
 * :func:`load` -- a layer saved by :meth:`Layer.save`, without the compiler.
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
+* :mod:`moe_mlir.torch` -- compiled layers as torch custom ops and the
+  ``MoELayer`` module (needs PyTorch; imported only by ``import moe_mlir.torch``).
 """
 
 from . import reference, rng
