@@ -461,30 +461,30 @@ LogicalResult SharedExpertOp::verify() {
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 
-LogicalResult BatchNormOp::verify() {
-  Operation *op = getOperation();
-  Named in("input", getInput()), mean("mean", getMean());
-  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, mean, 1)) ||
-      failed(expectDim(op, mean, 0, in, 1)))
+/// The norms: `input [T, C]`, a per-channel parameter `[C]` (the others
+/// share its type by trait) and a positive finite epsilon.
+static LogicalResult verifyChannelNorm(Operation *op, const Named &in,
+                                       const Named &channelParam,
+                                       llvm::APFloat epsilon) {
+  if (failed(expectRank(op, in, 2)) ||
+      failed(expectRank(op, channelParam, 1)) ||
+      failed(expectDim(op, channelParam, 0, in, 1)))
     return failure();
-  double eps = getEpsilon().convertToDouble();
+  double eps = epsilon.convertToDouble();
   if (!(eps > 0.0) || !std::isfinite(eps))
-    return emitOpError() << "expects a positive finite epsilon, got "
-                         << doubleStr(eps);
+    return op->emitOpError()
+           << "expects a positive finite epsilon, got " << doubleStr(eps);
   return success();
 }
 
+LogicalResult BatchNormOp::verify() {
+  return verifyChannelNorm(getOperation(), Named("input", getInput()),
+                           Named("mean", getMean()), getEpsilon());
+}
+
 LogicalResult LayerNormOp::verify() {
-  Operation *op = getOperation();
-  Named in("input", getInput()), scale("scale", getScale());
-  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, scale, 1)) ||
-      failed(expectDim(op, scale, 0, in, 1)))
-    return failure();
-  double eps = getEpsilon().convertToDouble();
-  if (!(eps > 0.0) || !std::isfinite(eps))
-    return emitOpError() << "expects a positive finite epsilon, got "
-                         << doubleStr(eps);
-  return success();
+  return verifyChannelNorm(getOperation(), Named("input", getInput()),
+                           Named("scale", getScale()), getEpsilon());
 }
 
 LogicalResult SingleNeuronExpertsOp::verify() {
