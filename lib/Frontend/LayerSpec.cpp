@@ -748,7 +748,8 @@ void SpecParser::readFields(const SpecNode &root) {
   if (spec.kind == LayerKind::peer) {
     // PEER experts are single neurons: there is no up projection to gate.
     static constexpr Activation neuronActivations[] = {
-        Activation::gelu, Activation::relu, Activation::silu};
+        Activation::gelu, Activation::relu, Activation::silu,
+        Activation::gelu_tanh, Activation::relu2};
     spec.activation = Activation::gelu;
     layer.readEnum<Activation>("activation", spec.activation, neuronActivations,
                                " of a 'peer' layer");

@@ -23,6 +23,7 @@ from .spec import GATED_ACTIVATIONS, load_spec, weight_shapes
 
 __all__ = [
     "round_to_dtype", "sigmoid", "softplus", "softmax", "gelu", "silu", "relu",
+    "gelu_tanh", "relu2",
     "activation", "score_fn", "rank_order", "topk", "group_exclusion", "noisy_logits",
     "route_tokens", "capacity", "Dispatch", "dispatch", "expert_ffn",
     "load_balance_loss", "importance_loss", "z_loss",
@@ -129,13 +130,28 @@ def relu(z):
     return np.maximum(_as_f64(z), 0.0)
 
 
+def gelu_tanh(z):
+    """Tanh-approximated GELU: 0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3)))."""
+    z = _as_f64(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
+
+
+def relu2(z):
+    """relu(z)^2 (squared ReLU); NaN stays NaN."""
+    r = relu(z)
+    with np.errstate(over="ignore"):
+        return r * r
+
+
 def activation(z, name: str):
     """The pointwise nonlinearity of an activation name.
 
-    swiglu uses silu and geglu uses gelu on the w1 branch (the product with the
-    w3 branch happens in :func:`expert_ffn`).
+    swiglu uses silu, geglu uses gelu and geglu_tanh uses gelu_tanh on the w1
+    branch (the product with the w3 branch happens in :func:`expert_ffn`).
     """
-    fn = {"gelu": gelu, "geglu": gelu, "silu": silu, "swiglu": silu, "relu": relu}.get(name)
+    fn = {"gelu": gelu, "geglu": gelu, "silu": silu, "swiglu": silu, "relu": relu,
+          "gelu_tanh": gelu_tanh, "geglu_tanh": gelu_tanh, "relu2": relu2}.get(name)
     if fn is None:
         raise ValueError(f"unknown activation {name!r}")
     return fn(z)
@@ -384,7 +400,8 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
 def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu") -> np.ndarray:
     """One expert MLP on rows x [N, D]: w1 [F, D], w3 [F, D] (gated only), w2 [D, F].
 
-    gated (swiglu, geglu): w2 . (act(w1 . x) * (w3 . x)); otherwise w2 . act(w1 . x).
+    gated (swiglu, geglu, geglu_tanh): w2 . (act(w1 . x) * (w3 . x)); otherwise
+    w2 . act(w1 . x).
     """
     x = _as_f64(x)
     h = activation(x @ _as_f64(w1).T, activation_name)

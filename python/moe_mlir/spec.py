@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 KINDS = ("moe", "peer", "pkm", "mh_moe")
-ACTIVATIONS = ("swiglu", "geglu", "gelu", "relu", "silu")
-GATED_ACTIVATIONS = ("swiglu", "geglu")
-PEER_ACTIVATIONS = ("gelu", "relu", "silu")
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "relu", "silu", "gelu_tanh", "geglu_tanh", "relu2")
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
+PEER_ACTIVATIONS = ("gelu", "relu", "silu", "gelu_tanh", "relu2")
 WEIGHT_DTYPES = ("f32", "bf16", "f16")
 SCORES = ("softmax", "sigmoid")
 ORDERS = ("score_then_topk", "topk_then_score")

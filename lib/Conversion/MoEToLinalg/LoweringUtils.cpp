@@ -83,6 +83,25 @@ static Value buildGelu(OpBuilder &b, Location loc, Value z) {
   return arith::MulFOp::create(b, loc, half, onePlus);
 }
 
+/// 0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3))), PyTorch's
+/// gelu(approximate="tanh") in its order of operations.
+static Value buildGeluTanh(OpBuilder &b, Location loc, Value z) {
+  Type t = z.getType();
+  auto cst = [&](double v) {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(t, v)).getResult();
+  };
+  Value cube = arith::MulFOp::create(
+      b, loc, arith::MulFOp::create(b, loc, z, z), z);
+  Value inner = arith::AddFOp::create(
+      b, loc, z, arith::MulFOp::create(b, loc, cst(0.044715), cube));
+  Value scaled = arith::MulFOp::create(
+      b, loc, cst(M_2_SQRTPI * M_SQRT1_2), inner);
+  Value onePlus = arith::AddFOp::create(
+      b, loc, cst(1.0), math::TanhOp::create(b, loc, scaled));
+  Value half = arith::MulFOp::create(b, loc, cst(0.5), z);
+  return arith::MulFOp::create(b, loc, half, onePlus);
+}
+
 Value mlir::moe::buildActivation(OpBuilder &b, Location loc, Activation act,
                                  Value z) {
   switch (act) {
@@ -92,11 +111,18 @@ Value mlir::moe::buildActivation(OpBuilder &b, Location loc, Activation act,
   case Activation::geglu:
   case Activation::gelu:
     return buildGelu(b, loc, z);
-  case Activation::relu: {
+  case Activation::geglu_tanh:
+  case Activation::gelu_tanh:
+    return buildGeluTanh(b, loc, z);
+  case Activation::relu:
+  case Activation::relu2: {
     Value zero =
         arith::ConstantOp::create(b, loc, b.getFloatAttr(z.getType(), 0.0));
     // maxnumf(NaN, 0) would hide a NaN; relu must propagate it.
-    return arith::MaximumFOp::create(b, loc, z, zero);
+    Value r = arith::MaximumFOp::create(b, loc, z, zero);
+    if (act == Activation::relu2)
+      r = arith::MulFOp::create(b, loc, r, r);
+    return r;
   }
   }
   llvm_unreachable("unknown activation");

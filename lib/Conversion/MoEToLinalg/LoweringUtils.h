@@ -34,7 +34,8 @@ Value createZeroTensor(OpBuilder &b, Location loc, RankedTensorType type,
 Value extendToF32(OpBuilder &b, Location loc, Value scalar);
 
 /// act(z) for the non-gated part of an activation: silu for swiglu, exact
-/// erf-GELU for geglu/gelu, relu, silu (z * sigmoid(z)).
+/// erf-GELU for geglu/gelu, tanh-approximated GELU for geglu_tanh/gelu_tanh,
+/// relu, relu(z)^2 for relu2, silu (z * sigmoid(z)).
 Value buildActivation(OpBuilder &b, Location loc, Activation act, Value z);
 
 /// sigmoid(z) = 1 / (1 + exp(-z)).

@@ -485,8 +485,10 @@ LogicalResult SingleNeuronExpertsOp::verify() {
     if (!act)
       return emitOpError("expects an activation with in_proj (PEER experts)");
     if (isGatedActivation(*act))
-      return emitOpError() << "expects activation gelu, relu or silu, got "
-                           << stringifyActivation(*act);
+      return emitOpError()
+             << "expects an ungated activation (gelu, gelu_tanh, relu, relu2, "
+                "silu), got "
+             << stringifyActivation(*act);
   } else if (act) {
     return emitOpError("expects no activation without in_proj (PKM values)");
   }

@@ -1,0 +1,33 @@
+// Diagnostics of the expert options of issue #9 (activations gelu_tanh,
+// geglu_tanh, relu2): one case per message.
+// RUN: moe-opt %s -split-input-file -verify-diagnostics
+
+func.func @ffn_geglu_tanh_without_up(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects the up projection w3 for gated activation geglu_tanh}}
+  %0 = moe.expert_ffn geglu_tanh ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @ffn_relu2_with_up(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects no up projection w3 for activation relu2}}
+  %0 = moe.expert_ffn relu2 ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @shared_gelu_tanh_with_up(%x: tensor<?x64xf32>, %w1: tensor<256x64xf32>, %w2: tensor<64x256xf32>, %w3: tensor<256x64xf32>, %acc: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.shared_expert' op expects no up projection w3 for activation gelu_tanh}}
+  %0 = moe.shared_expert gelu_tanh ins(%x, %w1, %w2 : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>) up(%w3 : tensor<256x64xf32>) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @sne_geglu_tanh(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: tensor<?x8x16xf32>, %v: tensor<1024x64xf32>, %u: tensor<1024x64xf32>, %acc: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.single_neuron_experts' op expects an ungated activation (gelu, gelu_tanh, relu, relu2, silu), got geglu_tanh}}
+  %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, geglu_tanh) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}

@@ -1,0 +1,53 @@
+// Round-trip of the expert options of issue #9: the activations gelu_tanh,
+// geglu_tanh and relu2 on the expert ops and the single-neuron experts.
+// RUN: moe-opt %s | moe-opt | FileCheck %s
+// RUN: moe-opt %s -mlir-print-op-generic | moe-opt | FileCheck %s
+// RUN: moe-opt %s -emit-bytecode | moe-opt | FileCheck %s
+// RUN: moe-opt %s > %t.once && moe-opt %t.once > %t.twice && diff %t.once %t.twice
+
+// CHECK-LABEL: func.func @expert_ffn_new_activations
+// CHECK-SAME:    (%[[ROWS:.*]]: tensor<?x64xf32>, %[[OFF:.*]]: tensor<9xi32>, %[[W1:.*]]: tensor<8x128x64xbf16>, %[[W2:.*]]: tensor<8x64x128xbf16>, %[[W3:.*]]: tensor<8x128x64xbf16>, %[[INIT:.*]]: tensor<?x64xf32>)
+// CHECK:         %[[Y0:.*]] = moe.expert_ffn geglu_tanh ins(%[[ROWS]], %[[OFF]], %[[W1]], %[[W2]] : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>) up(%[[W3]] : tensor<8x128x64xbf16>) outs(%[[INIT]] : tensor<?x64xf32>) -> tensor<?x64xf32>
+// CHECK:         %[[Y1:.*]] = moe.expert_ffn gelu_tanh ins(%[[ROWS]], %[[OFF]], %[[W1]], %[[W2]] : {{.*}}) outs(%[[Y0]] : tensor<?x64xf32>) -> tensor<?x64xf32>
+// CHECK:         %[[Y2:.*]] = moe.expert_ffn relu2 ins(%[[ROWS]], %[[OFF]], %[[W1]], %[[W2]] : {{.*}}) outs(%[[Y1]] : tensor<?x64xf32>) -> tensor<?x64xf32>
+// CHECK:         return %[[Y2]]
+func.func @expert_ffn_new_activations(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
+    %w1: tensor<8x128x64xbf16>, %w2: tensor<8x64x128xbf16>,
+    %w3: tensor<8x128x64xbf16>, %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %y0 = moe.expert_ffn geglu_tanh
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  %y1 = moe.expert_ffn gelu_tanh
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      outs(%y0 : tensor<?x64xf32>) -> tensor<?x64xf32>
+  %y2 = moe.expert_ffn relu2
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      outs(%y1 : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y2 : tensor<?x64xf32>
+}
+
+// CHECK-LABEL: func.func @shared_expert_geglu_tanh
+// CHECK:         moe.shared_expert geglu_tanh ins(%{{.*}}, %{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>) up(%{{.*}} : tensor<256x64xf32>) outs(%{{.*}} : tensor<?x64xf32>) -> tensor<?x64xf32>
+func.func @shared_expert_geglu_tanh(%x: tensor<?x64xf32>, %w1: tensor<256x64xf32>,
+    %w2: tensor<64x256xf32>, %w3: tensor<256x64xf32>,
+    %acc: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %out = moe.shared_expert geglu_tanh
+      ins(%x, %w1, %w2 : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>)
+      up(%w3 : tensor<256x64xf32>)
+      outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %out : tensor<?x64xf32>
+}
+
+// CHECK-LABEL: func.func @peer_relu2
+// CHECK:         moe.single_neuron_experts ins({{.*}}) in_proj(%{{.*}} : tensor<1024x64xf32>, relu2) outs
+// CHECK-LABEL: func.func @peer_gelu_tanh
+// CHECK:         moe.single_neuron_experts ins({{.*}}) in_proj(%{{.*}} : tensor<1024x64xf32>, gelu_tanh) outs
+func.func @peer_relu2(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: tensor<?x8x16xf32>, %v: tensor<1024x64xf32>, %u: tensor<1024x64xf32>, %acc: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, relu2) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %0 : tensor<?x64xf32>
+}
+func.func @peer_gelu_tanh(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: tensor<?x8x16xf32>, %v: tensor<1024x64xf32>, %u: tensor<1024x64xf32>, %acc: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, gelu_tanh) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %0 : tensor<?x64xf32>
+}
