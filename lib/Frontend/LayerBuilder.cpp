@@ -115,6 +115,8 @@ private:
   SmallVector<Value> buildProductKey(Value x);
   /// Router, dispatch, experts and combine over `input [S, W]`.
   RoutedOutputs buildRoutedExperts(Value input);
+  /// The spec's `swiglu` options as attributes of an expert op.
+  template <typename OpTy> void setSwiGLUOptions(OpTy op);
 
   MLIRContext &context;
   const LayerSpec &spec;
@@ -149,6 +151,20 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
   if (isGatedActivation(spec.activation))
     args.push_back({"w3", tensorOf({e, f, width}, weightType)});
   args.push_back({"w2", tensorOf({e, width, f}, weightType)});
+}
+
+template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
+  if (!spec.swiglu)
+    return;
+  const SwiGLUSpec &s = *spec.swiglu;
+  if (s.limit)
+    op.setSwigluLimitAttr(builder.getF64FloatAttr(*s.limit));
+  if (s.alpha != 1.0)
+    op.setSwigluAlphaAttr(builder.getF64FloatAttr(s.alpha));
+  if (s.upOffset != 0.0)
+    op.setSwigluUpOffsetAttr(builder.getF64FloatAttr(s.upOffset));
+  if (s.clamp == SwiGLUClamp::after_activation)
+    op.setSwigluClampAfterActivation(true);
 }
 
 SmallVector<NamedType> LayerBuilder::inputs() {
@@ -295,18 +311,23 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Value rows =
       GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
                        uninitialized(expertLoc, rowsType, numSlots));
-  Value expertRows = ExpertFFNOp::create(
+  auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), zeros(expertLoc, rowsType, numSlots),
       spec.activation);
+  setSwiGLUOptions(expertFFN);
+  Value expertRows = expertFFN;
 
   // Shared experts see every token; the routed outputs are added to theirs.
   Value accumulator = zeros(expertLoc, rowsType, numTokens);
-  if (spec.hasSharedExperts())
-    accumulator = SharedExpertOp::create(
+  if (spec.hasSharedExperts()) {
+    auto shared = SharedExpertOp::create(
         builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
         arg("shared_w2"), optionalArg("shared_w3"), optionalArg("shared_gate"),
         accumulator, spec.activation);
+    setSwiGLUOptions(shared);
+    accumulator = shared;
+  }
   Value out =
       CombineOp::create(builder, expertLoc, rowsType, expertRows,
                         plan.getTokenIds(), plan.getSlotWeights(), accumulator);

@@ -397,18 +397,39 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
 # Experts
 # --------------------------------------------------------------------------- #
 
-def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu") -> np.ndarray:
+def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
+               swiglu: Optional[dict] = None) -> np.ndarray:
     """One expert MLP on rows x [N, D]: w1 [F, D], w3 [F, D] (gated only), w2 [D, F].
 
     gated (swiglu, geglu, geglu_tanh): w2 . (act(w1 . x) * (w3 . x)); otherwise
-    w2 . act(w1 . x).
+    w2 . act(w1 . x).  ``swiglu`` (the spec's options, swiglu only): with
+    g = w1 . x, u = w3 . x and L = limit, the hidden value is
+    g' sigma(alpha g') * (clip(u, -L, L) + up_offset) with g' = min(g, L), or
+    min(g sigma(alpha g), L) for the gate branch when clamp is after_activation.
     """
     x = _as_f64(x)
-    h = activation(x @ _as_f64(w1).T, activation_name)
+    g = x @ _as_f64(w1).T
+    if swiglu is None:
+        h = activation(g, activation_name)
+    else:
+        if activation_name != "swiglu":
+            raise ValueError("swiglu options need activation swiglu")
+        limit, after = swiglu["limit"], swiglu["clamp"] == "after_activation"
+        with np.errstate(invalid="ignore", over="ignore"):
+            if limit is not None and not after:
+                g = np.minimum(g, limit)
+            h = g * sigmoid(swiglu["alpha"] * g)
+            if limit is not None and after:
+                h = np.minimum(h, limit)
     if activation_name in GATED_ACTIVATIONS:
         if w3 is None:
             raise ValueError(f"activation {activation_name} needs w3")
-        h = h * (x @ _as_f64(w3).T)
+        u = x @ _as_f64(w3).T
+        if swiglu is not None:
+            if swiglu["limit"] is not None:
+                u = np.minimum(np.maximum(u, -swiglu["limit"]), swiglu["limit"])
+            u = u + swiglu["up_offset"]
+        h = h * u
     return h @ _as_f64(w2).T
 
 
@@ -585,7 +606,8 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
         if tt.size == 0:
             continue
         y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
-                       W["w3"][e] if "w3" in W else None, spec["activation"])
+                       W["w3"][e] if "w3" in W else None, spec["activation"],
+                       spec.get("swiglu"))
         contrib[jj, tt] = d.weight[tt, jj][:, None] * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
@@ -608,7 +630,8 @@ def _shared(spec, x, W) -> np.ndarray:
     sh = spec["shared_experts"]
     if sh["hidden"] == 0:
         return np.zeros(x.shape, dtype=_F64)
-    y = expert_ffn(x, W["shared_w1"], W["shared_w2"], W.get("shared_w3"), spec["activation"])
+    y = expert_ffn(x, W["shared_w1"], W["shared_w2"], W.get("shared_w3"), spec["activation"],
+                   spec.get("swiglu"))
     if sh["gate"]:
         y = sigmoid(x @ W["shared_gate"].T) * y             # [T, 1] * [T, D]
     return y

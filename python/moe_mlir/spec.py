@@ -57,9 +57,10 @@ MAX_BUFFER_BYTES = 2**47
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
             "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
-            "tiles"),
+            "tiles", "swiglu"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
-               "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles"),
+               "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles",
+               "swiglu"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
              "score", "query_batchnorm", "activation", "weight_dtype", "tiles"),
     "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
@@ -69,6 +70,8 @@ _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bi
                 "groups", "topk_groups", "group_score", "noise")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "overflow", "priority")
+_SWIGLU_KEYS = ("limit", "alpha", "up_offset", "clamp")
+SWIGLU_CLAMPS = ("before_activation", "after_activation")
 
 
 # --------------------------------------------------------------------------- #
@@ -390,6 +393,25 @@ def _tiles(raw) -> Dict[str, Any]:
     return tiles
 
 
+def _swiglu_options(raw, activation, kind):
+    """The ``swiglu`` mapping (clamped SwiGLU), or None when absent/null."""
+    s = _mapping(raw, "swiglu", "swiglu")
+    if s is None:
+        return None
+    _check_keys(s, _SWIGLU_KEYS, "swiglu", kind)
+    if activation != "swiglu":
+        raise ValueError(f"field 'swiglu' needs activation swiglu, got activation {activation!r}")
+    opts = {
+        "limit": _float(s, "limit", "swiglu.limit", None, positive=True),
+        "alpha": _float(s, "alpha", "swiglu.alpha", 1.0, positive=True),
+        "up_offset": _float(s, "up_offset", "swiglu.up_offset", 0.0),
+        "clamp": _enum(s, "clamp", "swiglu.clamp", SWIGLU_CLAMPS, "before_activation"),
+    }
+    if opts["clamp"] == "after_activation" and opts["limit"] is None:
+        raise ValueError("field 'swiglu.clamp' after_activation needs swiglu.limit")
+    return opts
+
+
 def _normalize_moe(raw, out, kind):
     E = out["experts"]
     D = out["d_model"]
@@ -400,6 +422,7 @@ def _normalize_moe(raw, out, kind):
     out["expert_hidden"] = _int(raw, "expert_hidden", "expert_hidden", minimum=1,
                                 required=True)
     out["activation"] = _enum(raw, "activation", "activation", ACTIVATIONS, "swiglu")
+    out["swiglu"] = _swiglu_options(raw, out["activation"], kind)
 
     r = _mapping(raw, "router", "router")
     if r is None:

@@ -3,7 +3,9 @@ pipelines (fast and reference), and parity with the transformers blocks whose
 features they are.
 
 * activations ``gelu_tanh``, ``geglu_tanh`` (Gemma) and ``relu2`` (Nemotron-H),
-  on routed and shared experts and on PEER neurons.
+  on routed and shared experts and on PEER neurons;
+* the ``swiglu`` options (clamped SwiGLU: GPT-OSS, MiniMax-M3, GLM5-Next,
+  HY-V4, Step3.7).
 
 Tolerances: the kernels compute in f32 against the float64 reference, so
 outputs agree to the project's 1e-5 (compile_helpers.RTOL/ATOL); against
@@ -20,7 +22,7 @@ import moe_mlir
 from moe_mlir import reference as R
 from moe_mlir.spec import spec_hash
 
-from compile_helpers import (compare, make_weights, make_x, moe_spec, pk_spec,
+from compile_helpers import (compare, make_weights, make_x, mh_spec, moe_spec, pk_spec,
                              requires_compiler)
 
 PIPELINES = ("fast", "reference")
@@ -98,6 +100,91 @@ def test_spec_gating_of_new_activations():
 
 
 # --------------------------------------------------------------------------- #
+# SwiGLU options
+# --------------------------------------------------------------------------- #
+
+# Limits small enough that the clamps bind for a good share of the O(1)
+# projections (the tests check that they do).
+SWIGLU_SPECS = {
+    "gpt_oss": moe_spec("x_sw_gpt_oss", swiglu={"limit": 0.6, "alpha": 1.702, "up_offset": 1.0},
+                        router={"order": "topk_then_score"}, shared_experts={"hidden": 6}),
+    "limit_bf16": moe_spec("x_sw_limit_bf16", weight_dtype="bf16", expert_hidden=12,
+                           swiglu={"limit": 0.5}),
+    "step_after": moe_spec("x_sw_step", swiglu={"limit": 0.15, "clamp": "after_activation"},
+                           shared_experts={"hidden": 6, "gate": True}),
+    "mh_alpha_offset": mh_spec("x_sw_mh", activation="swiglu",
+                               swiglu={"alpha": 0.5, "up_offset": -0.25}),
+}
+
+
+def _plain(spec):
+    s = dict(spec)
+    s.pop("swiglu")
+    return s
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(SWIGLU_SPECS))
+def test_swiglu_options_match_reference(name, pipeline):
+    for T in TOKENS:
+        _check(SWIGLU_SPECS[name], pipeline, T)
+
+
+@pytest.mark.parametrize("name", sorted(SWIGLU_SPECS))
+def test_swiglu_options_change_the_output(name):
+    """The options (and their clamps) matter on these inputs: a kernel that
+    ignored them would fail the comparison above."""
+    spec = SWIGLU_SPECS[name]
+    W, x = make_weights(spec, 0), make_x(33, spec["d_model"], seed=1)
+    with_options = R.forward(spec, x, **W)["out"]
+    plain = R.forward(_plain(spec), x, **W)["out"]
+    assert np.max(np.abs(with_options - plain)) > 1e-2
+
+
+def test_swiglu_defaults_are_plain_swiglu():
+    spec = moe_spec("x_sw_defaults", swiglu={})
+    W, x = make_weights(spec, 0), make_x(9, spec["d_model"], seed=1)
+    np.testing.assert_array_equal(R.forward(spec, x, **W)["out"],
+                                  R.forward(_plain(spec), x, **W)["out"])
+
+
+@pytest.mark.parametrize("swiglu, message", [
+    ({"limit": 0.0}, "swiglu.limit"),
+    ({"limit": float("inf")}, "swiglu.limit"),
+    ({"alpha": -1.0}, "swiglu.alpha"),
+    ({"up_offset": float("nan")}, "swiglu.up_offset"),
+    ({"clamp": "after_activation"}, "swiglu.clamp"),
+    ({"clamp": "after"}, "swiglu.clamp"),
+    ({"beta": 1.0}, "beta"),
+])
+def test_swiglu_options_are_checked(swiglu, message):
+    with pytest.raises(ValueError, match=message):
+        moe_mlir.load_spec(moe_spec("bad", swiglu=swiglu))
+
+
+def test_swiglu_options_need_swiglu():
+    with pytest.raises(ValueError, match="activation swiglu"):
+        moe_mlir.load_spec(moe_spec("bad", activation="geglu", swiglu={"limit": 1.0}))
+    with pytest.raises(ValueError, match="swiglu"):
+        moe_mlir.load_spec(pk_spec("peer", swiglu={"limit": 1.0}))
+
+
+@requires_compiler
+def test_swiglu_spec_errors_match_the_compiler(tmp_path):
+    """moe-compile rejects what load_spec rejects (the C++ and Python checks agree)."""
+    import json
+    import subprocess
+    from moe_mlir.compiler import find_compiler
+    for swiglu in ({"limit": -1.0}, {"alpha": 0.0}, {"clamp": "after_activation"}):
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(moe_spec("bad", swiglu=swiglu)))
+        run = subprocess.run([find_compiler(), "--emit=mlir", str(path)],
+                             capture_output=True, text=True)
+        assert run.returncode != 0 and "swiglu." in run.stderr, run.stderr
+
+
+# --------------------------------------------------------------------------- #
 # Parity with transformers
 # --------------------------------------------------------------------------- #
 
@@ -153,5 +240,101 @@ def test_nemotron_h_moe_parity(dtype):
         got = _layer(spec, pipeline).forward(x, **W)
         assert np.array_equal(np.sort(got["topk_ids"], axis=1),
                               np.sort(want_ids.numpy(), axis=1))
+        np.testing.assert_allclose(got["out"], want, rtol=1e-4,
+                                   atol=1e-4 * np.max(np.abs(want)))
+
+
+def _gate_up(rs, T, F, scale=1.0):
+    return (rs.standard_normal((T, 2 * F)) * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("family", ["gpt_oss", "minimax_m3", "glm5_next", "hy_v4", "step3p7"])
+def test_swiglu_options_match_transformers_gates(family):
+    """The hidden value of each family's own `_apply_gate` (given gate/up
+    projections) is the reference's for the spec options that name it."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+    from transformers.activations import ACT2FN
+    import importlib
+    silu = ACT2FN["silu"]
+    L = 0.8
+    cases = {
+        # (module, class, fake self, interleaved gate/up, spec options)
+        "gpt_oss": ("gpt_oss", "GptOssExperts", SimpleNamespace(alpha=1.702, limit=L), True,
+                    {"limit": L, "alpha": 1.702, "up_offset": 1.0}),
+        "minimax_m3": ("minimax_m3_vl", "MiniMaxM3VLExperts",
+                       SimpleNamespace(swiglu_alpha=1.702, swiglu_limit=L), False,
+                       {"limit": L, "alpha": 1.702, "up_offset": 1.0}),
+        "glm5_next": ("glm5_next", "Glm5NextTextExperts", SimpleNamespace(swiglu_limit=L), False,
+                      {"limit": L}),
+        "hy_v4": ("hy_v4", "HYV4Experts", SimpleNamespace(swiglu_limit=L, act_fn=silu), False,
+                  {"limit": L}),
+        "step3p7": ("step3p7", "Step3p7Experts", SimpleNamespace(limit=L / 4, act_fn=silu), False,
+                    {"limit": L / 4, "clamp": "after_activation"}),
+    }
+    module, cls, fake, interleaved, options = cases[family]
+    try:
+        mod = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
+    except ImportError as e:
+        pytest.skip(f"transformers has no {module}: {e}")
+    block_cls = getattr(mod, cls, None)
+    if block_cls is None:
+        pytest.skip(f"transformers.models.{module} has no {cls}")
+    T, F, D = 23, 16, 8
+    rs = np.random.default_rng(11)
+    x = rs.standard_normal((T, D)).astype(np.float32)
+    w1 = (rs.standard_normal((F, D)) / np.sqrt(D)).astype(np.float32)
+    w3 = (rs.standard_normal((F, D)) / np.sqrt(D)).astype(np.float32)
+    eye = np.eye(F, dtype=np.float32)          # w2 = identity: the hidden value itself
+    g, u = x @ w1.T, x @ w3.T
+    if interleaved:
+        gate_up = np.stack([g, u], axis=-1).reshape(T, 2 * F)
+    else:
+        gate_up = np.concatenate([g, u], axis=-1)
+    with torch.no_grad():
+        want = block_cls._apply_gate(fake, torch.from_numpy(gate_up)).numpy()
+    spec = load = moe_mlir.load_spec(moe_spec("p", d_model=D, expert_hidden=F, swiglu=options))
+    got = R.expert_ffn(x, w1, eye, w3, "swiglu", load["swiglu"])
+    clamped = np.mean((g > options["limit"]) | (np.abs(u) > options["limit"]))
+    assert clamped > 0.05, "the clamps should bind in this test"
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_gpt_oss_mlp_parity(dtype):
+    """GptOssMLP with a zero router bias (softmax over the top-k logits, as
+    `order: topk_then_score`) and zero expert biases: its clamped SwiGLU with
+    interleaved gate_up weights."""
+    torch = pytest.importorskip("torch")
+    gpt_oss = pytest.importorskip("transformers.models.gpt_oss.modeling_gpt_oss")
+    from transformers import GptOssConfig
+    D, E, F, k, L = 32, 8, 16, 2, 1.5
+    config = GptOssConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                          num_experts_per_tok=k, swiglu_limit=L)
+    block = gpt_oss.GptOssMLP(config).float().eval()
+    spec = moe_spec(f"gpt_oss_{dtype}", d_model=D, experts=E, expert_hidden=F,
+                    weight_dtype=dtype, router={"top_k": k, "order": "topk_then_score"},
+                    swiglu={"limit": L, "alpha": 1.702, "up_offset": 1.0})
+    W = make_weights(spec, seed=4)
+    W = {n: R.round_to_dtype(w, moe_mlir.weight_shapes(spec)[n][1]).astype(np.float32)
+         for n, w in W.items()}
+    gate_up = np.empty((E, D, 2 * F), np.float32)
+    gate_up[:, :, 0::2] = W["w1"].transpose(0, 2, 1)
+    gate_up[:, :, 1::2] = W["w3"].transpose(0, 2, 1)
+    with torch.no_grad():
+        block.router.weight.copy_(torch.from_numpy(W["gate"]))
+        block.router.bias.zero_()
+        block.experts.gate_up_proj.copy_(torch.from_numpy(gate_up))
+        block.experts.gate_up_proj_bias.zero_()
+        block.experts.down_proj.copy_(torch.from_numpy(W["w2"].transpose(0, 2, 1).copy()))
+        block.experts.down_proj_bias.zero_()
+        x = make_x(31, D, seed=6, scale=2.0)
+        want = block(torch.from_numpy(x)[None])[0].numpy()[0]
+        _, _, want_ids = block.router(torch.from_numpy(x))
+    for pipeline in PIPELINES:
+        got = _layer(spec, pipeline).forward(x, **W)
+        assert np.array_equal(got["topk_ids"], want_ids.numpy().astype(np.int32))
         np.testing.assert_allclose(got["out"], want, rtol=1e-4,
                                    atol=1e-4 * np.max(np.abs(want)))

@@ -45,7 +45,7 @@ struct GroupedMLP {
   /// (packedPanelColumns), when they are: then w1/w3 or w2 are null.
   bool packedHidden = false, packedOutput = false;
   bool stacked;
-  Activation activation;
+  ExpertActivation activation;
   int64_t hidden, width;
 };
 } // namespace
@@ -89,7 +89,7 @@ static void readWeights(OpBuilder &b, Location loc, OpTy op, bool stacked,
   mlp.packedOutput = static_cast<bool>(w2);
   mlp.w2 = readBuffer(b, loc, w2 ? w2 : op.getW2());
   mlp.stacked = stacked;
-  mlp.activation = op.getActivation();
+  mlp.activation = ExpertActivation::of(op);
   mlp.hidden = w1Type.getDimSize(w1Type.getRank() - 2);
   mlp.width = w1Type.getDimSize(w1Type.getRank() - 1);
 }
@@ -177,13 +177,14 @@ static Value loadColumns(OpBuilder &b, Location loc, Value buffer, Value row,
 static Value buildHiddenValue(OpBuilder &b, Location loc, const GroupedMLP &mlp,
                               Value row, Value z1, Value z3) {
   auto act = [&](OpBuilder &lb, Location lloc, Value z) {
-    return buildActivation(lb, lloc, mlp.activation, z);
+    return buildGateActivation(lb, lloc, mlp.activation, z);
   };
   Value h = isa<VectorType>(z1.getType()) ? mapLanes(b, loc, z1, act)
                                           : act(b, loc, z1);
   if (z3)
-    h = arith::MulFOp::create(b, loc, h, z3);
-  // A zero row gives act(0) (⊙ 0) = 0 for every activation.
+    h = arith::MulFOp::create(b, loc, h,
+                              buildUpValue(b, loc, mlp.activation, z3));
+  // A zero row gives act(0) (⊙ (0 + offset)) = 0 for every activation.
   if (Value valid = sourceRow(b, loc, mlp, row).first) {
     Value zero = arith::ConstantOp::create(
         b, loc, b.getZeroAttr(h.getType()));

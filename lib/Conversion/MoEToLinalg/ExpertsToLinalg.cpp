@@ -97,21 +97,23 @@ buildElementwise(OpBuilder &b, Location loc, ValueRange inputs,
 /// One expert MLP on the rows of `x [M, D]`: `w2 · (act(w1 · x) ⊙ (w3 · x))`
 /// for the gated activations (`w3` given), `w2 · act(w1 · x)` otherwise;
 /// `w1, w3` are `[F, D]`, `w2` is `[D, F]`. Returns `[M, D]` f32.
-static Value buildExpertMLP(OpBuilder &b, Location loc, Activation act, Value x,
-                            Value w1, Value w2, Value w3) {
+static Value buildExpertMLP(OpBuilder &b, Location loc,
+                            const ExpertActivation &act, Value x, Value w1,
+                            Value w2, Value w3) {
   Value hidden = buildMatmulTransposedB(b, loc, x, w1);
   if (w3) {
     Value up = buildMatmulTransposedB(b, loc, x, w3);
     hidden = buildElementwise(
         b, loc, {hidden, up}, [&](OpBuilder &nb, Location nloc, ValueRange a) {
           return arith::MulFOp::create(
-                     nb, nloc, buildActivation(nb, nloc, act, a[0]), a[1])
+                     nb, nloc, buildGateActivation(nb, nloc, act, a[0]),
+                     buildUpValue(nb, nloc, act, a[1]))
               .getResult();
         });
   } else {
     hidden = buildElementwise(b, loc, {hidden},
                               [&](OpBuilder &nb, Location nloc, ValueRange a) {
-                                return buildActivation(nb, nloc, act, a[0]);
+                                return buildGateActivation(nb, nloc, act, a[0]);
                               });
   }
   return buildMatmulTransposedB(b, loc, hidden, w2);
@@ -195,7 +197,8 @@ struct ExpertFFNLowering : OpRewritePattern<ExpertFFNOp> {
           Value w2 = sliceExpert(nb, loc, op.getW2(), e);
           Value w3 = op.getW3() ? sliceExpert(nb, loc, op.getW3(), e) : Value();
           Value mlp =
-              buildExpertMLP(nb, loc, op.getActivation(), segment, w1, w2, w3);
+              buildExpertMLP(nb, loc, ExpertActivation::of(op), segment, w1,
+                             w2, w3);
           Value before = tensor::ExtractSliceOp::create(
               nb, loc, segmentType, args[0], offs, sizes, strides);
           Value after = buildAccumulate(nb, loc, before, mlp);
@@ -223,7 +226,7 @@ struct SharedExpertLowering : OpRewritePattern<SharedExpertOp> {
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
     Value x = op.getInput(), init = op.getInit();
-    Value mlp = buildExpertMLP(b, loc, op.getActivation(), x, op.getW1(),
+    Value mlp = buildExpertMLP(b, loc, ExpertActivation::of(op), x, op.getW1(),
                                op.getW2(), op.getW3());
     if (Value gate = op.getGate()) {
       // One sigmoid per token, then mlp[t, :] scaled by it.

@@ -128,6 +128,54 @@ Value mlir::moe::buildActivation(OpBuilder &b, Location loc, Activation act,
   llvm_unreachable("unknown activation");
 }
 
+/// A scalar f32 constant, or a splat of it shaped like the vector `like`.
+static Value floatConstantLike(OpBuilder &b, Location loc, Type like,
+                               double value) {
+  if (auto vec = dyn_cast<VectorType>(like))
+    return arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::get(vec,
+                               b.getFloatAttr(vec.getElementType(), value)));
+  return arith::ConstantOp::create(b, loc, b.getFloatAttr(like, value));
+}
+
+Value mlir::moe::buildGateActivation(OpBuilder &b, Location loc,
+                                     const ExpertActivation &a, Value g) {
+  // minimumf, like torch.clamp, propagates NaN.
+  auto clamp = [&](Value v) -> Value {
+    return arith::MinimumFOp::create(
+        b, loc, v, floatConstantLike(b, loc, v.getType(), *a.limit));
+  };
+  if (a.limit && !a.clampAfterActivation)
+    g = clamp(g);
+  Value h;
+  if (a.act == Activation::swiglu && a.alpha != 1.0) {
+    Value scaled = arith::MulFOp::create(
+        b, loc, g, floatConstantLike(b, loc, g.getType(), a.alpha));
+    h = arith::MulFOp::create(b, loc, g, buildSigmoid(b, loc, scaled));
+  } else {
+    h = buildActivation(b, loc, a.act, g);
+  }
+  if (a.limit && a.clampAfterActivation)
+    h = clamp(h);
+  return h;
+}
+
+Value mlir::moe::buildUpValue(OpBuilder &b, Location loc,
+                              const ExpertActivation &a, Value u) {
+  Type type = u.getType();
+  if (a.limit) {
+    u = arith::MaximumFOp::create(b, loc, u,
+                                  floatConstantLike(b, loc, type, -*a.limit));
+    u = arith::MinimumFOp::create(b, loc, u,
+                                  floatConstantLike(b, loc, type, *a.limit));
+  }
+  if (a.upOffset != 0.0)
+    u = arith::AddFOp::create(b, loc, u,
+                              floatConstantLike(b, loc, type, a.upOffset));
+  return u;
+}
+
 Value mlir::moe::buildRanksAhead(OpBuilder &b, Location loc, Value a, Value ia,
                                  Value b_, Value ib) {
   using arith::CmpFPredicate;

@@ -381,6 +381,35 @@ LogicalResult CombineOp::verify() {
 // Experts
 //===----------------------------------------------------------------------===//
 
+/// The SwiGLU options (clamp limit, alpha, up offset) of an expert op: only
+/// with activation swiglu, every number finite, limit and alpha positive.
+template <typename OpTy> static LogicalResult verifySwiGLUOptions(OpTy op) {
+  std::optional<double> limit;
+  if (FloatAttr attr = op.getSwigluLimitAttr())
+    limit = attr.getValueAsDouble();
+  double alpha = op.getSwigluAlpha().convertToDouble();
+  double upOffset = op.getSwigluUpOffset().convertToDouble();
+  bool clampAfter = op.getSwigluClampAfterActivation();
+  bool anyOption = limit || alpha != 1.0 || upOffset != 0.0 || clampAfter;
+  if (anyOption && op.getActivation() != Activation::swiglu)
+    return op.emitOpError()
+           << "expects the swiglu options only with activation swiglu, got "
+           << stringifyActivation(op.getActivation());
+  if (limit && !(std::isfinite(*limit) && *limit > 0.0))
+    return op.emitOpError() << "expects a finite swiglu_limit > 0, got "
+                            << *limit;
+  if (!(std::isfinite(alpha) && alpha > 0.0))
+    return op.emitOpError() << "expects a finite swiglu_alpha > 0, got "
+                            << alpha;
+  if (!std::isfinite(upOffset))
+    return op.emitOpError() << "expects a finite swiglu_up_offset, got "
+                            << upOffset;
+  if (clampAfter && !limit)
+    return op.emitOpError()
+           << "expects swiglu_limit with swiglu_clamp_after_activation";
+  return success();
+}
+
 LogicalResult ExpertFFNOp::verify() {
   Operation *op = getOperation();
   Named rows("rows", getRows()), offsets("offsets", getOffsets()),
@@ -389,7 +418,8 @@ LogicalResult ExpertFFNOp::verify() {
       failed(expectRank(op, w1, 3)) || failed(expectRank(op, w2, 3)) ||
       failed(expectRank(op, init, 2)))
     return failure();
-  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)) ||
+      failed(verifySwiGLUOptions(*this)))
     return failure();
   SmallVector<Named> weights = {w1, w2};
   if (getW3()) {
@@ -422,7 +452,8 @@ LogicalResult SharedExpertOp::verify() {
   if (failed(expectRank(op, in, 2)) || failed(expectRank(op, w1, 2)) ||
       failed(expectRank(op, w2, 2)) || failed(expectRank(op, init, 2)))
     return failure();
-  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)) ||
+      failed(verifySwiGLUOptions(*this)))
     return failure();
   SmallVector<Named> weights = {w1, w2};
   if (getW3()) {

@@ -31,3 +31,43 @@ func.func @sne_geglu_tanh(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: te
   %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, geglu_tanh) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
   return
 }
+
+// -----
+
+func.func @swiglu_options_on_geglu(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects the swiglu options only with activation swiglu, got geglu}}
+  %0 = moe.expert_ffn geglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) {swiglu_limit = 7.0 : f64} -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @swiglu_limit_not_positive(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects a finite swiglu_limit > 0, got 0}}
+  %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) {swiglu_limit = 0.0 : f64} -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @swiglu_alpha_not_finite(%x: tensor<?x64xf32>, %w1: tensor<256x64xf32>, %w2: tensor<64x256xf32>, %w3: tensor<256x64xf32>, %acc: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.shared_expert' op expects a finite swiglu_alpha > 0, got inf}}
+  %0 = moe.shared_expert swiglu ins(%x, %w1, %w2 : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>) up(%w3 : tensor<256x64xf32>) outs(%acc : tensor<?x64xf32>) {swiglu_alpha = 0x7FF0000000000000 : f64} -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @swiglu_up_offset_nan(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects a finite swiglu_up_offset, got nan}}
+  %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) {swiglu_up_offset = 0x7FF8000000000000 : f64} -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @swiglu_clamp_after_without_limit(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects swiglu_limit with swiglu_clamp_after_activation}}
+  %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) {swiglu_clamp_after_activation} -> tensor<?x64xf32>
+  return
+}

@@ -51,3 +51,33 @@ func.func @peer_gelu_tanh(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: te
   %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, gelu_tanh) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
   return %0 : tensor<?x64xf32>
 }
+
+// SwiGLU options: GPT-OSS (limit, alpha, up offset) on the routed experts,
+// Step3.7 (limit after the activation) on a shared expert.
+// CHECK-LABEL: func.func @swiglu_options
+// CHECK:         moe.expert_ffn swiglu ins({{.*}}) up(%{{.*}} : tensor<8x128x64xbf16>) outs(%{{.*}} : tensor<?x64xf32>) {swiglu_alpha = 1.702000e+00 : f64, swiglu_limit = 7.000000e+00 : f64, swiglu_up_offset = 1.000000e+00 : f64} -> tensor<?x64xf32>
+// CHECK:         moe.shared_expert swiglu ins({{.*}}) up(%{{.*}} : tensor<256x64xf32>) outs(%{{.*}} : tensor<?x64xf32>) {swiglu_clamp_after_activation, swiglu_limit = 1.600000e+01 : f64} -> tensor<?x64xf32>
+// Defaults are not printed.
+// CHECK:         moe.expert_ffn swiglu ins({{.*}}) up(%{{.*}} : tensor<8x128x64xbf16>) outs(%{{.*}} : tensor<?x64xf32>) -> tensor<?x64xf32>
+func.func @swiglu_options(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
+    %w1: tensor<8x128x64xbf16>, %w2: tensor<8x64x128xbf16>,
+    %w3: tensor<8x128x64xbf16>, %init: tensor<?x64xf32>,
+    %x: tensor<?x64xf32>, %s1: tensor<256x64xf32>, %s2: tensor<64x256xf32>,
+    %s3: tensor<256x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>) {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>)
+      outs(%init : tensor<?x64xf32>)
+      {swiglu_limit = 7.0 : f64, swiglu_alpha = 1.702 : f64, swiglu_up_offset = 1.0 : f64} -> tensor<?x64xf32>
+  %s = moe.shared_expert swiglu
+      ins(%x, %s1, %s2 : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>)
+      up(%s3 : tensor<256x64xf32>)
+      outs(%init : tensor<?x64xf32>)
+      {swiglu_limit = 16.0 : f64, swiglu_clamp_after_activation} -> tensor<?x64xf32>
+  %d = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>)
+      outs(%init : tensor<?x64xf32>)
+      {swiglu_alpha = 1.0 : f64, swiglu_up_offset = 0.0 : f64} -> tensor<?x64xf32>
+  return %y, %s, %d : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
+}

@@ -1,0 +1,51 @@
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 panel-depth-block=16" -split-input-file %s | FileCheck %s
+// RUN: moe-opt --convert-moe-to-cpu="vector-width=8 expert-kernel=row-dot" -split-input-file %s | FileCheck %s --check-prefix=ROWDOT
+
+// The expert options in the fast lowering's hidden epilogue: the gate's
+// nonlinearity lane by lane (scalar f32, math.tanh for tanh-GELU), the up
+// branch's clamp and offset on whole vectors (panel) or scalars (row-dot).
+// CHECK-LABEL: func.func @expert_ffn_gelu_tanh
+// CHECK:         scf.forall
+// CHECK:           vector.extract %{{.*}}[0] : f32 from vector<8xf32>
+// CHECK:           math.tanh %{{.*}} : f32
+// ROWDOT-LABEL: func.func @expert_ffn_gelu_tanh
+// ROWDOT:         scf.forall
+// ROWDOT:           math.tanh %{{.*}} : f32
+func.func @expert_ffn_gelu_tanh(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn gelu_tanh
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func.func @expert_ffn_gpt_oss_swiglu
+// CHECK-DAG:     %[[L:.*]] = arith.constant dense<7.000000e+00> : vector<8xf32>
+// CHECK-DAG:     %[[NL:.*]] = arith.constant dense<-7.000000e+00> : vector<8xf32>
+// CHECK-DAG:     %[[ONE:.*]] = arith.constant dense<1.000000e+00> : vector<8xf32>
+// CHECK:         scf.forall
+// CHECK:           %[[G:.*]] = vector.extract %{{.*}}[0] : f32 from vector<8xf32>
+// CHECK:           %[[GC:.*]] = arith.minimumf %[[G]], %{{.*}} : f32
+// CHECK:           arith.mulf %[[GC]], %{{.*}} : f32
+// CHECK:           %[[U1:.*]] = arith.maximumf %{{.*}}, %[[NL]] : vector<8xf32>
+// CHECK:           %[[U2:.*]] = arith.minimumf %[[U1]], %[[L]] : vector<8xf32>
+// CHECK:           %[[U3:.*]] = arith.addf %[[U2]], %[[ONE]] : vector<8xf32>
+// CHECK:           arith.mulf %{{.*}}, %[[U3]] : vector<8xf32>
+// ROWDOT-LABEL: func.func @expert_ffn_gpt_oss_swiglu
+// ROWDOT:         scf.forall
+// ROWDOT:           %[[GC:.*]] = arith.minimumf %{{.*}}, %{{.*}} : f32
+// ROWDOT:           %[[U1:.*]] = arith.maximumf %{{.*}}, %{{.*}} : f32
+// ROWDOT:           %[[U2:.*]] = arith.minimumf %[[U1]], %{{.*}} : f32
+// ROWDOT:           arith.addf %[[U2]], %{{.*}} : f32
+func.func @expert_ffn_gpt_oss_swiglu(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %w3: tensor<2x8x16xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      up(%w3 : tensor<2x8x16xf32>)
+      outs(%init : tensor<?x16xf32>)
+      {swiglu_limit = 7.0 : f64, swiglu_alpha = 1.702 : f64, swiglu_up_offset = 1.0 : f64} -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -1,0 +1,91 @@
+// RUN: moe-opt --convert-moe-to-linalg -split-input-file %s | FileCheck %s
+
+// Tanh-GELU: 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) in the body of
+// the activation generic, z^3 as (z z) z.
+// CHECK-LABEL: func.func @expert_ffn_gelu_tanh
+// CHECK:         scf.for
+// CHECK:           linalg.generic
+// CHECK:             %[[ZZ:.*]] = arith.mulf %[[Z:.*]], %[[Z]] : f32
+// CHECK:             %[[Z3:.*]] = arith.mulf %[[ZZ]], %[[Z]] : f32
+// CHECK:             %[[K:.*]] = arith.mulf %{{.*}}, %[[Z3]] : f32
+// CHECK:             %[[IN:.*]] = arith.addf %[[Z]], %[[K]] : f32
+// CHECK:             %[[S:.*]] = arith.mulf %{{.*}}, %[[IN]] : f32
+// CHECK:             math.tanh %[[S]] : f32
+func.func @expert_ffn_gelu_tanh(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn gelu_tanh
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// relu2: max(z, 0) (NaN-propagating), squared.
+// CHECK-LABEL: func.func @shared_relu2
+// CHECK:         linalg.generic
+// CHECK:           %[[R:.*]] = arith.maximumf %{{.*}}, %{{.*}} : f32
+// CHECK:           %[[SQ:.*]] = arith.mulf %[[R]], %[[R]] : f32
+// CHECK:           linalg.yield %[[SQ]] : f32
+func.func @shared_relu2(%x: tensor<?x16xf32>, %w1: tensor<8x16xbf16>, %w2: tensor<16x8xbf16>,
+    %acc: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %out = moe.shared_expert relu2
+      ins(%x, %w1, %w2 : tensor<?x16xf32>, tensor<8x16xbf16>, tensor<16x8xbf16>)
+      outs(%acc : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %out : tensor<?x16xf32>
+}
+
+// -----
+
+// GPT-OSS's clamped SwiGLU: g' = min(g, 7), g' sigma(1.702 g'), times
+// clamp(u, -7, 7) + 1.
+// CHECK-LABEL: func.func @expert_ffn_gpt_oss_swiglu
+// CHECK-DAG:     %[[L:.*]] = arith.constant 7.000000e+00 : f32
+// CHECK-DAG:     %[[NL:.*]] = arith.constant -7.000000e+00 : f32
+// CHECK-DAG:     %[[A:.*]] = arith.constant 1.702000e+00 : f32
+// CHECK-DAG:     %[[ONE:.*]] = arith.constant 1.000000e+00 : f32
+// CHECK:         linalg.generic
+// CHECK:         ^bb0(%[[G:.*]]: f32, %[[U:.*]]: f32, %{{.*}}: f32):
+// CHECK:           %[[GC:.*]] = arith.minimumf %[[G]], %[[L]] : f32
+// CHECK:           %[[AG:.*]] = arith.mulf %[[GC]], %[[A]] : f32
+// CHECK:           math.exp
+// CHECK:           %[[SIG:.*]] = arith.divf
+// CHECK:           %[[GLU:.*]] = arith.mulf %[[GC]], %[[SIG]] : f32
+// CHECK:           %[[U1:.*]] = arith.maximumf %[[U]], %[[NL]] : f32
+// CHECK:           %[[U2:.*]] = arith.minimumf %[[U1]], %[[L]] : f32
+// CHECK:           %[[U3:.*]] = arith.addf %[[U2]], %[[ONE]] : f32
+// CHECK:           %[[H:.*]] = arith.mulf %[[GLU]], %[[U3]] : f32
+// CHECK:           linalg.yield %[[H]] : f32
+func.func @expert_ffn_gpt_oss_swiglu(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %w3: tensor<2x8x16xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      up(%w3 : tensor<2x8x16xf32>)
+      outs(%init : tensor<?x16xf32>)
+      {swiglu_limit = 7.0 : f64, swiglu_alpha = 1.702 : f64, swiglu_up_offset = 1.0 : f64} -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// Step3.7: the minimum after silu, no alpha, no offset.
+// CHECK-LABEL: func.func @shared_step_swiglu
+// CHECK:         linalg.generic
+// CHECK:         ^bb0(%[[G:.*]]: f32, %[[U:.*]]: f32, %{{.*}}: f32):
+// CHECK:           %[[SIG:.*]] = arith.divf
+// CHECK:           %[[S:.*]] = arith.mulf %[[G]], %[[SIG]] : f32
+// CHECK:           %[[SC:.*]] = arith.minimumf %[[S]], %{{.*}} : f32
+// CHECK:           %[[U1:.*]] = arith.maximumf %[[U]], %{{.*}} : f32
+// CHECK:           %[[U2:.*]] = arith.minimumf %[[U1]], %{{.*}} : f32
+// CHECK-NOT:       arith.addf
+// CHECK:           arith.mulf %[[SC]], %[[U2]] : f32
+func.func @shared_step_swiglu(%x: tensor<?x16xf32>, %w1: tensor<8x16xf32>, %w2: tensor<16x8xf32>,
+    %w3: tensor<8x16xf32>, %acc: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %out = moe.shared_expert swiglu
+      ins(%x, %w1, %w2 : tensor<?x16xf32>, tensor<8x16xf32>, tensor<16x8xf32>)
+      up(%w3 : tensor<8x16xf32>)
+      outs(%acc : tensor<?x16xf32>)
+      {swiglu_limit = 16.0 : f64, swiglu_clamp_after_activation} -> tensor<?x16xf32>
+  return %out : tensor<?x16xf32>
+}
