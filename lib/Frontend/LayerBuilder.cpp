@@ -151,6 +151,12 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
   if (isGatedActivation(spec.activation))
     args.push_back({"w3", tensorOf({e, f, width}, weightType)});
   args.push_back({"w2", tensorOf({e, width, f}, weightType)});
+  if (spec.expertBias) {
+    args.push_back({"b1", tensorOf({e, f}, f32)});
+    if (isGatedActivation(spec.activation))
+      args.push_back({"b3", tensorOf({e, f}, f32)});
+    args.push_back({"b2", tensorOf({e, width}, f32)});
+  }
 }
 
 template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
@@ -313,7 +319,8 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
                        uninitialized(expertLoc, rowsType, numSlots));
   auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
-      arg("w2"), optionalArg("w3"), zeros(expertLoc, rowsType, numSlots),
+      arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
+      optionalArg("b2"), zeros(expertLoc, rowsType, numSlots),
       spec.activation);
   setSwiGLUOptions(expertFFN);
   Value expertRows = expertFFN;

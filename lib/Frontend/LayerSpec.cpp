@@ -205,6 +205,7 @@ static constexpr FieldRule kLayerFields[] = {
     {"query_batchnorm", kProductKey, false},
     {"tiles", kAllKinds, false},
     {"swiglu", kRouted, false},
+    {"expert_bias", kRouted, false},
 };
 
 static constexpr FieldRule kRouterFields[] = {
@@ -759,6 +760,7 @@ void SpecParser::readFields(const SpecNode &root) {
     layer.read("expert_hidden", spec.expertHidden);
     layer.readEnum("activation", spec.activation);
     readSwiGLU(layer);
+    layer.read("expert_bias", spec.expertBias);
     readRouter(layer);
     if (spec.kind == LayerKind::moe)
       readSharedExperts(layer);

@@ -398,7 +398,7 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
 # --------------------------------------------------------------------------- #
 
 def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
-               swiglu: Optional[dict] = None) -> np.ndarray:
+               swiglu: Optional[dict] = None, b1=None, b3=None, b2=None) -> np.ndarray:
     """One expert MLP on rows x [N, D]: w1 [F, D], w3 [F, D] (gated only), w2 [D, F].
 
     gated (swiglu, geglu, geglu_tanh): w2 . (act(w1 . x) * (w3 . x)); otherwise
@@ -406,9 +406,13 @@ def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
     g = w1 . x, u = w3 . x and L = limit, the hidden value is
     g' sigma(alpha g') * (clip(u, -L, L) + up_offset) with g' = min(g, L), or
     min(g sigma(alpha g), L) for the gate branch when clamp is after_activation.
+    Biases (``expert_bias``): b1 [F] is added to w1 . x and b3 [F] to w3 . x
+    before the activation, b2 [D] to the output.
     """
     x = _as_f64(x)
     g = x @ _as_f64(w1).T
+    if b1 is not None:
+        g = g + _as_f64(b1)
     if swiglu is None:
         h = activation(g, activation_name)
     else:
@@ -425,12 +429,15 @@ def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
         if w3 is None:
             raise ValueError(f"activation {activation_name} needs w3")
         u = x @ _as_f64(w3).T
+        if b3 is not None:
+            u = u + _as_f64(b3)
         if swiglu is not None:
             if swiglu["limit"] is not None:
                 u = np.minimum(np.maximum(u, -swiglu["limit"]), swiglu["limit"])
             u = u + swiglu["up_offset"]
         h = h * u
-    return h @ _as_f64(w2).T
+    y = h @ _as_f64(w2).T
+    return y if b2 is None else y + _as_f64(b2)
 
 
 # --------------------------------------------------------------------------- #
@@ -607,7 +614,8 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
             continue
         y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
                        W["w3"][e] if "w3" in W else None, spec["activation"],
-                       spec.get("swiglu"))
+                       spec.get("swiglu"),
+                       *(W[b][e] if b in W else None for b in ("b1", "b3", "b2")))
         contrib[jj, tt] = d.weight[tt, jj][:, None] * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)

@@ -57,10 +57,10 @@ MAX_BUFFER_BYTES = 2**47
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
             "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
-            "tiles", "swiglu"),
+            "tiles", "swiglu", "expert_bias"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
                "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles",
-               "swiglu"),
+               "swiglu", "expert_bias"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
              "score", "query_batchnorm", "activation", "weight_dtype", "tiles"),
     "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
@@ -423,6 +423,7 @@ def _normalize_moe(raw, out, kind):
                                 required=True)
     out["activation"] = _enum(raw, "activation", "activation", ACTIVATIONS, "swiglu")
     out["swiglu"] = _swiglu_options(raw, out["activation"], kind)
+    out["expert_bias"] = _bool(raw, "expert_bias", "expert_bias", False)
 
     r = _mapping(raw, "router", "router")
     if r is None:
@@ -536,8 +537,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` are always
-    ``f32``.  The order of the dict is the order of the contract.
+    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` and the
+    expert biases ``b1``, ``b3``, ``b2`` are always ``f32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
     wd = s["weight_dtype"]
@@ -562,6 +563,11 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
         if gated:
             shapes["w3"] = ((E, F, Dx), wd)
         shapes["w2"] = ((E, Dx, F), wd)
+        if s["expert_bias"]:
+            shapes["b1"] = ((E, F), "f32")
+            if gated:
+                shapes["b3"] = ((E, F), "f32")
+            shapes["b2"] = ((E, Dx), "f32")
         if kind == "moe":
             Fs = s["shared_experts"]["hidden"]
             if Fs > 0:

@@ -5,7 +5,8 @@ features they are.
 * activations ``gelu_tanh``, ``geglu_tanh`` (Gemma) and ``relu2`` (Nemotron-H),
   on routed and shared experts and on PEER neurons;
 * the ``swiglu`` options (clamped SwiGLU: GPT-OSS, MiniMax-M3, GLM5-Next,
-  HY-V4, Step3.7).
+  HY-V4, Step3.7);
+* expert biases (GPT-OSS, NLLB-MoE).
 
 Tolerances: the kernels compute in f32 against the float64 reference, so
 outputs agree to the project's 1e-5 (compile_helpers.RTOL/ATOL); against
@@ -330,6 +331,120 @@ def test_gpt_oss_mlp_parity(dtype):
         block.experts.gate_up_proj_bias.zero_()
         block.experts.down_proj.copy_(torch.from_numpy(W["w2"].transpose(0, 2, 1).copy()))
         block.experts.down_proj_bias.zero_()
+        x = make_x(31, D, seed=6, scale=2.0)
+        want = block(torch.from_numpy(x)[None])[0].numpy()[0]
+        _, _, want_ids = block.router(torch.from_numpy(x))
+    for pipeline in PIPELINES:
+        got = _layer(spec, pipeline).forward(x, **W)
+        assert np.array_equal(got["topk_ids"], want_ids.numpy().astype(np.int32))
+        np.testing.assert_allclose(got["out"], want, rtol=1e-4,
+                                   atol=1e-4 * np.max(np.abs(want)))
+
+
+# --------------------------------------------------------------------------- #
+# Expert biases
+# --------------------------------------------------------------------------- #
+
+BIAS_SPECS = {
+    "gpt_oss": moe_spec("x_b_gpt_oss", swiglu={"limit": 0.8, "alpha": 1.702, "up_offset": 1.0},
+                        expert_bias=True, router={"order": "topk_then_score"},
+                        shared_experts={"hidden": 6}),
+    "relu_bf16_capacity": moe_spec("x_b_relu_bf16", activation="relu", weight_dtype="bf16",
+                                   expert_bias=True, experts=5, expert_hidden=12,
+                                   capacity={"factor": 0.75}),
+    "mh_gelu_tanh": mh_spec("x_b_mh", activation="gelu_tanh", expert_bias=True),
+}
+
+
+def _zero_biases(W):
+    return {n: (np.zeros_like(w) if n in ("b1", "b3", "b2") else w) for n, w in W.items()}
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(BIAS_SPECS))
+def test_expert_biases_match_reference(name, pipeline):
+    for T in TOKENS:
+        _check(BIAS_SPECS[name], pipeline, T)
+
+
+@pytest.mark.parametrize("name", sorted(BIAS_SPECS))
+def test_expert_biases_change_the_output(name):
+    spec = BIAS_SPECS[name]
+    W, x = make_weights(spec, 0), make_x(33, spec["d_model"], seed=1)
+    with_biases = R.forward(spec, x, **W)["out"]
+    without = R.forward(spec, x, **_zero_biases(W))["out"]
+    assert np.max(np.abs(with_biases - without)) > 1e-2
+
+
+def test_expert_bias_weights():
+    shapes = moe_mlir.weight_shapes(moe_spec("b", expert_bias=True, experts=4, d_model=16,
+                                             expert_hidden=8))
+    names = list(shapes)
+    assert names[names.index("w2") + 1:names.index("w2") + 4] == ["b1", "b3", "b2"]
+    assert shapes["b1"] == ((4, 8), "f32") and shapes["b3"] == ((4, 8), "f32")
+    assert shapes["b2"] == ((4, 16), "f32")
+    shapes = moe_mlir.weight_shapes(moe_spec("b", activation="gelu", expert_bias=True))
+    assert "b1" in shapes and "b2" in shapes and "b3" not in shapes
+    with pytest.raises(ValueError, match="expert_bias"):
+        moe_mlir.load_spec(moe_spec("b", expert_bias=1))
+
+
+@requires_compiler
+@pytest.mark.parametrize("name", ["gpt_oss", "relu_bf16_capacity"])
+def test_expert_biases_packed_weights_bit_for_bit(name):
+    """Layer.bind packs w1/w3/w2; the biases stay f32 vectors: the bound
+    layer computes the unbound one's bits, for any thread count and batch."""
+    from compile_helpers import assert_same_bits
+    spec = BIAS_SPECS[name]
+    layer = _layer(spec, "fast")
+    W = make_weights(spec)
+    bound = layer.bind(**W)
+    x = make_x(37, spec["d_model"], seed=2)
+    want = layer.forward(x, **W)
+    before = moe_mlir.get_num_threads()
+    try:
+        for n in (1, 3):
+            moe_mlir.set_num_threads(n)
+            got = bound.forward(x)
+            for key in want:
+                assert_same_bits(got[key], want[key], f"{key}, {n} threads")
+    finally:
+        moe_mlir.set_num_threads(before)
+    for t in (0, 36):
+        assert_same_bits(bound(x[t:t + 1]), want["out"][t:t + 1], f"token {t} alone")
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_gpt_oss_mlp_with_expert_biases_parity(dtype):
+    """GptOssMLP with its expert biases (interleaved gate_up bias) and a zero
+    router bias (the router bias is another spec feature)."""
+    torch = pytest.importorskip("torch")
+    gpt_oss = pytest.importorskip("transformers.models.gpt_oss.modeling_gpt_oss")
+    from transformers import GptOssConfig
+    D, E, F, k, L = 32, 8, 16, 2, 1.5
+    config = GptOssConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                          num_experts_per_tok=k, swiglu_limit=L)
+    block = gpt_oss.GptOssMLP(config).float().eval()
+    spec = moe_spec(f"gpt_oss_b_{dtype}", d_model=D, experts=E, expert_hidden=F,
+                    weight_dtype=dtype, router={"top_k": k, "order": "topk_then_score"},
+                    swiglu={"limit": L, "alpha": 1.702, "up_offset": 1.0}, expert_bias=True)
+    W = make_weights(spec, seed=8)
+    W = {n: R.round_to_dtype(w, moe_mlir.weight_shapes(spec)[n][1]).astype(np.float32)
+         for n, w in W.items()}
+    gate_up = np.empty((E, D, 2 * F), np.float32)
+    gate_up[:, :, 0::2] = W["w1"].transpose(0, 2, 1)
+    gate_up[:, :, 1::2] = W["w3"].transpose(0, 2, 1)
+    gate_up_bias = np.empty((E, 2 * F), np.float32)
+    gate_up_bias[:, 0::2], gate_up_bias[:, 1::2] = W["b1"], W["b3"]
+    with torch.no_grad():
+        block.router.weight.copy_(torch.from_numpy(W["gate"]))
+        block.router.bias.zero_()
+        block.experts.gate_up_proj.copy_(torch.from_numpy(gate_up))
+        block.experts.gate_up_proj_bias.copy_(torch.from_numpy(gate_up_bias))
+        block.experts.down_proj.copy_(torch.from_numpy(W["w2"].transpose(0, 2, 1).copy()))
+        block.experts.down_proj_bias.copy_(torch.from_numpy(W["b2"]))
         x = make_x(31, D, seed=6, scale=2.0)
         want = block(torch.from_numpy(x)[None])[0].numpy()[0]
         _, _, want_ids = block.router(torch.from_numpy(x))

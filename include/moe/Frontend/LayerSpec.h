@@ -112,6 +112,8 @@ struct LayerSpec {
   Activation activation = Activation::swiglu;
   /// Set when the spec has a `swiglu` mapping.
   std::optional<SwiGLUSpec> swiglu;
+  /// f32 biases b1 (b3), b2 on the routed experts' projections.
+  bool expertBias = false;
   RouterSpec router;
   SharedExpertsSpec sharedExperts;
   std::optional<CapacitySpec> capacity;

@@ -49,3 +49,38 @@ func.func @expert_ffn_gpt_oss_swiglu(%rows: tensor<?x16xf32>, %offsets: tensor<3
       {swiglu_limit = 7.0 : f64, swiglu_alpha = 1.702 : f64, swiglu_up_offset = 1.0 : f64} -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// Expert biases: the work-item loop notes each row's expert; the hidden
+// epilogue adds b1/b3 of the row's expert (vector loads at the tile's
+// columns) before the activation, the output epilogue adds b2.
+// CHECK-LABEL: func.func @expert_ffn_biases
+// CHECK-DAG:     %[[B1:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<2x8xf32> to memref<2x8xf32>
+// CHECK-DAG:     %[[B2:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<2x16xf32> to memref<2x16xf32>
+// CHECK:         %[[RE:.*]] = memref.alloc(%{{.*}}) : memref<?xindex>
+// CHECK:         scf.for
+// CHECK:           scf.for
+// CHECK:             scf.for
+// CHECK:               memref.store %{{.*}}, %[[RE]][%{{.*}}] : memref<?xindex>
+// CHECK:         scf.forall
+// CHECK:           %[[E1:.*]] = memref.load %[[RE]][%{{.*}}] : memref<?xindex>
+// CHECK:           vector.{{(masked)?}}load %[[B1]][%[[E1]], %{{.*}}]
+// CHECK:         scf.forall
+// CHECK:           %[[E2:.*]] = memref.load %[[RE]][%{{.*}}] : memref<?xindex>
+// CHECK:           vector.{{(masked)?}}load %[[B2]][%[[E2]], %{{.*}}]
+// ROWDOT-LABEL: func.func @expert_ffn_biases
+// ROWDOT:         scf.forall
+// ROWDOT:           memref.load %{{.*}}[%{{.*}}, %{{.*}}] : memref<2x8xf32>
+// ROWDOT:         scf.forall
+// ROWDOT:           memref.load %{{.*}}[%{{.*}}, %{{.*}}] : memref<2x16xf32>
+func.func @expert_ffn_biases(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>,
+    %b1: tensor<2x8xf32>, %b2: tensor<2x16xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn relu2
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      hidden_bias(%b1 : tensor<2x8xf32>) out_bias(%b2 : tensor<2x16xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -89,3 +89,30 @@ func.func @shared_step_swiglu(%x: tensor<?x16xf32>, %w1: tensor<8x16xf32>, %w2: 
       {swiglu_limit = 16.0 : f64, swiglu_clamp_after_activation} -> tensor<?x16xf32>
   return %out : tensor<?x16xf32>
 }
+
+// -----
+
+// Expert biases: each expert's row of b1/b3 added to its projections before
+// the activation, its b2 row to the output, as generics broadcasting the
+// bias along the rows.
+// CHECK-DAG:   #[[COLS:.*]] = affine_map<(d0, d1) -> (d1)>
+// CHECK-LABEL: func.func @expert_ffn_biases
+// CHECK-SAME:    %[[B1:[a-zA-Z0-9_]+]]: tensor<2x8xf32>, %[[B3:[a-zA-Z0-9_]+]]: tensor<2x8xf32>, %[[B2:[a-zA-Z0-9_]+]]: tensor<2x16xf32>
+// CHECK:         scf.for %[[E:.*]] =
+// CHECK-DAG:       %[[B1E:.*]] = tensor.extract_slice %[[B1]][%[[E]], 0] [1, 8] [1, 1] : tensor<2x8xf32> to tensor<8xf32>
+// CHECK-DAG:       %[[B3E:.*]] = tensor.extract_slice %[[B3]][%[[E]], 0] [1, 8] [1, 1] : tensor<2x8xf32> to tensor<8xf32>
+// CHECK-DAG:       %[[B2E:.*]] = tensor.extract_slice %[[B2]][%[[E]], 0] [1, 16] [1, 1] : tensor<2x16xf32> to tensor<16xf32>
+// CHECK:           linalg.generic {{.*}} ins(%{{.*}}, %[[B1E]] : tensor<?x8xf32>, tensor<8xf32>)
+// CHECK:           linalg.generic {{.*}} ins(%{{.*}}, %[[B3E]] : tensor<?x8xf32>, tensor<8xf32>)
+// CHECK:           linalg.generic {{.*}} ins(%{{.*}}, %[[B2E]] : tensor<?x16xf32>, tensor<16xf32>)
+func.func @expert_ffn_biases(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %w3: tensor<2x8x16xf32>,
+    %b1: tensor<2x8xf32>, %b3: tensor<2x8xf32>, %b2: tensor<2x16xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      up(%w3 : tensor<2x8x16xf32>)
+      hidden_bias(%b1 : tensor<2x8xf32>) up_bias(%b3 : tensor<2x8xf32>) out_bias(%b2 : tensor<2x16xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

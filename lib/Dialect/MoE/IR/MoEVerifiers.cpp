@@ -410,6 +410,39 @@ template <typename OpTy> static LogicalResult verifySwiGLUOptions(OpTy op) {
   return success();
 }
 
+/// b1 [E, F] and b2 [E, D] together; b3 [E, F] exactly when they are there
+/// and the activation is gated (w1 [E, F, D]).
+static LogicalResult verifyExpertBiases(ExpertFFNOp op, const Named &w1) {
+  if (static_cast<bool>(op.getB1()) != static_cast<bool>(op.getB2()))
+    return op.emitOpError("expects hidden_bias (b1) and out_bias (b2) together");
+  bool gated = isGatedActivation(op.getActivation());
+  if (op.getB3() && !op.getB1())
+    return op.emitOpError("expects up_bias (b3) only with hidden_bias (b1)");
+  if (op.getB1() && gated && !op.getB3())
+    return op.emitOpError() << "expects up_bias (b3) with hidden_bias for "
+                               "gated activation "
+                            << stringifyActivation(op.getActivation());
+  if (op.getB3() && !gated)
+    return op.emitOpError() << "expects no up_bias (b3) for activation "
+                            << stringifyActivation(op.getActivation());
+  if (!op.getB1())
+    return success();
+  Operation *o = op.getOperation();
+  Named b1("b1", op.getB1()), b2("b2", op.getB2());
+  if (failed(expectRank(o, b1, 2)) || failed(expectRank(o, b2, 2)) ||
+      failed(expectDim(o, b1, 0, w1, 0)) ||
+      failed(expectDim(o, b1, 1, w1, 1)) ||
+      failed(expectDim(o, b2, 0, w1, 0)) ||
+      failed(expectDim(o, b2, 1, w1, 2)))
+    return failure();
+  if (op.getB3()) {
+    Named b3("b3", op.getB3());
+    if (failed(expectSameShape(o, b3, b1)))
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult ExpertFFNOp::verify() {
   Operation *op = getOperation();
   Named rows("rows", getRows()), offsets("offsets", getOffsets()),
@@ -434,6 +467,8 @@ LogicalResult ExpertFFNOp::verify() {
   if (failed(expectDim(op, w2, 0, w1, 0)) || failed(expectDim(op, w2, 1, w1, 2)) ||
       failed(expectDim(op, w2, 2, w1, 1)) ||
       failed(expectDim(op, rows, 1, w1, 2)))
+    return failure();
+  if (failed(verifyExpertBiases(*this, w1)))
     return failure();
   // The expert count may be static in w2 only.
   int64_t experts = ShapedType::isDynamic(w1.dim(0)) ? w2.dim(0) : w1.dim(0);

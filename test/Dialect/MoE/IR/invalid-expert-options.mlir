@@ -71,3 +71,43 @@ func.func @swiglu_clamp_after_without_limit(%r: tensor<?x64xf32>, %o: tensor<9xi
   %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) outs(%i : tensor<?x64xf32>) {swiglu_clamp_after_activation} -> tensor<?x64xf32>
   return
 }
+
+// -----
+
+func.func @bias_b1_without_b2(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %b1: tensor<8x128xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects hidden_bias (b1) and out_bias (b2) together}}
+  %0 = moe.expert_ffn relu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) hidden_bias(%b1 : tensor<8x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @bias_b3_alone(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %b3: tensor<8x128xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects up_bias (b3) only with hidden_bias (b1)}}
+  %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) up_bias(%b3 : tensor<8x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @bias_gated_without_b3(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %w3: tensor<8x128x64xf32>, %b1: tensor<8x128xf32>, %b2: tensor<8x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects up_bias (b3) with hidden_bias for gated activation swiglu}}
+  %0 = moe.expert_ffn swiglu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) up(%w3 : tensor<8x128x64xf32>) hidden_bias(%b1 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x64xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @bias_b3_ungated(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %b1: tensor<8x128xf32>, %b3: tensor<8x128xf32>, %b2: tensor<8x64xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects no up_bias (b3) for activation gelu}}
+  %0 = moe.expert_ffn gelu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) hidden_bias(%b1 : tensor<8x128xf32>) up_bias(%b3 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x64xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @bias_b2_shape(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %b1: tensor<8x128xf32>, %b2: tensor<8x128xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects b2 dim 1 (128) to match w1 dim 2 (64)}}
+  %0 = moe.expert_ffn relu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) hidden_bias(%b1 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}

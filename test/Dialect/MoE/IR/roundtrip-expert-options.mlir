@@ -81,3 +81,23 @@ func.func @swiglu_options(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
       {swiglu_alpha = 1.0 : f64, swiglu_up_offset = 0.0 : f64} -> tensor<?x64xf32>
   return %y, %s, %d : tensor<?x64xf32>, tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// Expert biases: hidden_bias (b1), up_bias (b3, gated), out_bias (b2).
+// CHECK-LABEL: func.func @expert_biases
+// CHECK:         moe.expert_ffn swiglu ins({{.*}}) up(%{{.*}} : tensor<8x128x64xbf16>) hidden_bias(%[[B1:.*]] : tensor<8x128xf32>) up_bias(%[[B3:.*]] : tensor<8x128xf32>) out_bias(%[[B2:.*]] : tensor<8x64xf32>) outs(%{{.*}} : tensor<?x64xf32>) {swiglu_limit = 7.000000e+00 : f64} -> tensor<?x64xf32>
+// CHECK:         moe.expert_ffn relu2 ins({{.*}}) hidden_bias(%[[B1]] : tensor<8x128xf32>) out_bias(%[[B2]] : tensor<8x64xf32>) outs
+func.func @expert_biases(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
+    %w1: tensor<8x128x64xbf16>, %w2: tensor<8x64x128xbf16>,
+    %w3: tensor<8x128x64xbf16>, %b1: tensor<8x128xf32>, %b3: tensor<8x128xf32>,
+    %b2: tensor<8x64xf32>, %init: tensor<?x64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>)
+      hidden_bias(%b1 : tensor<8x128xf32>) up_bias(%b3 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x64xf32>)
+      outs(%init : tensor<?x64xf32>) {swiglu_limit = 7.0 : f64} -> tensor<?x64xf32>
+  %z = moe.expert_ffn relu2
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      hidden_bias(%b1 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x64xf32>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y, %z : tensor<?x64xf32>, tensor<?x64xf32>
+}

@@ -322,7 +322,7 @@ def MoE_CombineOp : MoE_DPSOp<"combine"> {
 // Experts
 //===----------------------------------------------------------------------===//
 
-def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
+def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn", [AttrSizedOperandSegments]> {
   let summary = "grouped expert FFN over expert-major row segments";
   let description = [{
     Rows `offsets[e] ..< offsets[e+1]` of `rows[S, D]` belong to expert `e`
@@ -342,6 +342,10 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
     nonlinearity instead: `min(g·σ(swiglu_alpha·g), L)`. Without a limit
     nothing is clamped; `swiglu_alpha` defaults to 1, `swiglu_up_offset` to 0.
 
+    Expert biases (GPT-OSS, NLLB-MoE): `hidden_bias(b1)` `[E, F]` is added to
+    `w1_e · r` and `up_bias(b3)` `[E, F]` (gated activations) to `w3_e · r`
+    before the activation, `out_bias(b2)` `[E, D]` to `w2_e · h`; all f32.
+
     ```mlir
     %y = moe.expert_ffn swiglu
         ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
@@ -351,7 +355,10 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
   }];
   let arguments = (ins MoE_F32Tensor:$rows, MoE_I32Tensor:$offsets,
                        MoE_WeightTensor:$w1, MoE_WeightTensor:$w2,
-                       Optional<MoE_WeightTensor>:$w3, MoE_F32Tensor:$init,
+                       Optional<MoE_WeightTensor>:$w3,
+                       Optional<MoE_F32Tensor>:$b1,
+                       Optional<MoE_F32Tensor>:$b3,
+                       Optional<MoE_F32Tensor>:$b2, MoE_F32Tensor:$init,
                        MoE_ActivationAttr:$activation,
                        OptionalAttr<F64Attr>:$swiglu_limit,
                        DefaultValuedAttr<F64Attr, "1.0">:$swiglu_alpha,
@@ -363,6 +370,9 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
     `ins` `(` $rows `,` $offsets `,` $w1 `,` $w2 `:` type($rows) `,`
       type($offsets) `,` type($w1) `,` type($w2) `)`
     (`up` `(` $w3^ `:` type($w3) `)`)?
+    (`hidden_bias` `(` $b1^ `:` type($b1) `)`)?
+    (`up_bias` `(` $b3^ `:` type($b3) `)`)?
+    (`out_bias` `(` $b2^ `:` type($b2) `)`)?
     `outs` `(` $init `:` type($init) `)` attr-dict `->` type($result)
   }];
   let extraClassDeclaration = [{
