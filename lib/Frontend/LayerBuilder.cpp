@@ -107,6 +107,14 @@ private:
       cached = arith::ConstantOp::create(builder, loc, value);
     return cached;
   }
+  /// `[rows, C]` whose every row is `vector [C]`.
+  Value broadcastRows(Location loc, Value vector, RankedTensorType type,
+                      Value rows) {
+    Value empty = uninitialized(loc, type, rows);
+    return linalg::BroadcastOp::create(builder, loc, vector, empty,
+                                       ArrayRef<int64_t>{0})
+        .getResult()[0];
+  }
   /// The first `k` columns of a `[?, C]` tensor.
   Value leadingColumns(Location loc, Value tensor, Value rows, int64_t k);
 
@@ -157,6 +165,8 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
       args.push_back({"b3", tensorOf({e, f}, f32)});
     args.push_back({"b2", tensorOf({e, width}, f32)});
   }
+  if (spec.expertScale)
+    args.push_back({"expert_scale", tensorOf({e}, f32)});
 }
 
 template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
@@ -213,6 +223,8 @@ SmallVector<NamedType> LayerBuilder::inputs() {
     break;
   }
   }
+  if (spec.isRouted() && spec.outputBias)
+    args.push_back({"output_bias", tensorOf({d}, f32)});
   if (spec.isRouted() && spec.router.noise)
     args.push_back({"seed", builder.getI64Type()});
   return args;
@@ -320,13 +332,20 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
-      optionalArg("b2"), zeros(expertLoc, rowsType, numSlots),
+      optionalArg("b2"), optionalArg("expert_scale"),
+      zeros(expertLoc, rowsType, numSlots),
       spec.activation);
   setSwiGLUOptions(expertFFN);
   Value expertRows = expertFFN;
 
   // Shared experts see every token; the routed outputs are added to theirs.
-  Value accumulator = zeros(expertLoc, rowsType, numTokens);
+  // A moe layer's output bias is where the sum starts (mh_moe adds it in its
+  // merge projection).
+  Value accumulator =
+      spec.kind == LayerKind::moe && spec.outputBias
+          ? broadcastRows(loc("output_bias"), arg("output_bias"), rowsType,
+                          numTokens)
+          : zeros(expertLoc, rowsType, numTokens);
   if (spec.hasSharedExperts()) {
     auto shared = SharedExpertOp::create(
         builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
@@ -386,8 +405,12 @@ SmallVector<Value> LayerBuilder::buildMultiHeadMoE(Value x) {
   RoutedOutputs routed = buildRoutedExperts(subTokens);
   Value merged =
       TokenMergeOp::create(builder, headLoc, tokenType, routed.out, h);
+  Value mergeInit =
+      spec.outputBias ? broadcastRows(loc("output_bias"), arg("output_bias"),
+                                      tokenType, numTokens)
+                      : projInit;
   Value out = LinearOp::create(builder, headLoc, tokenType, merged,
-                               arg("merge_proj"), projInit);
+                               arg("merge_proj"), mergeInit);
   return routedResults(out, routed);
 }
 

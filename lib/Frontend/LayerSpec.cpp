@@ -206,6 +206,8 @@ static constexpr FieldRule kLayerFields[] = {
     {"tiles", kAllKinds, false},
     {"swiglu", kRouted, false},
     {"expert_bias", kRouted, false},
+    {"expert_scale", kRouted, false},
+    {"output_bias", kRouted, false},
 };
 
 static constexpr FieldRule kRouterFields[] = {
@@ -761,6 +763,8 @@ void SpecParser::readFields(const SpecNode &root) {
     layer.readEnum("activation", spec.activation);
     readSwiGLU(layer);
     layer.read("expert_bias", spec.expertBias);
+    layer.read("expert_scale", spec.expertScale);
+    layer.read("output_bias", spec.outputBias);
     readRouter(layer);
     if (spec.kind == LayerKind::moe)
       readSharedExperts(layer);

@@ -407,7 +407,8 @@ def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
     g' sigma(alpha g') * (clip(u, -L, L) + up_offset) with g' = min(g, L), or
     min(g sigma(alpha g), L) for the gate branch when clamp is after_activation.
     Biases (``expert_bias``): b1 [F] is added to w1 . x and b3 [F] to w3 . x
-    before the activation, b2 [D] to the output.
+    before the activation, b2 [D] to the output. (``expert_scale`` multiplies
+    the result in the caller.)
     """
     x = _as_f64(x)
     g = x @ _as_f64(w1).T
@@ -616,6 +617,8 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
                        W["w3"][e] if "w3" in W else None, spec["activation"],
                        spec.get("swiglu"),
                        *(W[b][e] if b in W else None for b in ("b1", "b3", "b2")))
+        if "expert_scale" in W:
+            y = W["expert_scale"][e] * y
         contrib[jj, tt] = d.weight[tt, jj][:, None] * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
@@ -704,7 +707,10 @@ def moe(spec, x, seed=None, **weights) -> dict:
     spec = load_spec(spec)
     _expect_kind(spec, ("moe",))
     x, W = _prepare(spec, x, weights)
-    routed = _routed_moe(spec, x, W, seed, start=_shared(spec, x, W))
+    start = _shared(spec, x, W)
+    if "output_bias" in W:                  # the sum starts from the output bias
+        start = W["output_bias"] + start
+    routed = _routed_moe(spec, x, W, seed, start=start)
     return _moe_result(routed.out, routed)
 
 
@@ -724,7 +730,10 @@ def mh_moe(spec, x, seed=None, **weights) -> dict:
     sub = _mh_split(spec, x, W)
     routed = _routed_moe(spec, sub, W, seed)
     merged = routed.out.reshape(T, D)
-    return _moe_result(merged @ W["merge_proj"].T, routed)
+    out = merged @ W["merge_proj"].T
+    if "output_bias" in W:
+        out = W["output_bias"] + out
+    return _moe_result(out, routed)
 
 
 def _product_key_forward(spec, x, kind: str, weights) -> dict:

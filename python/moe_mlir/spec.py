@@ -57,10 +57,10 @@ MAX_BUFFER_BYTES = 2**47
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
             "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
-            "tiles", "swiglu", "expert_bias"),
+            "tiles", "swiglu", "expert_bias", "expert_scale", "output_bias"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
                "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles",
-               "swiglu", "expert_bias"),
+               "swiglu", "expert_bias", "expert_scale", "output_bias"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
              "score", "query_batchnorm", "activation", "weight_dtype", "tiles"),
     "pkm": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
@@ -424,6 +424,8 @@ def _normalize_moe(raw, out, kind):
     out["activation"] = _enum(raw, "activation", "activation", ACTIVATIONS, "swiglu")
     out["swiglu"] = _swiglu_options(raw, out["activation"], kind)
     out["expert_bias"] = _bool(raw, "expert_bias", "expert_bias", False)
+    out["expert_scale"] = _bool(raw, "expert_scale", "expert_scale", False)
+    out["output_bias"] = _bool(raw, "output_bias", "output_bias", False)
 
     r = _mapping(raw, "router", "router")
     if r is None:
@@ -568,6 +570,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
             if gated:
                 shapes["b3"] = ((E, F), "f32")
             shapes["b2"] = ((E, Dx), "f32")
+        if s["expert_scale"]:
+            shapes["expert_scale"] = ((E,), "f32")
         if kind == "moe":
             Fs = s["shared_experts"]["hidden"]
             if Fs > 0:
@@ -577,6 +581,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
                 shapes["shared_w2"] = ((D, Fs), wd)
                 if s["shared_experts"]["gate"]:
                     shapes["shared_gate"] = ((1, D), wd)
+        if s["output_bias"]:
+            shapes["output_bias"] = ((D,), "f32")
     else:
         h, dk = s["heads"], s["key_dim"]
         n = product_key_side(E)

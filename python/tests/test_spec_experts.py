@@ -6,7 +6,8 @@ features they are.
   on routed and shared experts and on PEER neurons;
 * the ``swiglu`` options (clamped SwiGLU: GPT-OSS, MiniMax-M3, GLM5-Next,
   HY-V4, Step3.7);
-* expert biases (GPT-OSS, NLLB-MoE).
+* expert biases (GPT-OSS, NLLB-MoE), the per-expert output scale (Gemma 4) and
+  the output bias (JetMoE).
 
 Tolerances: the kernels compute in f32 against the float64 reference, so
 outputs agree to the project's 1e-5 (compile_helpers.RTOL/ATOL); against
@@ -451,5 +452,93 @@ def test_gpt_oss_mlp_with_expert_biases_parity(dtype):
     for pipeline in PIPELINES:
         got = _layer(spec, pipeline).forward(x, **W)
         assert np.array_equal(got["topk_ids"], want_ids.numpy().astype(np.int32))
+        np.testing.assert_allclose(got["out"], want, rtol=1e-4,
+                                   atol=1e-4 * np.max(np.abs(want)))
+
+
+# --------------------------------------------------------------------------- #
+# Per-expert output scale and output bias
+# --------------------------------------------------------------------------- #
+
+SCALE_BIAS_SPECS = {
+    "scale_geglu_tanh_bf16": moe_spec("x_s_gemma", activation="geglu_tanh", weight_dtype="bf16",
+                                      expert_scale=True, router={"normalize": True}),
+    "scale_bias_out_bias": moe_spec("x_s_all", swiglu={"limit": 0.8, "alpha": 1.702,
+                                                       "up_offset": 1.0},
+                                    expert_bias=True, expert_scale=True, output_bias=True,
+                                    shared_experts={"hidden": 6, "gate": True},
+                                    capacity={"factor": 1.0, "overflow": "next_choice"}),
+    "out_bias": moe_spec("x_ob", router={"order": "topk_then_score"}, output_bias=True),
+    "mh_out_bias_scale": mh_spec("x_ob_mh", activation="relu2", output_bias=True,
+                                 expert_scale=True),
+}
+
+
+def _with_scales(spec, W):
+    """Scales away from 1 (make_weights draws them around 0) so they matter."""
+    W = dict(W)
+    if "expert_scale" in W:
+        E = W["expert_scale"].shape[0]
+        W["expert_scale"] = np.linspace(0.25, 2.0, E).astype(np.float32)
+    return W
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(SCALE_BIAS_SPECS))
+def test_scale_and_output_bias_match_reference(name, pipeline):
+    spec = SCALE_BIAS_SPECS[name]
+    layer = _layer(spec, pipeline)
+    for T in TOKENS:
+        W = _with_scales(spec, make_weights(spec, T))
+        x = make_x(T, spec["d_model"], seed=T + 1)
+        compare(layer.forward(x, **W), R.forward(spec, x, **W))
+
+
+def test_scale_and_output_bias_weights():
+    spec = moe_spec("w", experts=4, d_model=16, expert_scale=True, output_bias=True,
+                    shared_experts={"hidden": 4})
+    shapes = moe_mlir.weight_shapes(spec)
+    assert shapes["expert_scale"] == ((4,), "f32")
+    assert shapes["output_bias"] == ((16,), "f32")
+    assert list(shapes)[-1] == "output_bias"
+    spec = moe_spec("w", experts=4, d_model=16)
+    W, x = make_weights(spec), make_x(5, 16)
+    plain = R.forward(spec, x, **W)["out"]
+    bias = np.arange(16, dtype=np.float32)
+    got = R.forward(dict(spec, output_bias=True), x, output_bias=bias, **W)["out"]
+    np.testing.assert_allclose(got, plain + bias, rtol=1e-6, atol=1e-6)
+    scaled = R.forward(dict(spec, expert_scale=True), x,
+                       expert_scale=np.full(4, 2.0, np.float32), **W)["out"]
+    np.testing.assert_allclose(scaled, 2.0 * plain, rtol=1e-6, atol=1e-6)
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_jetmoe_moe_parity(dtype):
+    """JetMoeMoE: softmax over the top-k logits, SwiGLU experts stored as one
+    [E, 2F, D] input projection (w1 then w3), and the output bias."""
+    torch = pytest.importorskip("torch")
+    jetmoe = pytest.importorskip("transformers.models.jetmoe.modeling_jetmoe")
+    from transformers import JetMoeConfig
+    D, E, F, k = 32, 8, 16, 2
+    config = JetMoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                          num_experts_per_tok=k, activation_function="silu")
+    block = jetmoe.JetMoeMoE(config).float().eval()
+    spec = moe_spec(f"jetmoe_{dtype}", d_model=D, experts=E, expert_hidden=F,
+                    weight_dtype=dtype, router={"top_k": k, "order": "topk_then_score"},
+                    output_bias=True)
+    W = make_weights(spec, seed=9)
+    W = {n: R.round_to_dtype(w, moe_mlir.weight_shapes(spec)[n][1]).astype(np.float32)
+         for n, w in W.items()}
+    with torch.no_grad():
+        block.router.layer.weight.copy_(torch.from_numpy(W["gate"]))
+        block.input_linear.weight.copy_(torch.from_numpy(np.concatenate([W["w1"], W["w3"]], 1)))
+        block.output_linear.weight.copy_(torch.from_numpy(W["w2"]))
+        block.bias.copy_(torch.from_numpy(W["output_bias"]))
+        x = make_x(27, D, seed=3)
+        want = block(torch.from_numpy(x)[None]).numpy()[0]
+    for pipeline in PIPELINES:
+        got = _layer(spec, pipeline).forward(x, **W)
         np.testing.assert_allclose(got["out"], want, rtol=1e-4,
                                    atol=1e-4 * np.max(np.abs(want)))

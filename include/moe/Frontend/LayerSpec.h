@@ -114,6 +114,10 @@ struct LayerSpec {
   std::optional<SwiGLUSpec> swiglu;
   /// f32 biases b1 (b3), b2 on the routed experts' projections.
   bool expertBias = false;
+  /// An f32 scale per routed expert on its output (Gemma 4).
+  bool expertScale = false;
+  /// An f32 bias [d_model] on the layer's output (JetMoE).
+  bool outputBias = false;
   RouterSpec router;
   SharedExpertsSpec sharedExperts;
   std::optional<CapacitySpec> capacity;

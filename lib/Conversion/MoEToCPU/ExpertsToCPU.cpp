@@ -49,6 +49,8 @@ struct GroupedMLP {
   /// f32 expert biases b1, b3 [E, F] and b2 [E, W] (or null), and the
   /// expert of every row, `rowExpert [S]` (index), when there are biases.
   Value b1, b3, b2, rowExpert;
+  /// The per-expert output scale [E] (or null).
+  Value scale;
   int64_t hidden, width;
 };
 } // namespace
@@ -187,6 +189,25 @@ static Value loadExpertBias(OpBuilder &b, Location loc, const GroupedMLP &mlp,
   return memref::LoadOp::create(b, loc, bias, ValueRange{e, n});
 }
 
+/// The expert's output `y` (scalar or vector at columns `n ..`) with its
+/// bias b2 added and its scale applied, when the MLP has them.
+static Value finishExpertOutput(OpBuilder &b, Location loc,
+                                const GroupedMLP &mlp, Value row, Value n,
+                                Value mask, Value y) {
+  if (mlp.b2)
+    y = arith::AddFOp::create(
+        b, loc, y,
+        loadExpertBias(b, loc, mlp, mlp.b2, row, n, mask, y.getType()));
+  if (mlp.scale) {
+    Value e = memref::LoadOp::create(b, loc, mlp.rowExpert, ValueRange{row});
+    Value s = memref::LoadOp::create(b, loc, mlp.scale, ValueRange{e});
+    if (isa<VectorType>(y.getType()))
+      s = vector::BroadcastOp::create(b, loc, y.getType(), s);
+    y = arith::MulFOp::create(b, loc, s, y);
+  }
+  return y;
+}
+
 /// `act(z1) [⊙ z3]` of the hidden phase, zero for rows whose id names no
 /// source row; on scalars or vectors (the activation lane by lane). With
 /// biases, b1/b3 of the row's expert at columns `n ..` are added first.
@@ -300,12 +321,8 @@ static void buildOutputPhase(OpBuilder &b, Location loc,
         },
         [&](OpBuilder &eb, Location eloc, Value row, Value n, Value mask,
             ArrayRef<Value> vectors) {
-          Value y = vectors[0];
-          if (mlp.b2)
-            y = arith::AddFOp::create(
-                eb, eloc, y,
-                loadExpertBias(eb, eloc, mlp, mlp.b2, row, n, mask,
-                               y.getType()));
+          Value y =
+              finishExpertOutput(eb, eloc, mlp, row, n, mask, vectors[0]);
           Value before =
               loadColumns(eb, eloc, from, row, n, mask, y.getType());
           storeColumns(eb, eloc, combine(eb, eloc, row, before, y), out, row,
@@ -329,12 +346,8 @@ static void buildOutputPhase(OpBuilder &b, Location loc,
               arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
           Value before =
               memref::LoadOp::create(eb, eloc, from, ValueRange{row, col});
-          Value y = dots[c];
-          if (mlp.b2)
-            y = arith::AddFOp::create(
-                eb, eloc, y,
-                loadExpertBias(eb, eloc, mlp, mlp.b2, row, col, Value(),
-                               y.getType()));
+          Value y =
+              finishExpertOutput(eb, eloc, mlp, row, col, Value(), dots[c]);
           memref::StoreOp::create(eb, eloc, combine(eb, eloc, row, before, y),
                                   out, ValueRange{row, col});
         }
@@ -411,8 +424,11 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
       mlp.b1 = readBuffer(b, loc, op.getB1());
       mlp.b3 = op.getB3() ? readBuffer(b, loc, op.getB3()) : Value();
       mlp.b2 = readBuffer(b, loc, op.getB2());
-      mlp.rowExpert = memref::AllocOp::create(b, loc, itemType, numRows);
     }
+    if (op.getScale())
+      mlp.scale = readBuffer(b, loc, op.getScale());
+    if (mlp.b1 || mlp.scale)
+      mlp.rowExpert = memref::AllocOp::create(b, loc, itemType, numRows);
     Value itemBegin = memref::AllocOp::create(b, loc, itemType, maxItems);
     Value itemEnd = memref::AllocOp::create(b, loc, itemType, maxItems);
     Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);

@@ -242,6 +242,14 @@ struct ExpertFFNLowering : OpRewritePattern<ExpertFFNOp> {
           Value mlp = buildExpertMLP(nb, loc, ExpertActivation::of(op),
                                      segment, w1, w2, w3, bias(op.getB1()),
                                      bias(op.getB3()), bias(op.getB2()));
+          if (Value scales = op.getScale()) {
+            Value s = tensor::ExtractOp::create(nb, loc, scales, e);
+            mlp = buildElementwise(nb, loc, {mlp},
+                                   [&](OpBuilder &sb, Location sloc,
+                                       ValueRange a) {
+                                     return mulF(sb, sloc, s, a[0]);
+                                   });
+          }
           Value before = tensor::ExtractSliceOp::create(
               nb, loc, segmentType, args[0], offs, sizes, strides);
           Value after = buildAccumulate(nb, loc, before, mlp);

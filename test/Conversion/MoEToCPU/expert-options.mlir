@@ -84,3 +84,29 @@ func.func @expert_ffn_biases(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
       outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// The per-expert scale in the output epilogue: s[rowExpert[row]] broadcast
+// over the tile's columns.
+// CHECK-LABEL: func.func @expert_ffn_scale
+// CHECK-DAG:     %[[S:.*]] = bufferization.to_buffer %{{.*}} read_only : tensor<2xf32> to memref<2xf32>
+// CHECK:         %[[RE:.*]] = memref.alloc(%{{.*}}) : memref<?xindex>
+// CHECK:         scf.forall
+// CHECK:         scf.forall
+// CHECK:           %[[E:.*]] = memref.load %[[RE]][%{{.*}}] : memref<?xindex>
+// CHECK:           %[[SE:.*]] = memref.load %[[S]][%[[E]]] : memref<2xf32>
+// CHECK:           %[[SV:.*]] = vector.broadcast %[[SE]] : f32 to vector<8xf32>
+// CHECK:           arith.mulf %[[SV]], %{{.*}} : vector<8xf32>
+// ROWDOT-LABEL: func.func @expert_ffn_scale
+// ROWDOT:         scf.forall
+// ROWDOT:           memref.load %{{.*}}[%{{.*}}] : memref<2xf32>
+func.func @expert_ffn_scale(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %s: tensor<2xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn gelu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      scale(%s : tensor<2xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -116,3 +116,23 @@ func.func @expert_ffn_biases(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
       outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
 }
+
+// -----
+
+// The per-expert scale multiplies each expert's output (s_e · y).
+// CHECK-LABEL: func.func @expert_ffn_scale
+// CHECK-SAME:    %[[S:[a-zA-Z0-9_]+]]: tensor<2xf32>
+// CHECK:         scf.for %[[E:.*]] =
+// CHECK:           %[[Y:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x8xf32>, tensor<16x8xf32>)
+// CHECK:           %[[SE:.*]] = tensor.extract %[[S]][%[[E]]] : tensor<2xf32>
+// CHECK:           linalg.generic {{.*}} ins(%[[Y]] : tensor<?x16xf32>)
+// CHECK:             arith.mulf %[[SE]], %{{.*}} : f32
+func.func @expert_ffn_scale(%rows: tensor<?x16xf32>, %offsets: tensor<3xi32>,
+    %w1: tensor<2x8x16xf32>, %w2: tensor<2x16x8xf32>, %s: tensor<2xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn gelu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<3xi32>, tensor<2x8x16xf32>, tensor<2x16x8xf32>)
+      scale(%s : tensor<2xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}

@@ -470,6 +470,12 @@ LogicalResult ExpertFFNOp::verify() {
     return failure();
   if (failed(verifyExpertBiases(*this, w1)))
     return failure();
+  if (getScale()) {
+    Named scale("scale", getScale());
+    if (failed(expectRank(op, scale, 1)) ||
+        failed(expectDim(op, scale, 0, w1, 0)))
+      return failure();
+  }
   // The expert count may be static in w2 only.
   int64_t experts = ShapedType::isDynamic(w1.dim(0)) ? w2.dim(0) : w1.dim(0);
   if (!ShapedType::isDynamic(experts) &&

@@ -111,3 +111,11 @@ func.func @bias_b2_shape(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x
   %0 = moe.expert_ffn relu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) hidden_bias(%b1 : tensor<8x128xf32>) out_bias(%b2 : tensor<8x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
   return
 }
+
+// -----
+
+func.func @scale_shape(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %s: tensor<4xf32>, %i: tensor<?x64xf32>) {
+  // expected-error @+1 {{'moe.expert_ffn' op expects scale dim 0 (4) to match w1 dim 0 (8)}}
+  %0 = moe.expert_ffn relu ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) scale(%s : tensor<4xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return
+}

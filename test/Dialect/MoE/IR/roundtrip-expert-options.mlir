@@ -101,3 +101,16 @@ func.func @expert_biases(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
       outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
   return %y, %z : tensor<?x64xf32>, tensor<?x64xf32>
 }
+
+// Per-expert output scale (Gemma 4).
+// CHECK-LABEL: func.func @expert_scale
+// CHECK:         moe.expert_ffn geglu_tanh ins({{.*}}) up(%{{.*}} : tensor<8x128x64xbf16>) scale(%{{.*}} : tensor<8xf32>) outs
+func.func @expert_scale(%rows: tensor<?x64xf32>, %offsets: tensor<9xi32>,
+    %w1: tensor<8x128x64xbf16>, %w2: tensor<8x64x128xbf16>,
+    %w3: tensor<8x128x64xbf16>, %s: tensor<8xf32>, %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %y = moe.expert_ffn geglu_tanh
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
+      up(%w3 : tensor<8x128x64xbf16>) scale(%s : tensor<8xf32>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

@@ -345,6 +345,8 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn", [AttrSizedOperandSegments]> {
     Expert biases (GPT-OSS, NLLB-MoE): `hidden_bias(b1)` `[E, F]` is added to
     `w1_e · r` and `up_bias(b3)` `[E, F]` (gated activations) to `w3_e · r`
     before the activation, `out_bias(b2)` `[E, D]` to `w2_e · h`; all f32.
+    `scale(s)` `[E]` (f32, Gemma 4's per-expert scale) multiplies the expert's
+    output: `init + s_e · (w2_e · h [+ b2_e])`.
 
     ```mlir
     %y = moe.expert_ffn swiglu
@@ -358,7 +360,8 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn", [AttrSizedOperandSegments]> {
                        Optional<MoE_WeightTensor>:$w3,
                        Optional<MoE_F32Tensor>:$b1,
                        Optional<MoE_F32Tensor>:$b3,
-                       Optional<MoE_F32Tensor>:$b2, MoE_F32Tensor:$init,
+                       Optional<MoE_F32Tensor>:$b2,
+                       Optional<MoE_F32Tensor>:$scale, MoE_F32Tensor:$init,
                        MoE_ActivationAttr:$activation,
                        OptionalAttr<F64Attr>:$swiglu_limit,
                        DefaultValuedAttr<F64Attr, "1.0">:$swiglu_alpha,
@@ -373,6 +376,7 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn", [AttrSizedOperandSegments]> {
     (`hidden_bias` `(` $b1^ `:` type($b1) `)`)?
     (`up_bias` `(` $b3^ `:` type($b3) `)`)?
     (`out_bias` `(` $b2^ `:` type($b2) `)`)?
+    (`scale` `(` $scale^ `:` type($scale) `)`)?
     `outs` `(` $init `:` type($init) `)` attr-dict `->` type($result)
   }];
   let extraClassDeclaration = [{
