@@ -169,6 +169,8 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
     args.push_back({"expert_scale", tensorOf({e}, f32)});
 }
 
+// The ops are created with the plain SwiGLU's values (which the printer
+// elides); the spec's options then override them.
 template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
   if (!spec.swiglu)
     return;
@@ -333,8 +335,8 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
       optionalArg("b2"), optionalArg("expert_scale"),
-      zeros(expertLoc, rowsType, numSlots),
-      spec.activation);
+      zeros(expertLoc, rowsType, numSlots), spec.activation, FloatAttr(),
+      llvm::APFloat(1.0), llvm::APFloat(0.0));
   setSwiGLUOptions(expertFFN);
   Value expertRows = expertFFN;
 
@@ -350,7 +352,8 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
     auto shared = SharedExpertOp::create(
         builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
         arg("shared_w2"), optionalArg("shared_w3"), optionalArg("shared_gate"),
-        accumulator, spec.activation);
+        accumulator, spec.activation, FloatAttr(), llvm::APFloat(1.0),
+        llvm::APFloat(0.0));
     setSwiGLUOptions(shared);
     accumulator = shared;
   }

@@ -51,7 +51,7 @@ func.func @swiglu_limit_not_positive(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w
 // -----
 
 func.func @swiglu_alpha_not_finite(%x: tensor<?x64xf32>, %w1: tensor<256x64xf32>, %w2: tensor<64x256xf32>, %w3: tensor<256x64xf32>, %acc: tensor<?x64xf32>) {
-  // expected-error @+1 {{'moe.shared_expert' op expects a finite swiglu_alpha > 0, got inf}}
+  // expected-error @+1 {{'moe.shared_expert' op expects a finite swiglu_alpha > 0, got INF}}
   %0 = moe.shared_expert swiglu ins(%x, %w1, %w2 : tensor<?x64xf32>, tensor<256x64xf32>, tensor<64x256xf32>) up(%w3 : tensor<256x64xf32>) outs(%acc : tensor<?x64xf32>) {swiglu_alpha = 0x7FF0000000000000 : f64} -> tensor<?x64xf32>
   return
 }
