@@ -395,7 +395,8 @@ def test_expert_bias_weights():
 @pytest.mark.parametrize("name", ["gpt_oss", "relu_bf16_capacity"])
 def test_expert_biases_packed_weights_bit_for_bit(name):
     """Layer.bind packs w1/w3/w2; the biases stay f32 vectors: the bound
-    layer computes the unbound one's bits, for any thread count and batch."""
+    layer computes the unbound one's bits, for any thread count and (dropless)
+    batch composition."""
     from compile_helpers import assert_same_bits
     spec = BIAS_SPECS[name]
     layer = _layer(spec, "fast")
@@ -412,6 +413,8 @@ def test_expert_biases_packed_weights_bit_for_bit(name):
                 assert_same_bits(got[key], want[key], f"{key}, {n} threads")
     finally:
         moe_mlir.set_num_threads(before)
+    if "capacity" in spec:      # capacity depends on T: no batch invariance
+        return
     for t in (0, 36):
         assert_same_bits(bound(x[t:t + 1]), want["out"][t:t + 1], f"token {t} alone")
 
