@@ -109,6 +109,14 @@ private:
       cached = arith::ConstantOp::create(builder, loc, value);
     return cached;
   }
+  /// `[rows, C]` whose every row is `vector [C]`.
+  Value broadcastRows(Location loc, Value vector, RankedTensorType type,
+                      Value rows) {
+    Value empty = uninitialized(loc, type, rows);
+    return linalg::BroadcastOp::create(builder, loc, vector, empty,
+                                       ArrayRef<int64_t>{0})
+        .getResult()[0];
+  }
   /// The first `k` columns of a `[?, C]` tensor.
   Value leadingColumns(Location loc, Value tensor, Value rows, int64_t k);
 
@@ -117,6 +125,8 @@ private:
   SmallVector<Value> buildProductKey(Value x);
   /// Router, dispatch, experts and combine over `input [S, W]`.
   RoutedOutputs buildRoutedExperts(Value input);
+  /// The spec's `swiglu` options as attributes of an expert op.
+  template <typename OpTy> void setSwiGLUOptions(OpTy op);
 
   MLIRContext &context;
   const LayerSpec &spec;
@@ -151,6 +161,30 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
   if (isGatedActivation(spec.activation))
     args.push_back({"w3", tensorOf({e, f, width}, weightType)});
   args.push_back({"w2", tensorOf({e, width, f}, weightType)});
+  if (spec.expertBias) {
+    args.push_back({"b1", tensorOf({e, f}, f32)});
+    if (isGatedActivation(spec.activation))
+      args.push_back({"b3", tensorOf({e, f}, f32)});
+    args.push_back({"b2", tensorOf({e, width}, f32)});
+  }
+  if (spec.expertScale)
+    args.push_back({"expert_scale", tensorOf({e}, f32)});
+}
+
+// The ops are created with the plain SwiGLU's values (which the printer
+// elides); the spec's options then override them.
+template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
+  if (!spec.swiglu)
+    return;
+  const SwiGLUSpec &s = *spec.swiglu;
+  if (s.limit)
+    op.setSwigluLimitAttr(builder.getF64FloatAttr(*s.limit));
+  if (s.alpha != 1.0)
+    op.setSwigluAlphaAttr(builder.getF64FloatAttr(s.alpha));
+  if (s.upOffset != 0.0)
+    op.setSwigluUpOffsetAttr(builder.getF64FloatAttr(s.upOffset));
+  if (s.clamp == SwiGLUClamp::after_activation)
+    op.setSwigluClampAfterActivation(true);
 }
 
 SmallVector<NamedType> LayerBuilder::inputs() {
@@ -199,6 +233,8 @@ SmallVector<NamedType> LayerBuilder::inputs() {
     break;
   }
   }
+  if (spec.isRouted() && spec.outputBias)
+    args.push_back({"output_bias", tensorOf({d}, f32)});
   if (spec.isRouted() && spec.router.noise)
     args.push_back({"seed", builder.getI64Type()});
   return args;
@@ -303,18 +339,32 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Value rows =
       GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
                        uninitialized(expertLoc, rowsType, numSlots));
-  Value expertRows = ExpertFFNOp::create(
+  auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
-      arg("w2"), optionalArg("w3"), zeros(expertLoc, rowsType, numSlots),
-      spec.activation);
+      arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
+      optionalArg("b2"), optionalArg("expert_scale"),
+      zeros(expertLoc, rowsType, numSlots), spec.activation, FloatAttr(),
+      llvm::APFloat(1.0), llvm::APFloat(0.0));
+  setSwiGLUOptions(expertFFN);
+  Value expertRows = expertFFN;
 
   // Shared experts see every token; the routed outputs are added to theirs.
-  Value accumulator = zeros(expertLoc, rowsType, numTokens);
-  if (spec.hasSharedExperts())
-    accumulator = SharedExpertOp::create(
+  // A moe layer's output bias is where the sum starts (mh_moe adds it in its
+  // merge projection).
+  Value accumulator =
+      spec.kind == LayerKind::moe && spec.outputBias
+          ? broadcastRows(loc("output_bias"), arg("output_bias"), rowsType,
+                          numTokens)
+          : zeros(expertLoc, rowsType, numTokens);
+  if (spec.hasSharedExperts()) {
+    auto shared = SharedExpertOp::create(
         builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
         arg("shared_w2"), optionalArg("shared_w3"), optionalArg("shared_gate"),
-        accumulator, spec.activation);
+        accumulator, spec.activation, FloatAttr(), llvm::APFloat(1.0),
+        llvm::APFloat(0.0));
+    setSwiGLUOptions(shared);
+    accumulator = shared;
+  }
   Value out =
       CombineOp::create(builder, expertLoc, rowsType, expertRows,
                         plan.getTokenIds(), plan.getSlotWeights(), accumulator);
@@ -366,8 +416,12 @@ SmallVector<Value> LayerBuilder::buildMultiHeadMoE(Value x) {
   RoutedOutputs routed = buildRoutedExperts(subTokens);
   Value merged =
       TokenMergeOp::create(builder, headLoc, tokenType, routed.out, h);
+  Value mergeInit =
+      spec.outputBias ? broadcastRows(loc("output_bias"), arg("output_bias"),
+                                      tokenType, numTokens)
+                      : projInit;
   Value out = LinearOp::create(builder, headLoc, tokenType, merged,
-                               arg("merge_proj"), projInit);
+                               arg("merge_proj"), mergeInit);
   return routedResults(out, routed);
 }
 

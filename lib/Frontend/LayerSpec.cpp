@@ -53,6 +53,16 @@ StringRef mlir::moe::stringifyEnum(WeightType type) {
   return "";
 }
 
+StringRef mlir::moe::stringifyEnum(SwiGLUClamp clamp) {
+  switch (clamp) {
+  case SwiGLUClamp::before_activation:
+    return "before_activation";
+  case SwiGLUClamp::after_activation:
+    return "after_activation";
+  }
+  return "";
+}
+
 int64_t LayerSpec::numSubKeys() const {
   auto n = static_cast<int64_t>(std::llround(std::sqrt(double(experts))));
   return n * n == experts ? n : 0;
@@ -196,6 +206,10 @@ static constexpr FieldRule kLayerFields[] = {
     {"query_layernorm", kProductKey, false},
     {"keys_per_head", kProductKey, false},
     {"tiles", kAllKinds, false},
+    {"swiglu", kRouted, false},
+    {"expert_bias", kRouted, false},
+    {"expert_scale", kRouted, false},
+    {"output_bias", kRouted, false},
 };
 
 static constexpr FieldRule kRouterFields[] = {
@@ -214,6 +228,13 @@ static constexpr FieldRule kRouterFields[] = {
 static constexpr FieldRule kSharedExpertFields[] = {
     {"hidden", kAllKinds, false},
     {"gate", kAllKinds, false},
+};
+
+static constexpr FieldRule kSwiGLUFields[] = {
+    {"limit", kAllKinds, false},
+    {"alpha", kAllKinds, false},
+    {"up_offset", kAllKinds, false},
+    {"clamp", kAllKinds, false},
 };
 
 static constexpr FieldRule kCapacityFields[] = {
@@ -378,6 +399,7 @@ private:
   void readRouter(Section &layer);
   void readSharedExperts(Section &layer);
   void readCapacity(Section &layer);
+  void readSwiGLU(Section &layer);
   void readAuxLosses(Section &layer);
   void readTiles(Section &layer);
   /// The constraints between fields of the layer kind.
@@ -741,6 +763,10 @@ void SpecParser::readFields(const SpecNode &root) {
     spec.activation = Activation::swiglu;
     layer.read("expert_hidden", spec.expertHidden);
     layer.readEnum("activation", spec.activation);
+    readSwiGLU(layer);
+    layer.read("expert_bias", spec.expertBias);
+    layer.read("expert_scale", spec.expertScale);
+    layer.read("output_bias", spec.outputBias);
     readRouter(layer);
     if (spec.kind == LayerKind::moe)
       readSharedExperts(layer);
@@ -750,7 +776,8 @@ void SpecParser::readFields(const SpecNode &root) {
   if (spec.kind == LayerKind::peer) {
     // PEER experts are single neurons: there is no up projection to gate.
     static constexpr Activation neuronActivations[] = {
-        Activation::gelu, Activation::relu, Activation::silu};
+        Activation::gelu, Activation::relu, Activation::silu,
+        Activation::gelu_tanh, Activation::relu2};
     spec.activation = Activation::gelu;
     layer.readEnum<Activation>("activation", spec.activation, neuronActivations,
                                " of a 'peer' layer");
@@ -796,6 +823,23 @@ void SpecParser::readSharedExperts(Section &layer) {
   shared.checkKeys(std::nullopt);
   shared.read("hidden", spec.sharedExperts.hidden);
   shared.read("gate", spec.sharedExperts.gate);
+}
+
+void SpecParser::readSwiGLU(Section &layer) {
+  const SpecNode *node = layer.readMapping("swiglu");
+  if (!node || node->kind == SpecNode::Kind::null)
+    return;
+  Section swiglu(*this, *node, "swiglu", kSwiGLUFields, keyRangeOf("swiglu"));
+  swiglu.checkKeys(std::nullopt);
+  SwiGLUSpec &s = spec.swiglu.emplace();
+  if (swiglu.lookup("limit")) {
+    double limit = 0.0;
+    swiglu.read("limit", limit);
+    s.limit = limit;
+  }
+  swiglu.read("alpha", s.alpha);
+  swiglu.read("up_offset", s.upOffset);
+  swiglu.readEnum("clamp", s.clamp);
 }
 
 void SpecParser::readCapacity(Section &layer) {
@@ -994,6 +1038,28 @@ void SpecParser::checkSizes() {
               "top2_sum, got " +
                   Twine(groupSize) + " (experts " + Twine(spec.experts) +
                   " / groups " + Twine(r.groups) + ")");
+    }
+    if (const std::optional<SwiGLUSpec> &s = spec.swiglu) {
+      if (spec.activation != Activation::swiglu)
+        error(rangeOf("swiglu"),
+              "expected activation swiglu with the 'swiglu' options, got "
+              "activation " +
+                  stringifyActivation(spec.activation));
+      if (s->limit && (!(*s->limit > 0.0) || !std::isfinite(*s->limit)))
+        error(rangeOf("swiglu.limit"),
+              "expected a finite swiglu.limit > 0, got " +
+                  formatNumber(*s->limit));
+      if (!(s->alpha > 0.0) || !std::isfinite(s->alpha))
+        error(rangeOf("swiglu.alpha"),
+              "expected a finite swiglu.alpha > 0, got " +
+                  formatNumber(s->alpha));
+      if (!std::isfinite(s->upOffset))
+        error(rangeOf("swiglu.up_offset"),
+              "expected a finite swiglu.up_offset, got " +
+                  formatNumber(s->upOffset));
+      if (s->clamp == SwiGLUClamp::after_activation && !s->limit)
+        error(rangeOf("swiglu.clamp"),
+              "expected swiglu.limit with swiglu.clamp after_activation");
     }
     if (spec.capacity && (!(spec.capacity->factor > 0.0) ||
                           !std::isfinite(spec.capacity->factor)))

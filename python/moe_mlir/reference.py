@@ -23,6 +23,7 @@ from .spec import GATED_ACTIVATIONS, load_spec, weight_shapes
 
 __all__ = [
     "round_to_dtype", "sigmoid", "softplus", "softmax", "gelu", "silu", "relu",
+    "gelu_tanh", "relu2",
     "activation", "score_fn", "rank_order", "topk", "group_exclusion", "noisy_logits",
     "route_tokens", "capacity", "Dispatch", "dispatch", "expert_ffn",
     "load_balance_loss", "importance_loss", "z_loss",
@@ -130,13 +131,28 @@ def relu(z):
     return np.maximum(_as_f64(z), 0.0)
 
 
+def gelu_tanh(z):
+    """Tanh-approximated GELU: 0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3)))."""
+    z = _as_f64(z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z ** 3)))
+
+
+def relu2(z):
+    """relu(z)^2 (squared ReLU); NaN stays NaN."""
+    r = relu(z)
+    with np.errstate(over="ignore"):
+        return r * r
+
+
 def activation(z, name: str):
     """The pointwise nonlinearity of an activation name.
 
-    swiglu uses silu and geglu uses gelu on the w1 branch (the product with the
-    w3 branch happens in :func:`expert_ffn`).
+    swiglu uses silu, geglu uses gelu and geglu_tanh uses gelu_tanh on the w1
+    branch (the product with the w3 branch happens in :func:`expert_ffn`).
     """
-    fn = {"gelu": gelu, "geglu": gelu, "silu": silu, "swiglu": silu, "relu": relu}.get(name)
+    fn = {"gelu": gelu, "geglu": gelu, "silu": silu, "swiglu": silu, "relu": relu,
+          "gelu_tanh": gelu_tanh, "geglu_tanh": gelu_tanh, "relu2": relu2}.get(name)
     if fn is None:
         raise ValueError(f"unknown activation {name!r}")
     return fn(z)
@@ -382,18 +398,48 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
 # Experts
 # --------------------------------------------------------------------------- #
 
-def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu") -> np.ndarray:
+def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
+               swiglu: Optional[dict] = None, b1=None, b3=None, b2=None) -> np.ndarray:
     """One expert MLP on rows x [N, D]: w1 [F, D], w3 [F, D] (gated only), w2 [D, F].
 
-    gated (swiglu, geglu): w2 . (act(w1 . x) * (w3 . x)); otherwise w2 . act(w1 . x).
+    gated (swiglu, geglu, geglu_tanh): w2 . (act(w1 . x) * (w3 . x)); otherwise
+    w2 . act(w1 . x).  ``swiglu`` (the spec's options, swiglu only): with
+    g = w1 . x, u = w3 . x and L = limit, the hidden value is
+    g' sigma(alpha g') * (clip(u, -L, L) + up_offset) with g' = min(g, L), or
+    min(g sigma(alpha g), L) for the gate branch when clamp is after_activation.
+    Biases (``expert_bias``): b1 [F] is added to w1 . x and b3 [F] to w3 . x
+    before the activation, b2 [D] to the output. (``expert_scale`` multiplies
+    the result in the caller.)
     """
     x = _as_f64(x)
-    h = activation(x @ _as_f64(w1).T, activation_name)
+    g = x @ _as_f64(w1).T
+    if b1 is not None:
+        g = g + _as_f64(b1)
+    if swiglu is None:
+        h = activation(g, activation_name)
+    else:
+        if activation_name != "swiglu":
+            raise ValueError("swiglu options need activation swiglu")
+        limit, after = swiglu["limit"], swiglu["clamp"] == "after_activation"
+        with np.errstate(invalid="ignore", over="ignore"):
+            if limit is not None and not after:
+                g = np.minimum(g, limit)
+            h = g * sigmoid(swiglu["alpha"] * g)
+            if limit is not None and after:
+                h = np.minimum(h, limit)
     if activation_name in GATED_ACTIVATIONS:
         if w3 is None:
             raise ValueError(f"activation {activation_name} needs w3")
-        h = h * (x @ _as_f64(w3).T)
-    return h @ _as_f64(w2).T
+        u = x @ _as_f64(w3).T
+        if b3 is not None:
+            u = u + _as_f64(b3)
+        if swiglu is not None:
+            if swiglu["limit"] is not None:
+                u = np.minimum(np.maximum(u, -swiglu["limit"]), swiglu["limit"])
+            u = u + swiglu["up_offset"]
+        h = h * u
+    y = h @ _as_f64(w2).T
+    return y if b2 is None else y + _as_f64(b2)
 
 
 # --------------------------------------------------------------------------- #
@@ -575,7 +621,11 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
         if tt.size == 0:
             continue
         y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
-                       W["w3"][e] if "w3" in W else None, spec["activation"])
+                       W["w3"][e] if "w3" in W else None, spec["activation"],
+                       spec.get("swiglu"),
+                       *(W[b][e] if b in W else None for b in ("b1", "b3", "b2")))
+        if "expert_scale" in W:
+            y = W["expert_scale"][e] * y
         contrib[jj, tt] = d.weight[tt, jj][:, None] * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
@@ -598,7 +648,8 @@ def _shared(spec, x, W) -> np.ndarray:
     sh = spec["shared_experts"]
     if sh["hidden"] == 0:
         return np.zeros(x.shape, dtype=_F64)
-    y = expert_ffn(x, W["shared_w1"], W["shared_w2"], W.get("shared_w3"), spec["activation"])
+    y = expert_ffn(x, W["shared_w1"], W["shared_w2"], W.get("shared_w3"), spec["activation"],
+                   spec.get("swiglu"))
     if sh["gate"]:
         y = sigmoid(x @ W["shared_gate"].T) * y             # [T, 1] * [T, D]
     return y
@@ -665,7 +716,10 @@ def moe(spec, x, seed=None, **weights) -> dict:
     spec = load_spec(spec)
     _expect_kind(spec, ("moe",))
     x, W = _prepare(spec, x, weights)
-    routed = _routed_moe(spec, x, W, seed, start=_shared(spec, x, W))
+    start = _shared(spec, x, W)
+    if "output_bias" in W:                  # the sum starts from the output bias
+        start = W["output_bias"] + start
+    routed = _routed_moe(spec, x, W, seed, start=start)
     return _moe_result(routed.out, routed)
 
 
@@ -685,7 +739,10 @@ def mh_moe(spec, x, seed=None, **weights) -> dict:
     sub = _mh_split(spec, x, W)
     routed = _routed_moe(spec, sub, W, seed)
     merged = routed.out.reshape(T, D)
-    return _moe_result(merged @ W["merge_proj"].T, routed)
+    out = merged @ W["merge_proj"].T
+    if "output_bias" in W:
+        out = W["output_bias"] + out
+    return _moe_result(out, routed)
 
 
 def _product_key_forward(spec, x, kind: str, weights) -> dict:

@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 KINDS = ("moe", "peer", "pkm", "mh_moe")
-ACTIVATIONS = ("swiglu", "geglu", "gelu", "relu", "silu")
-GATED_ACTIVATIONS = ("swiglu", "geglu")
-PEER_ACTIVATIONS = ("gelu", "relu", "silu")
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "relu", "silu", "gelu_tanh", "geglu_tanh", "relu2")
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
+PEER_ACTIVATIONS = ("gelu", "relu", "silu", "gelu_tanh", "relu2")
 WEIGHT_DTYPES = ("f32", "bf16", "f16")
 SCORES = ("softmax", "sigmoid")
 ORDERS = ("score_then_topk", "topk_then_score")
@@ -57,9 +57,10 @@ MAX_BUFFER_BYTES = 2**47
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
             "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
-            "tiles"),
+            "tiles", "swiglu", "expert_bias", "expert_scale", "output_bias"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
-               "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles"),
+               "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles",
+               "swiglu", "expert_bias", "expert_scale", "output_bias"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
              "score", "query_batchnorm", "query_layernorm", "keys_per_head", "activation",
              "weight_dtype", "tiles"),
@@ -71,6 +72,8 @@ _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bi
                 "groups", "topk_groups", "group_score", "noise")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "overflow", "priority")
+_SWIGLU_KEYS = ("limit", "alpha", "up_offset", "clamp")
+SWIGLU_CLAMPS = ("before_activation", "after_activation")
 
 
 # --------------------------------------------------------------------------- #
@@ -392,6 +395,25 @@ def _tiles(raw) -> Dict[str, Any]:
     return tiles
 
 
+def _swiglu_options(raw, activation, kind):
+    """The ``swiglu`` mapping (clamped SwiGLU), or None when absent/null."""
+    s = _mapping(raw, "swiglu", "swiglu")
+    if s is None:
+        return None
+    _check_keys(s, _SWIGLU_KEYS, "swiglu", kind)
+    if activation != "swiglu":
+        raise ValueError(f"field 'swiglu' needs activation swiglu, got activation {activation!r}")
+    opts = {
+        "limit": _float(s, "limit", "swiglu.limit", None, positive=True),
+        "alpha": _float(s, "alpha", "swiglu.alpha", 1.0, positive=True),
+        "up_offset": _float(s, "up_offset", "swiglu.up_offset", 0.0),
+        "clamp": _enum(s, "clamp", "swiglu.clamp", SWIGLU_CLAMPS, "before_activation"),
+    }
+    if opts["clamp"] == "after_activation" and opts["limit"] is None:
+        raise ValueError("field 'swiglu.clamp' after_activation needs swiglu.limit")
+    return opts
+
+
 def _normalize_moe(raw, out, kind):
     E = out["experts"]
     D = out["d_model"]
@@ -402,6 +424,10 @@ def _normalize_moe(raw, out, kind):
     out["expert_hidden"] = _int(raw, "expert_hidden", "expert_hidden", minimum=1,
                                 required=True)
     out["activation"] = _enum(raw, "activation", "activation", ACTIVATIONS, "swiglu")
+    out["swiglu"] = _swiglu_options(raw, out["activation"], kind)
+    out["expert_bias"] = _bool(raw, "expert_bias", "expert_bias", False)
+    out["expert_scale"] = _bool(raw, "expert_scale", "expert_scale", False)
+    out["output_bias"] = _bool(raw, "output_bias", "output_bias", False)
 
     r = _mapping(raw, "router", "router")
     if r is None:
@@ -520,8 +546,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` are always
-    ``f32``.  The order of the dict is the order of the contract.
+    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` and the
+    expert biases ``b1``, ``b3``, ``b2`` are always ``f32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
     wd = s["weight_dtype"]
@@ -546,6 +572,13 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
         if gated:
             shapes["w3"] = ((E, F, Dx), wd)
         shapes["w2"] = ((E, Dx, F), wd)
+        if s["expert_bias"]:
+            shapes["b1"] = ((E, F), "f32")
+            if gated:
+                shapes["b3"] = ((E, F), "f32")
+            shapes["b2"] = ((E, Dx), "f32")
+        if s["expert_scale"]:
+            shapes["expert_scale"] = ((E,), "f32")
         if kind == "moe":
             Fs = s["shared_experts"]["hidden"]
             if Fs > 0:
@@ -555,6 +588,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
                 shapes["shared_w2"] = ((D, Fs), wd)
                 if s["shared_experts"]["gate"]:
                     shapes["shared_gate"] = ((1, D), wd)
+        if s["output_bias"]:
+            shapes["output_bias"] = ((D,), "f32")
     else:
         h, dk = s["heads"], s["key_dim"]
         n = product_key_side(E)

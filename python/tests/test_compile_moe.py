@@ -118,7 +118,7 @@ AUX = {
 }
 
 ACTIVATIONS = {a: moe_spec(f"act_{a}", activation=a) for a in
-               ("swiglu", "geglu", "gelu", "relu", "silu")}
+               ("swiglu", "geglu", "gelu", "relu", "silu", "gelu_tanh", "geglu_tanh", "relu2")}
 
 DTYPES = {
     f"{dt}_{act}": moe_spec(f"dt_{dt}_{act}", weight_dtype=dt, activation=act,

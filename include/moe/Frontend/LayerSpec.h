@@ -28,8 +28,13 @@ enum class WeightType : uint32_t { f32, bf16, f16 };
 
 /// Spellings used in specs and diagnostics; empty for out-of-range values so
 /// that generic code can enumerate the cases like the dialect's enums.
+/// Where a clamped SwiGLU clamps its gate branch: on the projection
+/// (GPT-OSS, MiniMax-M3, GLM5-Next, HY-V4) or on the activation (Step3.7).
+enum class SwiGLUClamp : uint32_t { before_activation, after_activation };
+
 StringRef stringifyEnum(LayerKind kind);
 StringRef stringifyEnum(WeightType type);
+StringRef stringifyEnum(SwiGLUClamp clamp);
 
 struct RouterSpec {
   int64_t topK = 0;
@@ -48,6 +53,14 @@ struct SharedExpertsSpec {
   /// Width of the always-on MLP; 0 means the layer has no shared experts.
   int64_t hidden = 0;
   bool gate = false;
+};
+
+/// The spec's `swiglu` options (activation swiglu only).
+struct SwiGLUSpec {
+  std::optional<double> limit;
+  double alpha = 1.0;
+  double upOffset = 0.0;
+  SwiGLUClamp clamp = SwiGLUClamp::before_activation;
 };
 
 struct CapacitySpec {
@@ -97,6 +110,14 @@ struct LayerSpec {
   // moe, mh_moe; `activation` is shared with peer.
   int64_t expertHidden = 0;
   Activation activation = Activation::swiglu;
+  /// Set when the spec has a `swiglu` mapping.
+  std::optional<SwiGLUSpec> swiglu;
+  /// f32 biases b1 (b3), b2 on the routed experts' projections.
+  bool expertBias = false;
+  /// An f32 scale per routed expert on its output (Gemma 4).
+  bool expertScale = false;
+  /// An f32 bias [d_model] on the layer's output (JetMoE).
+  bool outputBias = false;
   RouterSpec router;
   SharedExpertsSpec sharedExperts;
   std::optional<CapacitySpec> capacity;

@@ -45,7 +45,12 @@ struct GroupedMLP {
   /// (packedPanelColumns), when they are: then w1/w3 or w2 are null.
   bool packedHidden = false, packedOutput = false;
   bool stacked;
-  Activation activation;
+  ExpertActivation activation;
+  /// f32 expert biases b1, b3 [E, F] and b2 [E, W] (or null), and the
+  /// expert of every row, `rowExpert [S]` (index), when there are biases.
+  Value b1, b3, b2, rowExpert;
+  /// The per-expert output scale [E] (or null).
+  Value scale;
   int64_t hidden, width;
 };
 } // namespace
@@ -89,7 +94,7 @@ static void readWeights(OpBuilder &b, Location loc, OpTy op, bool stacked,
   mlp.packedOutput = static_cast<bool>(w2);
   mlp.w2 = readBuffer(b, loc, w2 ? w2 : op.getW2());
   mlp.stacked = stacked;
-  mlp.activation = op.getActivation();
+  mlp.activation = ExpertActivation::of(op);
   mlp.hidden = w1Type.getDimSize(w1Type.getRank() - 2);
   mlp.width = w1Type.getDimSize(w1Type.getRank() - 1);
 }
@@ -172,18 +177,60 @@ static Value loadColumns(OpBuilder &b, Location loc, Value buffer, Value row,
                                       mask, zero);
 }
 
+/// `bias[e, n ..]` of the expert `e` of `row`, shaped like `like` (a vector
+/// of columns from `n`, only the lanes of `mask` when given, or the scalar at
+/// column `n`).
+static Value loadExpertBias(OpBuilder &b, Location loc, const GroupedMLP &mlp,
+                            Value bias, Value row, Value n, Value mask,
+                            Type like) {
+  Value e = memref::LoadOp::create(b, loc, mlp.rowExpert, ValueRange{row});
+  if (isa<VectorType>(like))
+    return loadColumns(b, loc, bias, e, n, mask, like);
+  return memref::LoadOp::create(b, loc, bias, ValueRange{e, n});
+}
+
+/// The expert's output `y` (scalar or vector at columns `n ..`) with its
+/// bias b2 added and its scale applied, when the MLP has them.
+static Value finishExpertOutput(OpBuilder &b, Location loc,
+                                const GroupedMLP &mlp, Value row, Value n,
+                                Value mask, Value y) {
+  if (mlp.b2)
+    y = arith::AddFOp::create(
+        b, loc, y,
+        loadExpertBias(b, loc, mlp, mlp.b2, row, n, mask, y.getType()));
+  if (mlp.scale) {
+    Value e = memref::LoadOp::create(b, loc, mlp.rowExpert, ValueRange{row});
+    Value s = memref::LoadOp::create(b, loc, mlp.scale, ValueRange{e});
+    if (isa<VectorType>(y.getType()))
+      s = vector::BroadcastOp::create(b, loc, y.getType(), s);
+    y = arith::MulFOp::create(b, loc, s, y);
+  }
+  return y;
+}
+
 /// `act(z1) [⊙ z3]` of the hidden phase, zero for rows whose id names no
-/// source row; on scalars or vectors (the activation lane by lane).
+/// source row; on scalars or vectors (the activation lane by lane). With
+/// biases, b1/b3 of the row's expert at columns `n ..` are added first.
 static Value buildHiddenValue(OpBuilder &b, Location loc, const GroupedMLP &mlp,
-                              Value row, Value z1, Value z3) {
+                              Value row, Value z1, Value z3, Value n = {},
+                              Value mask = {}) {
+  if (mlp.b1)
+    z1 = arith::AddFOp::create(
+        b, loc, z1,
+        loadExpertBias(b, loc, mlp, mlp.b1, row, n, mask, z1.getType()));
+  if (z3 && mlp.b3)
+    z3 = arith::AddFOp::create(
+        b, loc, z3,
+        loadExpertBias(b, loc, mlp, mlp.b3, row, n, mask, z3.getType()));
   auto act = [&](OpBuilder &lb, Location lloc, Value z) {
-    return buildActivation(lb, lloc, mlp.activation, z);
+    return buildGateActivation(lb, lloc, mlp.activation, z);
   };
   Value h = isa<VectorType>(z1.getType()) ? mapLanes(b, loc, z1, act)
                                           : act(b, loc, z1);
   if (z3)
-    h = arith::MulFOp::create(b, loc, h, z3);
-  // A zero row gives act(0) (⊙ 0) = 0 for every activation.
+    h = arith::MulFOp::create(b, loc, h,
+                              buildUpValue(b, loc, mlp.activation, z3));
+  // A zero row gives act(0) (⊙ (0 + offset)) = 0 for every activation.
   if (Value valid = sourceRow(b, loc, mlp, row).first) {
     Value zero = arith::ConstantOp::create(
         b, loc, b.getZeroAttr(h.getType()));
@@ -216,7 +263,7 @@ static void buildHiddenPhase(OpBuilder &b, Location loc,
         [&](OpBuilder &eb, Location eloc, Value row, Value n, Value mask,
             ArrayRef<Value> vectors) {
           Value h = buildHiddenValue(eb, eloc, mlp, row, vectors[0],
-                                     gated ? vectors[1] : Value());
+                                     gated ? vectors[1] : Value(), n, mask);
           storeColumns(eb, eloc, h, hidden, row, n, mask);
         },
         mlp.packedHidden ? PackedPanelFn(packedWeights) : nullptr);
@@ -237,10 +284,10 @@ static void buildHiddenPhase(OpBuilder &b, Location loc,
       [&](OpBuilder &eb, Location eloc, Value row, Value n, int64_t count,
           ArrayRef<Value> dots) {
         for (int64_t c = 0; c < count; ++c) {
-          Value h = buildHiddenValue(eb, eloc, mlp, row, dots[c],
-                                     gated ? dots[count + c] : Value());
           Value col =
               arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
+          Value h = buildHiddenValue(eb, eloc, mlp, row, dots[c],
+                                     gated ? dots[count + c] : Value(), col);
           memref::StoreOp::create(eb, eloc, h, hidden, ValueRange{row, col});
         }
       });
@@ -274,7 +321,8 @@ static void buildOutputPhase(OpBuilder &b, Location loc,
         },
         [&](OpBuilder &eb, Location eloc, Value row, Value n, Value mask,
             ArrayRef<Value> vectors) {
-          Value y = vectors[0];
+          Value y =
+              finishExpertOutput(eb, eloc, mlp, row, n, mask, vectors[0]);
           Value before =
               loadColumns(eb, eloc, from, row, n, mask, y.getType());
           storeColumns(eb, eloc, combine(eb, eloc, row, before, y), out, row,
@@ -298,9 +346,10 @@ static void buildOutputPhase(OpBuilder &b, Location loc,
               arith::AddIOp::create(eb, eloc, n, indexConstant(eb, eloc, c));
           Value before =
               memref::LoadOp::create(eb, eloc, from, ValueRange{row, col});
-          memref::StoreOp::create(eb, eloc,
-                                  combine(eb, eloc, row, before, dots[c]), out,
-                                  ValueRange{row, col});
+          Value y =
+              finishExpertOutput(eb, eloc, mlp, row, col, Value(), dots[c]);
+          memref::StoreOp::create(eb, eloc, combine(eb, eloc, row, before, y),
+                                  out, ValueRange{row, col});
         }
       });
 }
@@ -369,6 +418,17 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
         indexConstant(b, loc, numExperts));
     auto itemType = MemRefType::get({ShapedType::kDynamic}, b.getIndexType());
     Value itemExpert = memref::AllocOp::create(b, loc, itemType, maxItems);
+    // With biases, every row notes its expert (the epilogues read the bias
+    // of the row's expert; rows outside every segment are never read).
+    if (op.getB1()) {
+      mlp.b1 = readBuffer(b, loc, op.getB1());
+      mlp.b3 = op.getB3() ? readBuffer(b, loc, op.getB3()) : Value();
+      mlp.b2 = readBuffer(b, loc, op.getB2());
+    }
+    if (op.getScale())
+      mlp.scale = readBuffer(b, loc, op.getScale());
+    if (mlp.b1 || mlp.scale)
+      mlp.rowExpert = memref::AllocOp::create(b, loc, itemType, numRows);
     Value itemBegin = memref::AllocOp::create(b, loc, itemType, maxItems);
     Value itemEnd = memref::AllocOp::create(b, loc, itemType, maxItems);
     Value zero = indexConstant(b, loc, 0), one = indexConstant(b, loc, 1);
@@ -390,6 +450,14 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
               [&](OpBuilder &rb, Location rloc, Value r0, ValueRange count) {
                 Value r1 = arith::MinUIOp::create(
                     rb, rloc, arith::AddIOp::create(rb, rloc, r0, block), hi);
+                if (mlp.rowExpert)
+                  scf::ForOp::create(
+                      rb, rloc, r0, r1, one, ValueRange{},
+                      [&](OpBuilder &sb, Location sloc, Value r, ValueRange) {
+                        memref::StoreOp::create(sb, sloc, e, mlp.rowExpert,
+                                                ValueRange{r});
+                        scf::YieldOp::create(sb, sloc);
+                      });
                 memref::StoreOp::create(rb, rloc, e, itemExpert, count[0]);
                 memref::StoreOp::create(rb, rloc, r0, itemBegin, count[0]);
                 memref::StoreOp::create(rb, rloc, r1, itemEnd, count[0]);

@@ -94,27 +94,57 @@ buildElementwise(OpBuilder &b, Location loc, ValueRange inputs,
       .getResult(0);
 }
 
+/// `m[i, j] + bias[j]` for `m [M, N]` and an f32 `bias [N]`.
+static Value buildAddColumnBias(OpBuilder &b, Location loc, Value m,
+                                Value bias) {
+  MLIRContext *ctx = b.getContext();
+  AffineExpr i, j;
+  bindDims(ctx, i, j);
+  auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+  auto biasMap = AffineMap::get(2, 0, {j}, ctx);
+  Value out = tensor::EmptyOp::create(b, loc, tensor::getMixedSizes(b, loc, m),
+                                      b.getF32Type());
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{out.getType()}, ValueRange{m, bias},
+             ValueRange{out}, ArrayRef<AffineMap>{identity, biasMap, identity},
+             ArrayRef<IteratorType>{IteratorType::parallel,
+                                    IteratorType::parallel},
+             [&](OpBuilder &nb, Location nloc, ValueRange a) {
+               linalg::YieldOp::create(nb, nloc,
+                                       ValueRange{addF(nb, nloc, a[0], a[1])});
+             })
+      .getResult(0);
+}
+
 /// One expert MLP on the rows of `x [M, D]`: `w2 · (act(w1 · x) ⊙ (w3 · x))`
 /// for the gated activations (`w3` given), `w2 · act(w1 · x)` otherwise;
 /// `w1, w3` are `[F, D]`, `w2` is `[D, F]`. Returns `[M, D]` f32.
-static Value buildExpertMLP(OpBuilder &b, Location loc, Activation act, Value x,
-                            Value w1, Value w2, Value w3) {
+static Value buildExpertMLP(OpBuilder &b, Location loc,
+                            const ExpertActivation &act, Value x, Value w1,
+                            Value w2, Value w3, Value b1 = {}, Value b3 = {},
+                            Value b2 = {}) {
   Value hidden = buildMatmulTransposedB(b, loc, x, w1);
+  if (b1)
+    hidden = buildAddColumnBias(b, loc, hidden, b1);
   if (w3) {
     Value up = buildMatmulTransposedB(b, loc, x, w3);
+    if (b3)
+      up = buildAddColumnBias(b, loc, up, b3);
     hidden = buildElementwise(
         b, loc, {hidden, up}, [&](OpBuilder &nb, Location nloc, ValueRange a) {
           return arith::MulFOp::create(
-                     nb, nloc, buildActivation(nb, nloc, act, a[0]), a[1])
+                     nb, nloc, buildGateActivation(nb, nloc, act, a[0]),
+                     buildUpValue(nb, nloc, act, a[1]))
               .getResult();
         });
   } else {
     hidden = buildElementwise(b, loc, {hidden},
                               [&](OpBuilder &nb, Location nloc, ValueRange a) {
-                                return buildActivation(nb, nloc, act, a[0]);
+                                return buildGateActivation(nb, nloc, act, a[0]);
                               });
   }
-  return buildMatmulTransposedB(b, loc, hidden, w2);
+  Value y = buildMatmulTransposedB(b, loc, hidden, w2);
+  return b2 ? buildAddColumnBias(b, loc, y, b2) : y;
 }
 
 /// `w[e]` of a stacked `[E, A, B]` weight, as `[A, B]`.
@@ -128,6 +158,18 @@ static Value sliceExpert(OpBuilder &b, Location loc, Value w, Value e) {
       ArrayRef<OpFoldResult>{one, tensor::getMixedSize(b, loc, w, 1),
                              tensor::getMixedSize(b, loc, w, 2)},
       ArrayRef<OpFoldResult>{one, one, one});
+}
+
+/// `bias[e]` of an f32 `[E, N]` bias, as `[N]`.
+static Value sliceExpertBias(OpBuilder &b, Location loc, Value bias, Value e) {
+  auto type = cast<RankedTensorType>(bias.getType());
+  auto rowType = RankedTensorType::get({type.getDimSize(1)},
+                                       type.getElementType());
+  OpFoldResult zero = b.getIndexAttr(0), one = b.getIndexAttr(1);
+  return tensor::ExtractSliceOp::create(
+      b, loc, rowType, bias, ArrayRef<OpFoldResult>{e, zero},
+      ArrayRef<OpFoldResult>{one, tensor::getMixedSize(b, loc, bias, 1)},
+      ArrayRef<OpFoldResult>{one, one});
 }
 
 /// `dest + src` elementwise, written into `dest` (the op's init or a slice
@@ -194,8 +236,20 @@ struct ExpertFFNLowering : OpRewritePattern<ExpertFFNOp> {
           Value w1 = sliceExpert(nb, loc, op.getW1(), e);
           Value w2 = sliceExpert(nb, loc, op.getW2(), e);
           Value w3 = op.getW3() ? sliceExpert(nb, loc, op.getW3(), e) : Value();
-          Value mlp =
-              buildExpertMLP(nb, loc, op.getActivation(), segment, w1, w2, w3);
+          auto bias = [&](Value all) {
+            return all ? sliceExpertBias(nb, loc, all, e) : Value();
+          };
+          Value mlp = buildExpertMLP(nb, loc, ExpertActivation::of(op),
+                                     segment, w1, w2, w3, bias(op.getB1()),
+                                     bias(op.getB3()), bias(op.getB2()));
+          if (Value scales = op.getScale()) {
+            Value s = tensor::ExtractOp::create(nb, loc, scales, e);
+            mlp = buildElementwise(nb, loc, {mlp},
+                                   [&](OpBuilder &sb, Location sloc,
+                                       ValueRange a) {
+                                     return mulF(sb, sloc, s, a[0]);
+                                   });
+          }
           Value before = tensor::ExtractSliceOp::create(
               nb, loc, segmentType, args[0], offs, sizes, strides);
           Value after = buildAccumulate(nb, loc, before, mlp);
@@ -223,7 +277,7 @@ struct SharedExpertLowering : OpRewritePattern<SharedExpertOp> {
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
     Value x = op.getInput(), init = op.getInit();
-    Value mlp = buildExpertMLP(b, loc, op.getActivation(), x, op.getW1(),
+    Value mlp = buildExpertMLP(b, loc, ExpertActivation::of(op), x, op.getW1(),
                                op.getW2(), op.getW3());
     if (Value gate = op.getGate()) {
       // One sigmoid per token, then mlp[t, :] scaled by it.

@@ -83,6 +83,25 @@ static Value buildGelu(OpBuilder &b, Location loc, Value z) {
   return arith::MulFOp::create(b, loc, half, onePlus);
 }
 
+/// 0.5 z (1 + tanh(sqrt(2 / pi) (z + 0.044715 z^3))), PyTorch's
+/// gelu(approximate="tanh") in its order of operations.
+static Value buildGeluTanh(OpBuilder &b, Location loc, Value z) {
+  Type t = z.getType();
+  auto cst = [&](double v) {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(t, v)).getResult();
+  };
+  Value cube = arith::MulFOp::create(
+      b, loc, arith::MulFOp::create(b, loc, z, z), z);
+  Value inner = arith::AddFOp::create(
+      b, loc, z, arith::MulFOp::create(b, loc, cst(0.044715), cube));
+  Value scaled = arith::MulFOp::create(
+      b, loc, cst(M_2_SQRTPI * M_SQRT1_2), inner);
+  Value onePlus = arith::AddFOp::create(
+      b, loc, cst(1.0), math::TanhOp::create(b, loc, scaled));
+  Value half = arith::MulFOp::create(b, loc, cst(0.5), z);
+  return arith::MulFOp::create(b, loc, half, onePlus);
+}
+
 Value mlir::moe::buildActivation(OpBuilder &b, Location loc, Activation act,
                                  Value z) {
   switch (act) {
@@ -92,14 +111,69 @@ Value mlir::moe::buildActivation(OpBuilder &b, Location loc, Activation act,
   case Activation::geglu:
   case Activation::gelu:
     return buildGelu(b, loc, z);
-  case Activation::relu: {
+  case Activation::geglu_tanh:
+  case Activation::gelu_tanh:
+    return buildGeluTanh(b, loc, z);
+  case Activation::relu:
+  case Activation::relu2: {
     Value zero =
         arith::ConstantOp::create(b, loc, b.getFloatAttr(z.getType(), 0.0));
     // maxnumf(NaN, 0) would hide a NaN; relu must propagate it.
-    return arith::MaximumFOp::create(b, loc, z, zero);
+    Value r = arith::MaximumFOp::create(b, loc, z, zero);
+    if (act == Activation::relu2)
+      r = arith::MulFOp::create(b, loc, r, r);
+    return r;
   }
   }
   llvm_unreachable("unknown activation");
+}
+
+/// A scalar f32 constant, or a splat of it shaped like the vector `like`.
+static Value floatConstantLike(OpBuilder &b, Location loc, Type like,
+                               double value) {
+  if (auto vec = dyn_cast<VectorType>(like))
+    return arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::get(vec,
+                               b.getFloatAttr(vec.getElementType(), value)));
+  return arith::ConstantOp::create(b, loc, b.getFloatAttr(like, value));
+}
+
+Value mlir::moe::buildGateActivation(OpBuilder &b, Location loc,
+                                     const ExpertActivation &a, Value g) {
+  // minimumf, like torch.clamp, propagates NaN.
+  auto clamp = [&](Value v) -> Value {
+    return arith::MinimumFOp::create(
+        b, loc, v, floatConstantLike(b, loc, v.getType(), *a.limit));
+  };
+  if (a.limit && !a.clampAfterActivation)
+    g = clamp(g);
+  Value h;
+  if (a.act == Activation::swiglu && a.alpha != 1.0) {
+    Value scaled = arith::MulFOp::create(
+        b, loc, g, floatConstantLike(b, loc, g.getType(), a.alpha));
+    h = arith::MulFOp::create(b, loc, g, buildSigmoid(b, loc, scaled));
+  } else {
+    h = buildActivation(b, loc, a.act, g);
+  }
+  if (a.limit && a.clampAfterActivation)
+    h = clamp(h);
+  return h;
+}
+
+Value mlir::moe::buildUpValue(OpBuilder &b, Location loc,
+                              const ExpertActivation &a, Value u) {
+  Type type = u.getType();
+  if (a.limit) {
+    u = arith::MaximumFOp::create(b, loc, u,
+                                  floatConstantLike(b, loc, type, -*a.limit));
+    u = arith::MinimumFOp::create(b, loc, u,
+                                  floatConstantLike(b, loc, type, *a.limit));
+  }
+  if (a.upOffset != 0.0)
+    u = arith::AddFOp::create(b, loc, u,
+                              floatConstantLike(b, loc, type, a.upOffset));
+  return u;
 }
 
 Value mlir::moe::buildRanksAhead(OpBuilder &b, Location loc, Value a, Value ia,

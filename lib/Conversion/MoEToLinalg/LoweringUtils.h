@@ -8,6 +8,8 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 
+#include <optional>
+
 namespace mlir::moe {
 
 /// Scalar float arithmetic, the building blocks of every region body.
@@ -34,8 +36,40 @@ Value createZeroTensor(OpBuilder &b, Location loc, RankedTensorType type,
 Value extendToF32(OpBuilder &b, Location loc, Value scalar);
 
 /// act(z) for the non-gated part of an activation: silu for swiglu, exact
-/// erf-GELU for geglu/gelu, relu, silu (z * sigmoid(z)).
+/// erf-GELU for geglu/gelu, tanh-approximated GELU for geglu_tanh/gelu_tanh,
+/// relu, relu(z)^2 for relu2, silu (z * sigmoid(z)).
 Value buildActivation(OpBuilder &b, Location loc, Activation act, Value z);
+
+/// The activation of an expert MLP (moe.expert_ffn, moe.shared_expert) with
+/// its SwiGLU options: clamp limit, alpha, offset of the up branch.
+struct ExpertActivation {
+  Activation act = Activation::swiglu;
+  std::optional<double> limit;
+  double alpha = 1.0;
+  double upOffset = 0.0;
+  bool clampAfterActivation = false;
+
+  template <typename OpTy> static ExpertActivation of(OpTy op) {
+    ExpertActivation a;
+    a.act = op.getActivation();
+    if (FloatAttr limit = op.getSwigluLimitAttr())
+      a.limit = limit.getValueAsDouble();
+    a.alpha = op.getSwigluAlpha().convertToDouble();
+    a.upOffset = op.getSwigluUpOffset().convertToDouble();
+    a.clampAfterActivation = op.getSwigluClampAfterActivation();
+    return a;
+  }
+};
+
+/// The gate branch on a scalar f32 `g`: act(g), for swiglu with the options
+/// `min(g, limit)` before (or the minimum after) `g·σ(alpha·g)`.
+Value buildGateActivation(OpBuilder &b, Location loc,
+                          const ExpertActivation &a, Value g);
+
+/// The up branch of a gated activation on a scalar or vector f32 `u`:
+/// `clamp(u, -limit, limit) + upOffset` (each part only when set).
+Value buildUpValue(OpBuilder &b, Location loc, const ExpertActivation &a,
+                   Value u);
 
 /// sigmoid(z) = 1 / (1 + exp(-z)).
 Value buildSigmoid(OpBuilder &b, Location loc, Value z);

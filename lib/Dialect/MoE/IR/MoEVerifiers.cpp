@@ -390,6 +390,68 @@ LogicalResult CombineOp::verify() {
 // Experts
 //===----------------------------------------------------------------------===//
 
+/// The SwiGLU options (clamp limit, alpha, up offset) of an expert op: only
+/// with activation swiglu, every number finite, limit and alpha positive.
+template <typename OpTy> static LogicalResult verifySwiGLUOptions(OpTy op) {
+  std::optional<double> limit;
+  if (FloatAttr attr = op.getSwigluLimitAttr())
+    limit = attr.getValueAsDouble();
+  double alpha = op.getSwigluAlpha().convertToDouble();
+  double upOffset = op.getSwigluUpOffset().convertToDouble();
+  bool clampAfter = op.getSwigluClampAfterActivation();
+  bool anyOption = limit || alpha != 1.0 || upOffset != 0.0 || clampAfter;
+  if (anyOption && op.getActivation() != Activation::swiglu)
+    return op.emitOpError()
+           << "expects the swiglu options only with activation swiglu, got "
+           << stringifyActivation(op.getActivation());
+  if (limit && !(std::isfinite(*limit) && *limit > 0.0))
+    return op.emitOpError() << "expects a finite swiglu_limit > 0, got "
+                            << *limit;
+  if (!(std::isfinite(alpha) && alpha > 0.0))
+    return op.emitOpError() << "expects a finite swiglu_alpha > 0, got "
+                            << alpha;
+  if (!std::isfinite(upOffset))
+    return op.emitOpError() << "expects a finite swiglu_up_offset, got "
+                            << upOffset;
+  if (clampAfter && !limit)
+    return op.emitOpError()
+           << "expects swiglu_limit with swiglu_clamp_after_activation";
+  return success();
+}
+
+/// b1 [E, F] and b2 [E, D] together; b3 [E, F] exactly when they are there
+/// and the activation is gated (w1 [E, F, D]).
+static LogicalResult verifyExpertBiases(ExpertFFNOp op, const Named &w1) {
+  if (static_cast<bool>(op.getB1()) != static_cast<bool>(op.getB2()))
+    return op.emitOpError("expects hidden_bias (b1) and out_bias (b2) together");
+  bool gated = isGatedActivation(op.getActivation());
+  if (op.getB3() && !op.getB1())
+    return op.emitOpError("expects up_bias (b3) only with hidden_bias (b1)");
+  if (op.getB1() && gated && !op.getB3())
+    return op.emitOpError() << "expects up_bias (b3) with hidden_bias for "
+                               "gated activation "
+                            << stringifyActivation(op.getActivation());
+  if (op.getB3() && !gated)
+    return op.emitOpError() << "expects no up_bias (b3) for activation "
+                            << stringifyActivation(op.getActivation());
+  if (!op.getB1())
+    return success();
+  Operation *o = op.getOperation();
+  Named b1("b1", op.getB1()), b2("b2", op.getB2());
+  if (failed(expectRank(o, b1, 2)) || failed(expectRank(o, b2, 2)) ||
+      failed(expectDim(o, b1, 0, w1, 0)) ||
+      failed(expectDim(o, b1, 1, w1, 1)) ||
+      failed(expectDim(o, b2, 0, w1, 0)) ||
+      failed(expectDim(o, b2, 1, w1, 2)))
+    return failure();
+  if (op.getB3()) {
+    Named b3("b3", op.getB3());
+    if (failed(expectSameShape(o, b3, b1)))
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult ExpertFFNOp::verify() {
   Operation *op = getOperation();
   Named rows("rows", getRows()), offsets("offsets", getOffsets()),
@@ -398,7 +460,8 @@ LogicalResult ExpertFFNOp::verify() {
       failed(expectRank(op, w1, 3)) || failed(expectRank(op, w2, 3)) ||
       failed(expectRank(op, init, 2)))
     return failure();
-  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)) ||
+      failed(verifySwiGLUOptions(*this)))
     return failure();
   SmallVector<Named> weights = {w1, w2};
   if (getW3()) {
@@ -414,6 +477,14 @@ LogicalResult ExpertFFNOp::verify() {
       failed(expectDim(op, w2, 2, w1, 1)) ||
       failed(expectDim(op, rows, 1, w1, 2)))
     return failure();
+  if (failed(verifyExpertBiases(*this, w1)))
+    return failure();
+  if (getScale()) {
+    Named scale("scale", getScale());
+    if (failed(expectRank(op, scale, 1)) ||
+        failed(expectDim(op, scale, 0, w1, 0)))
+      return failure();
+  }
   // The expert count may be static in w2 only.
   int64_t experts = ShapedType::isDynamic(w1.dim(0)) ? w2.dim(0) : w1.dim(0);
   if (!ShapedType::isDynamic(experts) &&
@@ -431,7 +502,8 @@ LogicalResult SharedExpertOp::verify() {
   if (failed(expectRank(op, in, 2)) || failed(expectRank(op, w1, 2)) ||
       failed(expectRank(op, w2, 2)) || failed(expectRank(op, init, 2)))
     return failure();
-  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)))
+  if (failed(verifyUpProjection(op, getActivation(), getW3() != nullptr)) ||
+      failed(verifySwiGLUOptions(*this)))
     return failure();
   SmallVector<Named> weights = {w1, w2};
   if (getW3()) {
@@ -507,8 +579,10 @@ LogicalResult SingleNeuronExpertsOp::verify() {
     if (!act)
       return emitOpError("expects an activation with in_proj (PEER experts)");
     if (isGatedActivation(*act))
-      return emitOpError() << "expects activation gelu, relu or silu, got "
-                           << stringifyActivation(*act);
+      return emitOpError()
+             << "expects an ungated activation (gelu, gelu_tanh, relu, relu2, "
+                "silu), got "
+             << stringifyActivation(*act);
   } else if (act) {
     return emitOpError("expects no activation without in_proj (PKM values)");
   }

@@ -1099,7 +1099,7 @@ func.func @ffn_weight_element_type_i8(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %
 // -----
 
 func.func @ffn_unknown_activation(%r: tensor<?x64xf32>, %o: tensor<9xi32>, %w1: tensor<8x128x64xf32>, %w2: tensor<8x64x128xf32>, %i: tensor<?x64xf32>) {
-  // expected-error @+1 {{expected one of {swiglu, geglu, gelu, relu, silu}, got 'tanh'}}
+  // expected-error @+1 {{expected one of {swiglu, geglu, gelu, relu, silu, gelu_tanh, geglu_tanh, relu2}, got 'tanh'}}
   %0 = moe.expert_ffn tanh ins(%r, %o, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xf32>, tensor<8x64x128xf32>) outs(%i : tensor<?x64xf32>) -> tensor<?x64xf32>
   return
 }
@@ -1429,7 +1429,7 @@ func.func @sne_in_proj_without_activation(%x: tensor<?x64xf32>, %ids: tensor<?x8
 // -----
 
 func.func @sne_gated_activation(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: tensor<?x8x16xf32>, %v: tensor<1024x64xf32>, %u: tensor<1024x64xf32>, %acc: tensor<?x64xf32>) {
-  // expected-error @+1 {{'moe.single_neuron_experts' op expects activation gelu, relu or silu, got swiglu}}
+  // expected-error @+1 {{'moe.single_neuron_experts' op expects an ungated activation (gelu, gelu_tanh, relu, relu2, silu), got swiglu}}
   %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, swiglu) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
   return
 }
@@ -1462,8 +1462,8 @@ func.func @sne_result(%x: tensor<4x64xf32>, %ids: tensor<4x8x16xi32>, %w: tensor
 // -----
 
 func.func @sne_unknown_activation(%x: tensor<?x64xf32>, %ids: tensor<?x8x16xi32>, %w: tensor<?x8x16xf32>, %v: tensor<1024x64xf32>, %u: tensor<1024x64xf32>, %acc: tensor<?x64xf32>) {
-  // expected-error @+1 {{expected one of {swiglu, geglu, gelu, relu, silu}, got 'gelu_tanh'}}
-  %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, gelu_tanh) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
+  // expected-error @+1 {{expected one of {swiglu, geglu, gelu, relu, silu, gelu_tanh, geglu_tanh, relu2}, got 'gelu_approx'}}
+  %0 = moe.single_neuron_experts ins(%x, %ids, %w, %v : tensor<?x64xf32>, tensor<?x8x16xi32>, tensor<?x8x16xf32>, tensor<1024x64xf32>) in_proj(%u : tensor<1024x64xf32>, gelu_approx) outs(%acc : tensor<?x64xf32>) -> tensor<?x64xf32>
   return
 }
 

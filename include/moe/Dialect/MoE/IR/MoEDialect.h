@@ -45,7 +45,8 @@ SmallVector<OpOperand *> getPerLayerOperands(Operation *op);
 
 /// True for the activations that multiply by the `w3` (up) projection.
 inline bool isGatedActivation(Activation act) {
-  return act == Activation::swiglu || act == Activation::geglu;
+  return act == Activation::swiglu || act == Activation::geglu ||
+         act == Activation::geglu_tanh;
 }
 } // namespace mlir::moe
 

@@ -34,12 +34,16 @@ def MoE_GroupScore : I32EnumAttr<"GroupScore",
 def MoE_GroupScoreAttr : EnumAttr<MoE_Dialect, MoE_GroupScore, "group_score">;
 
 def MoE_Activation : I32EnumAttr<"Activation",
-    "expert activation; swiglu and geglu are gated (use the w3 projection)", [
+    "expert activation; swiglu, geglu and geglu_tanh are gated (use the w3 "
+    "projection)", [
       I32EnumAttrCase<"swiglu", 0>,
       I32EnumAttrCase<"geglu", 1>,
       I32EnumAttrCase<"gelu", 2>,
       I32EnumAttrCase<"relu", 3>,
-      I32EnumAttrCase<"silu", 4>]> {
+      I32EnumAttrCase<"silu", 4>,
+      I32EnumAttrCase<"gelu_tanh", 5>,
+      I32EnumAttrCase<"geglu_tanh", 6>,
+      I32EnumAttrCase<"relu2", 7>]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

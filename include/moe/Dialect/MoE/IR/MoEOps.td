@@ -323,7 +323,7 @@ def MoE_CombineOp : MoE_DPSOp<"combine"> {
 // Experts
 //===----------------------------------------------------------------------===//
 
-def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
+def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn", [AttrSizedOperandSegments]> {
   let summary = "grouped expert FFN over expert-major row segments";
   let description = [{
     Rows `offsets[e] ..< offsets[e+1]` of `rows[S, D]` belong to expert `e`
@@ -334,6 +334,21 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
     left as `init`. `w1, w3` are `[E, F, D]`, `w2` is `[E, D, F]`.
     GELU is the exact erf form; SiLU is `z·σ(z)`.
 
+    SwiGLU options (activation `swiglu` only; clamped SwiGLU of GPT-OSS,
+    MiniMax-M3, GLM5-Next, HY-V4, Step3.7): with `g = w1_e · r` and
+    `u = w3_e · r`, the hidden value is
+    `g'·σ(swiglu_alpha·g') ⊙ (clamp(u, -L, L) + swiglu_up_offset)` with
+    `g' = min(g, L)` for `L = swiglu_limit`; with
+    `swiglu_clamp_after_activation` the minimum is taken after the
+    nonlinearity instead: `min(g·σ(swiglu_alpha·g), L)`. Without a limit
+    nothing is clamped; `swiglu_alpha` defaults to 1, `swiglu_up_offset` to 0.
+
+    Expert biases (GPT-OSS, NLLB-MoE): `hidden_bias(b1)` `[E, F]` is added to
+    `w1_e · r` and `up_bias(b3)` `[E, F]` (gated activations) to `w3_e · r`
+    before the activation, `out_bias(b2)` `[E, D]` to `w2_e · h`; all f32.
+    `scale(s)` `[E]` (f32, Gemma 4's per-expert scale) multiplies the expert's
+    output: `init + s_e · (w2_e · h [+ b2_e])`.
+
     ```mlir
     %y = moe.expert_ffn swiglu
         ins(%rows, %offsets, %w1, %w2 : tensor<?x64xf32>, tensor<9xi32>, tensor<8x128x64xbf16>, tensor<8x64x128xbf16>)
@@ -343,14 +358,26 @@ def MoE_ExpertFFNOp : MoE_DPSOp<"expert_ffn"> {
   }];
   let arguments = (ins MoE_F32Tensor:$rows, MoE_I32Tensor:$offsets,
                        MoE_WeightTensor:$w1, MoE_WeightTensor:$w2,
-                       Optional<MoE_WeightTensor>:$w3, MoE_F32Tensor:$init,
-                       MoE_ActivationAttr:$activation);
+                       Optional<MoE_WeightTensor>:$w3,
+                       Optional<MoE_F32Tensor>:$b1,
+                       Optional<MoE_F32Tensor>:$b3,
+                       Optional<MoE_F32Tensor>:$b2,
+                       Optional<MoE_F32Tensor>:$scale, MoE_F32Tensor:$init,
+                       MoE_ActivationAttr:$activation,
+                       OptionalAttr<F64Attr>:$swiglu_limit,
+                       DefaultValuedAttr<F64Attr, "1.0">:$swiglu_alpha,
+                       DefaultValuedAttr<F64Attr, "0.0">:$swiglu_up_offset,
+                       UnitAttr:$swiglu_clamp_after_activation);
   let results = (outs MoE_F32Tensor:$result);
   let assemblyFormat = [{
     custom<Keyword>($activation)
     `ins` `(` $rows `,` $offsets `,` $w1 `,` $w2 `:` type($rows) `,`
       type($offsets) `,` type($w1) `,` type($w2) `)`
     (`up` `(` $w3^ `:` type($w3) `)`)?
+    (`hidden_bias` `(` $b1^ `:` type($b1) `)`)?
+    (`up_bias` `(` $b3^ `:` type($b3) `)`)?
+    (`out_bias` `(` $b2^ `:` type($b2) `)`)?
+    (`scale` `(` $scale^ `:` type($scale) `)`)?
     `outs` `(` $init `:` type($init) `)` attr-dict `->` type($result)
   }];
   let extraClassDeclaration = [{
@@ -364,7 +391,8 @@ def MoE_SharedExpertOp : MoE_DPSOp<"shared_expert", [AttrSizedOperandSegments]> 
     `result[t] = init[t] + g_t · w2 · (act(w1 · x_t) ⊙ (w3 · x_t))` (gated
     activations; `act(w1 · x_t)` alone otherwise) with `g_t = σ(gate · x_t)`
     when the `gate` weight `[1, D]` is given (Qwen-MoE) and `1` otherwise.
-    `w1, w3` are `[Fs, D]`, `w2` is `[D, Fs]`.
+    `w1, w3` are `[Fs, D]`, `w2` is `[D, Fs]`. The SwiGLU options are those
+    of `moe.expert_ffn`.
 
     ```mlir
     %out = moe.shared_expert swiglu
@@ -376,7 +404,11 @@ def MoE_SharedExpertOp : MoE_DPSOp<"shared_expert", [AttrSizedOperandSegments]> 
   let arguments = (ins MoE_F32Tensor:$input, MoE_WeightTensor:$w1,
                        MoE_WeightTensor:$w2, Optional<MoE_WeightTensor>:$w3,
                        Optional<MoE_WeightTensor>:$gate, MoE_F32Tensor:$init,
-                       MoE_ActivationAttr:$activation);
+                       MoE_ActivationAttr:$activation,
+                       OptionalAttr<F64Attr>:$swiglu_limit,
+                       DefaultValuedAttr<F64Attr, "1.0">:$swiglu_alpha,
+                       DefaultValuedAttr<F64Attr, "0.0">:$swiglu_up_offset,
+                       UnitAttr:$swiglu_clamp_after_activation);
   let results = (outs MoE_F32Tensor:$result);
   let assemblyFormat = [{
     custom<Keyword>($activation)
