@@ -1,0 +1,351 @@
+"""moe_mlir.hf: transformers' own MoE blocks (tiny configs, random weights)
+read by from_hf and compiled, against the blocks themselves: outputs and
+routing ids, f32 and bf16 weights; spec_from_config + load_hf_weights through
+save_pretrained; patch_model on small models; clear errors for the families
+the spec cannot express yet.  Needs torch and transformers (skipped without)."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (pip install torch)")
+transformers = pytest.importorskip("transformers",
+                                   reason="transformers not installed (pip install transformers)")
+pytest.importorskip("safetensors", reason="safetensors not installed (pip install safetensors)")
+
+import moe_mlir  # noqa: E402
+from moe_mlir import hf  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+
+D, E, F = 32, 8, 16
+T = 2 * 24          # tokens of a [2, 24, D] batch
+
+
+def _config(name):
+    """(config, block class, route) of a family: route(block, x2d) -> (weights, ids)."""
+    t = transformers
+    gate = lambda b, x: b.gate(x)[1:]                          # noqa: E731
+    router = lambda b, x: b.router(x)[1:]                      # noqa: E731
+    if name == "mixtral":
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock as B
+        return t.MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                               num_experts_per_tok=2), B, gate
+    if name == "qwen2_moe":
+        from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock as B
+        return t.Qwen2MoeConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                num_experts_per_tok=2, norm_topk_prob=False,
+                                shared_expert_intermediate_size=24), B, gate
+    if name == "qwen3_moe":
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock as B
+        return t.Qwen3MoeConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                num_experts_per_tok=3, norm_topk_prob=True), B, gate
+    if name == "qwen3_next":
+        from transformers.models.qwen3_next.modeling_qwen3_next import (
+            Qwen3NextSparseMoeBlock as B)
+        return t.Qwen3NextConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                 num_experts_per_tok=2, norm_topk_prob=True,
+                                 shared_expert_intermediate_size=16), B, gate
+    if name == "olmoe":
+        from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock as B
+        return t.OlmoeConfig(hidden_size=D, intermediate_size=F, num_experts=E,
+                             num_experts_per_tok=2, norm_topk_prob=False), B, gate
+    if name == "deepseek_v2":
+        from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe as B
+        return t.DeepseekV2Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=3, n_shared_experts=2,
+                                  routed_scaling_factor=1.5, topk_method="group_limited_greedy",
+                                  n_group=4, topk_group=2), B, gate
+    if name == "deepseek_v2_greedy":
+        from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe as B
+        return t.DeepseekV2Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=2, n_shared_experts=1), B, gate
+    if name == "deepseek_v3":
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE as B
+        return t.DeepseekV3Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=3, n_group=4, topk_group=2,
+                                  norm_topk_prob=True, routed_scaling_factor=2.5,
+                                  n_shared_experts=2), B, gate
+    if name == "granitemoe":
+        from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeMoE as B
+        return t.GraniteMoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                  num_experts_per_tok=2), B, router
+    if name == "granitemoeshared":
+        from transformers.models.granitemoeshared.modeling_granitemoeshared import (
+            GraniteMoeSharedMoE as B)
+        return t.GraniteMoeSharedConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                        num_experts_per_tok=2,
+                                        shared_intermediate_size=16), B, router
+    if name == "jamba":
+        from transformers.models.jamba.modeling_jamba import JambaSparseMoeBlock as B
+        return t.JambaConfig(hidden_size=D, intermediate_size=F, num_experts=E,
+                             num_experts_per_tok=2), B, router
+    if name == "dbrx":
+        from transformers.models.dbrx.modeling_dbrx import DbrxFFN as B
+        cfg = t.DbrxConfig(d_model=D, ffn_config=dict(ffn_hidden_size=F, moe_num_experts=E,
+                                                      moe_top_k=2))
+        return cfg, B, lambda b, x: b.route_tokens_to_experts(b.router(x))
+    raise KeyError(name)
+
+
+FAMILIES = {"mixtral": "mixtral", "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe",
+            "qwen3_next": "qwen2_moe", "olmoe": "olmoe", "deepseek_v2": "deepseek_v2",
+            "deepseek_v2_greedy": "deepseek_v2", "deepseek_v3": "deepseek_v3",
+            "granitemoe": "granitemoe", "granitemoeshared": "granitemoe", "jamba": "jamba",
+            "dbrx": "dbrx"}
+
+
+def _randomize(module, seed):
+    """Every parameter ~ N(0, 1/fan_in) (the blocks' own init leaves some
+    uninitialised); DeepSeek-V3's selection bias too, so it matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+        for n, b in module.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return module
+
+
+def _block(name, seed=0):
+    cfg, cls, route = _config(name)
+    cfg._experts_implementation = "eager"
+    return _randomize(cls(cfg), seed).eval(), route
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, T // 2, D, generator=torch.Generator().manual_seed(1))
+
+
+def _sorted_routing(ids, w):
+    ids = np.asarray(ids)
+    order = np.argsort(ids, axis=-1, kind="stable")
+    return np.take_along_axis(ids, order, -1), np.take_along_axis(np.asarray(w), order, -1)
+
+
+def _check_parity(layer_import, block, route, x):
+    """Our compiled layer (NumPy API) against the block in float32: output,
+    routing ids and weights."""
+    spec, _ = layer_import
+    layer = moe_mlir.compile(spec)
+    x2 = x.reshape(-1, D)
+    ref_block = block.float()
+    with torch.no_grad():
+        want = ref_block(x).reshape(-1, D).numpy()
+        want_w, want_ids = route(ref_block, x2)
+    got = layer.forward(x2.numpy(), **layer_import.numpy_weights())
+    # f32 kernels against torch's f32: sums of D and F terms in other orders.
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    got_ids, got_w = _sorted_routing(got["topk_ids"], got["topk_weights"])
+    want_ids, want_w = _sorted_routing(want_ids.numpy(), want_w.float().numpy())
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_parity_f32(name, x):
+    block, route = _block(name)
+    imported = hf.from_hf(block)
+    assert imported.family == FAMILIES[name]
+    assert imported.spec["weight_dtype"] == "f32"
+    # Zero-copy: the experts' weights are views of the block's parameters.
+    assert imported.weights["w1"].untyped_storage().data_ptr() == next(
+        p for n, p in block.named_parameters() if "experts" in n).untyped_storage().data_ptr()
+    _check_parity(imported, block, route, x)
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe"])
+def test_parity_bf16(name, x):
+    """bf16 weights: the spec is bf16, and the compiled layer equals the block
+    run in float32 on the same (bf16) values."""
+    block, route = _block(name)
+    block = block.to(torch.bfloat16)
+    imported = hf.from_hf(block)
+    assert imported.spec["weight_dtype"] == "bf16"
+    assert imported.weights["w1"].dtype == torch.bfloat16
+    if name == "deepseek_v3":
+        assert imported.weights["gate_bias"].dtype == torch.float32   # the contract's f32
+    _check_parity(imported, block, route, x)
+
+
+def test_identical_blocks_equal_specs():
+    a, _ = _block("mixtral", seed=0)
+    b, _ = _block("mixtral", seed=5)
+    assert hf.from_hf(a).spec == hf.from_hf(b).spec
+    assert hf.from_hf(a, name="layer7").spec["name"] == "layer7"
+
+
+def test_unpacks_as_spec_and_weights():
+    block, _ = _block("qwen2_moe")
+    spec, weights = hf.from_hf(block)
+    assert list(weights) == list(moe_mlir.weight_shapes(spec))
+    assert spec["shared_experts"] == {"hidden": 24, "gate": True}
+
+
+# --------------------------------------------------------------- unsupported
+
+def _meta_block(cls_path, cfg, *args):
+    module, cls = cls_path.rsplit(".", 1)
+    import importlib
+    B = getattr(importlib.import_module(module), cls)
+    with torch.device("meta"):
+        return B(cfg, *args)
+
+
+UNSUPPORTED = {
+    "gpt_oss": ("transformers.models.gpt_oss.modeling_gpt_oss.GptOssMLP",
+                lambda: transformers.GptOssConfig(hidden_size=D, intermediate_size=F,
+                                                  num_local_experts=E), (),
+                "clamped SwiGLU"),
+    "llama4": ("transformers.models.llama4.modeling_llama4.Llama4TextMoe",
+               lambda: transformers.Llama4TextConfig(hidden_size=D, intermediate_size=F,
+                                                     num_local_experts=E), (),
+               "score applied to the expert input"),
+    "phimoe": ("transformers.models.phimoe.modeling_phimoe.PhimoeSparseMoeBlock",
+               lambda: transformers.PhimoeConfig(hidden_size=D, intermediate_size=F,
+                                                 num_local_experts=E), (), "sparsemixer"),
+    "switch": ("transformers.models.switch_transformers.modeling_switch_transformers."
+               "SwitchTransformersSparseMLP",
+               lambda: transformers.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E),
+               (), "expert_capacity"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_unsupported_family_names_missing_feature(name):
+    path, cfg, args, feature = UNSUPPORTED[name]
+    block = _meta_block(path, cfg(), *args)
+    with pytest.raises(hf.UnsupportedBlockError, match=feature) as info:
+        hf.from_hf(block, where="model.layers.0.mlp")
+    assert "model.layers.0.mlp" in str(info.value)
+
+
+def test_not_a_moe_block():
+    with pytest.raises(hf.UnsupportedBlockError, match="not a known transformers MoE block"):
+        hf.from_hf(torch.nn.Linear(4, 4))
+
+
+def test_unsupported_variant_dbrx_p2():
+    block, _ = _block("dbrx")
+    block.moe_normalize_expert_weights = 2.0
+    with pytest.raises(hf.UnsupportedBlockError, match="p-norm"):
+        hf.from_hf(block)
+
+
+def test_unsupported_activation():
+    cfg, cls, _ = _config("mixtral")
+    cfg.hidden_act = "gelu_pytorch_tanh"
+    with torch.device("meta"):
+        block = cls(cfg)
+    with pytest.raises(hf.UnsupportedBlockError, match="tanh-approximated GELU"):
+        hf.from_hf(block)
+
+
+# ------------------------------------------------- config.json + safetensors
+
+CHECKPOINTS = {
+    "mixtral": lambda: transformers.MixtralConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, num_experts=E,
+        num_experts_per_tok=2, shared_expert_intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, n_routed_experts=E,
+        num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
+        first_k_dense_replace=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
+}
+
+
+def _tiny_model(name, seed=0):
+    from transformers import AutoModelForCausalLM
+    cfg = CHECKPOINTS[name]()
+    cfg._experts_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    return _randomize(model, seed) if name != "deepseek_v3" else _randomize_moe(model, seed)
+
+
+def _randomize_moe(model, seed):
+    for _, block in hf.moe_blocks(model):
+        _randomize(block, seed)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_config_and_safetensors_round_trip(name, tmp_path):
+    model = _tiny_model(name)
+    model.save_pretrained(tmp_path)
+    blocks = hf.moe_blocks(model)
+    path, block = blocks[-1]
+    layer = hf._layer_index(path)
+    spec = moe_mlir.spec_from_config(tmp_path / "config.json", layer=layer)
+    imported = hf.from_hf(block)
+    assert spec == imported.spec
+    weights = moe_mlir.load_hf_weights(tmp_path, path, spec)
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert torch.equal(t, imported.weights[n]), n
+    if name == "deepseek_v3":
+        with pytest.raises(ValueError, match="layer 0 .* no MoE block"):
+            moe_mlir.spec_from_config(tmp_path, layer=0)
+
+
+def test_load_hf_weights_errors(tmp_path):
+    model = _tiny_model("mixtral")
+    model.save_pretrained(tmp_path)
+    spec = moe_mlir.spec_from_config(tmp_path)
+    with pytest.raises(ValueError, match="no tensor named model.layers.9.mlp"):
+        moe_mlir.load_hf_weights(tmp_path, "model.layers.9.mlp", spec)
+    bigger = dict(spec, experts=2 * E)
+    with pytest.raises(ValueError, match="experts.8"):
+        moe_mlir.load_hf_weights(tmp_path, "model.layers.0.mlp", bigger)
+    with pytest.raises(FileNotFoundError):
+        moe_mlir.load_hf_weights(tmp_path / "nope", "model.layers.0.mlp", spec)
+
+
+# ------------------------------------------------------------------ patching
+
+def _moe_torch():
+    return pytest.importorskip("moe_mlir.torch", reason="moe_mlir.torch (MoELayer) not present")
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+def test_patch_model_same_logits(name):
+    _moe_torch()
+    model = _tiny_model(name)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(ids).logits
+    report = moe_mlir.patch_model(model)
+    assert len(report.swapped) == 2 and report.specs == 1 and not report.left
+    assert "swapped 2 MoE block(s)" in str(report)
+    assert not hf.moe_blocks(model)
+    with torch.no_grad():
+        got = model(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_model_reports_unsupported():
+    _moe_torch()
+    model = _tiny_model("mixtral")
+    model.model.layers[1].mlp.experts.act_fn = transformers.activations.GELUTanh()
+    report = moe_mlir.patch_model(model)
+    assert [p for p, *_ in report.swapped] == ["model.layers.0.mlp"]
+    assert report.left[0][0] == "model.layers.1.mlp"
+    assert "tanh-approximated GELU" in report.left[0][2]
+
+
+def test_import_moe_mlir_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, moe_mlir; assert 'torch' not in sys.modules; "
+            "moe_mlir.from_hf; assert 'torch' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
