@@ -343,9 +343,12 @@ def test_patch_model_reports_unsupported():
 
 
 def test_import_moe_mlir_does_not_import_torch():
+    import os
     import subprocess
     import sys
+    from pathlib import Path
     code = ("import sys, moe_mlir; assert 'torch' not in sys.modules; "
             "moe_mlir.from_hf; assert 'torch' not in sys.modules; print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=str(Path(moe_mlir.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
