@@ -1,0 +1,423 @@
+"""Compiled MoE-MLIR layers as PyTorch custom ops and an ``nn.Module``.
+
+``import moe_mlir.torch`` (never done by ``import moe_mlir``) registers two
+``torch.library`` custom ops in the ``moe_mlir`` namespace and defines
+:class:`MoELayer`, the module that holds a compiled layer's weights::
+
+    layer = moe_mlir.torch.MoELayer("examples/mixtral.yaml", weights)
+    y = layer(hidden_states)                  # [..., D] f32/bf16/f16 -> same
+    y = torch.compile(layer, fullgraph=True)(hidden_states)   # the same bits
+
+The ops, on CPU tensors::
+
+    moe_mlir::layer_forward(Tensor x, Tensor[] weights, int handle, int? seed) -> Tensor[]
+    moe_mlir::layer_route(Tensor x, Tensor[] weights, int handle, int? seed) -> (Tensor, Tensor)
+
+Why this schema: a custom op takes tensors, scalars and lists of them, never
+a Python object, so the compiled :class:`moe_mlir.Layer` lives in a registry
+here and the op names it by an integer ``handle`` (:func:`register`).  The
+weights are still arguments, in the spec's order (``layer.weight_shapes``):
+the graph then shows the data the op reads (an in-place update of a weight
+is ordered before the op, and keeps it alive), and the op stays correct for
+any tensors it is given.  The registry keeps, per handle, the weights bound
+last (:meth:`moe_mlir.Layer.bind`: checked, converted, expert weights packed)
+keyed by each tensor's storage address, layout and version counter: a call on
+the same, unmodified tensors reuses them (no per-call conversion or copy), a
+call on other or in-place-modified tensors binds those first (packed layers
+re-pack: one bind per change, never a stale result).  ``layer_forward``
+returns every output of the layer in the ABI's order (``out`` first, then the
+routing results and aux losses, docs/spec.md "Results"); aux losses and
+``dropped`` are 0-d tensors.
+
+Zero-copy: ``x`` (float32 ``[T, D]``) and the weights reach the kernel as
+NumPy views of the tensors' storage; only a non-contiguous ``x`` or weight is
+copied (as :class:`moe_mlir.Layer` does), and bf16/f16 weights are read as
+their 16-bit patterns in place.  Outputs are new tensors over the kernel's
+output buffers.  Kernels compute in f32 with f32 activations.
+
+A fake (meta) kernel gives every output's shape and dtype, so the ops run
+under ``torch.compile(fullgraph=True)``, ``FakeTensorMode`` and on meta
+tensors.  No backward exists: the ops are inference-only, and autograd
+through them raises a RuntimeError saying so (run under ``torch.no_grad()``).
+CUDA tensors raise NotImplementedError until the GPU backend lands (#7).
+Thread-safety and the thread count are those of :mod:`moe_mlir`
+(:func:`moe_mlir.set_num_threads`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .compiler import Layer, _bf16_bits
+from .compiler import compile as _compile
+
+__all__ = ["MoELayer", "register", "unregister", "layer_forward", "layer_route"]
+
+_TORCH_DTYPES = {"f32": torch.float32, "i32": torch.int32}
+# Weight dtypes accepted per spec dtype: the spec's own, float32 (rounded to
+# it as Layer rounds), and for f32 weights the 16-bit floats (widened exactly).
+_WEIGHT_DTYPES = {
+    "f32": (torch.float32, torch.bfloat16, torch.float16),
+    "bf16": (torch.bfloat16, torch.float32),
+    "f16": (torch.float16, torch.float32),
+}
+_STORAGE_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+_ACTIVATION_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_GPU_BACKEND = "CUDA tensors need the GPU backend (#7); move them to the CPU (.cpu())"
+_NO_BACKWARD = ("moe_mlir layers are inference-only: they have no backward. Run them under "
+                "torch.no_grad() or torch.inference_mode(), or detach their inputs")
+
+
+# --------------------------------------------------------------------------- #
+# The registry of layers the ops run
+# --------------------------------------------------------------------------- #
+
+class _Entry:
+    """A registered layer and the weights it was bound to last."""
+
+    def __init__(self, layer: Layer):
+        self.layer = layer
+        self.lock = threading.Lock()
+        self.key: Optional[tuple] = None
+        # The tensors of ``key``: held so their storage (and address) cannot
+        # be reused by other tensors while ``key`` names it.
+        self.tensors: List[torch.Tensor] = []
+        self.bound = None
+        self.binds = 0  # how many times weights were bound (tests, profiling)
+
+
+_registry: Dict[int, _Entry] = {}
+_registry_lock = threading.Lock()
+_handles = itertools.count(1)
+
+
+def register(layer: Layer) -> int:
+    """Registers a compiled ``layer`` for the ops; returns its handle.  Each
+    call gives a new handle with its own bound weights (one per module)."""
+    if not isinstance(layer, Layer):
+        raise ValueError(f"layer must be a moe_mlir.Layer, got {type(layer).__name__}")
+    with _registry_lock:
+        handle = next(_handles)
+        _registry[handle] = _Entry(layer)
+    return handle
+
+
+def unregister(handle: int) -> None:
+    """Forgets ``handle`` and the weights bound to it (a no-op if unknown)."""
+    with _registry_lock:
+        _registry.pop(handle, None)
+
+
+def _entry(handle: int) -> _Entry:
+    with _registry_lock:
+        entry = _registry.get(handle)
+    if entry is None:
+        raise ValueError(f"no moe_mlir layer is registered under handle {handle} "
+                         f"(moe_mlir.torch.register(layer) gives one)")
+    return entry
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
+        return -1
+
+
+def _check_device(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> None:
+    for t in (x, *weights):
+        if t.device.type == "cuda":
+            raise NotImplementedError(_GPU_BACKEND)
+        if t.device.type != "cpu":
+            raise ValueError(f"moe_mlir layers run on CPU tensors, got a {t.device.type} tensor")
+
+
+def _weight_array(name: str, t: torch.Tensor, dtype: str) -> np.ndarray:
+    """``t`` as the NumPy array :meth:`Layer.bind` takes for a ``dtype``
+    weight: a view of its storage except where a conversion is needed."""
+    if t.dtype not in _WEIGHT_DTYPES[dtype]:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in _WEIGHT_DTYPES[dtype])
+        raise ValueError(f"weight {name!r} ({dtype}) must be {allowed}, got "
+                         f"{str(t.dtype).replace('torch.', '')}")
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        if dtype == "f32":
+            return t.float().numpy()
+        return t.view(torch.uint16).numpy()  # the bit patterns Layer takes
+    if t.dtype == torch.float16 and dtype == "f32":
+        return t.float().numpy()
+    return t.numpy()
+
+
+def _bound(entry: _Entry, weights: Sequence[torch.Tensor]):
+    """The BoundLayer of ``entry`` for ``weights``: the cached one when they
+    are the tensors bound last, unmodified; else a new binding."""
+    layer = entry.layer
+    names = list(layer.weight_shapes)
+    if len(weights) != len(names):
+        raise ValueError(f"layer {layer.name!r} takes {len(names)} weights {names}, "
+                         f"got {len(weights)}")
+    key = tuple((t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), _version(t))
+                for t in weights)
+    with entry.lock:
+        if entry.key == key:
+            return entry.bound
+        arrays = {}
+        for name, t in zip(names, weights):
+            shape, dtype = layer.weight_shapes[name]
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"weight {name!r} must have shape {list(shape)}, "
+                                 f"got {list(t.shape)}")
+            arrays[name] = _weight_array(name, t, dtype)
+        bound = layer.bind(**arrays)
+        entry.key, entry.tensors, entry.bound = key, list(weights), bound
+        entry.binds += 1
+        return bound
+
+
+def _check_x(layer: Layer, x: torch.Tensor) -> None:
+    if x.dtype != torch.float32:
+        raise ValueError(f"x must be float32, got {str(x.dtype).replace('torch.', '')}")
+    if x.dim() != 2 or x.shape[1] != layer.d_model:
+        raise ValueError(f"x must have shape [T, {layer.d_model}], got {list(x.shape)}")
+
+
+def _to_tensor(value, dtype: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return torch.tensor(value, dtype=_TORCH_DTYPES[dtype])  # a 0-d result
+
+
+def _empty_like_outputs(x: torch.Tensor, buffers) -> List[torch.Tensor]:
+    tokens = x.shape[0]
+    return [x.new_empty([tokens * b["rows_per_token"] if d < 0 else d for d in b["shape"]],
+                        dtype=_TORCH_DTYPES[b["dtype"]]) for b in buffers]
+
+
+def _route_outputs(layer: Layer):
+    buffers = (layer._route or layer._abi)["outputs"]
+    by_name = {b["name"]: b for b in buffers}
+    return [by_name["topk_ids"], by_name["topk_weights"]]
+
+
+# --------------------------------------------------------------------------- #
+# The ops
+# --------------------------------------------------------------------------- #
+
+@torch.library.custom_op("moe_mlir::layer_forward", mutates_args=())
+def layer_forward(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
+                  seed: Optional[int]) -> List[torch.Tensor]:
+    """Every output of the layer registered under ``handle`` on float32
+    ``x [T, D]`` and ``weights`` (spec order), in the ABI's order."""
+    _check_device(x, weights)
+    entry = _entry(handle)
+    _check_x(entry.layer, x)
+    result = _bound(entry, weights).forward(x.detach().numpy(), seed=seed)
+    return [_to_tensor(result[b["name"]], b["dtype"]) for b in entry.layer._abi["outputs"]]
+
+
+@layer_forward.register_fake
+def _layer_forward_fake(x, weights, handle, seed):
+    layer = _entry(handle).layer
+    _check_x(layer, x)
+    return _empty_like_outputs(x, layer._abi["outputs"])
+
+
+@torch.library.custom_op("moe_mlir::layer_route", mutates_args=())
+def layer_route(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
+                seed: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(topk_ids, topk_weights)`` of the router, as :meth:`Layer.route`:
+    the routing alone, no expert run (the same bits as ``layer_forward``'s)."""
+    _check_device(x, weights)
+    entry = _entry(handle)
+    _check_x(entry.layer, x)
+    ids, w = _bound(entry, weights).route(x.detach().numpy(), seed=seed)
+    return torch.from_numpy(ids), torch.from_numpy(w)
+
+
+@layer_route.register_fake
+def _layer_route_fake(x, weights, handle, seed):
+    layer = _entry(handle).layer
+    _check_x(layer, x)
+    ids, w = _empty_like_outputs(x, _route_outputs(layer))
+    return ids, w
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    pass
+
+
+def _no_backward(ctx, *grads):
+    raise RuntimeError(_NO_BACKWARD)
+
+
+torch.library.register_autograd("moe_mlir::layer_forward", _no_backward,
+                                setup_context=_setup_context)
+torch.library.register_autograd("moe_mlir::layer_route", _no_backward,
+                                setup_context=_setup_context)
+
+
+# --------------------------------------------------------------------------- #
+# The module
+# --------------------------------------------------------------------------- #
+
+def _seed_arg(seed) -> Optional[int]:
+    """``seed`` as the ops' int64 argument: the same 64 bits as the uint64
+    seed :class:`Layer` takes (``seed mod 2**64``)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer or None, got {type(seed).__name__}")
+    seed = int(seed) % (1 << 64)
+    return seed - (1 << 64) if seed >= 1 << 63 else seed
+
+
+def _as_tensor(name: str, value) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        if value.device.type == "cuda":
+            raise NotImplementedError(f"weight {name!r}: {_GPU_BACKEND}")
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.uint16:  # bf16 bit patterns, as Layer takes them
+            return torch.from_numpy(np.ascontiguousarray(value)).view(torch.bfloat16)
+        if value.dtype not in (np.float32, np.float16):
+            raise ValueError(f"weight {name!r} must be float32, float16 or uint16 (bf16 bits), "
+                             f"got {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise ValueError(f"weight {name!r} must be a torch.Tensor or numpy.ndarray, "
+                     f"got {type(value).__name__}")
+
+
+def _module_weights(layer: Layer, weights: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
+    """The weights as the tensors the module keeps: each in the spec's dtype
+    (f32 input rounded once as Layer rounds it), sharing the caller's storage
+    where no conversion is needed."""
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights must be a mapping name -> tensor, got {type(weights).__name__}")
+    unknown = sorted(set(weights) - set(layer.weight_shapes))
+    if unknown:
+        raise ValueError(f"unknown weight {unknown[0]!r} for layer {layer.name!r} "
+                         f"(expected {list(layer.weight_shapes)})")
+    out = {}
+    for name, (shape, dtype) in layer.weight_shapes.items():
+        if name not in weights:
+            raise ValueError(f"missing weight {name!r} for layer {layer.name!r}")
+        t = _as_tensor(name, weights[name])
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"weight {name!r} must have shape {list(shape)}, got {list(t.shape)}")
+        if t.dtype not in _WEIGHT_DTYPES[dtype]:
+            allowed = ", ".join(str(d).replace("torch.", "") for d in _WEIGHT_DTYPES[dtype])
+            raise ValueError(f"weight {name!r} ({dtype}) must be {allowed}, got "
+                             f"{str(t.dtype).replace('torch.', '')}")
+        t = t.contiguous()
+        if t.dtype != _STORAGE_DTYPES[dtype]:
+            if dtype == "bf16":  # f32 rounded to nearest even, as Layer rounds it
+                t = torch.from_numpy(_bf16_bits(t.numpy())).view(torch.bfloat16)
+            elif dtype == "f16":
+                t = torch.from_numpy(t.numpy().astype(np.float16))
+            else:  # bf16/f16 to f32: exact
+                t = t.float()
+        out[name] = t
+    return out
+
+
+class MoELayer(torch.nn.Module):
+    """A compiled MoE-MLIR layer as a module, its weights held as buffers.
+
+    ``spec`` is what :func:`moe_mlir.compile` takes (a path, YAML/JSON text or
+    a dict; a compiled :class:`moe_mlir.Layer` is used as it is), compiled with
+    ``pipeline`` and ``compile_options`` (``opt_level``, ``mcpu``, ``tiles``,
+    ...).  ``weights`` maps every weight name of the spec's contract
+    (docs/spec.md "Weights") to a torch.Tensor or numpy.ndarray of its shape:
+    float32 (rounded to the spec's ``weight_dtype`` once, as Layer rounds it),
+    a bf16/f16 tensor for bf16/f16 weights (kept as it is: its bits are what
+    the kernel reads), or uint16 bf16 bit patterns; f32 weights also take
+    bf16/f16 tensors (widened exactly).  Tensors needing no conversion are
+    shared, not copied.  The weights are bound once here (checked, converted,
+    expert weights packed) and every call reuses the binding; an in-place
+    change to a buffer (``load_state_dict`` included) is seen: the next call
+    binds again.  The buffers keep the spec's dtype: ``.to(dtype)``,
+    ``.half()`` and the like move them between devices but never cast them.
+
+    ``forward(hidden_states, seed=None)`` takes ``[..., D]`` float32, bfloat16
+    or float16 (the leading dims are flattened to T tokens) and returns the
+    same shape and dtype.  The kernels compute in f32 with f32 activations:
+    ``hidden_states`` is converted to f32 and the output back to its dtype.
+    Noisy routers need an integer ``seed``.  No backward exists
+    (inference-only): autograd through the layer raises RuntimeError.
+    """
+
+    def __init__(self, spec, weights: Mapping[str, Any], *, pipeline: str = "fast",
+                 **compile_options):
+        super().__init__()
+        if isinstance(spec, Layer):
+            layer = spec
+        else:
+            layer = _compile(spec, pipeline=pipeline, **compile_options)
+        self.layer = layer
+        self.spec = layer.spec
+        for name, t in _module_weights(layer, weights).items():
+            self.register_buffer(name, t)
+        self._weight_names = tuple(layer.weight_shapes)
+        self._output_names = tuple(layer.output_names)
+        self._handle = register(layer)
+        weakref.finalize(self, unregister, self._handle)
+        _bound(_entry(self._handle), self._weights())  # bind (pack) once, now
+
+    def _weights(self) -> List[torch.Tensor]:
+        return [getattr(self, name) for name in self._weight_names]
+
+    def _flat(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not isinstance(hidden_states, torch.Tensor):
+            raise ValueError(f"hidden_states must be a torch.Tensor, "
+                             f"got {type(hidden_states).__name__}")
+        if hidden_states.device.type == "cuda":
+            raise NotImplementedError(_GPU_BACKEND)
+        if hidden_states.dtype not in _ACTIVATION_DTYPES:
+            raise ValueError(f"hidden_states must be float32, bfloat16 or float16, "
+                             f"got {str(hidden_states.dtype).replace('torch.', '')}")
+        d = self.layer.d_model
+        if hidden_states.dim() < 1 or hidden_states.shape[-1] != d:
+            raise ValueError(f"hidden_states must have shape [..., {d}], "
+                             f"got {list(hidden_states.shape)}")
+        return hidden_states.reshape(-1, d).to(torch.float32)
+
+    def forward_all(self, hidden_states: torch.Tensor, seed=None) -> Dict[str, torch.Tensor]:
+        """Every output by name: ``out`` shaped and typed as ``hidden_states``,
+        the routing results over the flattened tokens (``topk_ids``
+        ``[T * rows_per_token, k]`` int32, ...), aux losses as 0-d tensors."""
+        outputs = torch.ops.moe_mlir.layer_forward(self._flat(hidden_states), self._weights(),
+                                                   self._handle, _seed_arg(seed))
+        result = dict(zip(self._output_names, outputs))
+        result["out"] = result["out"].reshape(hidden_states.shape).to(hidden_states.dtype)
+        return result
+
+    def forward(self, hidden_states: torch.Tensor, seed=None) -> torch.Tensor:
+        return self.forward_all(hidden_states, seed=seed)["out"]
+
+    def route(self, hidden_states: torch.Tensor, seed=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(topk_ids, topk_weights)`` over the flattened tokens: the routing
+        alone (no expert runs), the same bits as :meth:`forward_all`'s."""
+        return torch.ops.moe_mlir.layer_route(self._flat(hidden_states), self._weights(),
+                                              self._handle, _seed_arg(seed))
+
+    def _apply(self, fn, recurse=True):
+        # The spec fixes the weights' dtype (the kernels read it): device
+        # moves apply to the buffers, dtype casts (model.to(torch.bfloat16))
+        # do not.
+        before = {name: self._buffers[name] for name in self._weight_names}
+        super()._apply(fn, recurse)
+        for name, old in before.items():
+            new = self._buffers[name]
+            if new is not None and new.dtype != old.dtype:
+                self._buffers[name] = old.to(device=new.device)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"{self.layer.name!r}, kind={self.spec['kind']!r}, d_model={self.layer.d_model}"
