@@ -323,11 +323,18 @@ class HFLayer:
         float32 (bf16/f16 values widen exactly)."""
         return {n: t.detach().float().contiguous().cpu().numpy() for n, t in self.weights.items()}
 
-    def module(self, **compile_options):
+    def module(self, *, pipeline: str = "fast", compiled=None, **compile_options):
         """The compiled layer as a ``moe_mlir.torch.MoELayer`` (an
-        ``nn.Module``) holding these weights; ``compile_options`` go to it."""
+        ``nn.Module``) holding these weights.  ``compiled``: a
+        :class:`moe_mlir.Layer` of this spec to share (else the spec is
+        compiled with ``pipeline`` and ``compile_options``)."""
         from .torch import MoELayer
-        return MoELayer(self.spec, self.weights, **compile_options)
+        if compiled is not None:
+            if spec_hash(compiled.spec) != spec_hash(self.spec):
+                raise ValueError(f"compiled layer {compiled.name!r} has another spec than "
+                                 f"this {self.family} block")
+            return MoELayer(compiled, self.weights)
+        return MoELayer(self.spec, self.weights, pipeline=pipeline, **compile_options)
 
 
 def _read_block(block, where: str) -> Tuple[Family, _Read]:
@@ -414,16 +421,19 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
     equal specs share one compiled library (the compile cache keys by spec).
     The swapped blocks no longer record ``router_logits``
     (``output_router_logits``).  Returns a :class:`PatchReport`."""
+    from .compiler import compile as compile_spec
     report = PatchReport()
-    targets = [(path, mod) for path, mod in model.named_modules()
-               if path and family_of(mod) is not None]
-    for path, block in targets:
+    compiled: Dict[str, Any] = {}   # spec hash -> the Layer its blocks share
+    for path, block in moe_blocks(model):
         try:
             layer = from_hf(block, where=path)
         except UnsupportedBlockError as exc:
             report.left.append((path, type(block).__name__, str(exc)))
             continue
-        module = layer.module(pipeline=pipeline, **compile_options)
+        key = spec_hash(layer.spec)
+        if key not in compiled:
+            compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
+        module = layer.module(compiled=compiled[key])
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         if attr.isdigit() and isinstance(parent, (_torch().nn.ModuleList,
@@ -431,7 +441,7 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
             parent[int(attr)] = module
         else:
             setattr(parent, attr, module)
-        report.swapped.append((path, layer.family, layer.spec["name"], spec_hash(layer.spec)))
+        report.swapped.append((path, layer.family, layer.spec["name"], key))
     return report
 
 
