@@ -148,17 +148,18 @@ def _shared_activation(read_act: str, shared_act: str, where: str):
                                     f"from the experts' {read_act} (the spec has one activation)")
 
 
-def _read_topk_softmax(block, where, *, order=None, router="gate") -> _Read:
+def _read_topk_softmax(block, where, *, order=None, normalize=None) -> _Read:
     """Mixtral, Qwen2/3-MoE, OLMoE and look-alikes: softmax over the logits of
-    ``gate.weight``, top-k, optionally renormalised (``norm_topk_prob``)."""
-    gate = getattr(block, router)
+    ``gate.weight``, top-k, renormalised if ``normalize`` (None: as the
+    router's ``norm_topk_prob`` says)."""
+    gate = block.gate
     experts, act = _fused_experts(block.experts, f"{where}.experts")
-    normalize = getattr(gate, "norm_topk_prob", False)
     if order == "topk_then_score":
         # softmax, top-k, renormalise == softmax over the top-k logits.
         r = _router(gate.top_k, order="topk_then_score")
     else:
-        r = _router(gate.top_k, normalize=normalize)
+        r = _router(gate.top_k,
+                    normalize=gate.norm_topk_prob if normalize is None else normalize)
     weights = {"gate": gate.weight, **experts}
     shared = None
     if hasattr(block, "shared_expert"):
@@ -176,6 +177,11 @@ def _read_mixtral(block, where):
 
 def _read_qwen(block, where):
     return _read_topk_softmax(block, where)
+
+
+def _read_qwen_normalized(block, where):
+    # Qwen3-VL-MoE, Qwen3.5-MoE: the router renormalises always.
+    return _read_topk_softmax(block, where, normalize=True)
 
 
 def _read_granite(block, where):
@@ -257,10 +263,10 @@ class Family:
 
 FAMILIES: Tuple[Family, ...] = (
     Family("mixtral", ("MixtralSparseMoeBlock", "MiniMaxSparseMoeBlock"), _read_mixtral),
-    Family("qwen2_moe", ("Qwen2MoeSparseMoeBlock", "Qwen3NextSparseMoeBlock",
-                         "Qwen3_5MoeSparseMoeBlock"), _read_qwen),
-    Family("qwen3_moe", ("Qwen3MoeSparseMoeBlock", "Qwen3VLMoeTextSparseMoeBlock",
-                         "Qwen3OmniMoeThinkerTextSparseMoeBlock"), _read_qwen),
+    Family("qwen2_moe", ("Qwen2MoeSparseMoeBlock", "Qwen3NextSparseMoeBlock"), _read_qwen),
+    Family("qwen3_5_moe", ("Qwen3_5MoeSparseMoeBlock",), _read_qwen_normalized),
+    Family("qwen3_moe", ("Qwen3MoeSparseMoeBlock",), _read_qwen),
+    Family("qwen3_vl_moe", ("Qwen3VLMoeTextSparseMoeBlock",), _read_qwen_normalized),
     Family("olmoe", ("OlmoeSparseMoeBlock", "FlexOlmoSparseMoeBlock"), _read_qwen),
     Family("deepseek_v2", ("DeepseekV2Moe",), _read_deepseek_v2),
     Family("deepseek_v3", ("DeepseekV3MoE",), _read_deepseek_v3),
