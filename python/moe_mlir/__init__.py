@@ -6,6 +6,8 @@
 * :func:`compile` -- compile a spec with moe-compile; the returned
   :class:`Layer` runs the kernel on NumPy arrays.
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
+* :mod:`moe_mlir.torch` -- compiled layers as torch custom ops and the
+  ``MoELayer`` module (needs PyTorch; imported only by ``import moe_mlir.torch``).
 * :func:`from_hf`, :func:`patch_model`, :func:`spec_from_config`,
   :func:`load_hf_weights` -- Hugging Face transformers MoE blocks and
   checkpoints (:mod:`moe_mlir.hf`; torch and transformers load on first use).

@@ -46,6 +46,7 @@ Thread-safety and the thread count are those of :mod:`moe_mlir`
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 import weakref
@@ -284,12 +285,14 @@ def _as_tensor(name: str, value) -> torch.Tensor:
             raise NotImplementedError(f"weight {name!r}: {_GPU_BACKEND}")
         return value.detach()
     if isinstance(value, np.ndarray):
-        if value.dtype == np.uint16:  # bf16 bit patterns, as Layer takes them
-            return torch.from_numpy(np.ascontiguousarray(value)).view(torch.bfloat16)
-        if value.dtype not in (np.float32, np.float16):
+        if value.dtype not in (np.float32, np.float16, np.uint16):
             raise ValueError(f"weight {name!r} must be float32, float16 or uint16 (bf16 bits), "
                              f"got {value.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(value))
+        # Buffers are written in place (load_state_dict): a read-only array
+        # (a read-only memory map) is copied rather than shared.
+        array = np.ascontiguousarray(value) if value.flags.writeable else np.array(value, order="C")
+        t = torch.from_numpy(array)
+        return t.view(torch.bfloat16) if value.dtype == np.uint16 else t
     raise ValueError(f"weight {name!r} must be a torch.Tensor or numpy.ndarray, "
                      f"got {type(value).__name__}")
 
@@ -331,9 +334,9 @@ class MoELayer(torch.nn.Module):
     """A compiled MoE-MLIR layer as a module, its weights held as buffers.
 
     ``spec`` is what :func:`moe_mlir.compile` takes (a path, YAML/JSON text or
-    a dict; a compiled :class:`moe_mlir.Layer` is used as it is), compiled with
-    ``pipeline`` and ``compile_options`` (``opt_level``, ``mcpu``, ``tiles``,
-    ...).  ``weights`` maps every weight name of the spec's contract
+    a dict), compiled with ``pipeline`` and ``compile_options`` (``opt_level``,
+    ``mcpu``, ``tiles``, ...); a compiled :class:`moe_mlir.Layer` is used as it
+    is (and takes no compile option).  ``weights`` maps every weight name of the spec's contract
     (docs/spec.md "Weights") to a torch.Tensor or numpy.ndarray of its shape:
     float32 (rounded to the spec's ``weight_dtype`` once, as Layer rounds it),
     a bf16/f16 tensor for bf16/f16 weights (kept as it is: its bits are what
@@ -357,6 +360,9 @@ class MoELayer(torch.nn.Module):
                  **compile_options):
         super().__init__()
         if isinstance(spec, Layer):
+            if pipeline != "fast" or compile_options:
+                raise ValueError("a compiled moe_mlir.Layer takes no pipeline or compile options "
+                                 "(compile the spec with them instead)")
             layer = spec
         else:
             layer = _compile(spec, pipeline=pipeline, **compile_options)
@@ -418,6 +424,15 @@ class MoELayer(torch.nn.Module):
             if new is not None and new.dtype != old.dtype:
                 self._buffers[name] = old.to(device=new.device)
         return self
+
+    def __deepcopy__(self, memo):
+        # The compiled layer is immutable and shared (its ctypes handles
+        # cannot be copied); the copy gets its own weights and handle.
+        weights = {name: copy.deepcopy(getattr(self, name), memo) for name in self._weight_names}
+        new = type(self)(self.layer, weights)
+        memo[id(self)] = new
+        new.train(self.training)
+        return new
 
     def extra_repr(self) -> str:
         return f"{self.layer.name!r}, kind={self.spec['kind']!r}, d_model={self.layer.d_model}"

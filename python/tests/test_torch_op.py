@@ -270,10 +270,18 @@ def test_torch_compile_fullgraph_same_bits(kind):
     x = torch.from_numpy(make_x(3, 16))
     for got, eager in zip(route(x), m.route(x, seed=seed)):
         assert torch.equal(got, eager)
+    # Dynamic T: one graph, the fake kernel's shapes symbolic in T.
+    dyn = torch.compile(lambda x: m(x, seed=seed), fullgraph=True, dynamic=True)
+    for T in (2, 7):
+        x = torch.from_numpy(make_x(T, 16, seed=T + 20))
+        assert torch.equal(dyn(x), m(x, seed=seed)), f"dynamic T={T}"
     # bf16 activations through the compiled module, leading dims.
     cm = torch.compile(m, fullgraph=True)
     xb = torch.from_numpy(make_x(6, 16, seed=2)).to(torch.bfloat16).reshape(2, 3, 16)
     assert torch.equal(cm(xb, seed=seed), m(xb, seed=seed))
+    if seed is not None:  # seeds that change between calls, past int64
+        for s in (1, 2, -5, 2**63 + 1):
+            assert torch.equal(cm(xb, seed=s), m(xb, seed=s)), f"seed {s}"
     assert _entry(m).binds == 1
 
 
@@ -296,6 +304,31 @@ def test_meta_tensors_give_shapes(kind):
     m.to("meta")  # the whole module on meta
     y = m(torch.empty(2, 3, m.layer.d_model, device="meta", dtype=torch.bfloat16), seed=seed)
     assert (y.device.type, y.shape, y.dtype) == ("meta", (2, 3, m.layer.d_model), torch.bfloat16)
+
+
+def test_fake_tensor_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    m = _module("mh_moe_f16")
+    with FakeTensorMode() as mode:
+        weights = [mode.from_tensor(w) for w in m._weights()]
+        x = torch.empty(5, 16)
+        outs = torch.ops.moe_mlir.layer_forward(x, weights, m._handle, None)
+        ids, _ = torch.ops.moe_mlir.layer_route(x, weights, m._handle, None)
+    assert [tuple(o.shape) for o in outs[:3]] == [(5, 16), (10, 2), (10, 2)]
+    assert tuple(ids.shape) == (10, 2) and ids.dtype == torch.int32
+
+
+def test_inference_mode():
+    """Inference tensors (no version counter) work as weights and inputs."""
+    x = make_x(4, 16, seed=16)
+    want = _expected("pkm", x)["out"]
+    m = _module("pkm")
+    with torch.inference_mode():
+        assert_same_bits(m(torch.from_numpy(x)).numpy(), want, "x under inference_mode")
+        m2 = _module("pkm")  # buffers are inference tensors
+        assert_same_bits(m2(torch.from_numpy(x)).numpy(), want, "module built under it")
+        assert_same_bits(m2(torch.from_numpy(x)).numpy(), want, "again")
+    assert _entry(m2).binds == 1
 
 
 def test_opcheck():
@@ -345,6 +378,28 @@ def _weights_with(kind, name, value):
 def test_bad_weights_name_the_weight(kind, name, value, match):
     with pytest.raises(ValueError, match=match):
         mt.MoELayer(_layer(kind), _weights_with(kind, name, value))
+
+
+def test_spec_forms():
+    """The spec as moe_mlir.compile takes it: a dict or YAML text (the same
+    compiled layer from the cache), and the normalized spec as .spec."""
+    import json
+    W = _tensors(make_weights(SPECS["pkm"]))
+    x = torch.from_numpy(make_x(3, 16))
+    want = _expected("pkm", x.numpy())["out"]
+    for spec in (SPECS["pkm"], json.dumps(SPECS["pkm"], indent=1)):
+        m = mt.MoELayer(spec, W, opt_level=3)
+        assert m.spec == moe_mlir.load_spec(SPECS["pkm"])
+        assert isinstance(m.layer, moe_mlir.Layer)
+        assert_same_bits(m(x).numpy(), want, "spec form")
+
+
+def test_compiled_layer_takes_no_compile_options():
+    W = _tensors(make_weights(SPECS["pkm"]))
+    with pytest.raises(ValueError, match="takes no pipeline or compile options"):
+        mt.MoELayer(_layer("pkm"), W, opt_level=2)
+    with pytest.raises(ValueError, match="takes no pipeline or compile options"):
+        mt.MoELayer(_layer("pkm"), W, pipeline="reference")
 
 
 def test_missing_and_unknown_weights():
@@ -400,6 +455,55 @@ def test_cuda_tensors_need_the_gpu_backend():
                                          [w.cuda() for w in m._weights()], m._handle, None)
     with pytest.raises(NotImplementedError, match=r"weight 'query': CUDA tensors"):
         mt.MoELayer(_layer("pkm"), _weights_with("pkm", "query", torch.zeros(16, 16, device="cuda")))
+
+
+def test_cuda_tensors_refused_without_a_gpu():
+    """The same errors where no GPU is present: a fake CUDA tensor reaches
+    the module's check, and the op's device check sees a CUDA device."""
+    from types import SimpleNamespace
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    m = _module("pkm")
+    with FakeTensorMode():
+        x = torch.empty(3, 16, device="cuda")
+        with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+            m(x)
+    cuda = SimpleNamespace(device=torch.device("cuda", 0))
+    with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+        mt._check_device(torch.zeros(3, 16), [torch.zeros(1), cuda])
+
+
+def test_deepcopy_and_numpy_weights():
+    """deepcopy shares the compiled layer, copies the weights (its own
+    handle); NumPy weights are shared, read-only ones copied."""
+    import copy
+    W = make_weights(SPECS["pkm"])
+    W["values"].setflags(write=False)
+    m = mt.MoELayer(_layer("pkm"), W)
+    assert m.query.data_ptr() == W["query"].ctypes.data
+    assert m.values.data_ptr() != W["values"].ctypes.data
+    c = copy.deepcopy(m)
+    assert c.layer is m.layer and c._handle != m._handle
+    assert c.query.data_ptr() != m.query.data_ptr()
+    x = torch.from_numpy(make_x(3, 16))
+    assert torch.equal(c(x), m(x))
+    with torch.no_grad():
+        c.values.zero_()
+    assert not torch.equal(c(x), m(x))
+    assert torch.equal(m(x), torch.from_numpy(_expected("pkm", x.numpy())["out"]))
+
+
+def test_calls_from_threads():
+    """Concurrent calls on one module (one binding, taken under its lock)
+    give the single-threaded bits."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = _module("shared_noisy")
+    xs = [torch.from_numpy(make_x(3 + i % 4, 16, seed=i)) for i in range(16)]
+    want = [m(x, seed=5) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: m(x, seed=5), xs))
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert _entry(m).binds == 1
 
 
 def test_unregistered_when_the_module_is_gone():
