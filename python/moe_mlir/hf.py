@@ -537,6 +537,10 @@ _SHARED = (("shared_expert.gate_proj.weight", "shared_expert.up_proj.weight",
             "shared_expert.down_proj.weight"),
            ("shared_experts.gate_proj.weight", "shared_experts.up_proj.weight",
             "shared_experts.down_proj.weight"))
+# Fused [E, 2F, D] gate/up (gate rows first) and [E, D, F] down projections:
+# transformers 5's modules, and Granite-MoE checkpoints.
+_FUSED = (("experts.gate_up_proj", "experts.down_proj"),
+          ("input_linear.weight", "output_linear.weight"))
 # Names a block's checkpoint prefix has besides its module path's last part.
 _BLOCK_ALIASES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
 
@@ -578,8 +582,9 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     in safetensors ``files`` (a file, a list, or a checkpoint folder), in the
     spec contract's names and shapes as torch tensors of the spec's
     weight_dtype.  Reads the Hugging Face names of both layouts checkpoints
-    use: fused ``experts.gate_up_proj``/``down_proj`` and per-expert
-    ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``; ``prefix`` may name the
+    use: fused ``experts.gate_up_proj``/``down_proj`` (Granite:
+    ``input_linear``/``output_linear``; DBRX: ``experts.mlp.w1,v1,w2``) and
+    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``; ``prefix`` may name the
     block by its module path or by its checkpoint name (``mlp`` and
     ``block_sparse_moe`` are tried for each other).  Raises ValueError naming
     the tensor that is missing or misshapen."""
@@ -606,11 +611,21 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     w: Dict[str, Any] = {"gate": first(_ROUTER_NAMES, "router weight")}
     if "gate_bias" in shapes:
         w["gate_bias"] = first(_BIAS_NAMES, "selection bias")
-    if ck.has(f"{base}.experts.gate_up_proj"):
-        gate_up = ck.get(f"{base}.experts.gate_up_proj")
+    fused = next(((g, d) for g, d in _FUSED if ck.has(f"{base}.{g}")), None)
+    if fused is not None:
+        gate_up = ck.get(f"{base}.{fused[0]}")
         F = gate_up.shape[1] // 2
         w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
-        w["w2"] = ck.get(f"{base}.experts.down_proj")
+        w["w2"] = first((fused[1],), "expert down projection")
+    elif ck.has(f"{base}.experts.mlp.w1"):
+        # DBRX: w1, v1, w2 [E*F, D]; the expert computes (...) @ w2.
+        F = spec["expert_hidden"]
+        rows = [ck.get(f"{base}.experts.mlp.{n}") for n in ("w1", "v1", "w2")]
+        if any(r.dim() != 2 or r.shape[0] != E * F for r in rows):
+            raise ValueError(f"{base}: experts.mlp.w1/v1/w2 must be [experts * expert_hidden "
+                             f"= {E * F}, d_model], got {[list(r.shape) for r in rows]}")
+        w["w1"], w["w3"] = rows[0].view(E, F, -1), rows[1].view(E, F, -1)
+        w["w2"] = rows[2].view(E, F, -1).transpose(1, 2)
     elif ck.has(f"{base}.experts.up_proj") and "w3" not in shapes:
         w["w1"] = ck.get(f"{base}.experts.up_proj")
         w["w2"] = ck.get(f"{base}.experts.down_proj")

@@ -289,6 +289,18 @@ CHECKPOINTS = {
         hidden_size=D, intermediate_size=F, moe_intermediate_size=F, num_experts=E,
         num_experts_per_tok=2, shared_expert_intermediate_size=24, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "granitemoe": lambda: transformers.GraniteMoeConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "jamba": lambda: transformers.JambaConfig(
+        hidden_size=D, intermediate_size=F, num_experts=E, num_experts_per_tok=2,
+        attn_layer_period=1, attn_layer_offset=0, expert_layer_period=2, expert_layer_offset=1,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "deepseek_v2": lambda: transformers.DeepseekV2Config(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, n_routed_experts=E,
+        num_experts_per_tok=2, n_shared_experts=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
     "deepseek_v3": lambda: transformers.DeepseekV3Config(
         hidden_size=D, intermediate_size=F, moe_intermediate_size=F, n_routed_experts=E,
         num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
@@ -330,6 +342,22 @@ def test_config_and_safetensors_round_trip(name, tmp_path):
     if name == "deepseek_v3":
         with pytest.raises(ValueError, match="layer 0 .* no MoE block"):
             moe_mlir.spec_from_config(tmp_path, layer=0)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_safetensors_of_block_modules(name, tmp_path):
+    """A block's own tensor names (transformers 5's fused layouts, DBRX's
+    w1/v1/w2) read back as from_hf reads the block."""
+    from safetensors.torch import save_file
+    block, _ = _block(name)
+    prefix = "model.layers.5.mlp"
+    save_file({f"{prefix}.{k}": v.contiguous() for k, v in block.state_dict().items()},
+              str(tmp_path / "model.safetensors"))
+    imported = hf.from_hf(block)
+    weights = moe_mlir.load_hf_weights(tmp_path / "model.safetensors", prefix, imported.spec)
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert torch.equal(t, imported.weights[n]), n
 
 
 def test_load_hf_weights_errors(tmp_path):
