@@ -263,13 +263,21 @@ class Family:
 
 FAMILIES: Tuple[Family, ...] = (
     Family("mixtral", ("MixtralSparseMoeBlock", "MiniMaxSparseMoeBlock"), _read_mixtral),
-    Family("qwen2_moe", ("Qwen2MoeSparseMoeBlock", "Qwen3NextSparseMoeBlock"), _read_qwen),
+    # Look-alikes: blocks whose forward, router and experts code is the same
+    # as the family's (up to class names), each checked by a parity test.
+    Family("qwen2_moe", ("Qwen2MoeSparseMoeBlock", "Qwen3NextSparseMoeBlock",
+                         "Qwen4ExpTextSparseMoeBlock"), _read_qwen),
     Family("qwen3_5_moe", ("Qwen3_5MoeSparseMoeBlock",), _read_qwen_normalized),
-    Family("qwen3_moe", ("Qwen3MoeSparseMoeBlock",), _read_qwen),
+    Family("qwen3_moe", ("Qwen3MoeSparseMoeBlock", "Qwen3OmniMoeThinkerTextSparseMoeBlock",
+                         "MellumSparseMoeBlock"), _read_qwen),
     Family("qwen3_vl_moe", ("Qwen3VLMoeTextSparseMoeBlock",), _read_qwen_normalized),
     Family("olmoe", ("OlmoeSparseMoeBlock", "FlexOlmoSparseMoeBlock"), _read_qwen),
-    Family("deepseek_v2", ("DeepseekV2Moe",), _read_deepseek_v2),
-    Family("deepseek_v3", ("DeepseekV3MoE",), _read_deepseek_v3),
+    Family("deepseek_v2", ("DeepseekV2Moe", "DeepseekOcr2TextMoe", "UnlimitedOcrTextMoe"),
+           _read_deepseek_v2),
+    Family("deepseek_v3", ("DeepseekV3MoE", "DeepseekV32MoE", "Glm4MoeMoE", "Glm4MoeLiteMoE",
+                           "Glm4vMoeTextMoE", "GlmMoeDsaMoE", "Dots1MoE", "Dots3NoteTextMoE",
+                           "SolarOpenMoE", "ExaoneMoeSparseMoEBlock", "KimiLinearMoE",
+                           "BailingHybridMoE"), _read_deepseek_v3),
     Family("granitemoe", ("GraniteMoeMoE", "GraniteMoeSharedMoE", "GraniteMoeHybridMoE"),
            _read_granite,
            note="GraniteMoeShared's shared MLP sits beside the block in the decoder layer "

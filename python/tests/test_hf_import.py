@@ -192,6 +192,52 @@ def test_parity_f32(name, x):
     _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
 
 
+# Look-alike blocks: (model folder, block class, config class) -> family.
+LOOKALIKES = {
+    ("glm4_moe", "Glm4MoeMoE", "Glm4MoeConfig"): "deepseek_v3",
+    ("glm4_moe_lite", "Glm4MoeLiteMoE", "Glm4MoeLiteConfig"): "deepseek_v3",
+    ("glm4v_moe", "Glm4vMoeTextMoE", "Glm4vMoeTextConfig"): "deepseek_v3",
+    ("glm_moe_dsa", "GlmMoeDsaMoE", "GlmMoeDsaConfig"): "deepseek_v3",
+    ("dots1", "Dots1MoE", "Dots1Config"): "deepseek_v3",
+    ("dots3_note", "Dots3NoteTextMoE", "Dots3NoteTextConfig"): "deepseek_v3",
+    ("solar_open", "SolarOpenMoE", "SolarOpenConfig"): "deepseek_v3",
+    ("exaone_moe", "ExaoneMoeSparseMoEBlock", "ExaoneMoeConfig"): "deepseek_v3",
+    ("kimi_linear", "KimiLinearMoE", "KimiLinearConfig"): "deepseek_v3",
+    ("deepseek_v32", "DeepseekV32MoE", "DeepseekV32Config"): "deepseek_v3",
+    ("bailing_hybrid", "BailingHybridMoE", "BailingHybridConfig"): "deepseek_v3",
+    ("deepseek_ocr2", "DeepseekOcr2TextMoe", "DeepseekOcr2TextConfig"): "deepseek_v2",
+    ("unlimited_ocr", "UnlimitedOcrTextMoe", "UnlimitedOcrTextConfig"): "deepseek_v2",
+    ("mellum", "MellumSparseMoeBlock", "MellumConfig"): "qwen3_moe",
+    ("qwen3_omni_moe", "Qwen3OmniMoeThinkerTextSparseMoeBlock",
+     "Qwen3OmniMoeTextConfig"): "qwen3_moe",
+    ("qwen4_exp", "Qwen4ExpTextSparseMoeBlock", "Qwen4ExpTextConfig"): "qwen2_moe",
+}
+# Their configs name the sizes differently: whichever of these a config has.
+LOOKALIKE_SIZES = dict(
+    hidden_size=D, moe_intermediate_size=F, intermediate_size=F, n_routed_experts=E,
+    num_experts=E, num_local_experts=E, num_experts_per_tok=3, n_group=4, topk_group=2,
+    n_shared_experts=1, num_shared_experts=1, norm_topk_prob=True, routed_scaling_factor=2.0,
+    shared_expert_intermediate_size=16, moe_shared_expert_intermediate_size=16,
+    topk_method="group_limited_greedy")
+
+
+@pytest.mark.parametrize("key", sorted(LOOKALIKES), ids=lambda k: k[0])
+def test_parity_lookalikes(key, x):
+    import importlib
+    folder, block_name, config_name = key
+    module = importlib.import_module(f"transformers.models.{folder}.modeling_{folder}")
+    cfg = getattr(importlib.import_module(f"transformers.models.{folder}"), config_name)()
+    for k, v in LOOKALIKE_SIZES.items():
+        if hasattr(cfg, k):
+            setattr(cfg, k, v)
+    cfg._experts_implementation = "eager"
+    block = _randomize(getattr(module, block_name)(cfg), 0).eval()
+    imported = hf.from_hf(block, name="hf")
+    assert imported.family == LOOKALIKES[key]
+    assert imported.spec["router"]["top_k"] == 3 and imported.spec["experts"] == E
+    _check_parity(imported, block, lambda b, x2: b.gate(x2)[1:], x, "reference")
+
+
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe"])
 def test_parity_bf16(name, x):
     """bf16 weights: the spec is bf16, and the compiled layer equals the block
