@@ -438,6 +438,11 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
     from .compiler import compile as compile_spec
     report = PatchReport()
     compiled: Dict[str, Any] = {}   # spec hash -> the Layer its blocks share
+    for path, block in model.named_modules():
+        if path and family_of(block) is None and _looks_like_moe(block):
+            report.left.append((path, type(block).__name__,
+                                "unknown MoE block class: not in moe_mlir.hf.FAMILIES (what it "
+                                "computes is not checked against the spec)"))
     for path, block in moe_blocks(model):
         try:
             layer = from_hf(block, where=path)
@@ -495,6 +500,17 @@ def _meta_model(config):
             except ValueError:
                 continue
     raise ValueError(f"transformers has no model class for model_type {config.model_type!r}")
+
+
+def _looks_like_moe(module) -> bool:
+    """A module of an unknown class holding experts and a router: a MoE block
+    patch_model leaves (and says so) rather than passing over in silence."""
+    torch = _torch()
+    experts = getattr(module, "experts", None)
+    routed = any(isinstance(getattr(module, n, None), torch.nn.Module)
+                 for n in ("gate", "router"))
+    return (isinstance(experts, torch.nn.Module) and routed
+            and not any(family_of(c) is not None for c in module.children()))
 
 
 def moe_blocks(model) -> List[Tuple[str, Any]]:

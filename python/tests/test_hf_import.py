@@ -457,6 +457,21 @@ def test_patch_model_reports_unsupported():
     assert "tanh-approximated GELU" in report.left[0][2]
 
 
+def test_patch_model_reports_unknown_moe_blocks():
+    """A block of a class the table does not know is left, and reported."""
+    class OtherMoe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = torch.nn.Linear(D, E, bias=False)
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(D, D) for _ in range(E))
+
+    model = torch.nn.Sequential(torch.nn.Linear(D, D), OtherMoe())
+    report = moe_mlir.patch_model(model)
+    assert not report.swapped
+    assert report.left == [("1", "OtherMoe", report.left[0][2])]
+    assert "unknown MoE block class" in report.left[0][2]
+
+
 def test_import_moe_mlir_does_not_import_torch():
     import os
     import subprocess
