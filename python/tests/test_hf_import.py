@@ -252,6 +252,24 @@ def test_parity_bf16(name, x):
     _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
 
 
+def test_module_keeps_shape_and_dtype(x):
+    """HFLayer.module(): a MoELayer taking the block's [B, S, D] hidden states
+    in the model's dtype; bf16 activations give the f32 result rounded once."""
+    _moe_torch()
+    block, _ = _block("qwen3_moe")
+    block = block.to(torch.bfloat16)
+    module = hf.from_hf(block, name="hf").module(pipeline="reference")
+    xb = x.to(torch.bfloat16)
+    with torch.no_grad():
+        got = module(xb)
+        want = block.float()(xb.float())
+    assert got.shape == xb.shape and got.dtype == torch.bfloat16
+    # One bf16 rounding of two f32 results that agree to ~1e-6: at most one
+    # bf16 ulp apart (2^-7 relative) where they straddle a rounding boundary.
+    torch.testing.assert_close(got.float(), want.to(torch.bfloat16).float(), rtol=2**-7,
+                               atol=1e-6)
+
+
 def test_identical_blocks_equal_specs():
     a, _ = _block("mixtral", seed=0)
     b, _ = _block("mixtral", seed=5)
