@@ -225,7 +225,10 @@ LOOKALIKE_SIZES = dict(
 def test_parity_lookalikes(key, x):
     import importlib
     folder, block_name, config_name = key
-    module = importlib.import_module(f"transformers.models.{folder}.modeling_{folder}")
+    try:
+        module = importlib.import_module(f"transformers.models.{folder}.modeling_{folder}")
+    except ImportError:   # written against 5.24; older 5.x releases lack some models
+        pytest.skip(f"transformers {transformers.__version__} has no {folder}")
     cfg = getattr(importlib.import_module(f"transformers.models.{folder}"), config_name)()
     for k, v in LOOKALIKE_SIZES.items():
         if hasattr(cfg, k):
