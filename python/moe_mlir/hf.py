@@ -27,8 +27,10 @@ __all__ = [
     "HFLayer",
     "PatchReport",
     "UnsupportedBlockError",
+    "Family",
     "from_hf",
     "family_of",
+    "moe_blocks",
     "patch_model",
     "spec_from_config",
     "load_hf_weights",
@@ -225,10 +227,11 @@ def _read_deepseek_v2(block, where):
 def _read_deepseek_v3(block, where):
     g = block.gate
     experts, act = _fused_experts(block.experts, f"{where}.experts")
-    groups = int(g.num_group)
+    groups = int(g.num_group or 1)       # n_group None or 1: no groups
     r = _router(g.top_k, score="sigmoid", normalize=g.norm_topk_prob,
                 scaling=g.routed_scaling_factor, selection_bias=True, groups=groups,
-                topk_groups=g.topk_group, group_score="top2_sum" if groups > 1 else "max")
+                topk_groups=g.topk_group if groups > 1 else 1,
+                group_score="top2_sum" if groups > 1 else "max")
     weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
     shared = _read_deepseek_shared(block, where, act, weights)
     return _Read(r, weights, act, shared)
