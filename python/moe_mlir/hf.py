@@ -78,17 +78,25 @@ def _activation(act, where: str, gated: bool) -> str:
            " (the spec has silu/gelu/relu experts and swiglu/geglu gated ones)"))
 
 
-def _dtype_of(tensors) -> str:
-    """The spec's weight_dtype for these matrices: their common dtype, or f32
-    when they differ (a widening that keeps every value exactly)."""
-    names = {str(t.dtype).replace("torch.", "") for t in tensors}
-    if len(names) == 1 and next(iter(names)) in _DTYPES:
-        return _DTYPES[names.pop()]
-    for n in names:
-        if n not in _DTYPES:
-            raise UnsupportedBlockError(f"weights of dtype {n} (the spec takes float32, "
+def _dtype_of(experts, tensors) -> str:
+    """The spec's weight_dtype: the expert weights' dtype when every other
+    matrix (a router kept in float32 beside bf16 experts, as DeepSeek-V3's
+    is) holds values of that dtype exactly, else f32 (a widening that keeps
+    every value).  Meta tensors have no values: they are taken as exact (the
+    checkpoint then decides, see load_hf_weights)."""
+    for t in tensors:
+        name = str(t.dtype).replace("torch.", "")
+        if name not in _DTYPES:
+            raise UnsupportedBlockError(f"weights of dtype {name} (the spec takes float32, "
                                         f"bfloat16 or float16 matrices)")
-    return "f32"
+    want = experts.dtype
+    for t in tensors:
+        if t.dtype == want or t.is_meta:
+            continue
+        t = t.detach()
+        if not _torch().equal(t.to(want).to(t.dtype), t):
+            return "f32"
+    return _DTYPES[str(want).replace("torch.", "")]
 
 
 def _no_bias(linear, where: str):
@@ -383,7 +391,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     raw = {
         "name": name or fam.name, "kind": "moe", "d_model": int(D), "experts": int(E),
         "expert_hidden": int(F), "activation": read.activation,
-        "weight_dtype": _dtype_of(matrices), "router": read.router,
+        "weight_dtype": _dtype_of(w["w1"], matrices), "router": read.router,
     }
     if read.shared:
         raw["shared_experts"] = read.shared
@@ -398,7 +406,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
             raise UnsupportedBlockError(f"{where}: weight {n} has shape {list(t.shape)}, the "
                                         f"spec contract says {list(shape)}")
         if t.dtype != want[dtype]:
-            t = t.to(want[dtype])   # only widenings: see _dtype_of
+            t = t.to(want[dtype])   # widening, or exact: see _dtype_of
         weights[n] = t
     return HFLayer(fam.name, spec, weights)
 

@@ -273,6 +273,29 @@ def test_module_keeps_shape_and_dtype(x):
                                atol=1e-6)
 
 
+def test_float32_router_beside_bf16_experts(x):
+    """A float32 router beside bf16 experts (DeepSeek-V3 keeps its router in
+    float32): a bf16 spec when the router's values are bf16 values, else f32."""
+    block, route = _block("deepseek_v3")
+    block.experts.to(torch.bfloat16)
+    block.shared_experts.to(torch.bfloat16)
+    with torch.no_grad():
+        block.gate.weight.copy_(block.gate.weight.to(torch.bfloat16).float())
+    imported = hf.from_hf(block, name="hf")
+    assert block.gate.weight.dtype == torch.float32
+    assert imported.spec["weight_dtype"] == "bf16"
+    _check_parity(imported, block, route, x, "reference")
+    block.experts.to(torch.bfloat16)              # _check_parity ran it in float32
+    block.shared_experts.to(torch.bfloat16)
+    with torch.no_grad():
+        block.gate.weight.add_(1e-4)              # no longer bf16 values
+    imported = hf.from_hf(block, name="hf")
+    assert block.experts.gate_up_proj.dtype == torch.bfloat16
+    assert imported.spec["weight_dtype"] == "f32"
+    assert imported.weights["w1"].dtype == torch.float32
+    _check_parity(imported, block, route, x, "reference")
+
+
 def test_identical_blocks_equal_specs():
     a, _ = _block("mixtral", seed=0)
     b, _ = _block("mixtral", seed=5)
