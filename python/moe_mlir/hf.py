@@ -699,5 +699,10 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{base}: weight {n} has shape {list(t.shape)} in the checkpoint, "
                              f"the spec says {list(shape)}")
+        if t.dtype not in want.values():
+            # e.g. float8 with scales beside it: converting would drop the scales.
+            raise ValueError(f"{base}: weight {n} is {str(t.dtype).replace('torch.', '')} in "
+                             f"the checkpoint (quantized?); the spec takes float32, bfloat16 "
+                             f"or float16 weights: dequantize the checkpoint first")
         out[n] = t.to(want[dtype]) if t.dtype != want[dtype] else t
     return out

@@ -461,6 +461,17 @@ def test_load_hf_weights_errors(tmp_path):
         moe_mlir.load_hf_weights(tmp_path, "model.layers.0.mlp", bigger)
     with pytest.raises(FileNotFoundError):
         moe_mlir.load_hf_weights(tmp_path / "nope", "model.layers.0.mlp", spec)
+    from safetensors.torch import save_file
+    fp8 = {f"model.layers.0.mlp.{k}": v for k, v in
+           hf.from_hf(model.model.layers[0].mlp).weights.items()}
+    fp8 = {"model.layers.0.mlp.gate.weight": fp8["model.layers.0.mlp.gate"],
+           "model.layers.0.mlp.experts.gate_up_proj": torch.cat(
+               [fp8["model.layers.0.mlp.w1"], fp8["model.layers.0.mlp.w3"]], 1
+           ).to(torch.float8_e4m3fn),
+           "model.layers.0.mlp.experts.down_proj": fp8["model.layers.0.mlp.w2"].contiguous()}
+    save_file(fp8, str(tmp_path / "fp8.safetensors"))
+    with pytest.raises(ValueError, match="weight w1 is float8_e4m3fn .* dequantize"):
+        moe_mlir.load_hf_weights(tmp_path / "fp8.safetensors", "model.layers.0.mlp", spec)
 
 
 # ------------------------------------------------------------------ patching
