@@ -9,6 +9,9 @@
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
 * :mod:`moe_mlir.torch` -- compiled layers as torch custom ops and the
   ``MoELayer`` module (needs PyTorch; imported only by ``import moe_mlir.torch``).
+* :func:`from_hf`, :func:`patch_model`, :func:`spec_from_config`,
+  :func:`load_hf_weights` -- Hugging Face transformers MoE blocks and
+  checkpoints (:mod:`moe_mlir.hf`; torch and transformers load on first use).
 """
 
 from . import reference, rng
@@ -37,4 +40,18 @@ __all__ = [
     "SpecError",
     "set_num_threads",
     "get_num_threads",
+    "from_hf",
+    "patch_model",
+    "spec_from_config",
+    "load_hf_weights",
 ]
+
+# Loaded on first use: importing moe_mlir must not import torch.
+_HF_NAMES = ("from_hf", "patch_model", "spec_from_config", "load_hf_weights")
+
+
+def __getattr__(name):
+    if name in _HF_NAMES:
+        from . import hf
+        return getattr(hf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

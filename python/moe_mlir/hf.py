@@ -1,0 +1,708 @@
+"""Hugging Face transformers MoE blocks as MoE-MLIR specs and weights.
+
+:func:`from_hf` reads a transformers MoE block instance (its class says the
+family, its tensors and attributes the sizes and router options) and returns
+the layer spec and the weights in the spec contract's names;
+:func:`patch_model` swaps every supported block of a model for a compiled
+layer; :func:`spec_from_config` and :func:`load_hf_weights` do the same from a
+``config.json`` and safetensors files, without instantiating weights.
+
+Every family is one entry of :data:`FAMILIES`: the block classes it covers,
+a reader, or the spec features it still lacks.  torch and transformers are
+imported on first use, not with this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from .spec import load_spec, spec_hash, weight_shapes
+
+__all__ = [
+    "FAMILIES",
+    "HFLayer",
+    "PatchReport",
+    "UnsupportedBlockError",
+    "Family",
+    "from_hf",
+    "family_of",
+    "moe_blocks",
+    "patch_model",
+    "spec_from_config",
+    "load_hf_weights",
+]
+
+
+class UnsupportedBlockError(ValueError):
+    """A transformers block whose math the spec cannot express (yet)."""
+
+
+# --------------------------------------------------------------------------- #
+# Reading blocks
+# --------------------------------------------------------------------------- #
+
+_DTYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def _activation(act, where: str, gated: bool) -> str:
+    """The spec activation of a transformers activation module."""
+    torch = _torch()
+    from transformers import activations as A
+    name = type(act).__name__
+    if isinstance(act, (torch.nn.SiLU, A.SiLUActivation)):
+        return "swiglu" if gated else "silu"
+    if isinstance(act, A.GELUActivation) or (isinstance(act, torch.nn.GELU)
+                                             and act.approximate == "none"):
+        return "geglu" if gated else "gelu"
+    if isinstance(act, torch.nn.ReLU) and not gated:
+        return "relu"
+    missing = {"GELUTanh": "tanh-approximated GELU", "NewGELUActivation": "tanh-approximated GELU",
+               "FastGELUActivation": "tanh-approximated GELU",
+               "ReLUSquaredActivation": "relu² experts"}.get(name)
+    if isinstance(act, torch.nn.GELU):
+        missing = "tanh-approximated GELU"
+    if isinstance(act, torch.nn.ReLU):
+        missing = "gated ReLU experts"
+    raise UnsupportedBlockError(
+        f"{where}: activation {name} is not expressible"
+        + (f" (missing spec feature: {missing})" if missing else
+           " (the spec has silu/gelu/relu experts and swiglu/geglu gated ones)"))
+
+
+def _dtype_of(experts, tensors) -> str:
+    """The spec's weight_dtype: the expert weights' dtype when every other
+    matrix (a router kept in float32 beside bf16 experts, as DeepSeek-V3's
+    is) holds values of that dtype exactly, else f32 (a widening that keeps
+    every value).  Meta tensors have no values: they are taken as exact (the
+    checkpoint then decides, see load_hf_weights)."""
+    for t in tensors:
+        name = str(t.dtype).replace("torch.", "")
+        if name not in _DTYPES:
+            raise UnsupportedBlockError(f"weights of dtype {name} (the spec takes float32, "
+                                        f"bfloat16 or float16 matrices)")
+    want = experts.dtype
+    for t in tensors:
+        if t.dtype == want or t.is_meta:
+            continue
+        t = t.detach()
+        if not _torch().equal(t.to(want).to(t.dtype), t):
+            return "f32"
+    return _DTYPES[str(want).replace("torch.", "")]
+
+
+def _no_bias(linear, where: str):
+    if getattr(linear, "bias", None) is not None:
+        raise UnsupportedBlockError(f"{where} has a bias (missing spec feature: expert biases)")
+    return linear.weight
+
+
+def _fused_experts(experts, where: str) -> Tuple[Dict[str, Any], str]:
+    """w1, w3, w2 (views) of transformers 5's fused experts: ``gate_up_proj``
+    [E, 2F, D] (gate rows first, or interleaved gate/up rows), ``down_proj``
+    [E, D, F]; or [E, D, 2F] / [E, F, D] when ``is_transposed``."""
+    if getattr(experts, "has_bias", False):
+        raise UnsupportedBlockError(f"{where} has biases (missing spec feature: expert biases)")
+    if not getattr(experts, "has_gate", True):
+        w1 = experts.up_proj
+        w2 = experts.down_proj
+        if getattr(experts, "is_transposed", False):
+            w1, w2 = w1.transpose(1, 2), w2.transpose(1, 2)
+        return {"w1": w1, "w2": w2}, _activation(experts.act_fn, where, gated=False)
+    gate_up, down = experts.gate_up_proj, experts.down_proj
+    if getattr(experts, "is_transposed", False):
+        gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
+    if getattr(experts, "is_concatenated", True):
+        F = gate_up.shape[1] // 2
+        w1, w3 = gate_up[:, :F], gate_up[:, F:]
+    else:
+        w1, w3 = gate_up[:, 0::2], gate_up[:, 1::2]
+    return {"w1": w1, "w3": w3, "w2": down}, _activation(experts.act_fn, where, gated=True)
+
+
+def _dense_mlp(mlp, where: str) -> Tuple[Dict[str, Any], str]:
+    """A gate_proj/up_proj/down_proj MLP (shared experts) as shared_w1/w3/w2."""
+    w = {"shared_w1": _no_bias(mlp.gate_proj, where), "shared_w3": _no_bias(mlp.up_proj, where),
+         "shared_w2": _no_bias(mlp.down_proj, where)}
+    return w, _activation(mlp.act_fn, where, gated=True)
+
+
+def _router(top_k, *, score="softmax", order="score_then_topk", normalize=False, scaling=1.0,
+            selection_bias=False, groups=1, topk_groups=1, group_score="max") -> Dict[str, Any]:
+    return dict(top_k=int(top_k), score=score, order=order, normalize=bool(normalize),
+                scaling=float(scaling), selection_bias=selection_bias, groups=int(groups),
+                topk_groups=int(topk_groups), group_score=group_score)
+
+
+@dataclasses.dataclass
+class _Read:
+    """What a reader finds in a block: router options, weights (torch tensors
+    in contract names), activation, shared expert."""
+    router: Dict[str, Any]
+    weights: Dict[str, Any]
+    activation: str
+    shared: Optional[Dict[str, Any]] = None
+
+
+def _shared_activation(read_act: str, shared_act: str, where: str):
+    if read_act != shared_act:
+        raise UnsupportedBlockError(f"{where}: shared expert activation {shared_act} differs "
+                                    f"from the experts' {read_act} (the spec has one activation)")
+
+
+def _read_topk_softmax(block, where, *, order=None, normalize=None) -> _Read:
+    """Mixtral, Qwen2/3-MoE, OLMoE and look-alikes: softmax over the logits of
+    ``gate.weight``, top-k, renormalised if ``normalize`` (None: as the
+    router's ``norm_topk_prob`` says)."""
+    gate = block.gate
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    if order == "topk_then_score":
+        # softmax, top-k, renormalise == softmax over the top-k logits.
+        r = _router(gate.top_k, order="topk_then_score")
+    else:
+        r = _router(gate.top_k,
+                    normalize=gate.norm_topk_prob if normalize is None else normalize)
+    weights = {"gate": gate.weight, **experts}
+    shared = None
+    if hasattr(block, "shared_expert"):
+        sw, sact = _dense_mlp(block.shared_expert, f"{where}.shared_expert")
+        _shared_activation(act, sact, where)
+        weights.update(sw)
+        weights["shared_gate"] = _no_bias(block.shared_expert_gate, f"{where}.shared_expert_gate")
+        shared = {"hidden": int(sw["shared_w1"].shape[0]), "gate": True}
+    return _Read(r, weights, act, shared)
+
+
+def _read_mixtral(block, where):
+    return _read_topk_softmax(block, where, order="topk_then_score")
+
+
+def _read_qwen(block, where):
+    return _read_topk_softmax(block, where)
+
+
+def _read_qwen_normalized(block, where):
+    # Qwen3-VL-MoE, Qwen3.5-MoE: the router renormalises always.
+    return _read_topk_softmax(block, where, normalize=True)
+
+
+def _read_granite(block, where):
+    # top-k of the logits, softmax over those k.
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    r = _router(block.router.top_k, order="topk_then_score")
+    return _Read(r, {"gate": block.router.weight, **experts}, act)
+
+
+def _read_jamba(block, where):
+    # softmax over every expert, top-k, the k weights left unnormalised.
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    return _Read(_router(block.router.top_k), {"gate": block.router.weight, **experts}, act)
+
+
+def _read_deepseek_shared(block, where, act, weights):
+    sw, sact = _dense_mlp(block.shared_experts, f"{where}.shared_experts")
+    _shared_activation(act, sact, where)
+    weights.update(sw)
+    return {"hidden": int(sw["shared_w1"].shape[0]), "gate": False}
+
+
+def _read_deepseek_v2(block, where):
+    g = block.gate
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    if g.topk_method == "greedy":
+        r = _router(g.top_k, scaling=g.routed_scaling_factor)
+    elif g.topk_method == "group_limited_greedy":
+        # Groups ranked by their best softmax score; the other groups' scores
+        # are set to 0, below any kept (positive) score: excluded.
+        r = _router(g.top_k, scaling=g.routed_scaling_factor, groups=g.num_group,
+                    topk_groups=g.topk_group, group_score="max")
+    else:
+        raise UnsupportedBlockError(f"{where}.gate: topk_method {g.topk_method!r} (the "
+                                    f"spec expresses 'greedy' and 'group_limited_greedy')")
+    weights = {"gate": g.weight, **experts}
+    shared = _read_deepseek_shared(block, where, act, weights)
+    return _Read(r, weights, act, shared)
+
+
+def _read_deepseek_v3(block, where):
+    g = block.gate
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    groups = int(g.num_group or 1)       # n_group None or 1: no groups
+    r = _router(g.top_k, score="sigmoid", normalize=g.norm_topk_prob,
+                scaling=g.routed_scaling_factor, selection_bias=True, groups=groups,
+                topk_groups=g.topk_group if groups > 1 else 1,
+                group_score="top2_sum" if groups > 1 else "max")
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    shared = _read_deepseek_shared(block, where, act, weights)
+    return _Read(r, weights, act, shared)
+
+
+def _read_dbrx(block, where):
+    p = block.moe_normalize_expert_weights
+    if p is not None and float(p) != 1.0:
+        raise UnsupportedBlockError(f"{where}: moe_normalize_expert_weights={p} (missing spec "
+                                    f"feature: p-norm renormalisation; the spec has p = 1)")
+    mlp = block.experts.mlp
+    E, F = block.experts.num_experts, block.experts.ffn_hidden_size
+    D = block.experts.hidden_size
+    # w1, v1, w2: [E*F, D]; the expert computes act(x w1ᵀ) * (x v1ᵀ) @ w2.
+    weights = {"gate": _no_bias(block.router.layer, f"{where}.router.layer"),
+               "w1": mlp.w1.view(E, F, D), "w3": mlp.v1.view(E, F, D),
+               "w2": mlp.w2.view(E, F, D).transpose(1, 2)}
+    act = _activation(mlp.activation_fn, f"{where}.experts.mlp", gated=True)
+    return _Read(_router(block.top_k, normalize=p is not None), weights, act)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One transformers MoE family: the block classes (by name) it covers,
+    its reader, or the spec features it lacks (then ``read`` is None)."""
+    name: str
+    blocks: Tuple[str, ...]
+    read: Optional[Callable[[Any, str], _Read]] = None
+    missing: Tuple[str, ...] = ()
+    note: str = ""
+
+
+FAMILIES: Tuple[Family, ...] = (
+    Family("mixtral", ("MixtralSparseMoeBlock", "MiniMaxSparseMoeBlock"), _read_mixtral),
+    # Look-alikes: blocks whose forward, router and experts code is the same
+    # as the family's (up to class names), each checked by a parity test.
+    Family("qwen2_moe", ("Qwen2MoeSparseMoeBlock", "Qwen3NextSparseMoeBlock",
+                         "Qwen4ExpTextSparseMoeBlock"), _read_qwen),
+    Family("qwen3_5_moe", ("Qwen3_5MoeSparseMoeBlock",), _read_qwen_normalized),
+    Family("qwen3_moe", ("Qwen3MoeSparseMoeBlock", "Qwen3OmniMoeThinkerTextSparseMoeBlock",
+                         "MellumSparseMoeBlock"), _read_qwen),
+    Family("qwen3_vl_moe", ("Qwen3VLMoeTextSparseMoeBlock",), _read_qwen_normalized),
+    Family("olmoe", ("OlmoeSparseMoeBlock", "FlexOlmoSparseMoeBlock"), _read_qwen),
+    Family("deepseek_v2", ("DeepseekV2Moe", "DeepseekOcr2TextMoe", "UnlimitedOcrTextMoe"),
+           _read_deepseek_v2),
+    Family("deepseek_v3", ("DeepseekV3MoE", "DeepseekV32MoE", "Glm4MoeMoE", "Glm4MoeLiteMoE",
+                           "Glm4vMoeTextMoE", "GlmMoeDsaMoE", "Dots1MoE", "Dots3NoteTextMoE",
+                           "SolarOpenMoE", "ExaoneMoeSparseMoEBlock", "KimiLinearMoE",
+                           "BailingHybridMoE"), _read_deepseek_v3),
+    Family("granitemoe", ("GraniteMoeMoE", "GraniteMoeSharedMoE", "GraniteMoeHybridMoE"),
+           _read_granite,
+           note="GraniteMoeShared's shared MLP sits beside the block in the decoder layer "
+                "and stays in PyTorch"),
+    Family("jamba", ("JambaSparseMoeBlock",), _read_jamba),
+    Family("dbrx", ("DbrxFFN",), _read_dbrx),
+    # The spec cannot express these yet (features other branches add).
+    Family("switch_transformers", ("SwitchTransformersSparseMLP",),
+           missing=("a fixed expert capacity in tokens (expert_capacity), counted per "
+                    "sequence (the spec has only capacity.factor over the whole call)",)),
+    Family("gpt_oss", ("GptOssMLP",),
+           missing=("expert biases", "clamped SwiGLU (alpha, limit, up + 1)", "router bias")),
+    Family("llama4", ("Llama4TextMoe",), missing=("router score applied to the expert input",)),
+    Family("gemma4", ("Gemma4TextRouter",),
+           missing=("router input RMSNorm", "per-expert output scale", "tanh-approximated GELU")),
+    Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",),
+           missing=("sqrt-softplus scores", "hash routing by token id")),
+    Family("phimoe", ("PhimoeSparseMoeBlock",), missing=("sparsemixer routing",)),
+    Family("jetmoe", ("JetMoeMoE",), missing=("an output bias",)),
+    Family("nllb_moe", ("NllbMoeSparseMLP",),
+           missing=("expert biases", "renormalisation after drops")),
+    Family("nemotron_h", ("NemotronHMoE",), missing=("relu² experts",)),
+    Family("laguna", ("LagunaSparseMoeBlock",), missing=("tanh soft-cap on router logits",)),
+)
+
+_BY_CLASS = {cls: fam for fam in FAMILIES for cls in fam.blocks}
+
+
+def family_of(block) -> Optional[Family]:
+    """The family whose block class ``block`` is (or derives from), or None."""
+    for cls in type(block).__mro__:
+        fam = _BY_CLASS.get(cls.__name__)
+        if fam is not None:
+            return fam
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# from_hf
+# --------------------------------------------------------------------------- #
+
+@dataclasses.dataclass
+class HFLayer:
+    """A transformers block as a MoE-MLIR layer: ``spec`` (normalized),
+    ``weights`` ({contract name: torch tensor}, views of the block's tensors
+    where the layouts agree), ``family``.  Unpacks as ``spec, weights``."""
+    family: str
+    spec: Dict[str, Any]
+    weights: Dict[str, Any]
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.spec
+        yield self.weights
+
+    def numpy_weights(self) -> Dict[str, Any]:
+        """The weights as NumPy arrays for :meth:`moe_mlir.Layer.forward`:
+        float32 (bf16/f16 values widen exactly)."""
+        return {n: t.detach().float().contiguous().cpu().numpy() for n, t in self.weights.items()}
+
+    def module(self, *, pipeline: str = "fast", compiled=None, **compile_options):
+        """The compiled layer as a ``moe_mlir.torch.MoELayer`` (an
+        ``nn.Module``) holding these weights.  ``compiled``: a
+        :class:`moe_mlir.Layer` of this spec to share (else the spec is
+        compiled with ``pipeline`` and ``compile_options``)."""
+        from .torch import MoELayer
+        if compiled is not None:
+            if spec_hash(compiled.spec) != spec_hash(self.spec):
+                raise ValueError(f"compiled layer {compiled.name!r} has another spec than "
+                                 f"this {self.family} block")
+            return MoELayer(compiled, self.weights)
+        return MoELayer(self.spec, self.weights, pipeline=pipeline, **compile_options)
+
+
+def _read_block(block, where: str) -> Tuple[Family, _Read]:
+    fam = family_of(block)
+    cls = type(block).__name__
+    if fam is None:
+        known = ", ".join(sorted(_BY_CLASS))
+        raise UnsupportedBlockError(f"{where}: {cls} is not a known transformers MoE block "
+                                    f"(known: {known})")
+    if fam.read is None:
+        raise UnsupportedBlockError(f"{where}: {cls} ({fam.name}) needs spec features that do "
+                                    f"not exist yet: {'; '.join(fam.missing)}")
+    return fam, fam.read(block, where)
+
+
+def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLayer:
+    """The spec and weights of a transformers MoE block instance.
+
+    The family is detected from the block's class (see :data:`FAMILIES`);
+    sizes come from its tensors, router options from its router.  ``name``
+    is the spec's name (default: the family, so identical blocks give equal
+    specs and share one compiled library).  Raises UnsupportedBlockError
+    (a ValueError) naming the block and the missing spec feature(s) for a
+    block the spec cannot express."""
+    fam, read = _read_block(block, where)
+    w = read.weights
+    E, F, D = w["w1"].shape
+    matrices = [t for n, t in w.items() if n != "gate_bias"]
+    raw = {
+        "name": name or fam.name, "kind": "moe", "d_model": int(D), "experts": int(E),
+        "expert_hidden": int(F), "activation": read.activation,
+        "weight_dtype": _dtype_of(w["w1"], matrices), "router": read.router,
+    }
+    if read.shared:
+        raw["shared_experts"] = read.shared
+    spec = load_spec(raw)
+    weights = {}
+    shapes = weight_shapes(spec)
+    torch = _torch()
+    want = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    for n, (shape, dtype) in shapes.items():
+        t = w[n].detach()
+        if tuple(t.shape) != tuple(shape):
+            raise UnsupportedBlockError(f"{where}: weight {n} has shape {list(t.shape)}, the "
+                                        f"spec contract says {list(shape)}")
+        if t.dtype != want[dtype]:
+            t = t.to(want[dtype])   # widening, or exact: see _dtype_of
+        weights[n] = t
+    return HFLayer(fam.name, spec, weights)
+
+
+# --------------------------------------------------------------------------- #
+# patch_model
+# --------------------------------------------------------------------------- #
+
+@dataclasses.dataclass
+class PatchReport:
+    """What :func:`patch_model` did: ``swapped`` [(module path, family, spec
+    name, spec hash)], ``left`` [(module path, class name, why)]."""
+    swapped: List[Tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
+    left: List[Tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+    @property
+    def specs(self) -> int:
+        """How many distinct specs (compiled libraries) the swapped blocks use."""
+        return len({h for *_, h in self.swapped})
+
+    def __str__(self) -> str:
+        lines = [f"swapped {len(self.swapped)} MoE block(s) ({self.specs} distinct spec(s))"]
+        lines += [f"  {path}: {fam} -> spec {sname} ({h[:12]})"
+                  for path, fam, sname, h in self.swapped]
+        if self.left:
+            lines.append(f"left {len(self.left)} block(s) in PyTorch")
+            lines += [f"  {path} ({cls}): {why}" for path, cls, why in self.left]
+        return "\n".join(lines)
+
+
+def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
+    """Swaps every supported MoE block of a (loaded) transformers model for a
+    compiled ``moe_mlir.torch.MoELayer`` holding the block's weights.
+
+    Blocks are replaced on their parent module; a block the spec cannot
+    express stays and is listed in the report with the reason.  Blocks with
+    equal specs share one compiled library (the compile cache keys by spec).
+    The swapped blocks no longer record ``router_logits``
+    (``output_router_logits``).  Returns a :class:`PatchReport`."""
+    from .compiler import compile as compile_spec
+    report = PatchReport()
+    compiled: Dict[str, Any] = {}   # spec hash -> the Layer its blocks share
+    for path, block in model.named_modules():
+        if path and family_of(block) is None and _looks_like_moe(block):
+            report.left.append((path, type(block).__name__,
+                                "unknown MoE block class: not in moe_mlir.hf.FAMILIES (what it "
+                                "computes is not checked against the spec)"))
+    for path, block in moe_blocks(model):
+        try:
+            layer = from_hf(block, where=path)
+        except UnsupportedBlockError as exc:
+            report.left.append((path, type(block).__name__, str(exc)))
+            continue
+        key = spec_hash(layer.spec)
+        if key not in compiled:
+            compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
+        module = layer.module(compiled=compiled[key])
+        parent_path, _, attr = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        if attr.isdigit() and isinstance(parent, (_torch().nn.ModuleList,
+                                                  _torch().nn.Sequential)):
+            parent[int(attr)] = module
+        else:
+            setattr(parent, attr, module)
+        report.swapped.append((path, layer.family, layer.spec["name"], key))
+    return report
+
+
+# --------------------------------------------------------------------------- #
+# config.json and safetensors
+# --------------------------------------------------------------------------- #
+
+def _load_config(config):
+    from transformers import AutoConfig, PretrainedConfig
+    if isinstance(config, PretrainedConfig):
+        return config
+    path = os.fspath(config)
+    if os.path.isdir(path):
+        path = os.path.join(path, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        raw = json.load(fh)
+    if "model_type" not in raw:
+        raise ValueError(f"{path}: no 'model_type' (not a transformers config.json)")
+    return AutoConfig.for_model(**raw)
+
+
+def _meta_model(config):
+    """The model of ``config`` on the meta device: its modules, no weights."""
+    torch = _torch()
+    import transformers
+    from transformers import AutoModel, AutoModelForCausalLM
+    transformers.logging.set_verbosity_error()
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    with torch.device("meta"):
+        for auto in (AutoModelForCausalLM, AutoModel):
+            try:
+                return auto.from_config(config, dtype=dtype)
+            except ValueError:
+                continue
+    raise ValueError(f"transformers has no model class for model_type {config.model_type!r}")
+
+
+def _looks_like_moe(module) -> bool:
+    """A module of an unknown class holding experts and a router: a MoE block
+    patch_model leaves (and says so) rather than passing over in silence."""
+    torch = _torch()
+    experts = getattr(module, "experts", None)
+    routed = any(isinstance(getattr(module, n, None), torch.nn.Module)
+                 for n in ("gate", "router"))
+    return (isinstance(experts, torch.nn.Module) and routed
+            and not any(family_of(c) is not None for c in module.children()))
+
+
+def moe_blocks(model) -> List[Tuple[str, Any]]:
+    """[(path, block)] of the known MoE blocks of ``model`` (supported or not)."""
+    return [(p, m) for p, m in model.named_modules() if p and family_of(m) is not None]
+
+
+def _layer_index(path: str) -> Optional[int]:
+    found = re.findall(r"\.layers?\.(\d+)\.", f".{path}.") or re.findall(r"\.(\d+)\.", f".{path}.")
+    return int(found[-1]) if found else None
+
+
+def spec_from_config(config, layer: Optional[int] = None, *, name: Optional[str] = None,
+                     weight_dtype: Optional[str] = None) -> Dict[str, Any]:
+    """The spec of MoE layer ``layer`` (decoder layer index; default: the
+    first MoE layer) of a model given by its transformers config, a
+    ``config.json`` path or a checkpoint folder.  The model is built on the
+    meta device (no weights) and its block read as :func:`from_hf` reads it;
+    ``weight_dtype`` overrides the one of the config's ``dtype``."""
+    cfg = _load_config(config)
+    blocks = moe_blocks(_meta_model(cfg))
+    if not blocks:
+        raise UnsupportedBlockError(f"model_type {cfg.model_type!r}: no known MoE block")
+    if layer is None:
+        path, block = blocks[0]
+    else:
+        hits = [(p, b) for p, b in blocks if _layer_index(p) == layer]
+        if not hits:
+            moe_layers = sorted({_layer_index(p) for p, _ in blocks} - {None})
+            raise ValueError(f"layer {layer} of {cfg.model_type!r} has no MoE block "
+                             f"(MoE layers: {moe_layers})")
+        path, block = hits[0]
+    spec = from_hf(block, name=name, where=path).spec
+    if weight_dtype is not None:
+        spec = load_spec(dict(spec, weight_dtype=weight_dtype))
+    return spec
+
+
+# Checkpoint tensor names, relative to the block's prefix: fused (transformers 5
+# modules) and per-expert ({e}: the expert index) layouts.  The first name set
+# found in the files wins.
+_ROUTER_NAMES = ("gate.weight", "router.weight", "router.layer.weight", "gate.wg.weight")
+_BIAS_NAMES = ("gate.e_score_correction_bias", "e_score_correction_bias")
+_PER_EXPERT = (("experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight",
+                "experts.{e}.down_proj.weight"),
+               ("experts.{e}.w1.weight", "experts.{e}.w3.weight", "experts.{e}.w2.weight"))
+_SHARED = (("shared_expert.gate_proj.weight", "shared_expert.up_proj.weight",
+            "shared_expert.down_proj.weight"),
+           ("shared_experts.gate_proj.weight", "shared_experts.up_proj.weight",
+            "shared_experts.down_proj.weight"))
+# Fused [E, 2F, D] gate/up (gate rows first) and [E, D, F] down projections:
+# transformers 5's modules, and Granite-MoE checkpoints.
+_FUSED = (("experts.gate_up_proj", "experts.down_proj"),
+          ("input_linear.weight", "output_linear.weight"))
+# Names a block's checkpoint prefix has besides its module path's last part.
+_BLOCK_ALIASES = ("mlp", "block_sparse_moe", "feed_forward", "ffn", "moe")
+
+
+class _Checkpoint:
+    """Lazy tensors of a set of safetensors files, by name."""
+
+    def __init__(self, files):
+        from safetensors import safe_open
+        if isinstance(files, (str, os.PathLike)):
+            files = [files]
+        paths = []
+        for f in files:
+            f = os.fspath(f)
+            if os.path.isdir(f):
+                paths += sorted(os.path.join(f, n) for n in os.listdir(f)
+                                if n.endswith(".safetensors"))
+            elif os.path.isfile(f):
+                paths.append(f)
+            else:
+                raise FileNotFoundError(f"safetensors file not found: {f}")
+        if not paths:
+            raise FileNotFoundError(f"no .safetensors files in {list(map(os.fspath, files))}")
+        self.where = {}
+        self._handles = [safe_open(p, framework="pt") for p in paths]
+        for h in self._handles:
+            for key in h.keys():
+                self.where[key] = h
+
+    def has(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str):
+        return self.where[name].get_tensor(name)
+
+
+def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
+    """The weights of the MoE block at ``prefix`` (e.g. ``model.layers.3.mlp``)
+    in safetensors ``files`` (a file, a list, or a checkpoint folder), in the
+    spec contract's names and shapes as torch tensors of the spec's
+    weight_dtype.  Reads the Hugging Face names of both layouts checkpoints
+    use: fused ``experts.gate_up_proj``/``down_proj`` (Granite:
+    ``input_linear``/``output_linear``; DBRX: ``experts.mlp.w1,v1,w2``) and
+    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``; ``prefix`` may name the
+    block by its module path or by its checkpoint name (``mlp`` and
+    ``block_sparse_moe`` are tried for each other).  Raises ValueError naming
+    the tensor that is missing or misshapen."""
+    torch = _torch()
+    spec = load_spec(spec)
+    shapes = weight_shapes(spec)
+    ck = _Checkpoint(files)
+    prefix = prefix.rstrip(".")
+    head, _, last = prefix.rpartition(".")
+    candidates = [prefix] + [f"{head}.{a}" if head else a for a in _BLOCK_ALIASES if a != last]
+    base = next((c for c in candidates if any(k.startswith(c + ".") for k in ck.where)), None)
+    if base is None:
+        raise ValueError(f"no tensor named {prefix}.* in the checkpoint (also tried "
+                         f"{', '.join(candidates[1:])})")
+
+    def first(names, what):
+        for n in names:
+            if ck.has(f"{base}.{n}"):
+                return ck.get(f"{base}.{n}")
+        raise ValueError(f"{base}: no {what} tensor (looked for "
+                         f"{', '.join(base + '.' + n for n in names)})")
+
+    E = spec["experts"]
+    w: Dict[str, Any] = {"gate": first(_ROUTER_NAMES, "router weight")}
+    if "gate_bias" in shapes:
+        w["gate_bias"] = first(_BIAS_NAMES, "selection bias")
+    fused = next(((g, d) for g, d in _FUSED if ck.has(f"{base}.{g}")), None)
+    if fused is not None:
+        gate_up = ck.get(f"{base}.{fused[0]}")
+        F = gate_up.shape[1] // 2
+        w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
+        w["w2"] = first((fused[1],), "expert down projection")
+    elif ck.has(f"{base}.experts.mlp.w1"):
+        # DBRX: w1, v1, w2 [E*F, D]; the expert computes (...) @ w2.
+        F = spec["expert_hidden"]
+        rows = [ck.get(f"{base}.experts.mlp.{n}") for n in ("w1", "v1", "w2")]
+        if any(r.dim() != 2 or r.shape[0] != E * F for r in rows):
+            raise ValueError(f"{base}: experts.mlp.w1/v1/w2 must be [experts * expert_hidden "
+                             f"= {E * F}, d_model], got {[list(r.shape) for r in rows]}")
+        w["w1"], w["w3"] = rows[0].view(E, F, -1), rows[1].view(E, F, -1)
+        w["w2"] = rows[2].view(E, F, -1).transpose(1, 2)
+    elif ck.has(f"{base}.experts.up_proj") and "w3" not in shapes:
+        w["w1"] = ck.get(f"{base}.experts.up_proj")
+        w["w2"] = ck.get(f"{base}.experts.down_proj")
+    else:
+        for layout in _PER_EXPERT:
+            if ck.has(f"{base}.{layout[0].format(e=0)}"):
+                names = ("w1", "w3", "w2") if "w3" in shapes else ("w1", None, "w2")
+                for ours, pattern in zip(names, layout):
+                    if ours is not None:
+                        missing = [e for e in range(E)
+                                   if not ck.has(f"{base}.{pattern.format(e=e)}")]
+                        if missing:
+                            raise ValueError(f"{base}: no tensor "
+                                             f"{base}.{pattern.format(e=missing[0])}")
+                        w[ours] = torch.stack([ck.get(f"{base}.{pattern.format(e=e)}")
+                                               for e in range(E)])
+                break
+        else:
+            raise ValueError(f"{base}: no expert tensors (looked for experts.gate_up_proj and "
+                             f"per-expert experts.0.gate_proj.weight / experts.0.w1.weight)")
+    if "shared_w1" in shapes:
+        for layout in _SHARED:
+            if ck.has(f"{base}.{layout[0]}"):
+                w["shared_w1"], w["shared_w3"], w["shared_w2"] = (
+                    ck.get(f"{base}.{n}") for n in layout)
+                break
+        else:
+            raise ValueError(f"{base}: no shared expert tensors (looked for "
+                             f"{base}.shared_expert(s).gate_proj.weight)")
+    if "shared_gate" in shapes:
+        w["shared_gate"] = first(("shared_expert_gate.weight",), "shared expert gate")
+    want = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    out = {}
+    for n, (shape, dtype) in shapes.items():
+        t = w[n]
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{base}: weight {n} has shape {list(t.shape)} in the checkpoint, "
+                             f"the spec says {list(shape)}")
+        if t.dtype not in want.values():
+            # e.g. float8 with scales beside it: converting would drop the scales.
+            raise ValueError(f"{base}: weight {n} is {str(t.dtype).replace('torch.', '')} in "
+                             f"the checkpoint (quantized?); the spec takes float32, bfloat16 "
+                             f"or float16 weights: dequantize the checkpoint first")
+        out[n] = t.to(want[dtype]) if t.dtype != want[dtype] else t
+    return out

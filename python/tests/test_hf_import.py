@@ -1,0 +1,539 @@
+"""moe_mlir.hf: transformers' own MoE blocks (tiny configs, random weights)
+read by from_hf and compiled, against the blocks themselves: outputs and
+routing ids, f32 and bf16 weights; spec_from_config + load_hf_weights through
+save_pretrained; patch_model on small models; clear errors for the families
+the spec cannot express yet.  Needs torch and transformers (skipped without)."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch not installed (pip install torch)")
+transformers = pytest.importorskip("transformers",
+                                   reason="transformers not installed (pip install transformers)")
+pytest.importorskip("safetensors", reason="safetensors not installed (pip install safetensors)")
+
+import moe_mlir  # noqa: E402
+from moe_mlir import hf  # noqa: E402
+
+transformers.logging.set_verbosity_error()
+
+D, E, F = 32, 8, 16
+T = 2 * 24          # tokens of a [2, 24, D] batch
+
+
+def _config(name):
+    """(config, block class, route) of a family: route(block, x2d) -> (weights, ids)."""
+    t = transformers
+    gate = lambda b, x: b.gate(x)[1:]                          # noqa: E731
+    router = lambda b, x: b.router(x)[1:]                      # noqa: E731
+    if name == "mixtral":
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock as B
+        return t.MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                               num_experts_per_tok=2), B, gate
+    if name == "qwen2_moe":
+        from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeSparseMoeBlock as B
+        return t.Qwen2MoeConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                num_experts_per_tok=2, norm_topk_prob=False,
+                                shared_expert_intermediate_size=24), B, gate
+    if name == "qwen3_moe":
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock as B
+        return t.Qwen3MoeConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                num_experts_per_tok=3, norm_topk_prob=True), B, gate
+    if name == "qwen3_next":
+        from transformers.models.qwen3_next.modeling_qwen3_next import (
+            Qwen3NextSparseMoeBlock as B)
+        return t.Qwen3NextConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                 num_experts_per_tok=2, norm_topk_prob=True,
+                                 shared_expert_intermediate_size=16), B, gate
+    if name == "olmoe":
+        from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock as B
+        return t.OlmoeConfig(hidden_size=D, intermediate_size=F, num_experts=E,
+                             num_experts_per_tok=2, norm_topk_prob=False), B, gate
+    if name == "deepseek_v2":
+        from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe as B
+        return t.DeepseekV2Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=3, n_shared_experts=2,
+                                  routed_scaling_factor=1.5, topk_method="group_limited_greedy",
+                                  n_group=4, topk_group=2), B, gate
+    if name == "deepseek_v2_greedy":
+        from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2Moe as B
+        return t.DeepseekV2Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=2, n_shared_experts=1), B, gate
+    if name == "deepseek_v3":
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE as B
+        return t.DeepseekV3Config(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                  num_experts_per_tok=3, n_group=4, topk_group=2,
+                                  norm_topk_prob=True, routed_scaling_factor=2.5,
+                                  n_shared_experts=2), B, gate
+    if name == "granitemoe":
+        from transformers.models.granitemoe.modeling_granitemoe import GraniteMoeMoE as B
+        return t.GraniteMoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                  num_experts_per_tok=2), B, router
+    if name == "granitemoeshared":
+        from transformers.models.granitemoeshared.modeling_granitemoeshared import (
+            GraniteMoeSharedMoE as B)
+        return t.GraniteMoeSharedConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                        num_experts_per_tok=2,
+                                        shared_intermediate_size=16), B, router
+    if name == "jamba":
+        from transformers.models.jamba.modeling_jamba import JambaSparseMoeBlock as B
+        return t.JambaConfig(hidden_size=D, intermediate_size=F, num_experts=E,
+                             num_experts_per_tok=2), B, router
+    if name == "minimax":
+        from transformers.models.minimax.modeling_minimax import MiniMaxSparseMoeBlock as B
+        return t.MiniMaxConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                               num_experts_per_tok=2), B, gate
+    if name == "qwen3_5_moe":
+        from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import (
+            Qwen3_5MoeSparseMoeBlock as B)
+        return t.Qwen3_5MoeTextConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                      num_experts_per_tok=3,
+                                      shared_expert_intermediate_size=16), B, gate
+    if name == "qwen3_vl_moe":
+        from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import (
+            Qwen3VLMoeTextSparseMoeBlock as B)
+        return t.Qwen3VLMoeTextConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                                      num_experts_per_tok=3), B, gate
+    if name == "flex_olmo":
+        from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoSparseMoeBlock as B
+        return t.FlexOlmoConfig(hidden_size=D, intermediate_size=F, num_experts=E,
+                                num_experts_per_tok=2, norm_topk_prob=True), B, gate
+    if name == "granitemoehybrid":
+        from transformers.models.granitemoehybrid.modeling_granitemoehybrid import (
+            GraniteMoeHybridMoE as B)
+        return t.GraniteMoeHybridConfig(hidden_size=D, intermediate_size=F,
+                                        num_local_experts=E, num_experts_per_tok=2,
+                                        mamba_n_heads=8, mamba_d_head=8), B, router
+    if name == "dbrx":
+        from transformers.models.dbrx.modeling_dbrx import DbrxFFN as B
+        cfg = t.DbrxConfig(d_model=D, ffn_config=dict(ffn_hidden_size=F, moe_num_experts=E,
+                                                      moe_top_k=2))
+        return cfg, B, lambda b, x: b.route_tokens_to_experts(b.router(x))
+    raise KeyError(name)
+
+
+FAMILIES = {"mixtral": "mixtral", "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_moe",
+            "qwen3_next": "qwen2_moe", "olmoe": "olmoe", "deepseek_v2": "deepseek_v2",
+            "deepseek_v2_greedy": "deepseek_v2", "deepseek_v3": "deepseek_v3",
+            "granitemoe": "granitemoe", "granitemoeshared": "granitemoe", "jamba": "jamba",
+            "dbrx": "dbrx", "minimax": "mixtral", "qwen3_5_moe": "qwen3_5_moe",
+            "qwen3_vl_moe": "qwen3_vl_moe", "flex_olmo": "olmoe",
+            "granitemoehybrid": "granitemoe"}
+
+
+def _randomize(module, seed):
+    """Every parameter ~ N(0, 1/fan_in) (the blocks' own init leaves some
+    uninitialised); DeepSeek-V3's selection bias too, so it matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
+        for n, b in module.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return module
+
+
+def _block(name, seed=0):
+    cfg, cls, route = _config(name)
+    cfg._experts_implementation = "eager"
+    return _randomize(cls(cfg), seed).eval(), route
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, T // 2, D, generator=torch.Generator().manual_seed(1))
+
+
+def _sorted_routing(ids, w):
+    ids = np.asarray(ids)
+    order = np.argsort(ids, axis=-1, kind="stable")
+    return np.take_along_axis(ids, order, -1), np.take_along_axis(np.asarray(w), order, -1)
+
+
+# The fast pipeline (the default, what patch_model uses) for a few families,
+# the reference one (compiles ~8x faster; the two agree to rounding, see
+# test_compile_moe.py) for the rest: the mapping is what is under test here.
+FAST = ("mixtral", "deepseek_v3")
+
+
+def _check_parity(layer_import, block, route, x, pipeline):
+    """Our compiled layer (NumPy API) against the block in float32: output,
+    routing ids and weights."""
+    spec, _ = layer_import
+    layer = moe_mlir.compile(spec, pipeline=pipeline)
+    x2 = x.reshape(-1, D)
+    ref_block = block.float()
+    with torch.no_grad():
+        want = ref_block(x).reshape(-1, D).numpy()
+        want_w, want_ids = route(ref_block, x2)
+    got = layer.forward(x2.numpy(), **layer_import.numpy_weights())
+    # f32 kernels against torch's f32: sums of D and F terms in other orders.
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    got_ids, got_w = _sorted_routing(got["topk_ids"], got["topk_weights"])
+    want_ids, want_w = _sorted_routing(want_ids.numpy(), want_w.float().numpy())
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_w, want_w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_parity_f32(name, x):
+    block, route = _block(name)
+    assert hf.from_hf(block).spec["name"] == FAMILIES[name]
+    # One name for every test spec: families with the same math share a library.
+    imported = hf.from_hf(block, name="hf")
+    assert imported.family == FAMILIES[name]
+    assert imported.spec["weight_dtype"] == "f32"
+    # Zero-copy: the experts' weights are views of the block's parameters.
+    assert imported.weights["w1"].untyped_storage().data_ptr() == next(
+        p for n, p in block.named_parameters() if "experts" in n).untyped_storage().data_ptr()
+    _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
+
+
+# Look-alike blocks: (model folder, block class, config class) -> family.
+LOOKALIKES = {
+    ("glm4_moe", "Glm4MoeMoE", "Glm4MoeConfig"): "deepseek_v3",
+    ("glm4_moe_lite", "Glm4MoeLiteMoE", "Glm4MoeLiteConfig"): "deepseek_v3",
+    ("glm4v_moe", "Glm4vMoeTextMoE", "Glm4vMoeTextConfig"): "deepseek_v3",
+    ("glm_moe_dsa", "GlmMoeDsaMoE", "GlmMoeDsaConfig"): "deepseek_v3",
+    ("dots1", "Dots1MoE", "Dots1Config"): "deepseek_v3",
+    ("dots3_note", "Dots3NoteTextMoE", "Dots3NoteTextConfig"): "deepseek_v3",
+    ("solar_open", "SolarOpenMoE", "SolarOpenConfig"): "deepseek_v3",
+    ("exaone_moe", "ExaoneMoeSparseMoEBlock", "ExaoneMoeConfig"): "deepseek_v3",
+    ("kimi_linear", "KimiLinearMoE", "KimiLinearConfig"): "deepseek_v3",
+    ("deepseek_v32", "DeepseekV32MoE", "DeepseekV32Config"): "deepseek_v3",
+    ("bailing_hybrid", "BailingHybridMoE", "BailingHybridConfig"): "deepseek_v3",
+    ("deepseek_ocr2", "DeepseekOcr2TextMoe", "DeepseekOcr2TextConfig"): "deepseek_v2",
+    ("unlimited_ocr", "UnlimitedOcrTextMoe", "UnlimitedOcrTextConfig"): "deepseek_v2",
+    ("mellum", "MellumSparseMoeBlock", "MellumConfig"): "qwen3_moe",
+    ("qwen3_omni_moe", "Qwen3OmniMoeThinkerTextSparseMoeBlock",
+     "Qwen3OmniMoeTextConfig"): "qwen3_moe",
+    ("qwen4_exp", "Qwen4ExpTextSparseMoeBlock", "Qwen4ExpTextConfig"): "qwen2_moe",
+}
+# Their configs name the sizes differently: whichever of these a config has.
+LOOKALIKE_SIZES = dict(
+    hidden_size=D, moe_intermediate_size=F, intermediate_size=F, n_routed_experts=E,
+    num_experts=E, num_local_experts=E, num_experts_per_tok=3, n_group=4, topk_group=2,
+    n_shared_experts=1, num_shared_experts=1, norm_topk_prob=True, routed_scaling_factor=2.0,
+    shared_expert_intermediate_size=16, moe_shared_expert_intermediate_size=16,
+    topk_method="group_limited_greedy")
+
+
+@pytest.mark.parametrize("key", sorted(LOOKALIKES), ids=lambda k: k[0])
+def test_parity_lookalikes(key, x):
+    import importlib
+    folder, block_name, config_name = key
+    try:
+        module = importlib.import_module(f"transformers.models.{folder}.modeling_{folder}")
+    except ImportError:   # written against 5.24; older 5.x releases lack some models
+        pytest.skip(f"transformers {transformers.__version__} has no {folder}")
+    cfg = getattr(importlib.import_module(f"transformers.models.{folder}"), config_name)()
+    for k, v in LOOKALIKE_SIZES.items():
+        if hasattr(cfg, k):
+            setattr(cfg, k, v)
+    cfg._experts_implementation = "eager"
+    block = _randomize(getattr(module, block_name)(cfg), 0).eval()
+    imported = hf.from_hf(block, name="hf")
+    assert imported.family == LOOKALIKES[key]
+    assert imported.spec["router"]["top_k"] == 3 and imported.spec["experts"] == E
+    _check_parity(imported, block, lambda b, x2: b.gate(x2)[1:], x, "reference")
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe"])
+def test_parity_bf16(name, x):
+    """bf16 weights: the spec is bf16, and the compiled layer equals the block
+    run in float32 on the same (bf16) values."""
+    block, route = _block(name)
+    block = block.to(torch.bfloat16)
+    imported = hf.from_hf(block, name="hf")
+    assert imported.spec["weight_dtype"] == "bf16"
+    assert imported.weights["w1"].dtype == torch.bfloat16
+    if name == "deepseek_v3":
+        assert imported.weights["gate_bias"].dtype == torch.float32   # the contract's f32
+    _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
+
+
+def test_module_keeps_shape_and_dtype(x):
+    """HFLayer.module(): a MoELayer taking the block's [B, S, D] hidden states
+    in the model's dtype; bf16 activations give the f32 result rounded once."""
+    _moe_torch()
+    block, _ = _block("qwen3_moe")
+    block = block.to(torch.bfloat16)
+    module = hf.from_hf(block, name="hf").module(pipeline="reference")
+    xb = x.to(torch.bfloat16)
+    with torch.no_grad():
+        got = module(xb)
+        want = block.float()(xb.float())
+    assert got.shape == xb.shape and got.dtype == torch.bfloat16
+    # One bf16 rounding of two f32 results that agree to ~1e-6: at most one
+    # bf16 ulp apart (2^-7 relative) where they straddle a rounding boundary.
+    torch.testing.assert_close(got.float(), want.to(torch.bfloat16).float(), rtol=2**-7,
+                               atol=1e-6)
+
+
+def test_float32_router_beside_bf16_experts(x):
+    """A float32 router beside bf16 experts (DeepSeek-V3 keeps its router in
+    float32): a bf16 spec when the router's values are bf16 values, else f32."""
+    block, route = _block("deepseek_v3")
+    block.experts.to(torch.bfloat16)
+    block.shared_experts.to(torch.bfloat16)
+    with torch.no_grad():
+        block.gate.weight.copy_(block.gate.weight.to(torch.bfloat16).float())
+    imported = hf.from_hf(block, name="hf")
+    assert block.gate.weight.dtype == torch.float32
+    assert imported.spec["weight_dtype"] == "bf16"
+    _check_parity(imported, block, route, x, "reference")
+    block.experts.to(torch.bfloat16)              # _check_parity ran it in float32
+    block.shared_experts.to(torch.bfloat16)
+    with torch.no_grad():
+        block.gate.weight.add_(1e-4)              # no longer bf16 values
+    imported = hf.from_hf(block, name="hf")
+    assert block.experts.gate_up_proj.dtype == torch.bfloat16
+    assert imported.spec["weight_dtype"] == "f32"
+    assert imported.weights["w1"].dtype == torch.float32
+    _check_parity(imported, block, route, x, "reference")
+
+
+def test_identical_blocks_equal_specs():
+    a, _ = _block("mixtral", seed=0)
+    b, _ = _block("mixtral", seed=5)
+    assert hf.from_hf(a).spec == hf.from_hf(b).spec
+    assert hf.from_hf(a, name="layer7").spec["name"] == "layer7"
+
+
+def test_unpacks_as_spec_and_weights():
+    block, _ = _block("qwen2_moe")
+    spec, weights = hf.from_hf(block)
+    assert list(weights) == list(moe_mlir.weight_shapes(spec))
+    assert spec["shared_experts"] == {"hidden": 24, "gate": True}
+
+
+# --------------------------------------------------------------- unsupported
+
+def _meta_block(cls_path, cfg, *args):
+    module, cls = cls_path.rsplit(".", 1)
+    import importlib
+    B = getattr(importlib.import_module(module), cls)
+    with torch.device("meta"):
+        return B(cfg, *args)
+
+
+UNSUPPORTED = {
+    "gpt_oss": ("transformers.models.gpt_oss.modeling_gpt_oss.GptOssMLP",
+                lambda: transformers.GptOssConfig(hidden_size=D, intermediate_size=F,
+                                                  num_local_experts=E), (),
+                "clamped SwiGLU"),
+    "llama4": ("transformers.models.llama4.modeling_llama4.Llama4TextMoe",
+               lambda: transformers.Llama4TextConfig(hidden_size=D, intermediate_size=F,
+                                                     num_local_experts=E), (),
+               "score applied to the expert input"),
+    "phimoe": ("transformers.models.phimoe.modeling_phimoe.PhimoeSparseMoeBlock",
+               lambda: transformers.PhimoeConfig(hidden_size=D, intermediate_size=F,
+                                                 num_local_experts=E), (), "sparsemixer"),
+    "switch": ("transformers.models.switch_transformers.modeling_switch_transformers."
+               "SwitchTransformersSparseMLP",
+               lambda: transformers.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E),
+               (), "expert_capacity"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
+def test_unsupported_family_names_missing_feature(name):
+    path, cfg, args, feature = UNSUPPORTED[name]
+    block = _meta_block(path, cfg(), *args)
+    with pytest.raises(hf.UnsupportedBlockError, match=feature) as info:
+        hf.from_hf(block, where="model.layers.0.mlp")
+    assert "model.layers.0.mlp" in str(info.value)
+
+
+def test_not_a_moe_block():
+    with pytest.raises(hf.UnsupportedBlockError, match="not a known transformers MoE block"):
+        hf.from_hf(torch.nn.Linear(4, 4))
+
+
+def test_unsupported_variant_dbrx_p2():
+    block, _ = _block("dbrx")
+    block.moe_normalize_expert_weights = 2.0
+    with pytest.raises(hf.UnsupportedBlockError, match="p-norm"):
+        hf.from_hf(block)
+
+
+def test_unsupported_activation():
+    cfg, cls, _ = _config("mixtral")
+    cfg.hidden_act = "gelu_pytorch_tanh"
+    with torch.device("meta"):
+        block = cls(cfg)
+    with pytest.raises(hf.UnsupportedBlockError, match="tanh-approximated GELU"):
+        hf.from_hf(block)
+
+
+# ------------------------------------------------- config.json + safetensors
+
+CHECKPOINTS = {
+    "mixtral": lambda: transformers.MixtralConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, num_experts=E,
+        num_experts_per_tok=2, shared_expert_intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "granitemoe": lambda: transformers.GraniteMoeConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "jamba": lambda: transformers.JambaConfig(
+        hidden_size=D, intermediate_size=F, num_experts=E, num_experts_per_tok=2,
+        attn_layer_period=1, attn_layer_offset=0, expert_layer_period=2, expert_layer_offset=1,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=64),
+    "deepseek_v2": lambda: transformers.DeepseekV2Config(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, n_routed_experts=E,
+        num_experts_per_tok=2, n_shared_experts=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        hidden_size=D, intermediate_size=F, moe_intermediate_size=F, n_routed_experts=E,
+        num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
+        first_k_dense_replace=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+        qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
+}
+
+
+def _tiny_model(name, seed=0):
+    from transformers import AutoModelForCausalLM
+    cfg = CHECKPOINTS[name]()
+    cfg._experts_implementation = "eager"
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    return _randomize(model, seed) if name != "deepseek_v3" else _randomize_moe(model, seed)
+
+
+def _randomize_moe(model, seed):
+    for _, block in hf.moe_blocks(model):
+        _randomize(block, seed)
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_config_and_safetensors_round_trip(name, tmp_path):
+    model = _tiny_model(name)
+    model.save_pretrained(tmp_path)
+    blocks = hf.moe_blocks(model)
+    path, block = blocks[-1]
+    layer = hf._layer_index(path)
+    spec = moe_mlir.spec_from_config(tmp_path / "config.json", layer=layer)
+    imported = hf.from_hf(block)
+    assert spec == imported.spec
+    weights = moe_mlir.load_hf_weights(tmp_path, path, spec)
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert torch.equal(t, imported.weights[n]), n
+    if name == "deepseek_v3":
+        with pytest.raises(ValueError, match="layer 0 .* no MoE block"):
+            moe_mlir.spec_from_config(tmp_path, layer=0)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_safetensors_of_block_modules(name, tmp_path):
+    """A block's own tensor names (transformers 5's fused layouts, DBRX's
+    w1/v1/w2) read back as from_hf reads the block."""
+    from safetensors.torch import save_file
+    block, _ = _block(name)
+    prefix = "model.layers.5.mlp"
+    save_file({f"{prefix}.{k}": v.contiguous() for k, v in block.state_dict().items()},
+              str(tmp_path / "model.safetensors"))
+    imported = hf.from_hf(block)
+    weights = moe_mlir.load_hf_weights(tmp_path / "model.safetensors", prefix, imported.spec)
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert torch.equal(t, imported.weights[n]), n
+
+
+def test_load_hf_weights_errors(tmp_path):
+    model = _tiny_model("mixtral")
+    model.save_pretrained(tmp_path)
+    spec = moe_mlir.spec_from_config(tmp_path)
+    with pytest.raises(ValueError, match="no tensor named model.layers.9.mlp"):
+        moe_mlir.load_hf_weights(tmp_path, "model.layers.9.mlp", spec)
+    bigger = dict(spec, experts=2 * E)
+    with pytest.raises(ValueError, match="experts.8"):
+        moe_mlir.load_hf_weights(tmp_path, "model.layers.0.mlp", bigger)
+    with pytest.raises(FileNotFoundError):
+        moe_mlir.load_hf_weights(tmp_path / "nope", "model.layers.0.mlp", spec)
+    from safetensors.torch import save_file
+    fp8 = {f"model.layers.0.mlp.{k}": v for k, v in
+           hf.from_hf(model.model.layers[0].mlp).weights.items()}
+    fp8 = {"model.layers.0.mlp.gate.weight": fp8["model.layers.0.mlp.gate"],
+           "model.layers.0.mlp.experts.gate_up_proj": torch.cat(
+               [fp8["model.layers.0.mlp.w1"], fp8["model.layers.0.mlp.w3"]], 1
+           ).to(torch.float8_e4m3fn),
+           "model.layers.0.mlp.experts.down_proj": fp8["model.layers.0.mlp.w2"].contiguous()}
+    save_file(fp8, str(tmp_path / "fp8.safetensors"))
+    with pytest.raises(ValueError, match="weight w1 is float8_e4m3fn .* dequantize"):
+        moe_mlir.load_hf_weights(tmp_path / "fp8.safetensors", "model.layers.0.mlp", spec)
+
+
+# ------------------------------------------------------------------ patching
+
+def _moe_torch():
+    return pytest.importorskip("moe_mlir.torch", reason="moe_mlir.torch (MoELayer) not present")
+
+
+@pytest.mark.parametrize("name, pipeline, moe_layers", [
+    ("mixtral", "fast", 2), ("qwen2_moe", "reference", 2),
+    ("deepseek_v3", "reference", 1),     # layer 0 is dense (first_k_dense_replace)
+])
+def test_patch_model_same_logits(name, pipeline, moe_layers):
+    moe_torch = _moe_torch()
+    model = _tiny_model(name)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(ids).logits
+    report = moe_mlir.patch_model(model, pipeline=pipeline)
+    assert len(report.swapped) == moe_layers and report.specs == 1 and not report.left
+    swapped = [m for m in model.modules() if isinstance(m, moe_torch.MoELayer)]
+    assert len(swapped) == moe_layers
+    assert len({id(m.layer) for m in swapped}) == 1      # one compiled library, shared
+    assert f"swapped {moe_layers} MoE block(s)" in str(report)
+    assert not hf.moe_blocks(model)
+    with torch.no_grad():
+        got = model(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_model_reports_unsupported():
+    _moe_torch()
+    model = _tiny_model("mixtral")
+    model.model.layers[1].mlp.experts.act_fn = transformers.activations.GELUTanh()
+    report = moe_mlir.patch_model(model)
+    assert [p for p, *_ in report.swapped] == ["model.layers.0.mlp"]
+    assert report.left[0][0] == "model.layers.1.mlp"
+    assert "tanh-approximated GELU" in report.left[0][2]
+
+
+def test_patch_model_reports_unknown_moe_blocks():
+    """A block of a class the table does not know is left, and reported."""
+    class OtherMoe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = torch.nn.Linear(D, E, bias=False)
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(D, D) for _ in range(E))
+
+    model = torch.nn.Sequential(torch.nn.Linear(D, D), OtherMoe())
+    report = moe_mlir.patch_model(model)
+    assert not report.swapped
+    assert report.left == [("1", "OtherMoe", report.left[0][2])]
+    assert "unknown MoE block class" in report.left[0][2]
+
+
+def test_import_moe_mlir_does_not_import_torch():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys, moe_mlir; assert 'torch' not in sys.modules; "
+            "moe_mlir.from_hf; assert 'torch' not in sys.modules; print('ok')")
+    env = dict(os.environ, PYTHONPATH=str(Path(moe_mlir.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
