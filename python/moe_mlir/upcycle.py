@@ -54,7 +54,9 @@ def upcycle(dense: Dict[str, np.ndarray], experts: Optional[int] = None, mode: s
     Returns ``{"w1": [E, F', D], "w3": [E, F', D] (if dense has w3),
     "w2": [E, D, F'], "gate": [E, D]}`` as float32 (F' = F for copy, F/E for
     split), plus ``gate_bias`` zeros [E] when ``spec`` has
-    ``router.selection_bias``.  ``experts`` defaults to ``spec["experts"]``.
+    ``router.selection_bias``, and the neutral expert biases (zeros), expert
+    scales (ones) and output bias (zeros) when it has ``expert_bias``,
+    ``expert_scale``, ``output_bias``.  ``experts`` defaults to ``spec["experts"]``.
     With a ``spec`` (moe or mh_moe) the shapes are checked against it
     (d_model, or d_model/heads for mh_moe; experts; expert_hidden = F';
     w3 present iff the activation is gated).  Raises ValueError on any
@@ -122,4 +124,16 @@ def upcycle(dense: Dict[str, np.ndarray], experts: Optional[int] = None, mode: s
     out["gate"] = init_gate(E, D, gate, seed=seed, std=gate_std)
     if s is not None and s["router"]["selection_bias"]:
         out["gate_bias"] = np.zeros(E, dtype=np.float32)
+    if s is not None:
+        # The expert features the dense FFN has none of, at their neutral
+        # values: the upcycled layer still computes the dense function.
+        if s.get("expert_bias"):
+            out["b1"] = np.zeros((E, Fp), dtype=np.float32)
+            if w3 is not None:
+                out["b3"] = np.zeros((E, Fp), dtype=np.float32)
+            out["b2"] = np.zeros((E, D), dtype=np.float32)
+        if s.get("expert_scale"):
+            out["expert_scale"] = np.ones(E, dtype=np.float32)
+        if s.get("output_bias"):
+            out["output_bias"] = np.zeros(s["d_model"], dtype=np.float32)
     return out

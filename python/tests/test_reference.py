@@ -975,7 +975,8 @@ def test_spec_defaults_moe():
         router=dict(top_k=2, score="softmax", order="score_then_topk", normalize=False,
                     scaling=1.0, selection_bias=False, groups=1, topk_groups=1,
                     group_score="max", noise=False),
-        shared_experts=dict(hidden=0, gate=False), capacity=None, aux_losses=[])
+        shared_experts=dict(hidden=0, gate=False), capacity=None, aux_losses=[],
+        swiglu=None, expert_bias=False, expert_scale=False, output_bias=False)
     assert load_spec(s) == s                               # idempotent
 
 

@@ -545,3 +545,23 @@ def test_jetmoe_moe_parity(dtype):
         got = _layer(spec, pipeline).forward(x, **W)
         np.testing.assert_allclose(got["out"], want, rtol=1e-4,
                                    atol=1e-4 * np.max(np.abs(want)))
+
+
+def test_upcycle_fills_the_neutral_expert_features():
+    """upcycle of a dense FFN into a spec with biases, scales and an output
+    bias: neutral values, so the layer is still the dense FFN (split mode,
+    k = E, sigmoid scores scaled to weight 1 each: the sum of the experts)."""
+    from moe_mlir.upcycle import upcycle
+    D, F, E = 12, 8, 4
+    spec = moe_spec("u", d_model=D, experts=E, expert_hidden=F // E, expert_bias=True,
+                    expert_scale=True, output_bias=True,
+                    router={"top_k": E, "score": "sigmoid", "scaling": 2.0})
+    rs = np.random.default_rng(0)
+    dense = {"w1": rs.standard_normal((F, D)).astype(np.float32),
+             "w3": rs.standard_normal((F, D)).astype(np.float32),
+             "w2": rs.standard_normal((D, F)).astype(np.float32)}
+    W = upcycle(dense, mode="split", spec=spec)
+    assert set(W) == set(moe_mlir.weight_shapes(spec))
+    x = make_x(5, D)
+    want = R.expert_ffn(x, dense["w1"], dense["w2"], dense["w3"], "swiglu")
+    np.testing.assert_allclose(R.forward(spec, x, **W)["out"], want, rtol=1e-5, atol=1e-5)
