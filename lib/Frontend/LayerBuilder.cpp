@@ -141,6 +141,8 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
                                        int64_t width) {
   int64_t e = spec.experts, f = spec.expertHidden;
   args.push_back({"gate", tensorOf({e, width}, weightType)});
+  if (spec.router.logitBias)
+    args.push_back({"logit_bias", tensorOf({e}, f32)});
   if (spec.router.selectionBias)
     args.push_back({"gate_bias", tensorOf({e}, f32)});
   if (spec.router.noise)
@@ -257,14 +259,29 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Value numTokens = dim(routerLoc, input, 0);
 
   // Router: logits, optional noise logits, scores and choices.
-  Value logitsInit = zeros(routerLoc, tokens({e}, f32), numTokens);
-  Value logits = LinearOp::create(builder, routerLoc, logitsInit.getType(),
-                                  input, arg("gate"), logitsInit);
+  RankedTensorType logitsType = tokens({e}, f32);
+  Value bias = optionalArg("logit_bias");
+  Value zeroLogits;
+  if (!bias || router.noise)
+    zeroLogits = zeros(routerLoc, logitsType, numTokens);
+  // A logit bias (GPT-OSS) is the linear's init broadcast over the tokens:
+  // `bias + x · gateᵀ`, the logits every later use (route, aux losses) sees.
+  Value gateInit = zeroLogits;
+  if (bias) {
+    Location biasLoc = loc("router.logit_bias");
+    gateInit = linalg::BroadcastOp::create(
+                   builder, biasLoc, bias,
+                   uninitialized(biasLoc, logitsType, numTokens),
+                   ArrayRef<int64_t>{0})
+                   .getResult()[0];
+  }
+  Value logits = LinearOp::create(builder, routerLoc, logitsType, input,
+                                  arg("gate"), gateInit);
   Value noiseLogits;
   if (router.noise)
     noiseLogits =
-        LinearOp::create(builder, loc("router.noise"), logitsInit.getType(),
-                         input, arg("w_noise"), logitsInit);
+        LinearOp::create(builder, loc("router.noise"), logitsType, input,
+                         arg("w_noise"), zeroLogits);
   auto route = RouteOp::create(
       builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),
       logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"), k,

@@ -207,6 +207,7 @@ static constexpr FieldRule kRouterFields[] = {
     {"topk_groups", kAllKinds, false},
     {"group_score", kAllKinds, false},
     {"noise", kAllKinds, false},
+    {"logit_bias", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -781,6 +782,7 @@ void SpecParser::readRouter(Section &layer) {
   router.read("topk_groups", r.topkGroups);
   router.readEnum("group_score", r.groupScore);
   router.read("noise", r.noise);
+  router.read("logit_bias", r.logitBias);
 }
 
 void SpecParser::readSharedExperts(Section &layer) {

@@ -526,6 +526,9 @@ class _Routed(NamedTuple):
 
 def _router_logits(spec, x, W, seed):
     clean = x @ W["gate"].T
+    if spec["router"]["logit_bias"]:
+        # GPT-OSS: part of the logits (F.linear's bias), so aux losses see it.
+        clean = clean + W["logit_bias"]
     if spec["router"]["noise"]:
         if seed is None:
             raise ValueError("router.noise is true: a seed is required")
@@ -602,8 +605,8 @@ def _shared(spec, x, W) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 _ROUTER_WEIGHTS = {
-    "moe": ("gate", "gate_bias", "w_noise"),
-    "mh_moe": ("head_proj", "gate", "gate_bias", "w_noise"),
+    "moe": ("gate", "logit_bias", "gate_bias", "w_noise"),
+    "mh_moe": ("head_proj", "gate", "logit_bias", "gate_bias", "w_noise"),
     "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
     "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
 }
@@ -736,7 +739,7 @@ def layer_output(spec, x, seed=None, **weights) -> np.ndarray:
 def route(spec, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
     """(topk_ids int32, topk_weights float32) of the router, before capacity.
 
-    Needs only the router's weights (gate, gate_bias, w_noise; head_proj for
+    Needs only the router's weights (gate, logit_bias, gate_bias, w_noise; head_proj for
     mh_moe; query, keys, bn_* for peer/pkm); other known weights are accepted.
     """
     spec = load_spec(spec)

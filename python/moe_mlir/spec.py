@@ -66,7 +66,8 @@ _TOP_KEYS = {
             "score", "query_batchnorm", "weight_dtype", "tiles"),
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
-                "groups", "topk_groups", "group_score", "noise")
+                "groups", "topk_groups", "group_score", "noise",
+                "logit_bias")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "overflow", "priority")
 
@@ -416,6 +417,7 @@ def _normalize_moe(raw, out, kind):
         "topk_groups": _int(r, "topk_groups", "router.topk_groups", minimum=1, default=1),
         "group_score": _enum(r, "group_score", "router.group_score", GROUP_SCORES, "max"),
         "noise": _bool(r, "noise", "router.noise", False),
+        "logit_bias": _bool(r, "logit_bias", "router.logit_bias", False),
     }
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:
@@ -513,7 +515,7 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` are always
+    spec's ``weight_dtype``; the vectors ``logit_bias``, ``gate_bias`` and ``bn_*`` are always
     ``f32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
@@ -531,6 +533,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
             shapes["head_proj"] = ((D, D), wd)
             shapes["merge_proj"] = ((D, D), wd)
         shapes["gate"] = ((E, Dx), wd)
+        if r["logit_bias"]:
+            shapes["logit_bias"] = ((E,), "f32")
         if r["selection_bias"]:
             shapes["gate_bias"] = ((E,), "f32")
         if r["noise"]:

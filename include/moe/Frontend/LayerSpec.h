@@ -38,6 +38,9 @@ struct RouterSpec {
   bool normalize = false;
   double scaling = 1.0;
   bool selectionBias = false;
+  /// GPT-OSS: an f32 `[E]` bias added to the logits themselves (weight
+  /// `logit_bias`), unlike `selectionBias`, which only steers the choice.
+  bool logitBias = false;
   int64_t groups = 1;
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::max;
