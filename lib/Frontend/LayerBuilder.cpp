@@ -277,6 +277,10 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   }
   Value logits = LinearOp::create(builder, routerLoc, logitsType, input,
                                   arg("gate"), gateInit);
+  if (router.softcap)
+    logits = SoftcapOp::create(builder, loc("router.softcap"),
+                               logits.getType(), logits,
+                               llvm::APFloat(*router.softcap));
   Value noiseLogits;
   if (router.noise)
     noiseLogits =

@@ -208,6 +208,7 @@ static constexpr FieldRule kRouterFields[] = {
     {"group_score", kAllKinds, false},
     {"noise", kAllKinds, false},
     {"logit_bias", kAllKinds, false},
+    {"softcap", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -783,6 +784,15 @@ void SpecParser::readRouter(Section &layer) {
   router.readEnum("group_score", r.groupScore);
   router.read("noise", r.noise);
   router.read("logit_bias", r.logitBias);
+  // A null soft-cap is an absent one, as for the optional sections.
+  if (const SpecNode *cap = router.lookup("softcap");
+      cap && cap->kind != SpecNode::Kind::null) {
+    unsigned before = numErrors;
+    double value = 0.0;
+    router.read("softcap", value);
+    if (numErrors == before)
+      r.softcap = value;
+  }
 }
 
 void SpecParser::readSharedExperts(Section &layer) {
@@ -970,6 +980,10 @@ void SpecParser::checkSizes() {
       error(rangeOf("router.scaling"),
             "expected a finite router.scaling > 0, got " +
                 formatNumber(r.scaling));
+    if (r.softcap && (!(*r.softcap > 0.0) || !std::isfinite(*r.softcap)))
+      error(rangeOf("router.softcap"),
+            "expected a finite router.softcap > 0, got " +
+                formatNumber(*r.softcap));
     if (spec.experts % r.groups != 0) {
       error(rangeOf("router.groups"),
             "expected experts (" + Twine(spec.experts) +

@@ -186,6 +186,11 @@ def topk(values, k: int, excluded=None, tiebreak=None) -> Tuple[np.ndarray, np.n
 # Router
 # --------------------------------------------------------------------------- #
 
+def softcap(logits, cap: float):
+    """Laguna's tanh soft-cap of the router logits: cap * tanh(logits / cap)."""
+    return cap * np.tanh(_as_f64(logits) / cap)
+
+
 def score_fn(logits, score: str) -> np.ndarray:
     """Router scores over all experts: softmax of each row, or elementwise sigmoid."""
     if score == "softmax":
@@ -529,6 +534,9 @@ def _router_logits(spec, x, W, seed):
     if spec["router"]["logit_bias"]:
         # GPT-OSS: part of the logits (F.linear's bias), so aux losses see it.
         clean = clean + W["logit_bias"]
+    if spec["router"]["softcap"] is not None:
+        # Laguna: the capped logits are the router's logits (aux losses too).
+        clean = softcap(clean, spec["router"]["softcap"])
     if spec["router"]["noise"]:
         if seed is None:
             raise ValueError("router.noise is true: a seed is required")

@@ -67,7 +67,7 @@ _TOP_KEYS = {
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise",
-                "logit_bias")
+                "logit_bias", "softcap")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "overflow", "priority")
 
@@ -418,6 +418,8 @@ def _normalize_moe(raw, out, kind):
         "group_score": _enum(r, "group_score", "router.group_score", GROUP_SCORES, "max"),
         "noise": _bool(r, "noise", "router.noise", False),
         "logit_bias": _bool(r, "logit_bias", "router.logit_bias", False),
+        # Laguna: c·tanh(l / c) on the logits; None (absent or null) is none.
+        "softcap": _float(r, "softcap", "router.softcap", None, positive=True),
     }
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:

@@ -174,3 +174,110 @@ def test_gpt_oss_router_parity(dtype):
                          logit_bias=router.bias.detach().numpy())
     np.testing.assert_array_equal(ids, indices.numpy())
     np.testing.assert_allclose(w, scores.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# 2. Tanh soft-cap of the router logits (Laguna)
+# --------------------------------------------------------------------------- #
+
+SOFTCAP = {
+    # Laguna: cap, sigmoid, selection bias, normalised; a cap of 1.5 is well
+    # inside the logits' range (|l| up to ~6), so it changes the choices. The
+    # caps keep |l / cap| small enough that f32 tanh does not tie two logits.
+    "laguna": moe_spec("sc_laguna", router=dict(top_k=2, score="sigmoid", normalize=True,
+                                                selection_bias=True, softcap=1.5),
+                       shared_experts=dict(hidden=8)),
+    "softmax_bf16": moe_spec("sc_softmax_bf16", weight_dtype="bf16",
+                             router=dict(top_k=3, softcap=2.0),
+                             aux_losses=["load_balance", "z_loss"]),
+    "topk_then_score_bias": moe_spec("sc_topk_first", activation="relu",
+                                     router=dict(top_k=2, order="topk_then_score",
+                                                 logit_bias=True, softcap=2.5),
+                                     capacity=dict(factor=1.0)),
+    "mh_moe": mh_spec("sc_mh", router=dict(top_k=2, softcap=2.0)),
+}
+
+
+def test_softcap_contract():
+    assert load_spec(moe_spec())["router"]["softcap"] is None
+    assert load_spec(moe_spec(router=dict(top_k=2, softcap=None)))["router"]["softcap"] is None
+    s = load_spec(moe_spec(router=dict(top_k=2, softcap=30)))
+    assert s["router"]["softcap"] == 30.0 and isinstance(s["router"]["softcap"], float)
+    assert list(weight_shapes(s)) == list(weight_shapes(moe_spec()))  # no new weight
+    for bad in (0, -1.0, float("inf"), float("nan"), "30", True):
+        with pytest.raises(ValueError, match="router.softcap"):
+            load_spec(moe_spec(router=dict(top_k=2, softcap=bad)))
+
+
+def test_softcap_reference():
+    spec = SOFTCAP["softmax_bf16"]
+    W = weights(spec)
+    x = make_x(37, spec["d_model"], seed=1)
+    capped = R.forward(spec, x, **W)
+    uncapped = R.forward(dict(spec, router=dict(spec["router"], softcap=None)), x, **W)
+    assert not np.array_equal(capped["topk_weights"], uncapped["topk_weights"])
+    assert capped["z_loss"] < uncapped["z_loss"]
+    # The capped logits are bounded by the cap: z_loss <= (cap + log E)^2.
+    assert capped["z_loss"] <= (2.0 + np.log(spec["experts"])) ** 2
+    # Restated: softcap is the reference's own router on c·tanh(l / c).
+    l = x.astype(np.float64) @ R.round_to_dtype(W["gate"], "bf16").astype(np.float64).T
+    np.testing.assert_allclose(R.softcap(l, 2.0), 2.0 * np.tanh(l / 2.0), rtol=0, atol=0)
+    ids, w = R.route_tokens(2.0 * np.tanh(l / 2.0), load_spec(spec)["router"])
+    np.testing.assert_array_equal(capped["topk_ids"], ids)
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(SOFTCAP))
+def test_softcap_compiled(name, pipeline):
+    for T in TOKENS:
+        check(SOFTCAP[name], T, pipeline, seed=T)
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_laguna_block_parity(dtype):
+    """LagunaSparseMoeBlock (soft-capped sigmoid router with a selection bias,
+    normalised, scaled, with an ungated shared expert) vs the compiled layer."""
+    torch = pytest.importorskip("torch", reason="torch is needed for the parity test")
+    tf = pytest.importorskip("transformers", reason="transformers is needed for the parity test")
+    from transformers.models.laguna.modeling_laguna import LagunaSparseMoeBlock
+
+    E, D, F, Fs, k, cap, scale = 8, 16, 12, 20, 2, 2.5, 1.75
+    config = tf.LagunaConfig(hidden_size=D, moe_intermediate_size=F,
+                             shared_expert_intermediate_size=Fs, num_experts=E,
+                             num_experts_per_tok=k, moe_routed_scaling_factor=scale,
+                             moe_router_logit_softcapping=cap, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    block = LagunaSparseMoeBlock(config).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(p.shape[-1]))
+        block.gate.weight.mul_(2.5)
+        block.gate.e_score_correction_bias.copy_(torch.randn(E, generator=g) * 0.2)
+        if dtype == "bf16":
+            for name, p in block.named_parameters():
+                if name != "gate.e_score_correction_bias":
+                    p.copy_(p.to(torch.bfloat16).float())
+    x = torch.randn(1, 13, D, generator=g)
+    with torch.no_grad():
+        want = block(x)[0].numpy()
+        _, want_w, want_ids = block.gate(x[0])
+    spec = moe_spec(f"laguna_{dtype}", d_model=D, experts=E, expert_hidden=F,
+                    weight_dtype=dtype,
+                    router=dict(top_k=k, score="sigmoid", normalize=True, scaling=scale,
+                                selection_bias=True, softcap=cap),
+                    shared_experts=dict(hidden=Fs))
+    gu = block.experts.gate_up_proj.detach().numpy()
+    W = dict(gate=block.gate.weight.detach().numpy(),
+             gate_bias=block.gate.e_score_correction_bias.detach().numpy(),
+             w1=gu[:, :F], w3=gu[:, F:], w2=block.experts.down_proj.detach().numpy(),
+             shared_w1=block.shared_experts.gate_proj.weight.detach().numpy(),
+             shared_w3=block.shared_experts.up_proj.weight.detach().numpy(),
+             shared_w2=block.shared_experts.down_proj.weight.detach().numpy())
+    got = compiled(spec, "fast").forward(x[0].numpy(), **W)
+    # Laguna sorts each token's top-k by score; so does the layer (rank order).
+    np.testing.assert_array_equal(got["topk_ids"], want_ids.numpy())
+    np.testing.assert_allclose(got["topk_weights"], scale * want_w.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["out"], want, rtol=1e-4, atol=1e-5)

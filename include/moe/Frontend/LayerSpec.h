@@ -41,6 +41,8 @@ struct RouterSpec {
   /// GPT-OSS: an f32 `[E]` bias added to the logits themselves (weight
   /// `logit_bias`), unlike `selectionBias`, which only steers the choice.
   bool logitBias = false;
+  /// Laguna: `softcap · tanh(logits / softcap)` on the logits; absent: none.
+  std::optional<double> softcap;
   int64_t groups = 1;
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::max;

@@ -201,6 +201,30 @@ struct LowerLinear : OpRewritePattern<LinearOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// moe.softcap
+//===----------------------------------------------------------------------===//
+
+/// `cap · tanh(l / cap)` elementwise, in f32 as written.
+struct LowerSoftcap : OpRewritePattern<SoftcapOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(SoftcapOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value cap = createF32Constant(rewriter, loc,
+                                  op.getCap().convertToDouble());
+    rewriter.replaceOp(
+        op, buildMap(rewriter, loc, op.getInput(),
+                     [&](OpBuilder &nb, Location nloc, Value v) {
+                       Value t = math::TanhOp::create(nb, nloc,
+                                                      divF(nb, nloc, v, cap));
+                       return mulF(nb, nloc, cap, t);
+                     }));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // moe.route
 //===----------------------------------------------------------------------===//
 
@@ -716,6 +740,7 @@ private:
 } // namespace
 
 void mlir::moe::populateRoutingLoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerLinear, LowerRoute, LowerTopK, LowerProductKeyTopK,
-               LowerBatchNorm, LowerAuxLoss>(patterns.getContext());
+  patterns.add<LowerLinear, LowerSoftcap, LowerRoute, LowerTopK,
+               LowerProductKeyTopK, LowerBatchNorm, LowerAuxLoss>(
+      patterns.getContext());
 }

@@ -270,3 +270,20 @@ func.func @aux_z_loss(%logits: tensor<?x8xf32>) -> tensor<f32> {
   %loss = moe.aux_loss z_loss %logits : tensor<?x8xf32> -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// cap · tanh(l / cap), elementwise in f32.
+// CHECK-LABEL: func.func @softcap
+// CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x8xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[CAP:.*]] = arith.constant 2.500000e+00 : f32
+// CHECK:         linalg.generic {{.*}} ins(%[[L]] : tensor<?x8xf32>)
+// CHECK:           %[[D:.*]] = arith.divf %{{.*}}, %[[CAP]] : f32
+// CHECK:           %[[T:.*]] = math.tanh %[[D]] : f32
+// CHECK:           %[[M:.*]] = arith.mulf %[[CAP]], %[[T]] : f32
+// CHECK:           linalg.yield %[[M]] : f32
+func.func @softcap(%logits: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %c = moe.softcap %logits cap(2.5) : tensor<?x8xf32>
+  return %c : tensor<?x8xf32>
+}

@@ -89,6 +89,9 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
 }
 
 // The verifier requires a static weights dim 1; ids may leave it dynamic.
+void SoftcapOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "capped");
+}
 void BatchNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
   setNameFn(getResult(), "normed");
 }

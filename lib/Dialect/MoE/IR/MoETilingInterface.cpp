@@ -60,8 +60,8 @@ static bool isTiledOperand(Operation *op, OpOperand &operand) {
 /// The ops whose results are computed row by row from the same rows of
 /// their token-indexed operands (moe.gather: slot by slot).
 static bool isTokenParallel(Operation *op) {
-  return isa<LinearOp, RouteOp, TopKOp, ProductKeyTopKOp, BatchNormOp,
-             SingleNeuronExpertsOp, GatherOp>(op);
+  return isa<LinearOp, SoftcapOp, RouteOp, TopKOp, ProductKeyTopKOp,
+             BatchNormOp, SingleNeuronExpertsOp, GatherOp>(op);
 }
 
 StringRef mlir::moe::whyNotTokenTileable(Operation *op) {
@@ -268,4 +268,6 @@ void mlir::moe::attachTilingInterfaces(MLIRContext *ctx) {
   GatherOp::attachInterface<TokenTilingModel<GatherOp>>(*ctx);
   RouteOp::attachInterface<TokenShapeModel<RouteOp>>(*ctx);
   BatchNormOp::attachInterface<TokenShapeModel<BatchNormOp>>(*ctx);
+  SoftcapOp::attachInterface<TokenTilingModel<SoftcapOp>>(*ctx);
+  SoftcapOp::attachInterface<TokenShapeModel<SoftcapOp>>(*ctx);
 }

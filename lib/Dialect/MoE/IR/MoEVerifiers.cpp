@@ -452,6 +452,16 @@ LogicalResult SharedExpertOp::verify() {
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 
+LogicalResult SoftcapOp::verify() {
+  if (failed(expectRank(getOperation(), Named("input", getInput()), 2)))
+    return failure();
+  double cap = getCap().convertToDouble();
+  if (!(cap > 0.0) || !std::isfinite(cap))
+    return emitOpError() << "expects a positive finite cap, got "
+                         << doubleStr(cap);
+  return success();
+}
+
 LogicalResult BatchNormOp::verify() {
   Operation *op = getOperation();
   Named in("input", getInput()), mean("mean", getMean());

@@ -1654,3 +1654,27 @@ func.func @aux_unknown_kind(%l: tensor<?x8xf32>) {
   %0 = moe.aux_loss entropy %l : tensor<?x8xf32> -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @softcap_zero(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects a positive finite cap, got 0}}
+  %c = moe.softcap %l cap(0.0) : tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @softcap_negative(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects a positive finite cap, got -2.5}}
+  %c = moe.softcap %l cap(-2.5) : tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @softcap_rank(%l: tensor<8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects input of rank 2, got rank 1}}
+  %c = moe.softcap %l cap(1.0) : tensor<8xf32>
+  return
+}

@@ -212,3 +212,20 @@ func.func @topk_rank3_dynamic_row(%in: tensor<2x?x?xf32>,
       -> tensor<2x?x16xf32>, tensor<2x?x16xi32>
   return %v, %i : tensor<2x?x16xf32>, tensor<2x?x16xi32>
 }
+
+//===----------------------------------------------------------------------===//
+// moe.softcap
+//===----------------------------------------------------------------------===//
+
+// Laguna: tanh soft-cap of the logits, then the route.
+// CHECK-LABEL: func.func @softcap_then_route
+// CHECK-SAME:    (%[[L:.*]]: tensor<?x8xf32>)
+// CHECK:         %[[C:.*]] = moe.softcap %[[L]] cap(3.000000e+01) : tensor<?x8xf32>
+// CHECK:         moe.route %[[C]] top_k(2) score(sigmoid) order(score_then_topk)
+func.func @softcap_then_route(%logits: tensor<?x8xf32>)
+    -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %capped = moe.softcap %logits cap(30.0) : tensor<?x8xf32>
+  %w, %ids = moe.route %capped top_k(2) score(sigmoid) order(score_then_topk)
+      : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
+}

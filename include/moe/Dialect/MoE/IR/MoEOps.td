@@ -60,6 +60,28 @@ def MoE_LinearOp : MoE_DPSOp<"linear"> {
 // Routing and selection
 //===----------------------------------------------------------------------===//
 
+def MoE_SoftcapOp : MoE_Op<"softcap", [Pure,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "tanh soft-cap of router logits, `cap · tanh(input / cap)`";
+  let description = [{
+    Bounds router logits `[T, E]` to `(-cap, cap)` elementwise:
+    `result = cap · tanh(input / cap)` (Laguna's router logit soft-capping).
+    `cap` is positive and finite. The capped logits are the router's logits:
+    `moe.route` and `moe.aux_loss` both take them.
+
+    ```mlir
+    %capped = moe.softcap %logits cap(3.0e+01) : tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_F32Tensor:$input, F64Attr:$cap);
+  let results = (outs MoE_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `cap` `(` $cap `)` attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "router: expert choices and combine weights from logits";
