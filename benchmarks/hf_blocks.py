@@ -29,6 +29,8 @@ def hf_case(spec: dict):
         return None, "the blocks built here have no router logit bias (GPT-OSS has one)"
     if r.get("softcap") is not None:
         return None, "the blocks built here have no router logit soft-cap (Laguna has one)"
+    if r["score"] not in ("softmax", "sigmoid"):
+        return None, f"the blocks built here have no {r['score']} router score"
     if r["score"] == "sigmoid":
         # DeepseekV3MoE: groups ranked by the sum of their top-2 scores, an
         # always-on shared expert of n x F without gate.

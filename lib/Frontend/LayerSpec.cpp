@@ -758,7 +758,12 @@ void SpecParser::readFields(const SpecNode &root) {
   if (spec.isProductKey()) {
     layer.read("top_k", spec.topK);
     layer.read("key_dim", spec.keyDim);
-    layer.readEnum("score", spec.score);
+    static constexpr ScoreFunction productKeyScores[] = {
+        ScoreFunction::softmax, ScoreFunction::sigmoid};
+    std::string restriction =
+        " of a '" + stringifyEnum(spec.kind).str() + "' layer";
+    layer.readEnum<ScoreFunction>("score", spec.score, productKeyScores,
+                                  restriction);
     layer.read("query_batchnorm", spec.queryBatchNorm);
   }
   if (spec.isProductKey() || spec.kind == LayerKind::mh_moe)

@@ -186,17 +186,32 @@ def topk(values, k: int, excluded=None, tiebreak=None) -> Tuple[np.ndarray, np.n
 # Router
 # --------------------------------------------------------------------------- #
 
+def sqrt_softplus(z):
+    """DeepSeek-V4's router score sqrt(softplus(z))."""
+    return np.sqrt(softplus(z))
+
+
+def elementwise_score(z, score: str):
+    """The elementwise router scores (every score but softmax)."""
+    if score == "sigmoid":
+        return sigmoid(z)
+    if score == "sqrt_softplus":
+        return sqrt_softplus(z)
+    raise ValueError(f"unknown elementwise score function {score!r}")
+
+
 def softcap(logits, cap: float):
     """Laguna's tanh soft-cap of the router logits: cap * tanh(logits / cap)."""
     return cap * np.tanh(_as_f64(logits) / cap)
 
 
 def score_fn(logits, score: str) -> np.ndarray:
-    """Router scores over all experts: softmax of each row, or elementwise sigmoid."""
+    """Router scores over all experts: softmax of each row, or elementwise
+    sigmoid or sqrt(softplus)."""
     if score == "softmax":
         return softmax(logits, axis=-1)
-    if score == "sigmoid":
-        return sigmoid(logits)
+    if score in ("sigmoid", "sqrt_softplus"):
+        return elementwise_score(_as_f64(logits), score)
     raise ValueError(f"unknown score function {score!r}")
 
 
@@ -270,8 +285,8 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if s is not None:                                   # score_then_topk
             raw = np.take_along_axis(s, ids, axis=1)
-        elif router["score"] == "sigmoid":                  # topk_then_score, sigmoid
-            raw = sigmoid(np.take_along_axis(l, ids, axis=1))
+        elif router["score"] != "softmax":                  # topk_then_score, elementwise
+            raw = elementwise_score(np.take_along_axis(l, ids, axis=1), router["score"])
         else:                                               # topk_then_score, softmax
             lc = np.take_along_axis(l, ids, axis=1)
             top = lc[:, :k]
@@ -408,7 +423,8 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
     """Switch loss E * sum_i f_i P_i.
 
     f_i = (# top-k choices equal to i) / (T k), pre-capacity; P_i = mean_t p[t, i]
-    with p = softmax(clean logits), or sigmoid(l) / sum_e sigmoid(l) for sigmoid.
+    with p = softmax(clean logits), or for the elementwise scores (sigmoid,
+    sqrt_softplus) s(l) / sum_e s(l).
     """
     l = _as_f64(logits)
     ids = np.asarray(ids)
@@ -418,7 +434,7 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
         if score == "softmax":
             p = softmax(l, axis=1)
         else:
-            sg = sigmoid(l)
+            sg = elementwise_score(l, score)
             p = sg / np.sum(sg, axis=1, keepdims=True)
         P = np.sum(p, axis=0) / T
         return float(experts * np.sum(f * P))

@@ -39,6 +39,8 @@ GATED_ACTIVATIONS = ("swiglu", "geglu")
 PEER_ACTIVATIONS = ("gelu", "relu", "silu")
 WEIGHT_DTYPES = ("f32", "bf16", "f16")
 SCORES = ("softmax", "sigmoid")
+# Router scores: the product-key scores plus DeepSeek-V4's sqrt(softplus(l)).
+ROUTER_SCORES = SCORES + ("sqrt_softplus",)
 ORDERS = ("score_then_topk", "topk_then_score")
 GROUP_SCORES = ("max", "top2_sum")
 OVERFLOWS = ("drop", "next_choice")
@@ -408,7 +410,7 @@ def _normalize_moe(raw, out, kind):
     _check_keys(r, _ROUTER_KEYS, "router", kind)
     router = {
         "top_k": _int(r, "top_k", "router.top_k", minimum=1, required=True),
-        "score": _enum(r, "score", "router.score", SCORES, "softmax"),
+        "score": _enum(r, "score", "router.score", ROUTER_SCORES, "softmax"),
         "order": _enum(r, "order", "router.order", ORDERS, "score_then_topk"),
         "normalize": _bool(r, "normalize", "router.normalize", False),
         "scaling": _float(r, "scaling", "router.scaling", 1.0, positive=True),

@@ -281,3 +281,99 @@ def test_laguna_block_parity(dtype):
     np.testing.assert_array_equal(got["topk_ids"], want_ids.numpy())
     np.testing.assert_allclose(got["topk_weights"], scale * want_w.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["out"], want, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# 3. sqrt-softplus scores (DeepSeek-V4)
+# --------------------------------------------------------------------------- #
+
+SQRT_SOFTPLUS = {
+    # DeepSeek-V4: sqrt(softplus), selection bias, normalised, scaling 1.5,
+    # a shared expert.
+    "deepseek_v4": moe_spec("ssp_v4", router=dict(top_k=3, score="sqrt_softplus",
+                                                  normalize=True, scaling=1.5,
+                                                  selection_bias=True),
+                            shared_experts=dict(hidden=8)),
+    "groups_bf16": moe_spec("ssp_groups_bf16", weight_dtype="bf16", experts=8,
+                            router=dict(top_k=2, score="sqrt_softplus", groups=4,
+                                        topk_groups=2, group_score="top2_sum"),
+                            aux_losses=["load_balance", "importance", "z_loss"]),
+    "topk_then_score": moe_spec("ssp_topk_first", activation="silu",
+                                router=dict(top_k=2, score="sqrt_softplus",
+                                            order="topk_then_score"),
+                                capacity=dict(factor=1.0, overflow="next_choice",
+                                              priority="batch_prioritized")),
+    "mh_moe": mh_spec("ssp_mh", router=dict(top_k=2, score="sqrt_softplus", normalize=True)),
+}
+
+
+def test_sqrt_softplus_contract():
+    assert load_spec(SQRT_SOFTPLUS["deepseek_v4"])["router"]["score"] == "sqrt_softplus"
+    # Product-key scores stay softmax or sigmoid.
+    with pytest.raises(ValueError, match="score"):
+        load_spec({"name": "p", "kind": "pkm", "d_model": 8, "experts": 16, "heads": 1,
+                   "top_k": 2, "key_dim": 4, "score": "sqrt_softplus"})
+
+
+def test_sqrt_softplus_reference():
+    z = np.array([-800.0, -30.0, -1.0, 0.0, 1e-3, 2.0, 30.0, 800.0])
+    want = np.sqrt(np.logaddexp(0.0, z))            # log(1 + e^z), overflow-free
+    np.testing.assert_allclose(R.sqrt_softplus(z), want, rtol=1e-15)
+    spec = SQRT_SOFTPLUS["groups_bf16"]
+    W = weights(spec)
+    x = make_x(37, spec["d_model"], seed=1)
+    ref = R.forward(spec, x, **W)
+    sig = R.forward(dict(spec, router=dict(spec["router"], score="sigmoid")), x, **W)
+    assert not np.allclose(ref["topk_weights"], sig["topk_weights"])
+    # load_balance normalises the elementwise scores per token, as for sigmoid.
+    l = x.astype(np.float64) @ R.round_to_dtype(W["gate"], "bf16").astype(np.float64).T
+    p = R.sqrt_softplus(l)
+    p = p / p.sum(axis=1, keepdims=True)
+    f = np.bincount(ref["topk_ids"].ravel(), minlength=8) / ref["topk_ids"].size
+    np.testing.assert_allclose(ref["load_balance"], 8 * np.sum(f * p.mean(axis=0)), rtol=1e-12)
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(SQRT_SOFTPLUS))
+def test_sqrt_softplus_compiled(name, pipeline):
+    for T in TOKENS:
+        check(SQRT_SOFTPLUS[name], T, pipeline, seed=T)
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_deepseek_v4_router_parity(dtype):
+    """DeepseekV4TopKRouter vs Layer.route (its experts' clamped SwiGLU is the
+    experts helper's feature; the router is compared alone)."""
+    torch = pytest.importorskip("torch", reason="torch is needed for the parity test")
+    tf = pytest.importorskip("transformers", reason="transformers is needed for the parity test")
+    from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4TopKRouter
+
+    E, D, k = 16, 24, 4
+    config = tf.DeepseekV4Config(hidden_size=D, n_routed_experts=E, num_experts_per_tok=k,
+                                 routed_scaling_factor=1.5, num_hidden_layers=1)
+    router = DeepseekV4TopKRouter(config).eval()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        router.weight.copy_(torch.randn(E, D, generator=g) * 0.6)
+        router.e_score_correction_bias.copy_(torch.randn(E, generator=g) * 0.1)
+        if dtype == "bf16":
+            router.weight.copy_(router.weight.to(torch.bfloat16).float())
+    x = torch.randn(10, D, generator=g)
+    with torch.no_grad():
+        _, want_w, want_ids = router(x)
+    # torch.topk(sorted=False) returns the chosen set in no set order; the
+    # layer returns it in rank order: compare each token's (id, weight) sets.
+    spec = moe_spec(f"deepseek_v4_router_{dtype}", d_model=D, experts=E, weight_dtype=dtype,
+                    router=dict(top_k=k, score="sqrt_softplus", normalize=True, scaling=1.5,
+                                selection_bias=True))
+    ids, w = compiled(spec, "fast").route(
+        x.numpy(), gate=router.weight.detach().numpy(),
+        gate_bias=router.e_score_correction_bias.detach().numpy())
+    order = np.argsort(want_ids.numpy(), axis=1)
+    np.testing.assert_array_equal(np.sort(ids, axis=1),
+                                  np.take_along_axis(want_ids.numpy(), order, axis=1))
+    mine = np.take_along_axis(w, np.argsort(ids, axis=1), axis=1)
+    np.testing.assert_allclose(mine, np.take_along_axis(want_w.numpy(), order, axis=1),
+                               rtol=1e-5, atol=1e-6)

@@ -276,6 +276,8 @@ LogicalResult ProductKeyTopKOp::verify() {
                          << k2.type.getElementType()
                          << ") to match keys1 element type ("
                          << k1.type.getElementType() << ")";
+  if (getScore() == ScoreFunction::sqrt_softplus)
+    return emitOpError("expects score softmax or sigmoid, got sqrt_softplus");
   int64_t heads = getHeads(), n = k1.dim(0), keyDim = 2 * k1.dim(1);
   if (q.dim(1) != heads * keyDim)
     return emitOpError() << "expects query width (" << q.dim(1)

@@ -312,7 +312,7 @@ func.func @route_ids_element_type(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_unknown_score(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid}, got 'tanh'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'tanh'}}
   %w, %ids = moe.route %l top_k(2) score(tanh) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -328,7 +328,7 @@ func.func @route_unknown_order(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_score_not_a_keyword(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid}}}
+  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid, sqrt_softplus}}}
   %w, %ids = moe.route %l top_k(2) score(42) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -592,7 +592,7 @@ func.func @pk_keys_element_type_i8(%q: tensor<?x256xf32>, %k1: tensor<16x16xi8>,
 // -----
 
 func.func @pk_unknown_score(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid}, got 'relu'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'relu'}}
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(relu) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
@@ -1676,5 +1676,13 @@ func.func @softcap_negative(%l: tensor<?x8xf32>) {
 func.func @softcap_rank(%l: tensor<8xf32>) {
   // expected-error @+1 {{'moe.softcap' op expects input of rank 2, got rank 1}}
   %c = moe.softcap %l cap(1.0) : tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @pk_sqrt_softplus(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects score softmax or sigmoid, got sqrt_softplus}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(sqrt_softplus) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }

@@ -229,3 +229,15 @@ func.func @softcap_then_route(%logits: tensor<?x8xf32>)
       : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
 }
+
+// DeepSeek-V4: sqrt(softplus) scores, selection bias, normalised, scaled.
+// CHECK-LABEL: func.func @route_sqrt_softplus
+// CHECK-SAME:    (%[[L:.*]]: tensor<?x16xf32>, %[[B:.*]]: tensor<16xf32>)
+// CHECK:         moe.route %[[L]] top_k(4) score(sqrt_softplus) order(score_then_topk) bias(%[[B]] : tensor<16xf32>) {normalize = true, scaling = 1.500000e+00 : f64} : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+func.func @route_sqrt_softplus(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>)
+    -> (tensor<?x4xf32>, tensor<?x4xi32>) {
+  %w, %ids = moe.route %logits top_k(4) score(sqrt_softplus) order(score_then_topk)
+      bias(%bias : tensor<16xf32>) {normalize = true, scaling = 1.5 : f64}
+      : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
+}

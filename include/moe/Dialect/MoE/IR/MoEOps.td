@@ -90,7 +90,8 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     the weights its expert outputs are combined with, returned as
     `weights[T, C]` (`f32`) and `ids[T, C]` (`i32`) in rank order.
 
-    - `score`: `softmax` or `sigmoid` of the logits.
+    - `score`: `softmax`, `sigmoid` or `sqrt_softplus` (DeepSeek-V4,
+      `sqrt(softplus(l))`) of the logits; the last two are elementwise.
     - `order`: `score_then_topk` scores all `E` experts then picks the
       top-k; `topk_then_score` (Mixtral, noisy top-k) picks the top-k logits
       and scores only those (every other expert is `-inf` before the softmax).
@@ -195,7 +196,8 @@ def MoE_ProductKeyTopKOp : MoE_DPSOp<"product_key_topk"> {
     of `keys2 · q2` (`keys1, keys2` are `[n, d_k/2]`, `k' = min(top_k, n)`),
     then the top-k of the `k' × k'` candidate sums (`top_k <= n·n`), and
     returns the expert ids `i·n + j` (`i32`) and
-    their `score` function (softmax or sigmoid over the head's k scores).
+    their `score` function (softmax or sigmoid over the head's k scores;
+    not `sqrt_softplus`, a router score).
     `query` is `[T, heads·d_k]`; results are `[T, heads, top_k]`. Ties pick
     the lower id.
 
