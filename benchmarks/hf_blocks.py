@@ -27,6 +27,8 @@ def hf_case(spec: dict):
         return None, "transformers' MoE blocks have no noisy router"
     if r.get("logit_bias"):
         return None, "the blocks built here have no router logit bias (GPT-OSS has one)"
+    if r.get("rms_norm"):
+        return None, "the blocks built here have no router input norm (Gemma 4 has one)"
     if r.get("softcap") is not None:
         return None, "the blocks built here have no router logit soft-cap (Laguna has one)"
     if r["score"] not in ("softmax", "sigmoid"):

@@ -140,6 +140,8 @@ Location LayerBuilder::loc(StringRef path) {
 void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
                                        int64_t width) {
   int64_t e = spec.experts, f = spec.expertHidden;
+  if (spec.router.rmsNorm)
+    args.push_back({"router_norm", tensorOf({width}, f32)});
   args.push_back({"gate", tensorOf({e, width}, weightType)});
   if (spec.router.logitBias)
     args.push_back({"logit_bias", tensorOf({e}, f32)});
@@ -258,7 +260,14 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Location routerLoc = loc("router");
   Value numTokens = dim(routerLoc, input, 0);
 
-  // Router: logits, optional noise logits, scores and choices.
+  // Router: logits, optional noise logits, scores and choices. With an input
+  // RMSNorm (Gemma 4) the router's projections see the normalised tokens;
+  // the experts see `input`.
+  Value routerInput = input;
+  if (Value norm = optionalArg("router_norm"))
+    routerInput = RMSNormOp::create(builder, loc("router.rms_norm"),
+                                    input.getType(), input, norm,
+                                    llvm::APFloat(router.rmsNormEps));
   RankedTensorType logitsType = tokens({e}, f32);
   Value bias = optionalArg("logit_bias");
   Value zeroLogits;
@@ -275,7 +284,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
                    ArrayRef<int64_t>{0})
                    .getResult()[0];
   }
-  Value logits = LinearOp::create(builder, routerLoc, logitsType, input,
+  Value logits = LinearOp::create(builder, routerLoc, logitsType, routerInput,
                                   arg("gate"), gateInit);
   if (router.softcap)
     logits = SoftcapOp::create(builder, loc("router.softcap"),
@@ -284,7 +293,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Value noiseLogits;
   if (router.noise)
     noiseLogits =
-        LinearOp::create(builder, loc("router.noise"), logitsType, input,
+        LinearOp::create(builder, loc("router.noise"), logitsType, routerInput,
                          arg("w_noise"), zeroLogits);
   auto route = RouteOp::create(
       builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),

@@ -209,6 +209,8 @@ static constexpr FieldRule kRouterFields[] = {
     {"noise", kAllKinds, false},
     {"logit_bias", kAllKinds, false},
     {"softcap", kAllKinds, false},
+    {"rms_norm", kAllKinds, false},
+    {"rms_norm_eps", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -798,6 +800,8 @@ void SpecParser::readRouter(Section &layer) {
     if (numErrors == before)
       r.softcap = value;
   }
+  router.read("rms_norm", r.rmsNorm);
+  router.read("rms_norm_eps", r.rmsNormEps);
 }
 
 void SpecParser::readSharedExperts(Section &layer) {
@@ -989,6 +993,10 @@ void SpecParser::checkSizes() {
       error(rangeOf("router.softcap"),
             "expected a finite router.softcap > 0, got " +
                 formatNumber(*r.softcap));
+    if (!(r.rmsNormEps > 0.0) || !std::isfinite(r.rmsNormEps))
+      error(rangeOf("router.rms_norm_eps"),
+            "expected a finite router.rms_norm_eps > 0, got " +
+                formatNumber(r.rmsNormEps));
     if (spec.experts % r.groups != 0) {
       error(rangeOf("router.groups"),
             "expected experts (" + Twine(spec.experts) +

@@ -545,7 +545,16 @@ class _Routed(NamedTuple):
     logits: np.ndarray         # clean logits
 
 
+def rms_norm(x, weight, eps: float) -> np.ndarray:
+    """Gemma 4's router input norm: x * (mean(x^2) + eps)^-1/2 * weight, per row."""
+    x = _as_f64(x)
+    return x * (np.mean(x * x, axis=1, keepdims=True) + eps) ** -0.5 * _as_f64(weight)
+
+
 def _router_logits(spec, x, W, seed):
+    if spec["router"]["rms_norm"]:
+        # Only the router sees the normalised tokens (its noise projection too).
+        x = rms_norm(x, W["router_norm"], spec["router"]["rms_norm_eps"])
     clean = x @ W["gate"].T
     if spec["router"]["logit_bias"]:
         # GPT-OSS: part of the logits (F.linear's bias), so aux losses see it.
@@ -629,8 +638,8 @@ def _shared(spec, x, W) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 _ROUTER_WEIGHTS = {
-    "moe": ("gate", "logit_bias", "gate_bias", "w_noise"),
-    "mh_moe": ("head_proj", "gate", "logit_bias", "gate_bias", "w_noise"),
+    "moe": ("router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
+    "mh_moe": ("head_proj", "router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
     "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
     "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
 }

@@ -69,7 +69,7 @@ _TOP_KEYS = {
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise",
-                "logit_bias", "softcap")
+                "logit_bias", "softcap", "rms_norm", "rms_norm_eps")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "overflow", "priority")
 
@@ -422,6 +422,10 @@ def _normalize_moe(raw, out, kind):
         "logit_bias": _bool(r, "logit_bias", "router.logit_bias", False),
         # Laguna: c·tanh(l / c) on the logits; None (absent or null) is none.
         "softcap": _float(r, "softcap", "router.softcap", None, positive=True),
+        # Gemma 4: RMSNorm of the router's input (weight router_norm).
+        "rms_norm": _bool(r, "rms_norm", "router.rms_norm", False),
+        "rms_norm_eps": _float(r, "rms_norm_eps", "router.rms_norm_eps", 1e-6,
+                               positive=True),
     }
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:
@@ -519,7 +523,7 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``logit_bias``, ``gate_bias`` and ``bn_*`` are always
+    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``, ``gate_bias`` and ``bn_*`` are always
     ``f32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
@@ -536,6 +540,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
             Dx = D // s["heads"]
             shapes["head_proj"] = ((D, D), wd)
             shapes["merge_proj"] = ((D, D), wd)
+        if r["rms_norm"]:
+            shapes["router_norm"] = ((Dx,), "f32")
         shapes["gate"] = ((E, Dx), wd)
         if r["logit_bias"]:
             shapes["logit_bias"] = ((E,), "f32")

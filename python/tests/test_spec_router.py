@@ -377,3 +377,93 @@ def test_deepseek_v4_router_parity(dtype):
     mine = np.take_along_axis(w, np.argsort(ids, axis=1), axis=1)
     np.testing.assert_allclose(mine, np.take_along_axis(want_w.numpy(), order, axis=1),
                                rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# 4. RMSNorm of the router input (Gemma 4)
+# --------------------------------------------------------------------------- #
+
+RMS_NORM = {
+    "gemma4": moe_spec("rn_gemma4", activation="gelu",
+                       router=dict(top_k=2, normalize=True, rms_norm=True)),
+    "bf16_shared": moe_spec("rn_bf16", weight_dtype="bf16",
+                                  router=dict(top_k=2, rms_norm=True, rms_norm_eps=1e-3,
+                                              score="sigmoid", logit_bias=True),
+                                  shared_experts=dict(hidden=8, gate=True),
+                                  aux_losses=["load_balance", "z_loss"]),
+    "mh_moe": mh_spec("rn_mh", router=dict(top_k=2, rms_norm=True)),
+}
+
+
+def norm_weights(spec, seed=0):
+    W = weights(spec, seed)
+    W["router_norm"] = np.random.default_rng(seed + 7).uniform(0.2, 3.0,
+                                                               W["router_norm"].shape)
+    return {n: np.asarray(a, np.float32) for n, a in W.items()}
+
+
+def test_rms_norm_contract_and_reference():
+    s = load_spec(RMS_NORM["gemma4"])
+    assert s["router"]["rms_norm"] is True and s["router"]["rms_norm_eps"] == 1e-6
+    assert list(weight_shapes(s))[:2] == ["router_norm", "gate"]
+    assert weight_shapes(RMS_NORM["mh_moe"])["router_norm"] == ((8,), "f32")
+    for bad in (0, -1e-6, float("inf")):
+        with pytest.raises(ValueError, match="router.rms_norm_eps"):
+            load_spec(moe_spec(router=dict(top_k=2, rms_norm=True, rms_norm_eps=bad)))
+    spec = RMS_NORM["gemma4"]
+    W = norm_weights(spec)
+    x = make_x(37, spec["d_model"], seed=1) * np.linspace(0.1, 10.0, 37)[:, None].astype(np.float32)
+    ref = R.forward(spec, x, **W)
+    # Restated: route on x / rms(x) * w; the experts see x.
+    x64 = x.astype(np.float64)
+    xr = x64 / np.sqrt(np.mean(x64 ** 2, axis=1, keepdims=True) + 1e-6) * W["router_norm"]
+    ids, w = R.route_tokens(xr @ W["gate"].astype(np.float64).T, s["router"])
+    np.testing.assert_array_equal(ref["topk_ids"], ids)
+    unnormed = R.forward(dict(spec, router=dict(spec["router"], rms_norm=False)), x,
+                         **{n: a for n, a in W.items() if n != "router_norm"})
+    assert not np.array_equal(ref["topk_ids"], unnormed["topk_ids"])
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(RMS_NORM))
+def test_rms_norm_compiled(name, pipeline):
+    spec = RMS_NORM[name]
+    for T in TOKENS:
+        W = norm_weights(spec, seed=T)
+        x = make_x(T, spec["d_model"], seed=T + 1)
+        compare(compiled(spec, pipeline).forward(x, **W), R.forward(spec, x, **W))
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_gemma4_router_parity(dtype):
+    """Gemma4TextRouter (RMSNorm without scale, times scale and D^-1/2, then
+    softmax, top-k, renormalised) vs Layer.route; its per-expert scale (ones
+    here) multiplies the expert outputs and is the experts helper's feature."""
+    torch = pytest.importorskip("torch", reason="torch is needed for the parity test")
+    tf = pytest.importorskip("transformers", reason="transformers is needed for the parity test")
+    from transformers.models.gemma4.modeling_gemma4 import Gemma4TextRouter
+
+    E, D, k = 8, 32, 2
+    config = tf.Gemma4TextConfig(hidden_size=D, num_experts=E, top_k_experts=k,
+                                 rms_norm_eps=1e-6, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    router = Gemma4TextRouter(config).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        router.proj.weight.copy_(torch.randn(E, D, generator=g))
+        router.scale.copy_(torch.rand(D, generator=g) * 2.0 + 0.25)
+        if dtype == "bf16":
+            router.proj.weight.copy_(router.proj.weight.to(torch.bfloat16).float())
+    x = torch.randn(12, D, generator=g) * 3.0
+    with torch.no_grad():
+        _, want_w, want_ids = router(x)
+    spec = moe_spec(f"gemma4_router_{dtype}", d_model=D, experts=E, weight_dtype=dtype,
+                    activation="gelu", router=dict(top_k=k, normalize=True, rms_norm=True,
+                                                   rms_norm_eps=1e-6))
+    norm = (router.scale.detach().numpy().astype(np.float64) * D ** -0.5).astype(np.float32)
+    ids, w = compiled(spec, "fast").route(x.numpy(), router_norm=norm,
+                                          gate=router.proj.weight.detach().numpy())
+    np.testing.assert_array_equal(ids, want_ids.numpy())
+    np.testing.assert_allclose(w, want_w.numpy(), rtol=1e-5, atol=1e-6)

@@ -43,6 +43,10 @@ struct RouterSpec {
   bool logitBias = false;
   /// Laguna: `softcap · tanh(logits / softcap)` on the logits; absent: none.
   std::optional<double> softcap;
+  /// Gemma 4: RMSNorm of the router's input (weight `router_norm`); the
+  /// experts still see the input as it is.
+  bool rmsNorm = false;
+  double rmsNormEps = 1e-6;
   int64_t groups = 1;
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::max;

@@ -228,6 +228,53 @@ struct LowerLinear : OpRewritePattern<LinearOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+/// `x · w / sqrt(Σ_j x_j² / D + eps)` per row: the sum of squares in `j`
+/// order (one row reduction), then one elementwise pass.
+struct LowerRMSNorm : OpRewritePattern<RMSNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(RMSNormOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    OpBuilder &b = rewriter;
+    Value input = op.getInput();
+    auto type = cast<RankedTensorType>(input.getType());
+    Value sumSquares = buildRowReduction(
+        b, loc, input, createF32Constant(b, loc, 0.0),
+        [](OpBuilder &nb, Location nloc, Value acc, Value v) {
+          return addF(nb, nloc, acc, mulF(nb, nloc, v, v));
+        });
+    Value width = createF32Constant(b, loc, type.getDimSize(1));
+    Value eps = createF32Constant(b, loc, op.getEpsilon().convertToDouble());
+    Value one = createF32Constant(b, loc, 1.0);
+    Value empty =
+        tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType(),
+                                getDynamicSizes(b, loc, input));
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t = getAffineDimExpr(0, ctx), c = getAffineDimExpr(1, ctx);
+    AffineMap full = AffineMap::get(2, 0, {t, c}, ctx);
+    AffineMap row = AffineMap::get(2, 0, {t}, ctx);
+    AffineMap channel = AffineMap::get(2, 0, {c}, ctx);
+    auto generic = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{input, sumSquares, op.getWeight()},
+        ValueRange{empty}, ArrayRef<AffineMap>{full, row, channel, full},
+        {utils::IteratorType::parallel, utils::IteratorType::parallel},
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value meanSquare = divF(nb, nloc, args[1], width);
+          Value root =
+              math::SqrtOp::create(nb, nloc, addF(nb, nloc, meanSquare, eps));
+          Value normed = mulF(nb, nloc, args[0], divF(nb, nloc, one, root));
+          linalg::YieldOp::create(nb, nloc, mulF(nb, nloc, normed, args[2]));
+        });
+    rewriter.replaceOp(op, generic.getResult(0));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // moe.softcap
 //===----------------------------------------------------------------------===//
 
@@ -760,7 +807,7 @@ private:
 } // namespace
 
 void mlir::moe::populateRoutingLoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerLinear, LowerSoftcap, LowerRoute, LowerTopK,
+  patterns.add<LowerLinear, LowerRMSNorm, LowerSoftcap, LowerRoute, LowerTopK,
                LowerProductKeyTopK, LowerBatchNorm, LowerAuxLoss>(
       patterns.getContext());
 }

@@ -287,3 +287,24 @@ func.func @softcap(%logits: tensor<?x8xf32>) -> tensor<?x8xf32> {
   %c = moe.softcap %logits cap(2.5) : tensor<?x8xf32>
   return %c : tensor<?x8xf32>
 }
+
+// -----
+
+// Sum of squares per row in j order, then x · w / sqrt(ss / D + eps).
+// CHECK-LABEL: func.func @rms_norm
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[W:[a-zA-Z0-9_]+]]: tensor<64xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[SS:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} ins(%[[X]] : tensor<?x64xf32>)
+// CHECK:           arith.mulf
+// CHECK:           arith.addf
+// CHECK:         linalg.generic {{.*}} ins(%[[X]], %[[SS]], %[[W]] : tensor<?x64xf32>, tensor<?xf32>, tensor<64xf32>)
+// CHECK:           arith.divf
+// CHECK:           arith.addf
+// CHECK:           math.sqrt
+// CHECK:           arith.divf
+// CHECK:           arith.mulf
+// CHECK:           arith.mulf
+func.func @rms_norm(%x: tensor<?x64xf32>, %w: tensor<64xf32>) -> tensor<?x64xf32> {
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<64xf32>
+  return %xr : tensor<?x64xf32>
+}

@@ -89,6 +89,9 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
 }
 
 // The verifier requires a static weights dim 1; ids may leave it dynamic.
+void RMSNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "router_in");
+}
 void SoftcapOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
   setNameFn(getResult(), "capped");
 }

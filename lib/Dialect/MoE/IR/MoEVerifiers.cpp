@@ -454,6 +454,19 @@ LogicalResult SharedExpertOp::verify() {
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 
+LogicalResult RMSNormOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), w("weight", getWeight());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, w, 1)) ||
+      failed(expectDim(op, w, 0, in, 1)))
+    return failure();
+  double eps = getEpsilon().convertToDouble();
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    return emitOpError() << "expects a positive finite epsilon, got "
+                         << doubleStr(eps);
+  return success();
+}
+
 LogicalResult SoftcapOp::verify() {
   if (failed(expectRank(getOperation(), Named("input", getInput()), 2)))
     return failure();

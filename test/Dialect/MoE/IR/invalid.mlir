@@ -1686,3 +1686,19 @@ func.func @pk_sqrt_softplus(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: 
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(sqrt_softplus) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
+
+// -----
+
+func.func @rms_norm_weight_width(%x: tensor<?x64xf32>, %w: tensor<32xf32>) {
+  // expected-error @+1 {{'moe.rms_norm' op expects weight dim 0 (32) to match input dim 1 (64)}}
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<32xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_epsilon(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{'moe.rms_norm' op expects a positive finite epsilon, got 0}}
+  %xr = moe.rms_norm %x, %w {epsilon = 0.0 : f64} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}

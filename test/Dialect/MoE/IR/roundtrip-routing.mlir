@@ -241,3 +241,19 @@ func.func @route_sqrt_softplus(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>)
       : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
   return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
 }
+
+//===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+// Gemma 4: RMSNorm of the router input; the default epsilon is elided.
+// CHECK-LABEL: func.func @rms_norm_then_linear
+// CHECK-SAME:    (%[[X:.*]]: tensor<?x64xf32>, %[[W:.*]]: tensor<64xf32>, %[[G:.*]]: tensor<8x64xf32>, %[[Z:.*]]: tensor<?x8xf32>)
+// CHECK:         %[[XR:.*]] = moe.rms_norm %[[X]], %[[W]] : tensor<?x64xf32>, tensor<64xf32>
+// CHECK:         moe.linear ins(%[[XR]], %[[G]] :
+func.func @rms_norm_then_linear(%x: tensor<?x64xf32>, %w: tensor<64xf32>,
+                                %g: tensor<8x64xf32>, %z: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<64xf32>
+  %l = moe.linear ins(%xr, %g : tensor<?x64xf32>, tensor<8x64xf32>) outs(%z : tensor<?x8xf32>) -> tensor<?x8xf32>
+  return %l : tensor<?x8xf32>
+}

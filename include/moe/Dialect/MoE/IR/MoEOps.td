@@ -60,6 +60,29 @@ def MoE_LinearOp : MoE_DPSOp<"linear"> {
 // Routing and selection
 //===----------------------------------------------------------------------===//
 
+def MoE_RMSNormOp : MoE_Op<"rms_norm", [Pure,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "RMSNorm of each token row with an f32 per-channel weight";
+  let description = [{
+    `result[t, c] = input[t, c] · (mean_j input[t, j]² + epsilon)^(-1/2) ·
+    weight[c]` (Gemma 4's router input norm; the mean is a sum in `j` order
+    divided by the width). `input` is `[T, D]`, `weight` is `[D]` (`f32`).
+
+    ```mlir
+    %xr = moe.rms_norm %x, %w {epsilon = 1.0e-06 : f64}
+        : tensor<?x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_F32Tensor:$input, MoE_F32Tensor:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$epsilon);
+  let results = (outs MoE_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_SoftcapOp : MoE_Op<"softcap", [Pure,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
     AllTypesMatch<["input", "result"]>]> {
