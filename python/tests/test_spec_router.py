@@ -467,3 +467,45 @@ def test_gemma4_router_parity(dtype):
                                           gate=router.proj.weight.detach().numpy())
     np.testing.assert_array_equal(ids, want_ids.numpy())
     np.testing.assert_allclose(w, want_w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- #
+# Exactness of the new router steps (fast pipeline)
+# --------------------------------------------------------------------------- #
+
+ALL_ROUTER_FEATURES = moe_spec(
+    "router_all", d_model=20, experts=8, expert_hidden=13,
+    router=dict(top_k=3, score="sqrt_softplus", normalize=True, selection_bias=True,
+                logit_bias=True, softcap=4.0, rms_norm=True),
+    shared_experts=dict(hidden=8))
+
+
+def _bits_equal(a, b, what):
+    a, b = np.atleast_1d(np.asarray(a)), np.atleast_1d(np.asarray(b))
+    assert a.shape == b.shape and a.dtype == b.dtype, what
+    assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), f"{what}: bits differ"
+
+
+@requires_compiler
+def test_router_features_exact():
+    """Same bits for 1, 2 and 3 threads, and a token's outputs the same bits
+    alone as in a batch of 70 (every new step is per token)."""
+    spec = ALL_ROUTER_FEATURES
+    layer = compiled(spec, "fast")
+    W = norm_weights(spec)
+    x = make_x(70, spec["d_model"], seed=5)
+    compare(layer.forward(x, **W), R.forward(spec, x, **W))
+    try:
+        moe_mlir.set_num_threads(1)
+        one = layer.forward(x, **W)
+        for threads in (2, 3):
+            moe_mlir.set_num_threads(threads)
+            many = layer.forward(x, **W)
+            for key in ("out", "topk_ids", "topk_weights", "expert_counts"):
+                _bits_equal(many[key], one[key], f"{key} with {threads} threads")
+    finally:
+        moe_mlir.set_num_threads(0)
+    for t in (0, 33, 69):
+        alone = layer.forward(x[t:t + 1], **W)
+        for key in ("out", "topk_ids", "topk_weights"):
+            _bits_equal(alone[key][0], one[key][t], f"{key} of token {t} alone")
