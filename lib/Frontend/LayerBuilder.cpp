@@ -305,18 +305,22 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   // Dispatch plan: expert-major slots, with capacity when the spec has one.
   Location planLoc = loc(spec.capacity ? "capacity" : "router.top_k");
   FloatAttr capacityFactor;
+  IntegerAttr capacityTokens;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
   if (spec.capacity) {
-    capacityFactor = builder.getF64FloatAttr(spec.capacity->factor);
+    if (spec.capacity->factor)
+      capacityFactor = builder.getF64FloatAttr(*spec.capacity->factor);
+    else
+      capacityTokens = builder.getI64IntegerAttr(*spec.capacity->tokens);
     overflow = spec.capacity->overflow;
     priority = spec.capacity->priority;
   }
   auto plan = DispatchPlanOp::create(
       builder, planLoc, tensorOf({e}, i32), tensorOf({e + 1}, i32),
       tensorOf({kDynamic}, i32), tensorOf({kDynamic}, f32), tensorOf({}, i32),
-      route.getIds(), route.getWeights(), e, k, capacityFactor, overflow,
-      priority);
+      route.getIds(), route.getWeights(), e, k, capacityFactor, capacityTokens,
+      overflow, priority);
 
   // Routed experts over the expert-major rows.
   Location expertLoc = loc("expert_hidden");

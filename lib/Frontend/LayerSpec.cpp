@@ -219,7 +219,8 @@ static constexpr FieldRule kSharedExpertFields[] = {
 };
 
 static constexpr FieldRule kCapacityFields[] = {
-    {"factor", kAllKinds, true},
+    {"factor", kAllKinds, false},
+    {"tokens", kAllKinds, false},
     {"overflow", kAllKinds, false},
     {"priority", kAllKinds, false},
 };
@@ -823,7 +824,21 @@ void SpecParser::readCapacity(Section &layer) {
                    keyRangeOf("capacity"));
   capacity.checkKeys(std::nullopt);
   CapacitySpec &c = spec.capacity.emplace();
-  capacity.read("factor", c.factor);
+  // Exactly one of factor and tokens; a null one is an absent one.
+  auto present = [&](StringRef key) {
+    const SpecNode *value = capacity.lookup(key);
+    return value && value->kind != SpecNode::Kind::null;
+  };
+  if (present("factor"))
+    capacity.read("factor", c.factor.emplace());
+  if (present("tokens"))
+    capacity.read("tokens", c.tokens.emplace());
+  if (!present("factor") && !present("tokens"))
+    error(keyRangeOf("capacity"),
+          "missing required field 'factor' or 'tokens' in 'capacity'");
+  else if (present("factor") && present("tokens"))
+    error(rangeOf("capacity.tokens"),
+          "expected only one of capacity.factor and capacity.tokens");
   capacity.readEnum("overflow", c.overflow);
   capacity.readEnum("priority", c.priority);
 }
@@ -1020,11 +1035,22 @@ void SpecParser::checkSizes() {
                   Twine(groupSize) + " (experts " + Twine(spec.experts) +
                   " / groups " + Twine(r.groups) + ")");
     }
-    if (spec.capacity && (!(spec.capacity->factor > 0.0) ||
-                          !std::isfinite(spec.capacity->factor)))
+    if (spec.capacity && spec.capacity->factor &&
+        (!(*spec.capacity->factor > 0.0) ||
+         !std::isfinite(*spec.capacity->factor)))
       error(rangeOf("capacity.factor"),
             "expected a finite capacity.factor > 0, got " +
-                formatNumber(spec.capacity->factor));
+                formatNumber(*spec.capacity->factor));
+    if (spec.capacity && spec.capacity->tokens &&
+        *spec.capacity->tokens <= 0)
+      error(rangeOf("capacity.tokens"),
+            "expected capacity.tokens > 0, got " +
+                Twine(*spec.capacity->tokens));
+    if (spec.capacity && spec.capacity->tokens &&
+        *spec.capacity->tokens > kMaxSize)
+      error(rangeOf("capacity.tokens"),
+            "expected capacity.tokens <= " + Twine(kMaxSize) + ", got " +
+                Twine(*spec.capacity->tokens));
   }
 
   if (spec.kind == LayerKind::moe && spec.sharedExperts.gate &&

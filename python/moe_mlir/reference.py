@@ -303,6 +303,19 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
 # Capacity and dispatch
 # --------------------------------------------------------------------------- #
 
+def fixed_capacity(capacity_tokens: int, tokens: int, k: int) -> int:
+    """Slots per expert of a fixed capacity (Switch's expert_capacity),
+    clamped to tokens * k like the factor's."""
+    return min(int(capacity_tokens), tokens * k)
+
+
+def spec_capacity(cap_spec: dict, tokens: int, k: int, experts: int) -> int:
+    """Slots per expert of a normalised ``spec["capacity"]``."""
+    if "tokens" in cap_spec:
+        return fixed_capacity(cap_spec["tokens"], tokens, k)
+    return capacity(cap_spec["factor"], tokens, k, experts)
+
+
 def capacity(factor: float, tokens: int, k: int, experts: int) -> int:
     """Slots per expert: math.ceil(factor * tokens * k / experts) (float64, left to
     right), clamped to tokens * k.
@@ -596,7 +609,7 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
     if cap_spec is None:
         d = dispatch(ids, weights, k, E)
     else:
-        d = dispatch(ids_all, w_all, k, E, capacity(cap_spec["factor"], T, k, E),
+        d = dispatch(ids_all, w_all, k, E, spec_capacity(cap_spec, T, k, E),
                      cap_spec["overflow"], cap_spec["priority"])
     contrib = np.zeros((k,) + x.shape, dtype=_F64)          # [k, T, D]
     for e in range(E):

@@ -71,7 +71,7 @@ _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bi
                 "groups", "topk_groups", "group_score", "noise",
                 "logit_bias", "softcap", "rms_norm", "rms_norm_eps")
 _SHARED_KEYS = ("hidden", "gate")
-_CAPACITY_KEYS = ("factor", "overflow", "priority")
+_CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
 
 
 # --------------------------------------------------------------------------- #
@@ -460,11 +460,19 @@ def _normalize_moe(raw, out, kind):
         out["capacity"] = None
     else:
         _check_keys(c, _CAPACITY_KEYS, "capacity", kind)
-        out["capacity"] = {
-            "factor": _float(c, "factor", "capacity.factor", required=True, positive=True),
+        # Exactly one of factor (ceil(factor T k / E)) and tokens (Switch's
+        # fixed expert_capacity); the normalised form keeps the one given.
+        factor = _float(c, "factor", "capacity.factor", positive=True)
+        tokens = _int(c, "tokens", "capacity.tokens", minimum=1)
+        if factor is None and tokens is None:
+            raise ValueError("missing required field 'capacity.factor' or 'capacity.tokens'")
+        if factor is not None and tokens is not None:
+            raise ValueError("fields 'capacity.factor' and 'capacity.tokens' exclude each other")
+        out["capacity"] = ({"factor": factor} if tokens is None else {"tokens": tokens})
+        out["capacity"].update({
             "overflow": _enum(c, "overflow", "capacity.overflow", OVERFLOWS, "drop"),
             "priority": _enum(c, "priority", "capacity.priority", PRIORITIES, "token_order"),
-        }
+        })
 
     aux = raw.get("aux_losses")
     if aux is None:

@@ -509,3 +509,88 @@ def test_router_features_exact():
         alone = layer.forward(x[t:t + 1], **W)
         for key in ("out", "topk_ids", "topk_weights"):
             _bits_equal(alone[key][0], one[key][t], f"{key} of token {t} alone")
+
+
+# --------------------------------------------------------------------------- #
+# 6. A fixed capacity in tokens (Switch expert_capacity)
+# --------------------------------------------------------------------------- #
+
+CAPACITY_TOKENS = {
+    "switch": moe_spec("ct_switch", activation="relu", router=dict(top_k=1),
+                       capacity=dict(tokens=3)),
+    "next_choice_bf16": moe_spec("ct_next_bf16", weight_dtype="bf16", router=dict(top_k=2),
+                                 capacity=dict(tokens=4, overflow="next_choice",
+                                               priority="batch_prioritized"),
+                                 aux_losses=["load_balance"]),
+    "mh_moe": mh_spec("ct_mh", router=dict(top_k=2), capacity=dict(tokens=5)),
+}
+
+
+def test_capacity_tokens_contract_and_reference():
+    s = load_spec(CAPACITY_TOKENS["switch"])
+    assert s["capacity"] == {"tokens": 3, "overflow": "drop", "priority": "token_order"}
+    assert load_spec(moe_spec(capacity=dict(factor=1)))["capacity"]["factor"] == 1.0
+    for bad, match in ((dict(), "capacity.factor' or 'capacity.tokens"),
+                       (dict(factor=1.0, tokens=2), "exclude each other"),
+                       (dict(tokens=0), "capacity.tokens"), (dict(tokens=2.0), "capacity.tokens")):
+        with pytest.raises(ValueError, match=match):
+            load_spec(moe_spec(capacity=bad))
+    assert R.fixed_capacity(3, 37, 1) == 3 and R.fixed_capacity(64, 5, 2) == 10
+    # Every expert keeps at most N assignments, whatever T; the rest drop.
+    spec = CAPACITY_TOKENS["switch"]
+    W = weights(spec)
+    for T in (1, 7, 37):
+        ref = R.forward(spec, make_x(T, spec["d_model"], seed=T), **W)
+        counts = np.bincount(ref["topk_ids"].ravel(), minlength=spec["experts"])
+        np.testing.assert_array_equal(ref["expert_counts"], np.minimum(counts, 3))
+        assert ref["dropped"] == int(np.sum(counts - np.minimum(counts, 3)))
+    assert ref["dropped"] > 0
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(CAPACITY_TOKENS))
+def test_capacity_tokens_compiled(name, pipeline):
+    for T in TOKENS:
+        check(CAPACITY_TOKENS[name], T, pipeline, seed=T)
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_switch_expert_capacity_parity(dtype):
+    """SwitchTransformersSparseMLP with expert_capacity (one sequence): the
+    same choices, drops and output."""
+    torch = pytest.importorskip("torch", reason="torch is needed for the parity test")
+    tf = pytest.importorskip("transformers", reason="transformers is needed for the parity test")
+    from transformers.models.switch_transformers.modeling_switch_transformers import (
+        SwitchTransformersSparseMLP)
+
+    E, D, F, N, T = 4, 16, 24, 3, 19
+    config = tf.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E, expert_capacity=N,
+                                         router_bias=False, dense_act_fn="relu",
+                                         num_layers=1, num_heads=2, d_kv=8)
+    block = SwitchTransformersSparseMLP(config).eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(p.shape[-1]))
+        block.router.classifier.weight.mul_(3.0)
+        if dtype == "bf16":
+            for p in block.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+    x = torch.randn(1, T, D, generator=g)
+    with torch.no_grad():
+        want = block(x)[0].numpy()
+        mask, _, _ = block.router(x)
+    spec = moe_spec(f"switch_capacity_{dtype}", d_model=D, experts=E, expert_hidden=F,
+                    activation="relu", weight_dtype=dtype, router=dict(top_k=1),
+                    capacity=dict(tokens=N))
+    experts = [block.experts[f"expert_{e}"] for e in range(E)]
+    W = dict(gate=block.router.classifier.weight.detach().numpy(),
+             w1=np.stack([m.wi.weight.detach().numpy() for m in experts]),
+             w2=np.stack([m.wo.weight.detach().numpy() for m in experts]))
+    got = compiled(spec, "fast").forward(x[0].numpy(), **W)
+    kept = mask[0].numpy().astype(np.int32)                 # [T, E] one-hot, drops zeroed
+    np.testing.assert_array_equal(got["expert_counts"], kept.sum(axis=0))
+    assert got["dropped"] == T - int(kept.sum()) and got["dropped"] > 0
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5)

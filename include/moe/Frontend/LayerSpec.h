@@ -60,7 +60,10 @@ struct SharedExpertsSpec {
 };
 
 struct CapacitySpec {
-  double factor = 1.0;
+  /// Exactly one of the two: slots per expert `ceil(factor · T · k / E)`, or
+  /// a fixed `tokens` (Switch's `expert_capacity`); both clamped to `T · k`.
+  std::optional<double> factor;
+  std::optional<int64_t> tokens;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
 };

@@ -89,6 +89,20 @@ static SmallVector<Value> buildLoop(
 // moe.dispatch_plan
 //===----------------------------------------------------------------------===//
 
+/// cap = min(tokens, T·k) for a fixed capacity (Switch's expert_capacity),
+/// as an i32 (tokens < 2^31 by the verifier).
+static Value buildFixedCapacity(OpBuilder &b, Location loc, int64_t tokens,
+                                Value numTokens, int64_t topK) {
+  Type i64 = b.getI64Type();
+  Value t = arith::IndexCastOp::create(b, loc, i64, numTokens);
+  Value limit = arith::MulIOp::create(
+      b, loc, t, arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(topK)));
+  Value cap = arith::MinSIOp::create(
+      b, loc, limit,
+      arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(tokens)));
+  return arith::TruncIOp::create(b, loc, b.getI32Type(), cap);
+}
+
 /// cap = ceil(factor · T · k / E) evaluated in f64 left to right, clamped to
 /// T·k (no expert can take more) before it becomes an i32.
 static Value buildCapacity(OpBuilder &b, Location loc, double factor,
@@ -322,11 +336,13 @@ static CapacityState buildCapacityAssignment(OpBuilder &b, Location loc,
   bool nextChoice = op.getOverflow() == OverflowPolicy::next_choice;
 
   Value expertsIdx = indexConst(b, loc, numExperts);
-  CapacityContext ctx{loc, ids, weights,
-                      buildCapacity(b, loc,
-                                    op.getCapacityFactor()->convertToDouble(),
-                                    numTokens, topK, numExperts),
-                      expertsIdx};
+  Value capacity =
+      op.getCapacityTokens()
+          ? buildFixedCapacity(b, loc, static_cast<int64_t>(*op.getCapacityTokens()),
+                               numTokens, topK)
+          : buildCapacity(b, loc, op.getCapacityFactor()->convertToDouble(),
+                          numTokens, topK, numExperts);
+  CapacityContext ctx{loc, ids, weights, capacity, expertsIdx};
   Value order;
   if (op.getPriority() == DispatchPriority::batch_prioritized)
     order = buildBatchPriorityOrder(b, loc, weights, numTokens);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -323,12 +324,23 @@ LogicalResult DispatchPlanOp::verify() {
   if (factor && (!(*factor > 0.0) || !std::isfinite(*factor)))
     return emitOpError() << "expects a positive finite capacity factor, got "
                          << doubleStr(*factor);
-  if (!factor && (getOverflow() != OverflowPolicy::drop ||
-                  getPriority() != DispatchPriority::token_order))
+  std::optional<int64_t> tokensPerExpert;
+  if (auto n = getCapacityTokens())
+    tokensPerExpert = static_cast<int64_t>(*n);
+  if (factor && tokensPerExpert)
+    return emitOpError("expects a capacity factor or a capacity in tokens, "
+                       "not both");
+  constexpr int64_t maxSlots = std::numeric_limits<int32_t>::max();
+  if (tokensPerExpert && (*tokensPerExpert <= 0 || *tokensPerExpert > maxSlots))
+    return emitOpError() << "expects a capacity in tokens in [1, " << maxSlots
+                         << "], got " << *tokensPerExpert;
+  bool capacity = factor || tokensPerExpert;
+  if (!capacity && (getOverflow() != OverflowPolicy::drop ||
+                    getPriority() != DispatchPriority::token_order))
     return emitOpError("expects a capacity factor when overflow or priority "
                        "is set");
 
-  bool fallbacks = factor && getOverflow() == OverflowPolicy::next_choice;
+  bool fallbacks = capacity && getOverflow() == OverflowPolicy::next_choice;
   if (!fallbacks && choices != k)
     return emitOpError() << "expects ids dim 1 (" << choices
                          << ") to equal top_k (" << k

@@ -1702,3 +1702,19 @@ func.func @rms_norm_epsilon(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
   %xr = moe.rms_norm %x, %w {epsilon = 0.0 : f64} : tensor<?x64xf32>, tensor<64xf32>
   return
 }
+
+// -----
+
+func.func @plan_capacity_tokens_zero(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity in tokens in [1, 2147483647], got 0}}
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2) capacity(tokens 0) overflow(drop) priority(token_order) : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return
+}
+
+// -----
+
+func.func @plan_capacity_factor_and_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity factor or a capacity in tokens, not both}}
+  %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, capacity_factor = 1.0 : f64, capacity_tokens = 4 : i64}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
+  return
+}

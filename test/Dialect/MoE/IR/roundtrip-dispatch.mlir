@@ -126,3 +126,15 @@ func.func @combine_static(%y: tensor<32x64xf32>, %tokens: tensor<32xi32>,
                      outs(%acc : tensor<16x64xf32>) -> tensor<16x64xf32>
   return %out : tensor<16x64xf32>
 }
+
+// -----
+
+// Switch's fixed expert capacity: capacity(tokens N) in place of a factor.
+// CHECK-LABEL: func.func @dispatch_plan_capacity_tokens
+// CHECK:         moe.dispatch_plan %{{.*}}, %{{.*}} experts(8) top_k(2) capacity(tokens 64) overflow(next_choice) priority(batch_prioritized) : tensor<?x4xi32>, tensor<?x4xf32>
+func.func @dispatch_plan_capacity_tokens(%ids: tensor<?x4xi32>, %w: tensor<?x4xf32>) -> tensor<i32> {
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2)
+      capacity(tokens 64) overflow(next_choice) priority(batch_prioritized)
+      : tensor<?x4xi32>, tensor<?x4xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return %d : tensor<i32>
+}

@@ -274,9 +274,10 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
       unused);
     - `dropped`: the number of assignments that found no room.
 
-    Without `capacity_factor` the plan is dropless and `C` must equal
-    `top_k`. With it, each expert holds `ceil(capacity_factor · T · top_k / E)`
-    assignments, filled choice by choice (every token's first choice before
+    Without `capacity_factor` or `capacity_tokens` the plan is dropless and
+    `C` must equal `top_k`. With one of them, each expert holds
+    `ceil(capacity_factor · T · top_k / E)` or `capacity_tokens` (Switch's
+    fixed `expert_capacity`) assignments, at most `T · top_k`, filled choice by choice (every token's first choice before
     any token's second, as in GShard) in `priority` order: `token_order`, or
     `batch_prioritized` (V-MoE: tokens by descending first-choice weight,
     ties by token index). An assignment that finds its expert full is
@@ -289,6 +290,10 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
         experts(8) top_k(2) capacity(1.25) overflow(drop) priority(token_order)
         : tensor<?x2xi32>, tensor<?x2xf32>
         -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+    %counts, %offsets, %tokens, %slot_w, %dropped = moe.dispatch_plan %ids, %w
+        experts(8) top_k(2) capacity(tokens 64) overflow(drop) priority(token_order)
+        : tensor<?x2xi32>, tensor<?x2xf32>
+        -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
     ```
   }];
   let arguments = (ins
@@ -296,6 +301,7 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
     ConfinedAttr<I64Attr, [IntPositive]>:$num_experts,
     ConfinedAttr<I64Attr, [IntPositive]>:$top_k,
     OptionalAttr<F64Attr>:$capacity_factor,
+    OptionalAttr<I64Attr>:$capacity_tokens,
     DefaultValuedAttr<MoE_OverflowPolicyAttr, "OverflowPolicy::drop">:$overflow,
     DefaultValuedAttr<MoE_DispatchPriorityAttr, "DispatchPriority::token_order">:$priority);
   let results = (outs MoE_I32Tensor:$counts, MoE_I32Tensor:$offsets,
@@ -303,8 +309,7 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
                       MoE_I32Scalar:$dropped);
   let assemblyFormat = [{
     $ids `,` $weights `experts` `(` $num_experts `)` `top_k` `(` $top_k `)`
-    (`capacity` `(` $capacity_factor^ `)`
-      `overflow` `(` custom<Keyword>($overflow) `)` `priority` `(` custom<Keyword>($priority) `)`)?
+    custom<Capacity>($capacity_factor, $capacity_tokens, $overflow, $priority)
     attr-dict `:` type($ids) `,` type($weights) `->` type($counts) `,`
       type($offsets) `,` type($token_ids) `,` type($slot_weights) `,`
       type($dropped)
@@ -312,7 +317,9 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
   let hasVerifier = 1;
   let hasCanonicalizeMethod = 1;
   let extraClassDeclaration = [{
-    bool hasCapacity() { return getCapacityFactor().has_value(); }
+    bool hasCapacity() {
+      return getCapacityFactor().has_value() || getCapacityTokens().has_value();
+    }
   }];
 }
 
