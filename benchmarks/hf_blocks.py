@@ -27,6 +27,8 @@ def hf_case(spec: dict):
         return None, "transformers' MoE blocks have no noisy router"
     if r.get("logit_bias"):
         return None, "the blocks built here have no router logit bias (GPT-OSS has one)"
+    if r.get("apply_score", "output") != "output":
+        return None, "the blocks built here weight the expert outputs (Llama 4 its inputs)"
     if r.get("rms_norm"):
         return None, "the blocks built here have no router input norm (Gemma 4 has one)"
     if r.get("softcap") is not None:

@@ -326,9 +326,21 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Location expertLoc = loc("expert_hidden");
   Value numSlots = dim(expertLoc, plan.getTokenIds(), 0);
   RankedTensorType rowsType = tokens({width}, f32);
-  Value rows =
-      GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
-                       uninitialized(expertLoc, rowsType, numSlots));
+  // Llama 4 scales the expert input by the weight and sums the outputs as
+  // they are (unit combine weights); otherwise the weight scales the output.
+  Value inputScale, combineWeights = plan.getSlotWeights();
+  if (router.scoreOnInput) {
+    inputScale = plan.getSlotWeights();
+    RankedTensorType slotsType = tensorOf({kDynamic}, f32);
+    combineWeights = linalg::FillOp::create(
+                         builder, expertLoc,
+                         ValueRange{constant(expertLoc, builder.getF32FloatAttr(1.0))},
+                         ValueRange{uninitialized(expertLoc, slotsType, numSlots)})
+                         .getResult(0);
+  }
+  Value rows = GatherOp::create(builder, expertLoc, rowsType, input,
+                                plan.getTokenIds(), inputScale,
+                                uninitialized(expertLoc, rowsType, numSlots));
   Value expertRows = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), zeros(expertLoc, rowsType, numSlots),
@@ -343,7 +355,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
         accumulator, spec.activation);
   Value out =
       CombineOp::create(builder, expertLoc, rowsType, expertRows,
-                        plan.getTokenIds(), plan.getSlotWeights(), accumulator);
+                        plan.getTokenIds(), combineWeights, accumulator);
 
   RoutedOutputs outputs;
   outputs.out = out;

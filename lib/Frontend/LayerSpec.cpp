@@ -211,6 +211,7 @@ static constexpr FieldRule kRouterFields[] = {
     {"softcap", kAllKinds, false},
     {"rms_norm", kAllKinds, false},
     {"rms_norm_eps", kAllKinds, false},
+    {"apply_score", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -800,6 +801,16 @@ void SpecParser::readRouter(Section &layer) {
     router.read("softcap", value);
     if (numErrors == before)
       r.softcap = value;
+  }
+  if (router.lookup("apply_score")) {
+    std::string where;
+    router.read("apply_score", where);
+    if (where == "input")
+      r.scoreOnInput = true;
+    else if (where != "output" && !where.empty())
+      error(rangeOf("router.apply_score"),
+            "invalid value '" + where +
+                "' for 'router.apply_score' (expected one of: output, input)");
   }
   router.read("rms_norm", r.rmsNorm);
   router.read("rms_norm_eps", r.rmsNormEps);

@@ -616,9 +616,16 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
         tt, jj = np.nonzero(d.expert == e)                   # assignments kept on e
         if tt.size == 0:
             continue
+        w = d.weight[tt, jj][:, None]
+        if r["apply_score"] == "input":
+            # Llama 4: the weight scales the expert's input, the output is
+            # summed as it is.
+            contrib[jj, tt] = expert_ffn(x[tt] * w, W["w1"][e], W["w2"][e],
+                                         W["w3"][e] if "w3" in W else None, spec["activation"])
+            continue
         y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
                        W["w3"][e] if "w3" in W else None, spec["activation"])
-        contrib[jj, tt] = d.weight[tt, jj][:, None] * y
+        contrib[jj, tt] = w * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
 

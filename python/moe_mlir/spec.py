@@ -69,7 +69,7 @@ _TOP_KEYS = {
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise",
-                "logit_bias", "softcap", "rms_norm", "rms_norm_eps")
+                "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
 
@@ -426,6 +426,9 @@ def _normalize_moe(raw, out, kind):
         "rms_norm": _bool(r, "rms_norm", "router.rms_norm", False),
         "rms_norm_eps": _float(r, "rms_norm_eps", "router.rms_norm_eps", 1e-6,
                                positive=True),
+        # Llama 4: the weight scales the expert input (outputs summed as they are).
+        "apply_score": _enum(r, "apply_score", "router.apply_score", ("output", "input"),
+                             "output"),
     }
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:

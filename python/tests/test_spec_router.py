@@ -594,3 +594,106 @@ def test_switch_expert_capacity_parity(dtype):
     np.testing.assert_array_equal(got["expert_counts"], kept.sum(axis=0))
     assert got["dropped"] == T - int(kept.sum()) and got["dropped"] > 0
     np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# 5. Router score applied to the expert input (Llama 4)
+# --------------------------------------------------------------------------- #
+
+APPLY_SCORE = {
+    "llama4": moe_spec("as_llama4", router=dict(top_k=1, score="sigmoid",
+                                                order="topk_then_score", apply_score="input"),
+                       shared_experts=dict(hidden=8)),
+    "top2_capacity_bf16": moe_spec("as_top2_bf16", weight_dtype="bf16", activation="gelu",
+                                   router=dict(top_k=2, normalize=True, scaling=2.0,
+                                               apply_score="input"),
+                                   capacity=dict(factor=1.0, overflow="next_choice")),
+    "mh_moe": mh_spec("as_mh", router=dict(top_k=2, score="sigmoid", apply_score="input")),
+}
+
+
+def test_apply_score_contract_and_reference():
+    assert load_spec(moe_spec())["router"]["apply_score"] == "output"
+    with pytest.raises(ValueError, match="router.apply_score"):
+        load_spec(moe_spec(router=dict(top_k=2, apply_score="inside")))
+    spec = APPLY_SCORE["llama4"]
+    W = weights(spec)
+    x = make_x(9, spec["d_model"], seed=1)
+    got = R.forward(spec, x, **W)
+    # Restated for top-1: out = shared(x) + expert_id(w · x).
+    x64 = x.astype(np.float64)
+    Wd = {n: a.astype(np.float64) for n, a in W.items()}
+    want = R.expert_ffn(x64, Wd["shared_w1"], Wd["shared_w2"], Wd["shared_w3"], "swiglu")
+    for t in range(9):
+        e, w = got["topk_ids"][t, 0], float(got["topk_weights"][t, 0])
+        want[t] += R.expert_ffn(x64[t:t + 1] * w, Wd["w1"][e], Wd["w2"][e], Wd["w3"][e],
+                                "swiglu")[0]
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-6)
+    out = R.forward(dict(spec, router=dict(spec["router"], apply_score="output")), x, **W)
+    assert not np.allclose(out["out"], got["out"])
+
+
+@requires_compiler
+@pytest.mark.parametrize("pipeline", PIPELINES)
+@pytest.mark.parametrize("name", sorted(APPLY_SCORE))
+def test_apply_score_compiled(name, pipeline):
+    for T in TOKENS:
+        check(APPLY_SCORE[name], T, pipeline, seed=T)
+
+
+@requires_compiler
+def test_apply_score_bound_and_exact():
+    """The packed-weights forward (Layer.bind) and 1 vs 3 threads give the
+    same bits; a token alone the same bits as in its batch."""
+    spec = APPLY_SCORE["llama4"]
+    layer = compiled(spec, "fast")
+    W = weights(spec)
+    x = make_x(40, spec["d_model"], seed=2)
+    plain = layer.forward(x, **W)
+    _bits_equal(layer.bind(**W).forward(x)["out"], plain["out"], "bound out")
+    try:
+        moe_mlir.set_num_threads(3)
+        _bits_equal(layer.forward(x, **W)["out"], plain["out"], "out with 3 threads")
+    finally:
+        moe_mlir.set_num_threads(0)
+    _bits_equal(layer.forward(x[17:18], **W)["out"][0], plain["out"][17], "token 17 alone")
+
+
+@requires_compiler
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_llama4_moe_parity(dtype):
+    """Llama4TextMoe: top-1 sigmoid of the chosen logit scales the expert
+    input, plus a shared expert; same output."""
+    torch = pytest.importorskip("torch", reason="torch is needed for the parity test")
+    tf = pytest.importorskip("transformers", reason="transformers is needed for the parity test")
+    from transformers.models.llama4.modeling_llama4 import Llama4TextMoe
+
+    E, D, F, k = 4, 16, 12, 1
+    config = tf.Llama4TextConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                 num_experts_per_tok=k, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=8)
+    block = Llama4TextMoe(config).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(D))
+        if dtype == "bf16":
+            for p in block.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+    x = torch.randn(13, D, generator=g)
+    with torch.no_grad():
+        want, _ = block(x)
+    spec = moe_spec(f"llama4_{dtype}", d_model=D, experts=E, expert_hidden=F, weight_dtype=dtype,
+                    router=dict(top_k=k, score="sigmoid", order="topk_then_score",
+                                apply_score="input"),
+                    shared_experts=dict(hidden=F))
+    gu = block.experts.gate_up_proj.detach().numpy()      # [E, D, 2F]
+    W = dict(gate=block.router.weight.detach().numpy(),
+             w1=np.ascontiguousarray(gu[:, :, :F].transpose(0, 2, 1)),
+             w3=np.ascontiguousarray(gu[:, :, F:].transpose(0, 2, 1)),
+             w2=np.ascontiguousarray(block.experts.down_proj.detach().numpy().transpose(0, 2, 1)),
+             shared_w1=block.shared_expert.gate_proj.weight.detach().numpy(),
+             shared_w3=block.shared_expert.up_proj.weight.detach().numpy(),
+             shared_w2=block.shared_expert.down_proj.weight.detach().numpy())
+    got = compiled(spec, "fast").forward(x.numpy(), **W)
+    np.testing.assert_allclose(got["out"], want.numpy(), rtol=1e-4, atol=1e-5)

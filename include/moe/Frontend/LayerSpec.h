@@ -45,6 +45,9 @@ struct RouterSpec {
   std::optional<double> softcap;
   /// Gemma 4: RMSNorm of the router's input (weight `router_norm`); the
   /// experts still see the input as it is.
+  /// Llama 4: the weights scale each expert's input (`x · w`) and the
+  /// expert outputs are summed unweighted; default: they scale the outputs.
+  bool scoreOnInput = false;
   bool rmsNorm = false;
   double rmsNormEps = 1e-6;
   int64_t groups = 1;

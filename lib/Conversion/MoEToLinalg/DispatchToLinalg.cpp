@@ -547,9 +547,17 @@ struct GatherLowering : OpRewritePattern<GatherOp> {
     bindDims(ctx, s, d);
     auto slotMap = AffineMap::get(2, 0, {s}, ctx);
     auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+    // With a scale (Llama 4), row s is input[token_ids[s]] · scale[s].
+    SmallVector<Value> ins = {op.getTokenIds()};
+    SmallVector<AffineMap> maps = {slotMap};
+    if (Value scale = op.getScale()) {
+      ins.push_back(scale);
+      maps.push_back(slotMap);
+    }
+    maps.push_back(identity);
     auto gathered = linalg::GenericOp::create(
-        b, loc, TypeRange{op.getInit().getType()}, ValueRange{op.getTokenIds()},
-        ValueRange{op.getInit()}, ArrayRef<AffineMap>{slotMap, identity},
+        b, loc, TypeRange{op.getInit().getType()}, ins,
+        ValueRange{op.getInit()}, maps,
         ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
                                       utils::IteratorType::parallel},
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
@@ -557,6 +565,8 @@ struct GatherLowering : OpRewritePattern<GatherOp> {
           Value col = linalg::IndexOp::create(nb, nloc, 1);
           Value v =
               buildGuardedExtract(nb, nloc, input, ValueRange{row, col}, valid);
+          if (args.size() > 2)
+            v = arith::MulFOp::create(nb, nloc, v, args[1]);
           linalg::YieldOp::create(nb, nloc, v);
         });
     b.replaceOp(op, gathered.getResults());

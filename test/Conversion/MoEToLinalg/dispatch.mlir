@@ -220,3 +220,20 @@ func.func @plan_capacity_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> t
       : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
   return %d : tensor<i32>
 }
+
+// -----
+
+// A scaled gather: the guarded row element times the slot's scale.
+// CHECK-LABEL: func.func @gather_scaled
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[T:[a-zA-Z0-9_]+]]: tensor<?xi32>, %[[W:[a-zA-Z0-9_]+]]: tensor<?xf32>
+// CHECK-NOT:     moe.gather
+// CHECK:         linalg.generic {{.*}} ins(%[[T]], %[[W]] : tensor<?xi32>, tensor<?xf32>)
+// CHECK:           tensor.extract %[[X]]
+// CHECK:           arith.mulf
+// CHECK:           linalg.yield
+func.func @gather_scaled(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w: tensor<?xf32>,
+                         %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<?xi32>) scale(%w : tensor<?xf32>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %rows : tensor<?x64xf32>
+}

@@ -374,6 +374,12 @@ LogicalResult GatherOp::verify() {
   if (failed(expectDim(op, init, 0, tokens, 0)) ||
       failed(expectDim(op, init, 1, in, 1)))
     return failure();
+  if (getScale()) {
+    Named scale("scale", getScale());
+    if (failed(expectRank(op, scale, 1)) ||
+        failed(expectDim(op, scale, 0, tokens, 0)))
+      return failure();
+  }
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 

@@ -1718,3 +1718,11 @@ func.func @plan_capacity_factor_and_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2
   %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, capacity_factor = 1.0 : f64, capacity_tokens = 4 : i64}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
   return
 }
+
+// -----
+
+func.func @gather_scale_slots(%x: tensor<?x64xf32>, %tokens: tensor<16xi32>, %w: tensor<8xf32>, %init: tensor<16x64xf32>) {
+  // expected-error @+1 {{'moe.gather' op expects scale dim 0 (8) to match token_ids dim 0 (16)}}
+  %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<16xi32>) scale(%w : tensor<8xf32>) outs(%init : tensor<16x64xf32>) -> tensor<16x64xf32>
+  return
+}

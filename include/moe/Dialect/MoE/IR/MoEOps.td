@@ -327,7 +327,9 @@ def MoE_GatherOp : MoE_DPSOp<"gather"> {
   let summary = "permute token rows into expert-major order";
   let description = [{
     `result[s, :] = input[token_ids[s], :]` for every slot `s`, and `0` where
-    `token_ids[s] < 0` (unused slots). The init is overwritten.
+    `token_ids[s] < 0` (unused slots). The init is overwritten. With
+    `scale` (`[S]`, Llama 4's router score on the expert input) each row is
+    multiplied by `scale[s]`.
 
     ```mlir
     %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<?xi32>)
@@ -335,10 +337,11 @@ def MoE_GatherOp : MoE_DPSOp<"gather"> {
     ```
   }];
   let arguments = (ins MoE_F32Tensor:$input, MoE_I32Tensor:$token_ids,
-                       MoE_F32Tensor:$init);
+                       Optional<MoE_F32Tensor>:$scale, MoE_F32Tensor:$init);
   let results = (outs MoE_F32Tensor:$result);
   let assemblyFormat = [{
     `ins` `(` $input `,` $token_ids `:` type($input) `,` type($token_ids) `)`
+    (`scale` `(` $scale^ `:` type($scale) `)`)?
     `outs` `(` $init `:` type($init) `)` attr-dict `->` type($result)
   }];
   let extraClassDeclaration = [{
