@@ -370,12 +370,6 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Location expertLoc = loc("expert_hidden");
   Value numSlots = dim(expertLoc, plan.getTokenIds(), 0);
   RankedTensorType rowsType = tokens({width}, f32);
-<<<<<<< HEAD
-  Value rows =
-      GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
-                       uninitialized(expertLoc, rowsType, numSlots));
-  auto expertFFN = ExpertFFNOp::create(
-=======
   // Llama 4 scales the expert input by the weight and sums the outputs as
   // they are (unit combine weights); otherwise the weight scales the output.
   Value inputScale, combineWeights = plan.getSlotWeights();
@@ -391,8 +385,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Value rows = GatherOp::create(builder, expertLoc, rowsType, input,
                                 plan.getTokenIds(), inputScale,
                                 uninitialized(expertLoc, rowsType, numSlots));
-  Value expertRows = ExpertFFNOp::create(
->>>>>>> spec-router
+  auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
       optionalArg("b2"), optionalArg("expert_scale"),

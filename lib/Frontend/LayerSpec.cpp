@@ -1094,7 +1094,6 @@ void SpecParser::checkSizes() {
                   Twine(groupSize) + " (experts " + Twine(spec.experts) +
                   " / groups " + Twine(r.groups) + ")");
     }
-<<<<<<< HEAD
     if (const std::optional<SwiGLUSpec> &s = spec.swiglu) {
       if (spec.activation != Activation::swiglu)
         error(rangeOf("swiglu"),
@@ -1117,13 +1116,9 @@ void SpecParser::checkSizes() {
         error(rangeOf("swiglu.clamp"),
               "expected swiglu.limit with swiglu.clamp after_activation");
     }
-    if (spec.capacity && (!(spec.capacity->factor > 0.0) ||
-                          !std::isfinite(spec.capacity->factor)))
-=======
     if (spec.capacity && spec.capacity->factor &&
         (!(*spec.capacity->factor > 0.0) ||
          !std::isfinite(*spec.capacity->factor)))
->>>>>>> spec-router
       error(rangeOf("capacity.factor"),
             "expected a finite capacity.factor > 0, got " +
                 formatNumber(*spec.capacity->factor));

@@ -670,24 +670,16 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
         if tt.size == 0:
             continue
         w = d.weight[tt, jj][:, None]
-        if r["apply_score"] == "input":
-            # Llama 4: the weight scales the expert's input, the output is
-            # summed as it is.
-            contrib[jj, tt] = expert_ffn(x[tt] * w, W["w1"][e], W["w2"][e],
-                                         W["w3"][e] if "w3" in W else None, spec["activation"])
-            continue
-        y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
-<<<<<<< HEAD
+        # Llama 4 (apply_score input): the weight scales the expert's input,
+        # the output is summed as it is.
+        on_input = r["apply_score"] == "input"
+        y = expert_ffn(x[tt] * w if on_input else x[tt], W["w1"][e], W["w2"][e],
                        W["w3"][e] if "w3" in W else None, spec["activation"],
                        spec.get("swiglu"),
                        *(W[b][e] if b in W else None for b in ("b1", "b3", "b2")))
         if "expert_scale" in W:
             y = W["expert_scale"][e] * y
-        contrib[jj, tt] = d.weight[tt, jj][:, None] * y
-=======
-                       W["w3"][e] if "w3" in W else None, spec["activation"])
-        contrib[jj, tt] = w * y
->>>>>>> spec-router
+        contrib[jj, tt] = y if on_input else w * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
 
@@ -721,19 +713,12 @@ def _shared(spec, x, W) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 _ROUTER_WEIGHTS = {
-<<<<<<< HEAD
-    "moe": ("gate", "gate_bias", "w_noise"),
-    "mh_moe": ("head_proj", "gate", "gate_bias", "w_noise"),
+    "moe": ("router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
+    "mh_moe": ("head_proj", "router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
     "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
              "keys1", "keys2"),
     "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
             "keys1", "keys2"),
-=======
-    "moe": ("router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
-    "mh_moe": ("head_proj", "router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
-    "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
-    "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "keys1", "keys2"),
->>>>>>> spec-router
 }
 
 

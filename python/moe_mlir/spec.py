@@ -74,13 +74,9 @@ _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bi
                 "groups", "topk_groups", "group_score", "noise",
                 "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score")
 _SHARED_KEYS = ("hidden", "gate")
-<<<<<<< HEAD
-_CAPACITY_KEYS = ("factor", "overflow", "priority")
+_CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
 _SWIGLU_KEYS = ("limit", "alpha", "up_offset", "clamp")
 SWIGLU_CLAMPS = ("before_activation", "after_activation")
-=======
-_CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
->>>>>>> spec-router
 
 
 # --------------------------------------------------------------------------- #
@@ -571,13 +567,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-<<<<<<< HEAD
-    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` and the
+    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``, ``gate_bias`` and ``bn_*`` and the
     expert biases ``b1``, ``b3``, ``b2`` are always ``f32``.  The order of the dict is the order of the contract.
-=======
-    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``, ``gate_bias`` and ``bn_*`` are always
-    ``f32``.  The order of the dict is the order of the contract.
->>>>>>> spec-router
     """
     s = load_spec(spec)
     wd = s["weight_dtype"]

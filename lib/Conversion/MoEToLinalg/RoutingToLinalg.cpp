@@ -889,12 +889,7 @@ private:
 } // namespace
 
 void mlir::moe::populateRoutingLoweringPatterns(RewritePatternSet &patterns) {
-<<<<<<< HEAD
-  patterns.add<LowerLinear, LowerRoute, LowerTopK, LowerProductKeyTopK,
-               LowerBatchNorm, LowerLayerNorm, LowerAuxLoss>(patterns.getContext());
-=======
   patterns.add<LowerLinear, LowerRMSNorm, LowerSoftcap, LowerRoute, LowerTopK,
-               LowerProductKeyTopK, LowerBatchNorm, LowerAuxLoss>(
-      patterns.getContext());
->>>>>>> spec-router
+               LowerProductKeyTopK, LowerBatchNorm, LowerLayerNorm,
+               LowerAuxLoss>(patterns.getContext());
 }

@@ -65,13 +65,8 @@ static bool isTiledOperand(Operation *op, OpOperand &operand) {
 /// The ops whose results are computed row by row from the same rows of
 /// their token-indexed operands (moe.gather: slot by slot).
 static bool isTokenParallel(Operation *op) {
-<<<<<<< HEAD
-  return isa<LinearOp, RouteOp, TopKOp, ProductKeyTopKOp, BatchNormOp,
-             LayerNormOp, SingleNeuronExpertsOp, GatherOp>(op);
-=======
   return isa<LinearOp, RMSNormOp, SoftcapOp, RouteOp, TopKOp, ProductKeyTopKOp,
-             BatchNormOp, SingleNeuronExpertsOp, GatherOp>(op);
->>>>>>> spec-router
+             BatchNormOp, LayerNormOp, SingleNeuronExpertsOp, GatherOp>(op);
 }
 
 StringRef mlir::moe::whyNotTokenTileable(Operation *op) {
@@ -279,12 +274,9 @@ void mlir::moe::attachTilingInterfaces(MLIRContext *ctx) {
   GatherOp::attachInterface<TokenTilingModel<GatherOp>>(*ctx);
   RouteOp::attachInterface<TokenShapeModel<RouteOp>>(*ctx);
   BatchNormOp::attachInterface<TokenShapeModel<BatchNormOp>>(*ctx);
-<<<<<<< HEAD
   LayerNormOp::attachInterface<TokenShapeModel<LayerNormOp>>(*ctx);
-=======
   SoftcapOp::attachInterface<TokenTilingModel<SoftcapOp>>(*ctx);
   SoftcapOp::attachInterface<TokenShapeModel<SoftcapOp>>(*ctx);
   RMSNormOp::attachInterface<TokenTilingModel<RMSNormOp>>(*ctx);
   RMSNormOp::attachInterface<TokenShapeModel<RMSNormOp>>(*ctx);
->>>>>>> spec-router
 }

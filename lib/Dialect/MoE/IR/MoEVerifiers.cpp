@@ -286,13 +286,9 @@ LogicalResult ProductKeyTopKOp::verify() {
                          << k2.type.getElementType()
                          << ") to match keys1 element type ("
                          << k1.type.getElementType() << ")";
-<<<<<<< HEAD
-  int64_t heads = getHeads(), n = k1.dim(nDim), keyDim = 2 * k1.dim(nDim + 1);
-=======
   if (getScore() == ScoreFunction::sqrt_softplus)
     return emitOpError("expects score softmax or sigmoid, got sqrt_softplus");
-  int64_t heads = getHeads(), n = k1.dim(0), keyDim = 2 * k1.dim(1);
->>>>>>> spec-router
+  int64_t heads = getHeads(), n = k1.dim(nDim), keyDim = 2 * k1.dim(nDim + 1);
   if (q.dim(1) != heads * keyDim)
     return emitOpError() << "expects query width (" << q.dim(1)
                          << ") to equal heads (" << heads << ") x key_dim ("
@@ -557,16 +553,6 @@ LogicalResult SharedExpertOp::verify() {
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 
-<<<<<<< HEAD
-/// The norms: `input [T, C]`, a per-channel parameter `[C]` (the others
-/// share its type by trait) and a positive finite epsilon.
-static LogicalResult verifyChannelNorm(Operation *op, const Named &in,
-                                       const Named &channelParam,
-                                       llvm::APFloat epsilon) {
-  if (failed(expectRank(op, in, 2)) ||
-      failed(expectRank(op, channelParam, 1)) ||
-      failed(expectDim(op, channelParam, 0, in, 1)))
-=======
 LogicalResult RMSNormOp::verify() {
   Operation *op = getOperation();
   Named in("input", getInput()), w("weight", getWeight());
@@ -590,12 +576,14 @@ LogicalResult SoftcapOp::verify() {
   return success();
 }
 
-LogicalResult BatchNormOp::verify() {
-  Operation *op = getOperation();
-  Named in("input", getInput()), mean("mean", getMean());
-  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, mean, 1)) ||
-      failed(expectDim(op, mean, 0, in, 1)))
->>>>>>> spec-router
+/// The norms: `input [T, C]`, a per-channel parameter `[C]` (the others
+/// share its type by trait) and a positive finite epsilon.
+static LogicalResult verifyChannelNorm(Operation *op, const Named &in,
+                                       const Named &channelParam,
+                                       llvm::APFloat epsilon) {
+  if (failed(expectRank(op, in, 2)) ||
+      failed(expectRank(op, channelParam, 1)) ||
+      failed(expectDim(op, channelParam, 0, in, 1)))
     return failure();
   double eps = epsilon.convertToDouble();
   if (!(eps > 0.0) || !std::isfinite(eps))
