@@ -65,17 +65,22 @@ def _activation(act, where: str, gated: bool) -> str:
         return "geglu" if gated else "gelu"
     if isinstance(act, torch.nn.ReLU) and not gated:
         return "relu"
-    missing = {"GELUTanh": "tanh-approximated GELU", "NewGELUActivation": "tanh-approximated GELU",
-               "FastGELUActivation": "tanh-approximated GELU",
-               "ReLUSquaredActivation": "relu² experts"}.get(name)
-    if isinstance(act, torch.nn.GELU):
-        missing = "tanh-approximated GELU"
+    # PyTorch's gelu(approximate="tanh"): GELUTanh (gelu_pytorch_tanh) calls
+    # it; NewGELU and FastGELU spell the same tanh formula out (FastGELU's
+    # sqrt(2/pi) to 10 digits, 1e-11 off: far below f32 rounding).
+    if (name in ("GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "FastGELUActivation")
+            or (isinstance(act, torch.nn.GELU) and act.approximate == "tanh")):
+        return "geglu_tanh" if gated else "gelu_tanh"
+    if name == "ReLUSquaredActivation" and not gated:
+        return "relu2"
+    missing = {"ReLUSquaredActivation": "gated relu² experts"}.get(name)
     if isinstance(act, torch.nn.ReLU):
         missing = "gated ReLU experts"
     raise UnsupportedBlockError(
         f"{where}: activation {name} is not expressible"
         + (f" (missing spec feature: {missing})" if missing else
-           " (the spec has silu/gelu/relu experts and swiglu/geglu gated ones)"))
+           " (the spec has silu/gelu/gelu_tanh/relu/relu2 experts and swiglu/geglu/geglu_tanh "
+             "gated ones)"))
 
 
 def _dtype_of(experts, tensors) -> str:
@@ -136,10 +141,13 @@ def _dense_mlp(mlp, where: str) -> Tuple[Dict[str, Any], str]:
 
 
 def _router(top_k, *, score="softmax", order="score_then_topk", normalize=False, scaling=1.0,
-            selection_bias=False, groups=1, topk_groups=1, group_score="max") -> Dict[str, Any]:
+            selection_bias=False, groups=1, topk_groups=1, group_score="max",
+            **more) -> Dict[str, Any]:
+    """Router options; ``more``: the newer ones (logit_bias, softcap,
+    rms_norm, rms_norm_eps, apply_score), given only when a family uses them."""
     return dict(top_k=int(top_k), score=score, order=order, normalize=bool(normalize),
                 scaling=float(scaling), selection_bias=selection_bias, groups=int(groups),
-                topk_groups=int(topk_groups), group_score=group_score)
+                topk_groups=int(topk_groups), group_score=group_score, **more)
 
 
 @dataclasses.dataclass
@@ -150,6 +158,8 @@ class _Read:
     weights: Dict[str, Any]
     activation: str
     shared: Optional[Dict[str, Any]] = None
+    # Other top-level spec fields (swiglu, expert_bias, expert_scale, output_bias).
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _shared_activation(read_act: str, shared_act: str, where: str):
@@ -261,6 +271,130 @@ def _read_dbrx(block, where):
     return _Read(_router(block.top_k, normalize=p is not None), weights, act)
 
 
+# Weights the contract keeps in f32 whatever weight_dtype (they do not decide it).
+_F32_VECTORS = frozenset(("gate_bias", "logit_bias", "router_norm", "b1", "b3", "b2",
+                          "expert_scale", "output_bias"))
+
+
+def _read_nemotron_h(block, where):
+    """Nemotron-H: relu² experts without a gate (up_proj, down_proj), a
+    DeepSeek-V3 router (sigmoid, selection bias, top-2-sum groups,
+    renormalised, scaled) and an ungated relu² shared expert."""
+    torch = _torch()
+    for n in ("fc1_latent_proj", "fc2_latent_proj"):
+        if not isinstance(getattr(block, n, None), torch.nn.Identity):
+            raise UnsupportedBlockError(f"{where}.{n}: a latent projection around the experts "
+                                        f"(moe_latent_size; missing spec feature: expert "
+                                        f"latent projections)")
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    g = block.gate
+    groups = int(g.num_group or 1)
+    # The block renormalises with a + 1e-20 in the denominator: a sum of k
+    # sigmoids (each > 0) is far above it in f32, so the division is the same.
+    r = _router(g.top_k, score="sigmoid", normalize=g.norm_topk_prob,
+                scaling=g.routed_scaling_factor, selection_bias=True, groups=groups,
+                topk_groups=g.topk_group if groups > 1 else 1,
+                group_score="top2_sum" if groups > 1 else "max")
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    mlp = block.shared_experts
+    sw = {"shared_w1": _no_bias(mlp.up_proj, f"{where}.shared_experts.up_proj"),
+          "shared_w2": _no_bias(mlp.down_proj, f"{where}.shared_experts.down_proj")}
+    _shared_activation(act, _activation(mlp.act_fn, f"{where}.shared_experts", gated=False),
+                       where)
+    weights.update(sw)
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False})
+
+
+def _read_jetmoe(block, where):
+    """JetMoE's MoE MLP (JetMoeMoE): top-k of the logits, softmax over those
+    k; gated experts from input_linear [E, 2F, D] (gate rows first) and
+    output_linear [E, D, F]; a bias added to the block's output."""
+    F = block.hidden_size
+    gate_up = block.input_linear.weight
+    act = _activation(block.activation, f"{where}.activation", gated=True)
+    weights = {"gate": _no_bias(block.router.layer, f"{where}.router.layer"),
+               "w1": gate_up[:, :F], "w3": gate_up[:, F:], "w2": block.output_linear.weight,
+               "output_bias": block.bias}
+    return _Read(_router(block.router.top_k, order="topk_then_score"), weights, act,
+                 options={"output_bias": True})
+
+
+def _read_gpt_oss(block, where):
+    """GPT-OSS (GptOssMLP): router logits with a bias, top-k of them, softmax
+    over those k; experts with biases and the clamped SwiGLU
+    ``(clamp(up, ±limit) + 1) · g · σ(alpha · g)``, ``g = min(gate, limit)``,
+    from gate_up_proj [E, D, 2F] (gate and up columns interleaved) and
+    down_proj [E, F, D] (transposed layouts)."""
+    ex = block.experts
+    gate_up, down = ex.gate_up_proj.transpose(1, 2), ex.down_proj.transpose(1, 2)
+    bias = ex.gate_up_proj_bias
+    weights = {"gate": block.router.weight, "logit_bias": block.router.bias,
+               "w1": gate_up[:, 0::2], "w3": gate_up[:, 1::2], "w2": down,
+               "b1": bias[:, 0::2], "b3": bias[:, 1::2], "b2": ex.down_proj_bias}
+    swiglu = {"alpha": float(ex.alpha), "up_offset": 1.0}
+    if ex.limit is not None:
+        swiglu["limit"] = float(ex.limit)
+    return _Read(_router(block.router.top_k, order="topk_then_score", logit_bias=True),
+                 weights, "swiglu", options={"swiglu": swiglu, "expert_bias": True})
+
+
+def _read_deepseek_v4(block, where):
+    """DeepSeek-V4 (its learned-router layers): sqrt(softplus) (or sigmoid)
+    scores, top-k of score + selection bias, renormalised, scaled; SwiGLU
+    experts and shared expert with the gate clamped to at most ``limit`` and
+    the up branch to ``[-limit, limit]``.  Hash-routed layers (experts
+    chosen by token id) are refused."""
+    from transformers import activations as A
+    torch = _torch()
+    g = block.gate
+    if getattr(block, "is_hash", False) or hasattr(g, "tid2eid"):
+        raise UnsupportedBlockError(f"{where}: hash routing by token id (tid2eid; missing spec "
+                                    f"feature: the spec has no token-id input)")
+    if isinstance(g.score_fn, A.SqrtSoftplusActivation):
+        score = "sqrt_softplus"
+    elif isinstance(g.score_fn, torch.nn.Sigmoid):
+        score = "sigmoid"
+    else:
+        raise UnsupportedBlockError(f"{where}.gate: score function {type(g.score_fn).__name__} "
+                                    f"(the spec has softmax, sigmoid and sqrt_softplus)")
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    if act != "swiglu":
+        raise UnsupportedBlockError(f"{where}.experts: clamped {act} (the spec clamps SwiGLU "
+                                    f"only)")
+    # The block renormalises with + 1e-20 in the denominator: far below a sum
+    # of k positive scores in f32.
+    r = _router(g.top_k, score=score, normalize=True, scaling=g.routed_scaling_factor,
+                selection_bias=True)
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    sw, sact = _dense_mlp(block.shared_experts, f"{where}.shared_experts")
+    _shared_activation(act, sact, where)
+    limit, shared_limit = block.experts.limit, block.shared_experts.limit
+    if limit != shared_limit:
+        raise UnsupportedBlockError(f"{where}: shared expert swiglu limit {shared_limit} differs "
+                                    f"from the experts' {limit} (the spec has one)")
+    weights.update(sw)
+    options = {"swiglu": {"limit": float(limit)}} if limit is not None else {}
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False},
+                 options)
+
+
+def _read_laguna(block, where):
+    """Laguna: logits soft-capped ``c · tanh(l / c)`` (when the config's
+    moe_router_logit_softcapping > 0), sigmoid scores, top-k of score +
+    selection bias, renormalised; the routed sum scaled by
+    moe_routed_scaling_factor (the router's scaling: the same products);
+    a SwiGLU shared expert."""
+    g = block.gate
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    cap = float(g.router_logit_softcapping or 0.0)
+    more = {"softcap": cap} if cap > 0.0 else {}
+    r = _router(g.top_k, score="sigmoid", normalize=True, scaling=block.routed_scaling_factor,
+                selection_bias=True, **more)
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    shared = _read_deepseek_shared(block, where, act, weights)
+    return _Read(r, weights, act, shared)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -295,23 +429,26 @@ FAMILIES: Tuple[Family, ...] = (
                 "and stays in PyTorch"),
     Family("jamba", ("JambaSparseMoeBlock",), _read_jamba),
     Family("dbrx", ("DbrxFFN",), _read_dbrx),
+    Family("gpt_oss", ("GptOssMLP",), _read_gpt_oss,
+           note="the block returns (output, router scores): patch_model swaps it for a module "
+                "that does too"),
+    Family("jetmoe", ("JetMoeMoE",), _read_jetmoe,
+           note="JetMoE's attention experts (JetMoeMoA) stay in PyTorch"),
+    Family("nemotron_h", ("NemotronHMoE",), _read_nemotron_h),
+    Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",), _read_deepseek_v4,
+           note="its hash-routed layers (experts by token id) stay in PyTorch: the spec has "
+                "no token-id input"),
+    Family("laguna", ("LagunaSparseMoeBlock",), _read_laguna),
     # The spec cannot express these yet (features other branches add).
     Family("switch_transformers", ("SwitchTransformersSparseMLP",),
            missing=("a fixed expert capacity in tokens (expert_capacity), counted per "
                     "sequence (the spec has only capacity.factor over the whole call)",)),
-    Family("gpt_oss", ("GptOssMLP",),
-           missing=("expert biases", "clamped SwiGLU (alpha, limit, up + 1)", "router bias")),
     Family("llama4", ("Llama4TextMoe",), missing=("router score applied to the expert input",)),
     Family("gemma4", ("Gemma4TextRouter",),
            missing=("router input RMSNorm", "per-expert output scale", "tanh-approximated GELU")),
-    Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",),
-           missing=("sqrt-softplus scores", "hash routing by token id")),
     Family("phimoe", ("PhimoeSparseMoeBlock",), missing=("sparsemixer routing",)),
-    Family("jetmoe", ("JetMoeMoE",), missing=("an output bias",)),
     Family("nllb_moe", ("NllbMoeSparseMLP",),
            missing=("expert biases", "renormalisation after drops")),
-    Family("nemotron_h", ("NemotronHMoE",), missing=("relu² experts",)),
-    Family("laguna", ("LagunaSparseMoeBlock",), missing=("tanh soft-cap on router logits",)),
 )
 
 _BY_CLASS = {cls: fam for fam in FAMILIES for cls in fam.blocks}
@@ -387,7 +524,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     fam, read = _read_block(block, where)
     w = read.weights
     E, F, D = w["w1"].shape
-    matrices = [t for n, t in w.items() if n != "gate_bias"]
+    matrices = [t for n, t in w.items() if n not in _F32_VECTORS]
     raw = {
         "name": name or fam.name, "kind": "moe", "d_model": int(D), "experts": int(E),
         "expert_hidden": int(F), "activation": read.activation,
@@ -395,6 +532,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     }
     if read.shared:
         raw["shared_experts"] = read.shared
+    raw.update(read.options)
     spec = load_spec(raw)
     weights = {}
     shapes = weight_shapes(spec)
@@ -437,6 +575,36 @@ class PatchReport:
         return "\n".join(lines)
 
 
+_ADAPTER = None
+
+
+def _calling_like(block, module):
+    """``module`` (a MoELayer) called as ``block`` is by its decoder layer:
+    GPT-OSS's block returns ``(output, router scores)``, DeepSeek-V4's takes
+    ``input_ids=`` (for its hash-routed layers, not the swapped ones)."""
+    global _ADAPTER
+    fam = family_of(block)
+    if fam is None or fam.name not in ("gpt_oss", "deepseek_v4"):
+        return module
+    if _ADAPTER is None:
+        class HFBlockCall(_torch().nn.Module):
+            """A compiled layer with a transformers block's call convention."""
+
+            def __init__(self, moe, with_scores: bool):
+                super().__init__()
+                self.moe = moe
+                self.with_scores = with_scores
+
+            def forward(self, hidden_states, input_ids=None):
+                if not self.with_scores:
+                    return self.moe(hidden_states)
+                out = self.moe.forward_all(hidden_states)
+                return out["out"], out["topk_weights"]
+
+        _ADAPTER = HFBlockCall
+    return _ADAPTER(module, with_scores=fam.name == "gpt_oss")
+
+
 def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
     """Swaps every supported MoE block of a (loaded) transformers model for a
     compiled ``moe_mlir.torch.MoELayer`` holding the block's weights.
@@ -463,7 +631,7 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
         key = spec_hash(layer.spec)
         if key not in compiled:
             compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
-        module = layer.module(compiled=compiled[key])
+        module = _calling_like(block, layer.module(compiled=compiled[key]))
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         if attr.isdigit() and isinstance(parent, (_torch().nn.ModuleList,
