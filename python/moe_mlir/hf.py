@@ -395,6 +395,30 @@ def _read_laguna(block, where):
     return _Read(r, weights, act, shared)
 
 
+def _read_llama4(block, where):
+    """Llama 4 (Llama4TextMoe): top-k of the logits, sigmoid of those k, each
+    scaling the token's input to its expert (router.apply_score: input; the
+    block runs every expert on every token, the others' inputs scaled by
+    sigmoid(-inf) = 0, which adds nothing without biases); SwiGLU experts
+    from gate_up_proj [E, D, 2F] (gate columns first) and down_proj
+    [E, F, D] (transposed layouts); an ungated SwiGLU shared expert."""
+    ex = block.experts
+    gate_up, down = ex.gate_up_proj.transpose(1, 2), ex.down_proj.transpose(1, 2)
+    F = gate_up.shape[1] // 2
+    act = _activation(ex.act_fn, f"{where}.experts", gated=True)
+    weights = {"gate": _no_bias(block.router, f"{where}.router"),
+               "w1": gate_up[:, :F], "w3": gate_up[:, F:], "w2": down}
+    sw = {"shared_w1": _no_bias(block.shared_expert.gate_proj, f"{where}.shared_expert"),
+          "shared_w3": _no_bias(block.shared_expert.up_proj, f"{where}.shared_expert"),
+          "shared_w2": _no_bias(block.shared_expert.down_proj, f"{where}.shared_expert")}
+    _shared_activation(act, _activation(block.shared_expert.activation_fn,
+                                        f"{where}.shared_expert", gated=True), where)
+    weights.update(sw)
+    r = _router(block.router.top_k, score="sigmoid", order="topk_then_score",
+                apply_score="input")
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False})
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -439,13 +463,21 @@ FAMILIES: Tuple[Family, ...] = (
            note="its hash-routed layers (experts by token id) stay in PyTorch: the spec has "
                 "no token-id input"),
     Family("laguna", ("LagunaSparseMoeBlock",), _read_laguna),
+    Family("llama4", ("Llama4TextMoe",), _read_llama4,
+           note="the block returns (output, router logits): patch_model swaps it for a module "
+                "returning (output, top-k weights), which the decoder layer discards"),
     # The spec cannot express these yet (features other branches add).
     Family("switch_transformers", ("SwitchTransformersSparseMLP",),
-           missing=("a fixed expert capacity in tokens (expert_capacity), counted per "
-                    "sequence (the spec has only capacity.factor over the whole call)",)),
-    Family("llama4", ("Llama4TextMoe",), missing=("router score applied to the expert input",)),
+           missing=("an expert capacity (expert_capacity) counted per sequence of the batch "
+                    "(the spec's capacity.tokens counts over all the tokens of a call)",)),
+    # Gemma 4's router and experts sit in the decoder layer (no block module)
+    # and read two inputs: the router the residual stream (RMSNorm, scale ·
+    # hidden_size^-1/2: the spec's router.rms_norm), the experts
+    # pre_feedforward_layernorm_2 of it (with its own weight).
     Family("gemma4", ("Gemma4TextRouter",),
-           missing=("router input RMSNorm", "per-expert output scale", "tanh-approximated GELU")),
+           missing=("an RMSNorm of the experts' input apart from the router's (Gemma 4's "
+                    "experts read pre_feedforward_layernorm_2 of the residual stream the "
+                    "router reads; router.rms_norm leaves the experts' input as it is)",)),
     Family("phimoe", ("PhimoeSparseMoeBlock",), missing=("sparsemixer routing",)),
     Family("nllb_moe", ("NllbMoeSparseMLP",),
            missing=("expert biases", "renormalisation after drops")),
@@ -580,11 +612,13 @@ _ADAPTER = None
 
 def _calling_like(block, module):
     """``module`` (a MoELayer) called as ``block`` is by its decoder layer:
-    GPT-OSS's block returns ``(output, router scores)``, DeepSeek-V4's takes
+    GPT-OSS's and Llama 4's blocks return ``(output, router scores or
+    logits)`` (the decoder layers discard the second: the module returns its
+    top-k weights there), DeepSeek-V4's takes
     ``input_ids=`` (for its hash-routed layers, not the swapped ones)."""
     global _ADAPTER
     fam = family_of(block)
-    if fam is None or fam.name not in ("gpt_oss", "deepseek_v4"):
+    if fam is None or fam.name not in ("gpt_oss", "llama4", "deepseek_v4"):
         return module
     if _ADAPTER is None:
         class HFBlockCall(_torch().nn.Module):
@@ -602,7 +636,7 @@ def _calling_like(block, module):
                 return out["out"], out["topk_weights"]
 
         _ADAPTER = HFBlockCall
-    return _ADAPTER(module, with_scores=fam.name == "gpt_oss")
+    return _ADAPTER(module, with_scores=fam.name in ("gpt_oss", "llama4"))
 
 
 def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
@@ -814,12 +848,32 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     w: Dict[str, Any] = {"gate": first(_ROUTER_NAMES, "router weight")}
     if "gate_bias" in shapes:
         w["gate_bias"] = first(_BIAS_NAMES, "selection bias")
+    if "logit_bias" in shapes:
+        w["logit_bias"] = first(("router.bias", "gate.bias"), "router logit bias")
+    if "output_bias" in shapes:
+        w["output_bias"] = first(("bias",), "output bias")
     fused = next(((g, d) for g, d in _FUSED if ck.has(f"{base}.{g}")), None)
+    # GPT-OSS (its gate_up bias names it) and Llama 4 (score on the input)
+    # store gate_up [E, D, 2F] and down [E, F, D]; GPT-OSS interleaves the
+    # gate and up columns.
+    gpt_oss = ck.has(f"{base}.experts.gate_up_proj_bias")
+    transposed = gpt_oss or spec["router"]["apply_score"] == "input"
     if fused is not None:
         gate_up = ck.get(f"{base}.{fused[0]}")
+        down = first((fused[1],), "expert down projection")
+        if transposed:
+            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
         F = gate_up.shape[1] // 2
-        w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
-        w["w2"] = first((fused[1],), "expert down projection")
+        if gpt_oss:
+            w["w1"], w["w3"] = gate_up[:, 0::2], gate_up[:, 1::2]
+        else:
+            w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
+        w["w2"] = down
+        if "b1" in shapes:
+            bias = first(("experts.gate_up_proj_bias",), "expert gate/up bias")
+            w["b1"], w["b3"] = (bias[:, 0::2], bias[:, 1::2]) if gpt_oss else (bias[:, :F],
+                                                                              bias[:, F:])
+            w["b2"] = first(("experts.down_proj_bias",), "expert down bias")
     elif ck.has(f"{base}.experts.mlp.w1"):
         # DBRX: w1, v1, w2 [E*F, D]; the expert computes (...) @ w2.
         F = spec["expert_hidden"]
@@ -849,7 +903,17 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         else:
             raise ValueError(f"{base}: no expert tensors (looked for experts.gate_up_proj and "
                              f"per-expert experts.0.gate_proj.weight / experts.0.w1.weight)")
-    if "shared_w1" in shapes:
+    if "shared_w1" in shapes and "shared_w3" not in shapes:
+        # Ungated shared experts (Nemotron-H): up_proj, down_proj.
+        for prefix in ("shared_experts", "shared_expert"):
+            if ck.has(f"{base}.{prefix}.up_proj.weight"):
+                w["shared_w1"] = ck.get(f"{base}.{prefix}.up_proj.weight")
+                w["shared_w2"] = first((f"{prefix}.down_proj.weight",), "shared down projection")
+                break
+        else:
+            raise ValueError(f"{base}: no shared expert tensors (looked for "
+                             f"{base}.shared_expert(s).up_proj.weight)")
+    elif "shared_w1" in shapes:
         for layout in _SHARED:
             if ck.has(f"{base}.{layout[0]}"):
                 w["shared_w1"], w["shared_w3"], w["shared_w2"] = (
