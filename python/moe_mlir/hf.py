@@ -887,7 +887,11 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         w["w1"] = ck.get(f"{base}.experts.up_proj")
         w["w2"] = ck.get(f"{base}.experts.down_proj")
     else:
-        for layout in _PER_EXPERT:
+        layouts = _PER_EXPERT
+        if "w3" not in shapes and not ck.has(f"{base}.{_PER_EXPERT[0][0].format(e=0)}"):
+            # Ungated experts as up_proj, down_proj (Nemotron-H).
+            layouts = (("experts.{e}.up_proj.weight", None, "experts.{e}.down_proj.weight"),)
+        for layout in layouts:
             if ck.has(f"{base}.{layout[0].format(e=0)}"):
                 names = ("w1", "w3", "w2") if "w3" in shapes else ("w1", None, "w2")
                 for ours, pattern in zip(names, layout):

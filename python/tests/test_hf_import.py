@@ -489,6 +489,20 @@ CHECKPOINTS = {
         first_k_dense_replace=1, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
         qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
+    "gpt_oss": lambda: transformers.GptOssConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        vocab_size=64),
+    "llama4": lambda: transformers.Llama4TextConfig(
+        hidden_size=D, intermediate_size=F, intermediate_size_mlp=F, num_local_experts=E,
+        num_experts_per_tok=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, vocab_size=64, interleave_moe_layer_step=1),
+    "nemotron_h": lambda: transformers.NemotronHConfig(
+        hidden_size=D, moe_intermediate_size=F, n_routed_experts=E, num_experts_per_tok=2,
+        n_group=1, topk_group=1, moe_shared_expert_intermediate_size=16,
+        layers_block_type=["attention", "moe"], num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, vocab_size=64,
+        time_step_limit=(0.0, 1e4)),   # its default's inf does not survive config.json
 }
 
 
@@ -517,6 +531,8 @@ def test_config_and_safetensors_round_trip(name, tmp_path):
     spec = moe_mlir.spec_from_config(tmp_path / "config.json", layer=layer)
     imported = hf.from_hf(block)
     assert spec == imported.spec
+    if name == "nemotron_h":     # its checkpoint names the model "backbone"
+        path = "backbone." + path.partition(".")[2]
     weights = moe_mlir.load_hf_weights(tmp_path, path, spec)
     assert list(weights) == list(imported.weights)
     for n, t in weights.items():
@@ -575,6 +591,9 @@ def _moe_torch():
 @pytest.mark.parametrize("name, pipeline, moe_layers", [
     ("mixtral", "fast", 2), ("qwen2_moe", "reference", 2),
     ("deepseek_v3", "reference", 1),     # layer 0 is dense (first_k_dense_replace)
+    # Blocks returning (output, router scores/logits): swapped for a module that does too.
+    ("gpt_oss", "reference", 2), ("llama4", "reference", 2),
+    ("nemotron_h", "reference", 1),      # layer 0 is attention
 ])
 def test_patch_model_same_logits(name, pipeline, moe_layers):
     moe_torch = _moe_torch()
