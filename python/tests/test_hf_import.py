@@ -211,7 +211,7 @@ def _sorted_routing(ids, w):
 # The fast pipeline (the default, what patch_model uses) for a few families,
 # the reference one (compiles ~8x faster; the two agree to rounding, see
 # test_compile_moe.py) for the rest: the mapping is what is under test here.
-FAST = ("mixtral", "deepseek_v3")
+FAST = ("mixtral", "deepseek_v3", "gpt_oss")
 
 
 def _check_parity(layer_import, block, route, x, pipeline):
