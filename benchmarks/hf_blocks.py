@@ -25,6 +25,16 @@ def hf_case(spec: dict):
         return None, "transformers' MoE blocks have no expert capacity"
     if r["noise"]:
         return None, "transformers' MoE blocks have no noisy router"
+    if r.get("logit_bias"):
+        return None, "the blocks built here have no router logit bias (GPT-OSS has one)"
+    if r.get("apply_score", "output") != "output":
+        return None, "the blocks built here weight the expert outputs (Llama 4 its inputs)"
+    if r.get("rms_norm"):
+        return None, "the blocks built here have no router input norm (Gemma 4 has one)"
+    if r.get("softcap") is not None:
+        return None, "the blocks built here have no router logit soft-cap (Laguna has one)"
+    if r["score"] not in ("softmax", "sigmoid"):
+        return None, f"the blocks built here have no {r['score']} router score"
     if r["score"] == "sigmoid":
         # DeepseekV3MoE: groups ranked by the sum of their top-2 scores, an
         # always-on shared expert of n x F without gate.

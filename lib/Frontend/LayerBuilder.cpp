@@ -152,7 +152,11 @@ Location LayerBuilder::loc(StringRef path) {
 void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
                                        int64_t width) {
   int64_t e = spec.experts, f = spec.expertHidden;
+  if (spec.router.rmsNorm)
+    args.push_back({"router_norm", tensorOf({width}, f32)});
   args.push_back({"gate", tensorOf({e, width}, weightType)});
+  if (spec.router.logitBias)
+    args.push_back({"logit_bias", tensorOf({e}, f32)});
   if (spec.router.selectionBias)
     args.push_back({"gate_bias", tensorOf({e}, f32)});
   if (spec.router.noise)
@@ -300,15 +304,41 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   Location routerLoc = loc("router");
   Value numTokens = dim(routerLoc, input, 0);
 
-  // Router: logits, optional noise logits, scores and choices.
-  Value logitsInit = zeros(routerLoc, tokens({e}, f32), numTokens);
-  Value logits = LinearOp::create(builder, routerLoc, logitsInit.getType(),
-                                  input, arg("gate"), logitsInit);
+  // Router: logits, optional noise logits, scores and choices. With an input
+  // RMSNorm (Gemma 4) the router's projections see the normalised tokens;
+  // the experts see `input`.
+  Value routerInput = input;
+  if (Value norm = optionalArg("router_norm"))
+    routerInput = RMSNormOp::create(builder, loc("router.rms_norm"),
+                                    input.getType(), input, norm,
+                                    llvm::APFloat(router.rmsNormEps));
+  RankedTensorType logitsType = tokens({e}, f32);
+  Value bias = optionalArg("logit_bias");
+  Value zeroLogits;
+  if (!bias || router.noise)
+    zeroLogits = zeros(routerLoc, logitsType, numTokens);
+  // A logit bias (GPT-OSS) is the linear's init broadcast over the tokens:
+  // `bias + x · gateᵀ`, the logits every later use (route, aux losses) sees.
+  Value gateInit = zeroLogits;
+  if (bias) {
+    Location biasLoc = loc("router.logit_bias");
+    gateInit = linalg::BroadcastOp::create(
+                   builder, biasLoc, bias,
+                   uninitialized(biasLoc, logitsType, numTokens),
+                   ArrayRef<int64_t>{0})
+                   .getResult()[0];
+  }
+  Value logits = LinearOp::create(builder, routerLoc, logitsType, routerInput,
+                                  arg("gate"), gateInit);
+  if (router.softcap)
+    logits = SoftcapOp::create(builder, loc("router.softcap"),
+                               logits.getType(), logits,
+                               llvm::APFloat(*router.softcap));
   Value noiseLogits;
   if (router.noise)
     noiseLogits =
-        LinearOp::create(builder, loc("router.noise"), logitsInit.getType(),
-                         input, arg("w_noise"), logitsInit);
+        LinearOp::create(builder, loc("router.noise"), logitsType, routerInput,
+                         arg("w_noise"), zeroLogits);
   auto route = RouteOp::create(
       builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),
       logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"), k,
@@ -319,26 +349,42 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   // Dispatch plan: expert-major slots, with capacity when the spec has one.
   Location planLoc = loc(spec.capacity ? "capacity" : "router.top_k");
   FloatAttr capacityFactor;
+  IntegerAttr capacityTokens;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
   if (spec.capacity) {
-    capacityFactor = builder.getF64FloatAttr(spec.capacity->factor);
+    if (spec.capacity->factor)
+      capacityFactor = builder.getF64FloatAttr(*spec.capacity->factor);
+    else
+      capacityTokens = builder.getI64IntegerAttr(*spec.capacity->tokens);
     overflow = spec.capacity->overflow;
     priority = spec.capacity->priority;
   }
   auto plan = DispatchPlanOp::create(
       builder, planLoc, tensorOf({e}, i32), tensorOf({e + 1}, i32),
       tensorOf({kDynamic}, i32), tensorOf({kDynamic}, f32), tensorOf({}, i32),
-      route.getIds(), route.getWeights(), e, k, capacityFactor, overflow,
-      priority);
+      route.getIds(), route.getWeights(), e, k, capacityFactor, capacityTokens,
+      overflow, priority);
 
   // Routed experts over the expert-major rows.
   Location expertLoc = loc("expert_hidden");
   Value numSlots = dim(expertLoc, plan.getTokenIds(), 0);
   RankedTensorType rowsType = tokens({width}, f32);
-  Value rows =
-      GatherOp::create(builder, expertLoc, rowsType, input, plan.getTokenIds(),
-                       uninitialized(expertLoc, rowsType, numSlots));
+  // Llama 4 scales the expert input by the weight and sums the outputs as
+  // they are (unit combine weights); otherwise the weight scales the output.
+  Value inputScale, combineWeights = plan.getSlotWeights();
+  if (router.scoreOnInput) {
+    inputScale = plan.getSlotWeights();
+    RankedTensorType slotsType = tensorOf({kDynamic}, f32);
+    combineWeights = linalg::FillOp::create(
+                         builder, expertLoc,
+                         ValueRange{constant(expertLoc, builder.getF32FloatAttr(1.0))},
+                         ValueRange{uninitialized(expertLoc, slotsType, numSlots)})
+                         .getResult(0);
+  }
+  Value rows = GatherOp::create(builder, expertLoc, rowsType, input,
+                                plan.getTokenIds(), inputScale,
+                                uninitialized(expertLoc, rowsType, numSlots));
   auto expertFFN = ExpertFFNOp::create(
       builder, expertLoc, rowsType, rows, plan.getOffsets(), arg("w1"),
       arg("w2"), optionalArg("w3"), optionalArg("b1"), optionalArg("b3"),
@@ -367,7 +413,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   }
   Value out =
       CombineOp::create(builder, expertLoc, rowsType, expertRows,
-                        plan.getTokenIds(), plan.getSlotWeights(), accumulator);
+                        plan.getTokenIds(), combineWeights, accumulator);
 
   RoutedOutputs outputs;
   outputs.out = out;

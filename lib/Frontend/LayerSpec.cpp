@@ -223,6 +223,11 @@ static constexpr FieldRule kRouterFields[] = {
     {"topk_groups", kAllKinds, false},
     {"group_score", kAllKinds, false},
     {"noise", kAllKinds, false},
+    {"logit_bias", kAllKinds, false},
+    {"softcap", kAllKinds, false},
+    {"rms_norm", kAllKinds, false},
+    {"rms_norm_eps", kAllKinds, false},
+    {"apply_score", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -238,7 +243,8 @@ static constexpr FieldRule kSwiGLUFields[] = {
 };
 
 static constexpr FieldRule kCapacityFields[] = {
-    {"factor", kAllKinds, true},
+    {"factor", kAllKinds, false},
+    {"tokens", kAllKinds, false},
     {"overflow", kAllKinds, false},
     {"priority", kAllKinds, false},
 };
@@ -785,7 +791,12 @@ void SpecParser::readFields(const SpecNode &root) {
   if (spec.isProductKey()) {
     layer.read("top_k", spec.topK);
     layer.read("key_dim", spec.keyDim);
-    layer.readEnum("score", spec.score);
+    static constexpr ScoreFunction productKeyScores[] = {
+        ScoreFunction::softmax, ScoreFunction::sigmoid};
+    std::string restriction =
+        " of a '" + stringifyEnum(spec.kind).str() + "' layer";
+    layer.readEnum<ScoreFunction>("score", spec.score, productKeyScores,
+                                  restriction);
     layer.read("query_batchnorm", spec.queryBatchNorm);
     layer.read("query_layernorm", spec.queryLayerNorm);
     layer.read("keys_per_head", spec.keysPerHead);
@@ -812,6 +823,28 @@ void SpecParser::readRouter(Section &layer) {
   router.read("topk_groups", r.topkGroups);
   router.readEnum("group_score", r.groupScore);
   router.read("noise", r.noise);
+  router.read("logit_bias", r.logitBias);
+  // A null soft-cap is an absent one, as for the optional sections.
+  if (const SpecNode *cap = router.lookup("softcap");
+      cap && cap->kind != SpecNode::Kind::null) {
+    unsigned before = numErrors;
+    double value = 0.0;
+    router.read("softcap", value);
+    if (numErrors == before)
+      r.softcap = value;
+  }
+  if (router.lookup("apply_score")) {
+    std::string where;
+    router.read("apply_score", where);
+    if (where == "input")
+      r.scoreOnInput = true;
+    else if (where != "output" && !where.empty())
+      error(rangeOf("router.apply_score"),
+            "invalid value '" + where +
+                "' for 'router.apply_score' (expected one of: output, input)");
+  }
+  router.read("rms_norm", r.rmsNorm);
+  router.read("rms_norm_eps", r.rmsNormEps);
 }
 
 void SpecParser::readSharedExperts(Section &layer) {
@@ -850,7 +883,21 @@ void SpecParser::readCapacity(Section &layer) {
                    keyRangeOf("capacity"));
   capacity.checkKeys(std::nullopt);
   CapacitySpec &c = spec.capacity.emplace();
-  capacity.read("factor", c.factor);
+  // Exactly one of factor and tokens; a null one is an absent one.
+  auto present = [&](StringRef key) {
+    const SpecNode *value = capacity.lookup(key);
+    return value && value->kind != SpecNode::Kind::null;
+  };
+  if (present("factor"))
+    capacity.read("factor", c.factor.emplace());
+  if (present("tokens"))
+    capacity.read("tokens", c.tokens.emplace());
+  if (!present("factor") && !present("tokens"))
+    error(keyRangeOf("capacity"),
+          "missing required field 'factor' or 'tokens' in 'capacity'");
+  else if (present("factor") && present("tokens"))
+    error(rangeOf("capacity.tokens"),
+          "expected only one of capacity.factor and capacity.tokens");
   capacity.readEnum("overflow", c.overflow);
   capacity.readEnum("priority", c.priority);
 }
@@ -1016,6 +1063,14 @@ void SpecParser::checkSizes() {
       error(rangeOf("router.scaling"),
             "expected a finite router.scaling > 0, got " +
                 formatNumber(r.scaling));
+    if (r.softcap && (!(*r.softcap > 0.0) || !std::isfinite(*r.softcap)))
+      error(rangeOf("router.softcap"),
+            "expected a finite router.softcap > 0, got " +
+                formatNumber(*r.softcap));
+    if (!(r.rmsNormEps > 0.0) || !std::isfinite(r.rmsNormEps))
+      error(rangeOf("router.rms_norm_eps"),
+            "expected a finite router.rms_norm_eps > 0, got " +
+                formatNumber(r.rmsNormEps));
     if (spec.experts % r.groups != 0) {
       error(rangeOf("router.groups"),
             "expected experts (" + Twine(spec.experts) +
@@ -1061,11 +1116,22 @@ void SpecParser::checkSizes() {
         error(rangeOf("swiglu.clamp"),
               "expected swiglu.limit with swiglu.clamp after_activation");
     }
-    if (spec.capacity && (!(spec.capacity->factor > 0.0) ||
-                          !std::isfinite(spec.capacity->factor)))
+    if (spec.capacity && spec.capacity->factor &&
+        (!(*spec.capacity->factor > 0.0) ||
+         !std::isfinite(*spec.capacity->factor)))
       error(rangeOf("capacity.factor"),
             "expected a finite capacity.factor > 0, got " +
-                formatNumber(spec.capacity->factor));
+                formatNumber(*spec.capacity->factor));
+    if (spec.capacity && spec.capacity->tokens &&
+        *spec.capacity->tokens <= 0)
+      error(rangeOf("capacity.tokens"),
+            "expected capacity.tokens > 0, got " +
+                Twine(*spec.capacity->tokens));
+    if (spec.capacity && spec.capacity->tokens &&
+        *spec.capacity->tokens > kMaxSize)
+      error(rangeOf("capacity.tokens"),
+            "expected capacity.tokens <= " + Twine(kMaxSize) + ", got " +
+                Twine(*spec.capacity->tokens));
   }
 
   if (spec.kind == LayerKind::moe && spec.sharedExperts.gate &&

@@ -65,17 +65,22 @@ def _activation(act, where: str, gated: bool) -> str:
         return "geglu" if gated else "gelu"
     if isinstance(act, torch.nn.ReLU) and not gated:
         return "relu"
-    missing = {"GELUTanh": "tanh-approximated GELU", "NewGELUActivation": "tanh-approximated GELU",
-               "FastGELUActivation": "tanh-approximated GELU",
-               "ReLUSquaredActivation": "relu² experts"}.get(name)
-    if isinstance(act, torch.nn.GELU):
-        missing = "tanh-approximated GELU"
+    # PyTorch's gelu(approximate="tanh"): GELUTanh (gelu_pytorch_tanh) calls
+    # it; NewGELU and FastGELU spell the same tanh formula out (FastGELU's
+    # sqrt(2/pi) to 10 digits, 1e-11 off: far below f32 rounding).
+    if (name in ("GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "FastGELUActivation")
+            or (isinstance(act, torch.nn.GELU) and act.approximate == "tanh")):
+        return "geglu_tanh" if gated else "gelu_tanh"
+    if name == "ReLUSquaredActivation" and not gated:
+        return "relu2"
+    missing = {"ReLUSquaredActivation": "gated relu² experts"}.get(name)
     if isinstance(act, torch.nn.ReLU):
         missing = "gated ReLU experts"
     raise UnsupportedBlockError(
         f"{where}: activation {name} is not expressible"
         + (f" (missing spec feature: {missing})" if missing else
-           " (the spec has silu/gelu/relu experts and swiglu/geglu gated ones)"))
+           " (the spec has silu/gelu/gelu_tanh/relu/relu2 experts and swiglu/geglu/geglu_tanh "
+             "gated ones)"))
 
 
 def _dtype_of(experts, tensors) -> str:
@@ -136,10 +141,13 @@ def _dense_mlp(mlp, where: str) -> Tuple[Dict[str, Any], str]:
 
 
 def _router(top_k, *, score="softmax", order="score_then_topk", normalize=False, scaling=1.0,
-            selection_bias=False, groups=1, topk_groups=1, group_score="max") -> Dict[str, Any]:
+            selection_bias=False, groups=1, topk_groups=1, group_score="max",
+            **more) -> Dict[str, Any]:
+    """Router options; ``more``: the newer ones (logit_bias, softcap,
+    rms_norm, rms_norm_eps, apply_score), given only when a family uses them."""
     return dict(top_k=int(top_k), score=score, order=order, normalize=bool(normalize),
                 scaling=float(scaling), selection_bias=selection_bias, groups=int(groups),
-                topk_groups=int(topk_groups), group_score=group_score)
+                topk_groups=int(topk_groups), group_score=group_score, **more)
 
 
 @dataclasses.dataclass
@@ -150,6 +158,8 @@ class _Read:
     weights: Dict[str, Any]
     activation: str
     shared: Optional[Dict[str, Any]] = None
+    # Other top-level spec fields (swiglu, expert_bias, expert_scale, output_bias).
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _shared_activation(read_act: str, shared_act: str, where: str):
@@ -261,6 +271,154 @@ def _read_dbrx(block, where):
     return _Read(_router(block.top_k, normalize=p is not None), weights, act)
 
 
+# Weights the contract keeps in f32 whatever weight_dtype (they do not decide it).
+_F32_VECTORS = frozenset(("gate_bias", "logit_bias", "router_norm", "b1", "b3", "b2",
+                          "expert_scale", "output_bias"))
+
+
+def _read_nemotron_h(block, where):
+    """Nemotron-H: relu² experts without a gate (up_proj, down_proj), a
+    DeepSeek-V3 router (sigmoid, selection bias, top-2-sum groups,
+    renormalised, scaled) and an ungated relu² shared expert."""
+    torch = _torch()
+    for n in ("fc1_latent_proj", "fc2_latent_proj"):
+        if not isinstance(getattr(block, n, None), torch.nn.Identity):
+            raise UnsupportedBlockError(f"{where}.{n}: a latent projection around the experts "
+                                        f"(moe_latent_size; missing spec feature: expert "
+                                        f"latent projections)")
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    g = block.gate
+    groups = int(g.num_group or 1)
+    # The block renormalises with a + 1e-20 in the denominator: a sum of k
+    # sigmoids (each > 0) is far above it in f32, so the division is the same.
+    r = _router(g.top_k, score="sigmoid", normalize=g.norm_topk_prob,
+                scaling=g.routed_scaling_factor, selection_bias=True, groups=groups,
+                topk_groups=g.topk_group if groups > 1 else 1,
+                group_score="top2_sum" if groups > 1 else "max")
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    mlp = block.shared_experts
+    sw = {"shared_w1": _no_bias(mlp.up_proj, f"{where}.shared_experts.up_proj"),
+          "shared_w2": _no_bias(mlp.down_proj, f"{where}.shared_experts.down_proj")}
+    _shared_activation(act, _activation(mlp.act_fn, f"{where}.shared_experts", gated=False),
+                       where)
+    weights.update(sw)
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False})
+
+
+def _read_jetmoe(block, where):
+    """JetMoE's MoE MLP (JetMoeMoE): top-k of the logits, softmax over those
+    k; gated experts from input_linear [E, 2F, D] (gate rows first) and
+    output_linear [E, D, F]; a bias added to the block's output."""
+    F = block.hidden_size
+    gate_up = block.input_linear.weight
+    act = _activation(block.activation, f"{where}.activation", gated=True)
+    weights = {"gate": _no_bias(block.router.layer, f"{where}.router.layer"),
+               "w1": gate_up[:, :F], "w3": gate_up[:, F:], "w2": block.output_linear.weight,
+               "output_bias": block.bias}
+    return _Read(_router(block.router.top_k, order="topk_then_score"), weights, act,
+                 options={"output_bias": True})
+
+
+def _read_gpt_oss(block, where):
+    """GPT-OSS (GptOssMLP): router logits with a bias, top-k of them, softmax
+    over those k; experts with biases and the clamped SwiGLU
+    ``(clamp(up, ±limit) + 1) · g · σ(alpha · g)``, ``g = min(gate, limit)``,
+    from gate_up_proj [E, D, 2F] (gate and up columns interleaved) and
+    down_proj [E, F, D] (transposed layouts)."""
+    ex = block.experts
+    gate_up, down = ex.gate_up_proj.transpose(1, 2), ex.down_proj.transpose(1, 2)
+    bias = ex.gate_up_proj_bias
+    weights = {"gate": block.router.weight, "logit_bias": block.router.bias,
+               "w1": gate_up[:, 0::2], "w3": gate_up[:, 1::2], "w2": down,
+               "b1": bias[:, 0::2], "b3": bias[:, 1::2], "b2": ex.down_proj_bias}
+    swiglu = {"alpha": float(ex.alpha), "up_offset": 1.0}
+    if ex.limit is not None:
+        swiglu["limit"] = float(ex.limit)
+    return _Read(_router(block.router.top_k, order="topk_then_score", logit_bias=True),
+                 weights, "swiglu", options={"swiglu": swiglu, "expert_bias": True})
+
+
+def _read_deepseek_v4(block, where):
+    """DeepSeek-V4 (its learned-router layers): sqrt(softplus) (or sigmoid)
+    scores, top-k of score + selection bias, renormalised, scaled; SwiGLU
+    experts and shared expert with the gate clamped to at most ``limit`` and
+    the up branch to ``[-limit, limit]``.  Hash-routed layers (experts
+    chosen by token id) are refused."""
+    from transformers import activations as A
+    torch = _torch()
+    g = block.gate
+    if getattr(block, "is_hash", False) or hasattr(g, "tid2eid"):
+        raise UnsupportedBlockError(f"{where}: hash routing by token id (tid2eid; missing spec "
+                                    f"feature: the spec has no token-id input)")
+    if isinstance(g.score_fn, A.SqrtSoftplusActivation):
+        score = "sqrt_softplus"
+    elif isinstance(g.score_fn, torch.nn.Sigmoid):
+        score = "sigmoid"
+    else:
+        raise UnsupportedBlockError(f"{where}.gate: score function {type(g.score_fn).__name__} "
+                                    f"(the spec has softmax, sigmoid and sqrt_softplus)")
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    if act != "swiglu":
+        raise UnsupportedBlockError(f"{where}.experts: clamped {act} (the spec clamps SwiGLU "
+                                    f"only)")
+    # The block renormalises with + 1e-20 in the denominator: far below a sum
+    # of k positive scores in f32.
+    r = _router(g.top_k, score=score, normalize=True, scaling=g.routed_scaling_factor,
+                selection_bias=True)
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    sw, sact = _dense_mlp(block.shared_experts, f"{where}.shared_experts")
+    _shared_activation(act, sact, where)
+    limit, shared_limit = block.experts.limit, block.shared_experts.limit
+    if limit != shared_limit:
+        raise UnsupportedBlockError(f"{where}: shared expert swiglu limit {shared_limit} differs "
+                                    f"from the experts' {limit} (the spec has one)")
+    weights.update(sw)
+    options = {"swiglu": {"limit": float(limit)}} if limit is not None else {}
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False},
+                 options)
+
+
+def _read_laguna(block, where):
+    """Laguna: logits soft-capped ``c · tanh(l / c)`` (when the config's
+    moe_router_logit_softcapping > 0), sigmoid scores, top-k of score +
+    selection bias, renormalised; the routed sum scaled by
+    moe_routed_scaling_factor (the router's scaling: the same products);
+    a SwiGLU shared expert."""
+    g = block.gate
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    cap = float(g.router_logit_softcapping or 0.0)
+    more = {"softcap": cap} if cap > 0.0 else {}
+    r = _router(g.top_k, score="sigmoid", normalize=True, scaling=block.routed_scaling_factor,
+                selection_bias=True, **more)
+    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    shared = _read_deepseek_shared(block, where, act, weights)
+    return _Read(r, weights, act, shared)
+
+
+def _read_llama4(block, where):
+    """Llama 4 (Llama4TextMoe): top-k of the logits, sigmoid of those k, each
+    scaling the token's input to its expert (router.apply_score: input; the
+    block runs every expert on every token, the others' inputs scaled by
+    sigmoid(-inf) = 0, which adds nothing without biases); SwiGLU experts
+    from gate_up_proj [E, D, 2F] (gate columns first) and down_proj
+    [E, F, D] (transposed layouts); an ungated SwiGLU shared expert."""
+    ex = block.experts
+    gate_up, down = ex.gate_up_proj.transpose(1, 2), ex.down_proj.transpose(1, 2)
+    F = gate_up.shape[1] // 2
+    act = _activation(ex.act_fn, f"{where}.experts", gated=True)
+    weights = {"gate": _no_bias(block.router, f"{where}.router"),
+               "w1": gate_up[:, :F], "w3": gate_up[:, F:], "w2": down}
+    sw = {"shared_w1": _no_bias(block.shared_expert.gate_proj, f"{where}.shared_expert"),
+          "shared_w3": _no_bias(block.shared_expert.up_proj, f"{where}.shared_expert"),
+          "shared_w2": _no_bias(block.shared_expert.down_proj, f"{where}.shared_expert")}
+    _shared_activation(act, _activation(block.shared_expert.activation_fn,
+                                        f"{where}.shared_expert", gated=True), where)
+    weights.update(sw)
+    r = _router(block.router.top_k, score="sigmoid", order="topk_then_score",
+                apply_score="input")
+    return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False})
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -295,23 +453,34 @@ FAMILIES: Tuple[Family, ...] = (
                 "and stays in PyTorch"),
     Family("jamba", ("JambaSparseMoeBlock",), _read_jamba),
     Family("dbrx", ("DbrxFFN",), _read_dbrx),
+    Family("gpt_oss", ("GptOssMLP",), _read_gpt_oss,
+           note="the block returns (output, router scores): patch_model swaps it for a module "
+                "that does too"),
+    Family("jetmoe", ("JetMoeMoE",), _read_jetmoe,
+           note="JetMoE's attention experts (JetMoeMoA) stay in PyTorch"),
+    Family("nemotron_h", ("NemotronHMoE",), _read_nemotron_h),
+    Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",), _read_deepseek_v4,
+           note="its hash-routed layers (experts by token id) stay in PyTorch: the spec has "
+                "no token-id input"),
+    Family("laguna", ("LagunaSparseMoeBlock",), _read_laguna),
+    Family("llama4", ("Llama4TextMoe",), _read_llama4,
+           note="the block returns (output, router logits): patch_model swaps it for a module "
+                "returning (output, top-k weights), which the decoder layer discards"),
     # The spec cannot express these yet (features other branches add).
     Family("switch_transformers", ("SwitchTransformersSparseMLP",),
-           missing=("a fixed expert capacity in tokens (expert_capacity), counted per "
-                    "sequence (the spec has only capacity.factor over the whole call)",)),
-    Family("gpt_oss", ("GptOssMLP",),
-           missing=("expert biases", "clamped SwiGLU (alpha, limit, up + 1)", "router bias")),
-    Family("llama4", ("Llama4TextMoe",), missing=("router score applied to the expert input",)),
+           missing=("an expert capacity (expert_capacity) counted per sequence of the batch "
+                    "(the spec's capacity.tokens counts over all the tokens of a call)",)),
+    # Gemma 4's router and experts sit in the decoder layer (no block module)
+    # and read two inputs: the router the residual stream (RMSNorm, scale ·
+    # hidden_size^-1/2: the spec's router.rms_norm), the experts
+    # pre_feedforward_layernorm_2 of it (with its own weight).
     Family("gemma4", ("Gemma4TextRouter",),
-           missing=("router input RMSNorm", "per-expert output scale", "tanh-approximated GELU")),
-    Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",),
-           missing=("sqrt-softplus scores", "hash routing by token id")),
+           missing=("an RMSNorm of the experts' input apart from the router's (Gemma 4's "
+                    "experts read pre_feedforward_layernorm_2 of the residual stream the "
+                    "router reads; router.rms_norm leaves the experts' input as it is)",)),
     Family("phimoe", ("PhimoeSparseMoeBlock",), missing=("sparsemixer routing",)),
-    Family("jetmoe", ("JetMoeMoE",), missing=("an output bias",)),
     Family("nllb_moe", ("NllbMoeSparseMLP",),
            missing=("expert biases", "renormalisation after drops")),
-    Family("nemotron_h", ("NemotronHMoE",), missing=("relu² experts",)),
-    Family("laguna", ("LagunaSparseMoeBlock",), missing=("tanh soft-cap on router logits",)),
 )
 
 _BY_CLASS = {cls: fam for fam in FAMILIES for cls in fam.blocks}
@@ -387,7 +556,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     fam, read = _read_block(block, where)
     w = read.weights
     E, F, D = w["w1"].shape
-    matrices = [t for n, t in w.items() if n != "gate_bias"]
+    matrices = [t for n, t in w.items() if n not in _F32_VECTORS]
     raw = {
         "name": name or fam.name, "kind": "moe", "d_model": int(D), "experts": int(E),
         "expert_hidden": int(F), "activation": read.activation,
@@ -395,6 +564,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     }
     if read.shared:
         raw["shared_experts"] = read.shared
+    raw.update(read.options)
     spec = load_spec(raw)
     weights = {}
     shapes = weight_shapes(spec)
@@ -437,6 +607,38 @@ class PatchReport:
         return "\n".join(lines)
 
 
+_ADAPTER = None
+
+
+def _calling_like(block, module):
+    """``module`` (a MoELayer) called as ``block`` is by its decoder layer:
+    GPT-OSS's and Llama 4's blocks return ``(output, router scores or
+    logits)`` (the decoder layers discard the second: the module returns its
+    top-k weights there), DeepSeek-V4's takes
+    ``input_ids=`` (for its hash-routed layers, not the swapped ones)."""
+    global _ADAPTER
+    fam = family_of(block)
+    if fam is None or fam.name not in ("gpt_oss", "llama4", "deepseek_v4"):
+        return module
+    if _ADAPTER is None:
+        class HFBlockCall(_torch().nn.Module):
+            """A compiled layer with a transformers block's call convention."""
+
+            def __init__(self, moe, with_scores: bool):
+                super().__init__()
+                self.moe = moe
+                self.with_scores = with_scores
+
+            def forward(self, hidden_states, input_ids=None):
+                if not self.with_scores:
+                    return self.moe(hidden_states)
+                out = self.moe.forward_all(hidden_states)
+                return out["out"], out["topk_weights"]
+
+        _ADAPTER = HFBlockCall
+    return _ADAPTER(module, with_scores=fam.name in ("gpt_oss", "llama4"))
+
+
 def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
     """Swaps every supported MoE block of a (loaded) transformers model for a
     compiled ``moe_mlir.torch.MoELayer`` holding the block's weights.
@@ -463,7 +665,7 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
         key = spec_hash(layer.spec)
         if key not in compiled:
             compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
-        module = layer.module(compiled=compiled[key])
+        module = _calling_like(block, layer.module(compiled=compiled[key]))
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         if attr.isdigit() and isinstance(parent, (_torch().nn.ModuleList,
@@ -646,12 +848,32 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     w: Dict[str, Any] = {"gate": first(_ROUTER_NAMES, "router weight")}
     if "gate_bias" in shapes:
         w["gate_bias"] = first(_BIAS_NAMES, "selection bias")
+    if "logit_bias" in shapes:
+        w["logit_bias"] = first(("router.bias", "gate.bias"), "router logit bias")
+    if "output_bias" in shapes:
+        w["output_bias"] = first(("bias",), "output bias")
     fused = next(((g, d) for g, d in _FUSED if ck.has(f"{base}.{g}")), None)
+    # GPT-OSS (its gate_up bias names it) and Llama 4 (score on the input)
+    # store gate_up [E, D, 2F] and down [E, F, D]; GPT-OSS interleaves the
+    # gate and up columns.
+    gpt_oss = ck.has(f"{base}.experts.gate_up_proj_bias")
+    transposed = gpt_oss or spec["router"]["apply_score"] == "input"
     if fused is not None:
         gate_up = ck.get(f"{base}.{fused[0]}")
+        down = first((fused[1],), "expert down projection")
+        if transposed:
+            gate_up, down = gate_up.transpose(1, 2), down.transpose(1, 2)
         F = gate_up.shape[1] // 2
-        w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
-        w["w2"] = first((fused[1],), "expert down projection")
+        if gpt_oss:
+            w["w1"], w["w3"] = gate_up[:, 0::2], gate_up[:, 1::2]
+        else:
+            w["w1"], w["w3"] = gate_up[:, :F], gate_up[:, F:]
+        w["w2"] = down
+        if "b1" in shapes:
+            bias = first(("experts.gate_up_proj_bias",), "expert gate/up bias")
+            w["b1"], w["b3"] = (bias[:, 0::2], bias[:, 1::2]) if gpt_oss else (bias[:, :F],
+                                                                              bias[:, F:])
+            w["b2"] = first(("experts.down_proj_bias",), "expert down bias")
     elif ck.has(f"{base}.experts.mlp.w1"):
         # DBRX: w1, v1, w2 [E*F, D]; the expert computes (...) @ w2.
         F = spec["expert_hidden"]
@@ -665,7 +887,11 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         w["w1"] = ck.get(f"{base}.experts.up_proj")
         w["w2"] = ck.get(f"{base}.experts.down_proj")
     else:
-        for layout in _PER_EXPERT:
+        layouts = _PER_EXPERT
+        if "w3" not in shapes and not ck.has(f"{base}.{_PER_EXPERT[0][0].format(e=0)}"):
+            # Ungated experts as up_proj, down_proj (Nemotron-H).
+            layouts = (("experts.{e}.up_proj.weight", None, "experts.{e}.down_proj.weight"),)
+        for layout in layouts:
             if ck.has(f"{base}.{layout[0].format(e=0)}"):
                 names = ("w1", "w3", "w2") if "w3" in shapes else ("w1", None, "w2")
                 for ours, pattern in zip(names, layout):
@@ -681,7 +907,17 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         else:
             raise ValueError(f"{base}: no expert tensors (looked for experts.gate_up_proj and "
                              f"per-expert experts.0.gate_proj.weight / experts.0.w1.weight)")
-    if "shared_w1" in shapes:
+    if "shared_w1" in shapes and "shared_w3" not in shapes:
+        # Ungated shared experts (Nemotron-H): up_proj, down_proj.
+        for prefix in ("shared_experts", "shared_expert"):
+            if ck.has(f"{base}.{prefix}.up_proj.weight"):
+                w["shared_w1"] = ck.get(f"{base}.{prefix}.up_proj.weight")
+                w["shared_w2"] = first((f"{prefix}.down_proj.weight",), "shared down projection")
+                break
+        else:
+            raise ValueError(f"{base}: no shared expert tensors (looked for "
+                             f"{base}.shared_expert(s).up_proj.weight)")
+    elif "shared_w1" in shapes:
         for layout in _SHARED:
             if ck.has(f"{base}.{layout[0]}"):
                 w["shared_w1"], w["shared_w3"], w["shared_w2"] = (

@@ -203,12 +203,32 @@ def topk(values, k: int, excluded=None, tiebreak=None) -> Tuple[np.ndarray, np.n
 # Router
 # --------------------------------------------------------------------------- #
 
+def sqrt_softplus(z):
+    """DeepSeek-V4's router score sqrt(softplus(z))."""
+    return np.sqrt(softplus(z))
+
+
+def elementwise_score(z, score: str):
+    """The elementwise router scores (every score but softmax)."""
+    if score == "sigmoid":
+        return sigmoid(z)
+    if score == "sqrt_softplus":
+        return sqrt_softplus(z)
+    raise ValueError(f"unknown elementwise score function {score!r}")
+
+
+def softcap(logits, cap: float):
+    """Laguna's tanh soft-cap of the router logits: cap * tanh(logits / cap)."""
+    return cap * np.tanh(_as_f64(logits) / cap)
+
+
 def score_fn(logits, score: str) -> np.ndarray:
-    """Router scores over all experts: softmax of each row, or elementwise sigmoid."""
+    """Router scores over all experts: softmax of each row, or elementwise
+    sigmoid or sqrt(softplus)."""
     if score == "softmax":
         return softmax(logits, axis=-1)
-    if score == "sigmoid":
-        return sigmoid(logits)
+    if score in ("sigmoid", "sqrt_softplus"):
+        return elementwise_score(_as_f64(logits), score)
     raise ValueError(f"unknown score function {score!r}")
 
 
@@ -282,8 +302,8 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if s is not None:                                   # score_then_topk
             raw = np.take_along_axis(s, ids, axis=1)
-        elif router["score"] == "sigmoid":                  # topk_then_score, sigmoid
-            raw = sigmoid(np.take_along_axis(l, ids, axis=1))
+        elif router["score"] != "softmax":                  # topk_then_score, elementwise
+            raw = elementwise_score(np.take_along_axis(l, ids, axis=1), router["score"])
         else:                                               # topk_then_score, softmax
             lc = np.take_along_axis(l, ids, axis=1)
             top = lc[:, :k]
@@ -299,6 +319,19 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
 # --------------------------------------------------------------------------- #
 # Capacity and dispatch
 # --------------------------------------------------------------------------- #
+
+def fixed_capacity(capacity_tokens: int, tokens: int, k: int) -> int:
+    """Slots per expert of a fixed capacity (Switch's expert_capacity),
+    clamped to tokens * k like the factor's."""
+    return min(int(capacity_tokens), tokens * k)
+
+
+def spec_capacity(cap_spec: dict, tokens: int, k: int, experts: int) -> int:
+    """Slots per expert of a normalised ``spec["capacity"]``."""
+    if "tokens" in cap_spec:
+        return fixed_capacity(cap_spec["tokens"], tokens, k)
+    return capacity(cap_spec["factor"], tokens, k, experts)
+
 
 def capacity(factor: float, tokens: int, k: int, experts: int) -> int:
     """Slots per expert: math.ceil(factor * tokens * k / experts) (float64, left to
@@ -450,7 +483,8 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
     """Switch loss E * sum_i f_i P_i.
 
     f_i = (# top-k choices equal to i) / (T k), pre-capacity; P_i = mean_t p[t, i]
-    with p = softmax(clean logits), or sigmoid(l) / sum_e sigmoid(l) for sigmoid.
+    with p = softmax(clean logits), or for the elementwise scores (sigmoid,
+    sqrt_softplus) s(l) / sum_e s(l).
     """
     l = _as_f64(logits)
     ids = np.asarray(ids)
@@ -460,7 +494,7 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
         if score == "softmax":
             p = softmax(l, axis=1)
         else:
-            sg = sigmoid(l)
+            sg = elementwise_score(l, score)
             p = sg / np.sum(sg, axis=1, keepdims=True)
         P = np.sum(p, axis=0) / T
         return float(experts * np.sum(f * P))
@@ -577,8 +611,23 @@ class _Routed(NamedTuple):
     logits: np.ndarray         # clean logits
 
 
+def rms_norm(x, weight, eps: float) -> np.ndarray:
+    """Gemma 4's router input norm: x * (mean(x^2) + eps)^-1/2 * weight, per row."""
+    x = _as_f64(x)
+    return x * (np.mean(x * x, axis=1, keepdims=True) + eps) ** -0.5 * _as_f64(weight)
+
+
 def _router_logits(spec, x, W, seed):
+    if spec["router"]["rms_norm"]:
+        # Only the router sees the normalised tokens (its noise projection too).
+        x = rms_norm(x, W["router_norm"], spec["router"]["rms_norm_eps"])
     clean = x @ W["gate"].T
+    if spec["router"]["logit_bias"]:
+        # GPT-OSS: part of the logits (F.linear's bias), so aux losses see it.
+        clean = clean + W["logit_bias"]
+    if spec["router"]["softcap"] is not None:
+        # Laguna: the capped logits are the router's logits (aux losses too).
+        clean = softcap(clean, spec["router"]["softcap"])
     if spec["router"]["noise"]:
         if seed is None:
             raise ValueError("router.noise is true: a seed is required")
@@ -613,20 +662,24 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
     if cap_spec is None:
         d = dispatch(ids, weights, k, E)
     else:
-        d = dispatch(ids_all, w_all, k, E, capacity(cap_spec["factor"], T, k, E),
+        d = dispatch(ids_all, w_all, k, E, spec_capacity(cap_spec, T, k, E),
                      cap_spec["overflow"], cap_spec["priority"])
     contrib = np.zeros((k,) + x.shape, dtype=_F64)          # [k, T, D]
     for e in range(E):
         tt, jj = np.nonzero(d.expert == e)                   # assignments kept on e
         if tt.size == 0:
             continue
-        y = expert_ffn(x[tt], W["w1"][e], W["w2"][e],
+        w = d.weight[tt, jj][:, None]
+        # Llama 4 (apply_score input): the weight scales the expert's input,
+        # the output is summed as it is.
+        on_input = r["apply_score"] == "input"
+        y = expert_ffn(x[tt] * w if on_input else x[tt], W["w1"][e], W["w2"][e],
                        W["w3"][e] if "w3" in W else None, spec["activation"],
                        spec.get("swiglu"),
                        *(W[b][e] if b in W else None for b in ("b1", "b3", "b2")))
         if "expert_scale" in W:
             y = W["expert_scale"][e] * y
-        contrib[jj, tt] = d.weight[tt, jj][:, None] * y
+        contrib[jj, tt] = y if on_input else w * y
     return _Routed(_sum_by_expert(contrib, d.expert, E, start), ids, weights, d.counts,
                    d.dropped, losses, clean)
 
@@ -660,8 +713,8 @@ def _shared(spec, x, W) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 _ROUTER_WEIGHTS = {
-    "moe": ("gate", "gate_bias", "w_noise"),
-    "mh_moe": ("head_proj", "gate", "gate_bias", "w_noise"),
+    "moe": ("router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
+    "mh_moe": ("head_proj", "router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
     "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
              "keys1", "keys2"),
     "pkm": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
@@ -802,7 +855,7 @@ def layer_output(spec, x, seed=None, **weights) -> np.ndarray:
 def route(spec, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
     """(topk_ids int32, topk_weights float32) of the router, before capacity.
 
-    Needs only the router's weights (gate, gate_bias, w_noise; head_proj for
+    Needs only the router's weights (gate, logit_bias, gate_bias, w_noise; head_proj for
     mh_moe; query, keys, bn_* for peer/pkm); other known weights are accepted.
     """
     spec = load_spec(spec)

@@ -39,6 +39,8 @@ GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 PEER_ACTIVATIONS = ("gelu", "relu", "silu", "gelu_tanh", "relu2")
 WEIGHT_DTYPES = ("f32", "bf16", "f16")
 SCORES = ("softmax", "sigmoid")
+# Router scores: the product-key scores plus DeepSeek-V4's sqrt(softplus(l)).
+ROUTER_SCORES = SCORES + ("sqrt_softplus",)
 ORDERS = ("score_then_topk", "topk_then_score")
 GROUP_SCORES = ("max", "top2_sum")
 OVERFLOWS = ("drop", "next_choice")
@@ -69,9 +71,10 @@ _TOP_KEYS = {
             "tiles"),
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
-                "groups", "topk_groups", "group_score", "noise")
+                "groups", "topk_groups", "group_score", "noise",
+                "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score")
 _SHARED_KEYS = ("hidden", "gate")
-_CAPACITY_KEYS = ("factor", "overflow", "priority")
+_CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
 _SWIGLU_KEYS = ("limit", "alpha", "up_offset", "clamp")
 SWIGLU_CLAMPS = ("before_activation", "after_activation")
 
@@ -435,7 +438,7 @@ def _normalize_moe(raw, out, kind):
     _check_keys(r, _ROUTER_KEYS, "router", kind)
     router = {
         "top_k": _int(r, "top_k", "router.top_k", minimum=1, required=True),
-        "score": _enum(r, "score", "router.score", SCORES, "softmax"),
+        "score": _enum(r, "score", "router.score", ROUTER_SCORES, "softmax"),
         "order": _enum(r, "order", "router.order", ORDERS, "score_then_topk"),
         "normalize": _bool(r, "normalize", "router.normalize", False),
         "scaling": _float(r, "scaling", "router.scaling", 1.0, positive=True),
@@ -444,6 +447,16 @@ def _normalize_moe(raw, out, kind):
         "topk_groups": _int(r, "topk_groups", "router.topk_groups", minimum=1, default=1),
         "group_score": _enum(r, "group_score", "router.group_score", GROUP_SCORES, "max"),
         "noise": _bool(r, "noise", "router.noise", False),
+        "logit_bias": _bool(r, "logit_bias", "router.logit_bias", False),
+        # Laguna: c·tanh(l / c) on the logits; None (absent or null) is none.
+        "softcap": _float(r, "softcap", "router.softcap", None, positive=True),
+        # Gemma 4: RMSNorm of the router's input (weight router_norm).
+        "rms_norm": _bool(r, "rms_norm", "router.rms_norm", False),
+        "rms_norm_eps": _float(r, "rms_norm_eps", "router.rms_norm_eps", 1e-6,
+                               positive=True),
+        # Llama 4: the weight scales the expert input (outputs summed as they are).
+        "apply_score": _enum(r, "apply_score", "router.apply_score", ("output", "input"),
+                             "output"),
     }
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:
@@ -478,11 +491,19 @@ def _normalize_moe(raw, out, kind):
         out["capacity"] = None
     else:
         _check_keys(c, _CAPACITY_KEYS, "capacity", kind)
-        out["capacity"] = {
-            "factor": _float(c, "factor", "capacity.factor", required=True, positive=True),
+        # Exactly one of factor (ceil(factor T k / E)) and tokens (Switch's
+        # fixed expert_capacity); the normalised form keeps the one given.
+        factor = _float(c, "factor", "capacity.factor", positive=True)
+        tokens = _int(c, "tokens", "capacity.tokens", minimum=1)
+        if factor is None and tokens is None:
+            raise ValueError("missing required field 'capacity.factor' or 'capacity.tokens'")
+        if factor is not None and tokens is not None:
+            raise ValueError("fields 'capacity.factor' and 'capacity.tokens' exclude each other")
+        out["capacity"] = ({"factor": factor} if tokens is None else {"tokens": tokens})
+        out["capacity"].update({
             "overflow": _enum(c, "overflow", "capacity.overflow", OVERFLOWS, "drop"),
             "priority": _enum(c, "priority", "capacity.priority", PRIORITIES, "token_order"),
-        }
+        })
 
     aux = raw.get("aux_losses")
     if aux is None:
@@ -546,7 +567,7 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``gate_bias`` and ``bn_*`` and the
+    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``, ``gate_bias`` and ``bn_*`` and the
     expert biases ``b1``, ``b3``, ``b2`` are always ``f32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
@@ -563,7 +584,11 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
             Dx = D // s["heads"]
             shapes["head_proj"] = ((D, D), wd)
             shapes["merge_proj"] = ((D, D), wd)
+        if r["rms_norm"]:
+            shapes["router_norm"] = ((Dx,), "f32")
         shapes["gate"] = ((E, Dx), wd)
+        if r["logit_bias"]:
+            shapes["logit_bias"] = ((E,), "f32")
         if r["selection_bias"]:
             shapes["gate_bias"] = ((E,), "f32")
         if r["noise"]:

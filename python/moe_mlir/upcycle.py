@@ -54,9 +54,11 @@ def upcycle(dense: Dict[str, np.ndarray], experts: Optional[int] = None, mode: s
     Returns ``{"w1": [E, F', D], "w3": [E, F', D] (if dense has w3),
     "w2": [E, D, F'], "gate": [E, D]}`` as float32 (F' = F for copy, F/E for
     split), plus ``gate_bias`` zeros [E] when ``spec`` has
-    ``router.selection_bias``, and the neutral expert biases (zeros), expert
-    scales (ones) and output bias (zeros) when it has ``expert_bias``,
-    ``expert_scale``, ``output_bias``.  ``experts`` defaults to ``spec["experts"]``.
+    ``router.selection_bias``, ``logit_bias`` zeros [E] when it has
+    ``router.logit_bias``, ``router_norm`` ones when it has ``router.rms_norm``,
+    and the neutral expert biases (zeros), expert scales (ones) and output
+    bias (zeros) when it has ``expert_bias``, ``expert_scale``,
+    ``output_bias``.  ``experts`` defaults to ``spec["experts"]``.
     With a ``spec`` (moe or mh_moe) the shapes are checked against it
     (d_model, or d_model/heads for mh_moe; experts; expert_hidden = F';
     w3 present iff the activation is gated).  Raises ValueError on any
@@ -121,7 +123,11 @@ def upcycle(dense: Dict[str, np.ndarray], experts: Optional[int] = None, mode: s
             raise ValueError(f"upcycle: activation {s['activation']} "
                              f"{'needs' if gated else 'takes no'} w3")
 
+    if s is not None and s["router"]["rms_norm"]:
+        out["router_norm"] = np.ones(D, dtype=np.float32)
     out["gate"] = init_gate(E, D, gate, seed=seed, std=gate_std)
+    if s is not None and s["router"]["logit_bias"]:
+        out["logit_bias"] = np.zeros(E, dtype=np.float32)
     if s is not None and s["router"]["selection_bias"]:
         out["gate_bias"] = np.zeros(E, dtype=np.float32)
     if s is not None:

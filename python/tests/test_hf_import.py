@@ -111,6 +111,54 @@ def _config(name):
         cfg = t.DbrxConfig(d_model=D, ffn_config=dict(ffn_hidden_size=F, moe_num_experts=E,
                                                       moe_top_k=2))
         return cfg, B, lambda b, x: b.route_tokens_to_experts(b.router(x))
+    if name == "deepseek_v4":
+        from transformers.models.deepseek_v4.modeling_deepseek_v4 import (
+            DeepseekV4SparseMoeBlock)
+        cfg = t.DeepseekV4Config(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                 num_experts_per_tok=3, routed_scaling_factor=1.5,
+                                 swiglu_limit=1.0)    # a limit the parity input reaches
+        layer = cfg.mlp_layer_types.index("moe")      # the first layers are hash-routed
+        return cfg, lambda c: DeepseekV4SparseMoeBlock(c, layer), gate
+    if name == "laguna":
+        from transformers.models.laguna.modeling_laguna import LagunaSparseMoeBlock as B
+
+        def laguna_route(b, x):    # the block scales the routed sum, not the weights
+            w, ids = b.gate(x)[1:]
+            return w * b.routed_scaling_factor, ids
+        return t.LagunaConfig(hidden_size=D, moe_intermediate_size=F, num_experts=E,
+                              num_experts_per_tok=3, shared_expert_intermediate_size=16,
+                              moe_router_logit_softcapping=0.5,   # below the logits: it caps
+                              moe_routed_scaling_factor=2.0), B, laguna_route
+    if name == "llama4":
+        from transformers.models.llama4.modeling_llama4 import Llama4TextMoe as B
+
+        def llama4_route(b, x):    # top-k of the logits, sigmoid of those
+            top, ids = b.router(x)[1].topk(b.router.top_k, dim=1)
+            return torch.sigmoid(top), ids
+        return t.Llama4TextConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                  num_experts_per_tok=2), B, llama4_route
+    if name == "mixtral_gelu_tanh":    # gelu_pytorch_tanh gated experts: geglu_tanh
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock as B
+        return t.MixtralConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                               num_experts_per_tok=2, hidden_act="gelu_pytorch_tanh"), B, gate
+    if name == "nemotron_h":
+        from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHMoE as B
+        return t.NemotronHConfig(hidden_size=D, moe_intermediate_size=F, n_routed_experts=E,
+                                 num_experts_per_tok=3, n_group=4, topk_group=2,
+                                 norm_topk_prob=True, routed_scaling_factor=2.0,
+                                 moe_shared_expert_intermediate_size=24), B, gate
+    if name == "jetmoe":
+        from transformers.models.jetmoe.modeling_jetmoe import JetMoeMoE as B
+
+        def jet_route(b, x):     # the router's own steps: top-k logits, softmax of those
+            top, ids = b.router.layer(x).float().topk(b.router.top_k, dim=1)
+            return torch.softmax(top, dim=1), ids
+        return t.JetMoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                              num_experts_per_tok=2), B, jet_route
+    if name == "gpt_oss":
+        from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP as B
+        return t.GptOssConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                              num_experts_per_tok=2), B, router
     raise KeyError(name)
 
 
@@ -120,7 +168,9 @@ FAMILIES = {"mixtral": "mixtral", "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_
             "granitemoe": "granitemoe", "granitemoeshared": "granitemoe", "jamba": "jamba",
             "dbrx": "dbrx", "minimax": "mixtral", "qwen3_5_moe": "qwen3_5_moe",
             "qwen3_vl_moe": "qwen3_vl_moe", "flex_olmo": "olmoe",
-            "granitemoehybrid": "granitemoe"}
+            "granitemoehybrid": "granitemoe", "nemotron_h": "nemotron_h", "jetmoe": "jetmoe",
+            "gpt_oss": "gpt_oss", "mixtral_gelu_tanh": "mixtral",
+            "deepseek_v4": "deepseek_v4", "laguna": "laguna", "llama4": "llama4"}
 
 
 def _randomize(module, seed):
@@ -130,7 +180,7 @@ def _randomize(module, seed):
     with torch.no_grad():
         for n, p in module.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[-1]))
-        for n, b in module.named_buffers():
+        for n, b in list(module.named_buffers()) + list(module.named_parameters()):
             if n.endswith("e_score_correction_bias"):
                 b.copy_(0.1 * torch.randn(b.shape, generator=g))
     return module
@@ -139,7 +189,12 @@ def _randomize(module, seed):
 def _block(name, seed=0):
     cfg, cls, route = _config(name)
     cfg._experts_implementation = "eager"
-    return _randomize(cls(cfg), seed).eval(), route
+    block = _randomize(cls(cfg), seed).eval()
+    if name == "gpt_oss":
+        # Gate/up values well past swiglu_limit (7): the clamps matter.
+        with torch.no_grad():
+            block.experts.gate_up_proj.mul_(8)
+    return block, route
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +211,7 @@ def _sorted_routing(ids, w):
 # The fast pipeline (the default, what patch_model uses) for a few families,
 # the reference one (compiles ~8x faster; the two agree to rounding, see
 # test_compile_moe.py) for the rest: the mapping is what is under test here.
-FAST = ("mixtral", "deepseek_v3")
+FAST = ("mixtral", "deepseek_v3", "gpt_oss")
 
 
 def _check_parity(layer_import, block, route, x, pipeline):
@@ -167,7 +222,10 @@ def _check_parity(layer_import, block, route, x, pipeline):
     x2 = x.reshape(-1, D)
     ref_block = block.float()
     with torch.no_grad():
-        want = ref_block(x).reshape(-1, D).numpy()
+        want = ref_block(x)
+        if isinstance(want, tuple):      # GPT-OSS: (output, router scores)
+            want = want[0]
+        want = want.reshape(-1, D).numpy()
         want_w, want_ids = route(ref_block, x2)
     got = layer.forward(x2.numpy(), **layer_import.numpy_weights())
     # f32 kernels against torch's f32: sums of D and F terms in other orders.
@@ -187,8 +245,8 @@ def test_parity_f32(name, x):
     assert imported.family == FAMILIES[name]
     assert imported.spec["weight_dtype"] == "f32"
     # Zero-copy: the experts' weights are views of the block's parameters.
-    assert imported.weights["w1"].untyped_storage().data_ptr() == next(
-        p for n, p in block.named_parameters() if "experts" in n).untyped_storage().data_ptr()
+    assert imported.weights["w1"].untyped_storage().data_ptr() in {
+        p.untyped_storage().data_ptr() for p in block.parameters()}
     _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
 
 
@@ -241,7 +299,8 @@ def test_parity_lookalikes(key, x):
     _check_parity(imported, block, lambda b, x2: b.gate(x2)[1:], x, "reference")
 
 
-@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe"])
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe",
+                                  "nemotron_h", "jetmoe", "gpt_oss", "deepseek_v4", "llama4"])
 def test_parity_bf16(name, x):
     """bf16 weights: the spec is bf16, and the compiled layer equals the block
     run in float32 on the same (bf16) values."""
@@ -250,8 +309,11 @@ def test_parity_bf16(name, x):
     imported = hf.from_hf(block, name="hf")
     assert imported.spec["weight_dtype"] == "bf16"
     assert imported.weights["w1"].dtype == torch.bfloat16
-    if name == "deepseek_v3":
+    if name in ("deepseek_v3", "nemotron_h"):
         assert imported.weights["gate_bias"].dtype == torch.float32   # the contract's f32
+    for n in ("logit_bias", "b1", "b3", "b2", "output_bias"):
+        if n in imported.weights:
+            assert imported.weights[n].dtype == torch.float32, n
     _check_parity(imported, block, route, x, "fast" if name in FAST else "reference")
 
 
@@ -296,6 +358,39 @@ def test_float32_router_beside_bf16_experts(x):
     _check_parity(imported, block, route, x, "reference")
 
 
+def test_new_family_specs(x):
+    """What each newer family's reader maps, beside the parity tests: the
+    spec fields that carry its math."""
+    spec = hf.from_hf(_block("nemotron_h")[0]).spec
+    assert spec["activation"] == "relu2" and "w3" not in moe_mlir.weight_shapes(spec)
+    assert spec["shared_experts"] == {"hidden": 24, "gate": False}
+    assert spec["router"]["score"] == "sigmoid" and spec["router"]["group_score"] == "top2_sum"
+    assert hf.from_hf(_block("mixtral_gelu_tanh")[0]).spec["activation"] == "geglu_tanh"
+    spec = hf.from_hf(_block("deepseek_v4")[0]).spec
+    assert spec["router"]["score"] == "sqrt_softplus" and spec["swiglu"]["limit"] == 1.0
+    spec = hf.from_hf(_block("jetmoe")[0]).spec
+    assert spec["output_bias"] and spec["router"]["order"] == "topk_then_score"
+    block, _ = _block("gpt_oss")
+    spec = hf.from_hf(block).spec
+    assert spec["swiglu"] == {"limit": 7.0, "alpha": 1.702, "up_offset": 1.0,
+                              "clamp": "before_activation"}
+    assert spec["expert_bias"] and spec["router"]["logit_bias"]
+    # The parity input drives both branches past the limit (else the clamps
+    # would go untested): gate columns above 7, up columns below -7.
+    with torch.no_grad():
+        gate_up = x.reshape(-1, D) @ block.experts.gate_up_proj[0]
+    assert (gate_up[:, 0::2] > 7).any() and (gate_up[:, 1::2] < -7).any()
+
+
+def test_nemotron_h_latent_projection_is_refused():
+    cfg, cls, _ = _config("nemotron_h")
+    cfg.moe_latent_size = 16
+    with torch.device("meta"):
+        block = cls(cfg)
+    with pytest.raises(hf.UnsupportedBlockError, match="latent projection"):
+        hf.from_hf(block, where="backbone.layers.1.mixer")
+
+
 def test_identical_blocks_equal_specs():
     a, _ = _block("mixtral", seed=0)
     b, _ = _block("mixtral", seed=5)
@@ -321,21 +416,18 @@ def _meta_block(cls_path, cfg, *args):
 
 
 UNSUPPORTED = {
-    "gpt_oss": ("transformers.models.gpt_oss.modeling_gpt_oss.GptOssMLP",
-                lambda: transformers.GptOssConfig(hidden_size=D, intermediate_size=F,
-                                                  num_local_experts=E), (),
-                "clamped SwiGLU"),
-    "llama4": ("transformers.models.llama4.modeling_llama4.Llama4TextMoe",
-               lambda: transformers.Llama4TextConfig(hidden_size=D, intermediate_size=F,
-                                                     num_local_experts=E), (),
-               "score applied to the expert input"),
     "phimoe": ("transformers.models.phimoe.modeling_phimoe.PhimoeSparseMoeBlock",
                lambda: transformers.PhimoeConfig(hidden_size=D, intermediate_size=F,
                                                  num_local_experts=E), (), "sparsemixer"),
+    "deepseek_v4_hash": ("transformers.models.deepseek_v4.modeling_deepseek_v4."
+                         "DeepseekV4SparseMoeBlock",
+                         lambda: transformers.DeepseekV4Config(hidden_size=D, intermediate_size=F,
+                                                               num_local_experts=E), (0,),
+                         "hash routing by token id"),
     "switch": ("transformers.models.switch_transformers.modeling_switch_transformers."
                "SwitchTransformersSparseMLP",
                lambda: transformers.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E),
-               (), "expert_capacity"),
+               (), "expert_capacity.* per sequence"),
 }
 
 
@@ -362,10 +454,10 @@ def test_unsupported_variant_dbrx_p2():
 
 def test_unsupported_activation():
     cfg, cls, _ = _config("mixtral")
-    cfg.hidden_act = "gelu_pytorch_tanh"
+    cfg.hidden_act = "quick_gelu"
     with torch.device("meta"):
         block = cls(cfg)
-    with pytest.raises(hf.UnsupportedBlockError, match="tanh-approximated GELU"):
+    with pytest.raises(hf.UnsupportedBlockError, match="QuickGELUActivation is not expressible"):
         hf.from_hf(block)
 
 
@@ -397,6 +489,20 @@ CHECKPOINTS = {
         first_k_dense_replace=1, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
         qk_nope_head_dim=8, v_head_dim=8, vocab_size=64),
+    "gpt_oss": lambda: transformers.GptOssConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+        vocab_size=64),
+    "llama4": lambda: transformers.Llama4TextConfig(
+        hidden_size=D, intermediate_size=F, intermediate_size_mlp=F, num_local_experts=E,
+        num_experts_per_tok=1, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, vocab_size=64, interleave_moe_layer_step=1),
+    "nemotron_h": lambda: transformers.NemotronHConfig(
+        hidden_size=D, moe_intermediate_size=F, n_routed_experts=E, num_experts_per_tok=2,
+        n_group=1, topk_group=1, moe_shared_expert_intermediate_size=16,
+        layers_block_type=["attention", "moe"], num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, vocab_size=64,
+        time_step_limit=(0.0, 1e4)),   # its default's inf does not survive config.json
 }
 
 
@@ -425,6 +531,8 @@ def test_config_and_safetensors_round_trip(name, tmp_path):
     spec = moe_mlir.spec_from_config(tmp_path / "config.json", layer=layer)
     imported = hf.from_hf(block)
     assert spec == imported.spec
+    if name == "nemotron_h":     # its checkpoint names the model "backbone"
+        path = "backbone." + path.partition(".")[2]
     weights = moe_mlir.load_hf_weights(tmp_path, path, spec)
     assert list(weights) == list(imported.weights)
     for n, t in weights.items():
@@ -483,6 +591,9 @@ def _moe_torch():
 @pytest.mark.parametrize("name, pipeline, moe_layers", [
     ("mixtral", "fast", 2), ("qwen2_moe", "reference", 2),
     ("deepseek_v3", "reference", 1),     # layer 0 is dense (first_k_dense_replace)
+    # Blocks returning (output, router scores/logits): swapped for a module that does too.
+    ("gpt_oss", "reference", 2), ("llama4", "reference", 2),
+    ("nemotron_h", "reference", 1),      # layer 0 is attention
 ])
 def test_patch_model_same_logits(name, pipeline, moe_layers):
     moe_torch = _moe_torch()
@@ -505,11 +616,11 @@ def test_patch_model_same_logits(name, pipeline, moe_layers):
 def test_patch_model_reports_unsupported():
     _moe_torch()
     model = _tiny_model("mixtral")
-    model.model.layers[1].mlp.experts.act_fn = transformers.activations.GELUTanh()
+    model.model.layers[1].mlp.experts.act_fn = transformers.activations.QuickGELUActivation()
     report = moe_mlir.patch_model(model)
     assert [p for p, *_ in report.swapped] == ["model.layers.0.mlp"]
     assert report.left[0][0] == "model.layers.1.mlp"
-    assert "tanh-approximated GELU" in report.left[0][2]
+    assert "QuickGELUActivation is not expressible" in report.left[0][2]
 
 
 def test_patch_model_reports_unknown_moe_blocks():

@@ -971,12 +971,13 @@ def test_spec_defaults_moe():
                   "router: {top_k: 2}\n")
     assert s == dict(
         name="a", kind="moe", d_model=16, experts=4, weight_dtype="f32", expert_hidden=32,
-        activation="swiglu",
+        activation="swiglu", swiglu=None, expert_bias=False, expert_scale=False,
+        output_bias=False,
         router=dict(top_k=2, score="softmax", order="score_then_topk", normalize=False,
                     scaling=1.0, selection_bias=False, groups=1, topk_groups=1,
-                    group_score="max", noise=False),
-        shared_experts=dict(hidden=0, gate=False), capacity=None, aux_losses=[],
-        swiglu=None, expert_bias=False, expert_scale=False, output_bias=False)
+                    group_score="max", noise=False, logit_bias=False, softcap=None,
+                    rms_norm=False, rms_norm_eps=1e-6, apply_score="output"),
+        shared_experts=dict(hidden=0, gate=False), capacity=None, aux_losses=[])
     assert load_spec(s) == s                               # idempotent
 
 

@@ -43,6 +43,18 @@ struct RouterSpec {
   bool normalize = false;
   double scaling = 1.0;
   bool selectionBias = false;
+  /// GPT-OSS: an f32 `[E]` bias added to the logits themselves (weight
+  /// `logit_bias`), unlike `selectionBias`, which only steers the choice.
+  bool logitBias = false;
+  /// Laguna: `softcap · tanh(logits / softcap)` on the logits; absent: none.
+  std::optional<double> softcap;
+  /// Gemma 4: RMSNorm of the router's input (weight `router_norm`); the
+  /// experts still see the input as it is.
+  /// Llama 4: the weights scale each expert's input (`x · w`) and the
+  /// expert outputs are summed unweighted; default: they scale the outputs.
+  bool scoreOnInput = false;
+  bool rmsNorm = false;
+  double rmsNormEps = 1e-6;
   int64_t groups = 1;
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::max;
@@ -64,7 +76,10 @@ struct SwiGLUSpec {
 };
 
 struct CapacitySpec {
-  double factor = 1.0;
+  /// Exactly one of the two: slots per expert `ceil(factor · T · k / E)`, or
+  /// a fixed `tokens` (Switch's `expert_capacity`); both clamped to `T · k`.
+  std::optional<double> factor;
+  std::optional<int64_t> tokens;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
 };

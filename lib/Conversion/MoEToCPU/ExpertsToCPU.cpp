@@ -391,10 +391,11 @@ struct ExpertFFNToCPU : FastCPUPattern<ExpertFFNOp> {
         ShapedType::isDynamic(width))
       return b.notifyMatchFailure(op, "expects static weight shapes");
 
-    // Gather on load: rows read x through the slot's token id.
+    // Gather on load: rows read x through the slot's token id. A scaled
+    // gather (Llama 4) is materialised and its rows read as they are.
     GroupedMLP mlp;
     Value rows = op.getRows(), gatherIds;
-    if (auto gather = rows.getDefiningOp<GatherOp>()) {
+    if (auto gather = rows.getDefiningOp<GatherOp>(); gather && !gather.getScale()) {
       gatherIds = gather.getTokenIds();
       mlp.x = readBuffer(b, loc, gather.getInput());
       mlp.ids = readBuffer(b, loc, gather.getTokenIds());

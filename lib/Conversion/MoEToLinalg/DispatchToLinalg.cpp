@@ -89,6 +89,20 @@ static SmallVector<Value> buildLoop(
 // moe.dispatch_plan
 //===----------------------------------------------------------------------===//
 
+/// cap = min(tokens, T·k) for a fixed capacity (Switch's expert_capacity),
+/// as an i32 (tokens < 2^31 by the verifier).
+static Value buildFixedCapacity(OpBuilder &b, Location loc, int64_t tokens,
+                                Value numTokens, int64_t topK) {
+  Type i64 = b.getI64Type();
+  Value t = arith::IndexCastOp::create(b, loc, i64, numTokens);
+  Value limit = arith::MulIOp::create(
+      b, loc, t, arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(topK)));
+  Value cap = arith::MinSIOp::create(
+      b, loc, limit,
+      arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(tokens)));
+  return arith::TruncIOp::create(b, loc, b.getI32Type(), cap);
+}
+
 /// cap = ceil(factor · T · k / E) evaluated in f64 left to right, clamped to
 /// T·k (no expert can take more) before it becomes an i32.
 static Value buildCapacity(OpBuilder &b, Location loc, double factor,
@@ -322,11 +336,13 @@ static CapacityState buildCapacityAssignment(OpBuilder &b, Location loc,
   bool nextChoice = op.getOverflow() == OverflowPolicy::next_choice;
 
   Value expertsIdx = indexConst(b, loc, numExperts);
-  CapacityContext ctx{loc, ids, weights,
-                      buildCapacity(b, loc,
-                                    op.getCapacityFactor()->convertToDouble(),
-                                    numTokens, topK, numExperts),
-                      expertsIdx};
+  Value capacity =
+      op.getCapacityTokens()
+          ? buildFixedCapacity(b, loc, static_cast<int64_t>(*op.getCapacityTokens()),
+                               numTokens, topK)
+          : buildCapacity(b, loc, op.getCapacityFactor()->convertToDouble(),
+                          numTokens, topK, numExperts);
+  CapacityContext ctx{loc, ids, weights, capacity, expertsIdx};
   Value order;
   if (op.getPriority() == DispatchPriority::batch_prioritized)
     order = buildBatchPriorityOrder(b, loc, weights, numTokens);
@@ -531,9 +547,17 @@ struct GatherLowering : OpRewritePattern<GatherOp> {
     bindDims(ctx, s, d);
     auto slotMap = AffineMap::get(2, 0, {s}, ctx);
     auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+    // With a scale (Llama 4), row s is input[token_ids[s]] · scale[s].
+    SmallVector<Value> ins = {op.getTokenIds()};
+    SmallVector<AffineMap> maps = {slotMap};
+    if (Value scale = op.getScale()) {
+      ins.push_back(scale);
+      maps.push_back(slotMap);
+    }
+    maps.push_back(identity);
     auto gathered = linalg::GenericOp::create(
-        b, loc, TypeRange{op.getInit().getType()}, ValueRange{op.getTokenIds()},
-        ValueRange{op.getInit()}, ArrayRef<AffineMap>{slotMap, identity},
+        b, loc, TypeRange{op.getInit().getType()}, ins,
+        ValueRange{op.getInit()}, maps,
         ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
                                       utils::IteratorType::parallel},
         [&](OpBuilder &nb, Location nloc, ValueRange args) {
@@ -541,6 +565,8 @@ struct GatherLowering : OpRewritePattern<GatherOp> {
           Value col = linalg::IndexOp::create(nb, nloc, 1);
           Value v =
               buildGuardedExtract(nb, nloc, input, ValueRange{row, col}, valid);
+          if (args.size() > 2)
+            v = arith::MulFOp::create(nb, nloc, v, args[1]);
           linalg::YieldOp::create(nb, nloc, v);
         });
     b.replaceOp(op, gathered.getResults());

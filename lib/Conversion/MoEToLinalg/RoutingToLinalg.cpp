@@ -49,6 +49,33 @@ static Value buildMap(OpBuilder &b, Location loc, Value x,
                                   ValueRange) { return fn(nb, nloc, v); });
 }
 
+/// softplus(z) = log1p(exp(-|z|)) + max(z, 0); maximumf keeps a NaN NaN.
+static Value buildSoftplus(OpBuilder &b, Location loc, Value z) {
+  Value negAbs =
+      arith::NegFOp::create(b, loc, math::AbsFOp::create(b, loc, z));
+  Value log1p =
+      math::Log1pOp::create(b, loc, math::ExpOp::create(b, loc, negAbs));
+  Value pos =
+      arith::MaximumFOp::create(b, loc, z, createF32Constant(b, loc, 0.0));
+  return addF(b, loc, log1p, pos);
+}
+
+/// The elementwise router scores: sigmoid, or DeepSeek-V4's sqrt(softplus).
+static Value buildElementwiseScore(OpBuilder &b, Location loc, Value z,
+                                   ScoreFunction score) {
+  if (score == ScoreFunction::sqrt_softplus)
+    return math::SqrtOp::create(b, loc, buildSoftplus(b, loc, z));
+  return buildSigmoid(b, loc, z);
+}
+
+/// Elementwise `score` over the 2-D `x`.
+static Value buildElementwiseScores(OpBuilder &b, Location loc, Value x,
+                                    ScoreFunction score) {
+  return buildMap(b, loc, x, [&](OpBuilder &nb, Location nloc, Value v) {
+    return buildElementwiseScore(nb, nloc, v, score);
+  });
+}
+
 /// `x[r, n] + bias[n]`: the per-expert selection bias.
 static Value addColumnBias(OpBuilder &b, Location loc, Value x, Value bias) {
   auto type = cast<RankedTensorType>(x.getType());
@@ -201,6 +228,77 @@ struct LowerLinear : OpRewritePattern<LinearOp> {
 };
 
 //===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+/// `x · w / sqrt(Σ_j x_j² / D + eps)` per row: the sum of squares in `j`
+/// order (one row reduction), then one elementwise pass.
+struct LowerRMSNorm : OpRewritePattern<RMSNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(RMSNormOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    OpBuilder &b = rewriter;
+    Value input = op.getInput();
+    auto type = cast<RankedTensorType>(input.getType());
+    Value sumSquares = buildRowReduction(
+        b, loc, input, createF32Constant(b, loc, 0.0),
+        [](OpBuilder &nb, Location nloc, Value acc, Value v) {
+          return addF(nb, nloc, acc, mulF(nb, nloc, v, v));
+        });
+    Value width = createF32Constant(b, loc, type.getDimSize(1));
+    Value eps = createF32Constant(b, loc, op.getEpsilon().convertToDouble());
+    Value one = createF32Constant(b, loc, 1.0);
+    Value empty =
+        tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType(),
+                                getDynamicSizes(b, loc, input));
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t = getAffineDimExpr(0, ctx), c = getAffineDimExpr(1, ctx);
+    AffineMap full = AffineMap::get(2, 0, {t, c}, ctx);
+    AffineMap row = AffineMap::get(2, 0, {t}, ctx);
+    AffineMap channel = AffineMap::get(2, 0, {c}, ctx);
+    auto generic = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{input, sumSquares, op.getWeight()},
+        ValueRange{empty}, ArrayRef<AffineMap>{full, row, channel, full},
+        {utils::IteratorType::parallel, utils::IteratorType::parallel},
+        [&](OpBuilder &nb, Location nloc, ValueRange args) {
+          Value meanSquare = divF(nb, nloc, args[1], width);
+          Value root =
+              math::SqrtOp::create(nb, nloc, addF(nb, nloc, meanSquare, eps));
+          Value normed = mulF(nb, nloc, args[0], divF(nb, nloc, one, root));
+          linalg::YieldOp::create(nb, nloc, mulF(nb, nloc, normed, args[2]));
+        });
+    rewriter.replaceOp(op, generic.getResult(0));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
+// moe.softcap
+//===----------------------------------------------------------------------===//
+
+/// `cap · tanh(l / cap)` elementwise, in f32 as written.
+struct LowerSoftcap : OpRewritePattern<SoftcapOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(SoftcapOp op,
+                                PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value cap = createF32Constant(rewriter, loc,
+                                  op.getCap().convertToDouble());
+    rewriter.replaceOp(
+        op, buildMap(rewriter, loc, op.getInput(),
+                     [&](OpBuilder &nb, Location nloc, Value v) {
+                       Value t = math::TanhOp::create(nb, nloc,
+                                                      divF(nb, nloc, v, cap));
+                       return mulF(nb, nloc, cap, t);
+                     }));
+    return success();
+  }
+};
+
+//===----------------------------------------------------------------------===//
 // moe.route
 //===----------------------------------------------------------------------===//
 
@@ -250,8 +348,9 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
     Value raw;
     if (scoreFirst) {
       raw = buildRowGather(b, loc, scores, ids);
-    } else if (op.getScore() == ScoreFunction::sigmoid) {
-      raw = buildMap(b, loc, buildRowGather(b, loc, l, ids), buildSigmoid);
+    } else if (op.getScore() != ScoreFunction::softmax) {
+      raw = buildElementwiseScores(b, loc, buildRowGather(b, loc, l, ids),
+                                   op.getScore());
     } else {
       // Softmax over the k chosen logits; the fallback columns share its max
       // and denominator.
@@ -307,12 +406,12 @@ private:
                                 Value v) { return addF(nb, nloc, acc, v); });
   }
 
-  /// softmax over each row, or elementwise sigmoid.
+  /// softmax over each row, or an elementwise score.
   static Value buildScores(OpBuilder &b, Location loc, Value l,
                            ScoreFunction score) {
     if (score == ScoreFunction::softmax)
       return buildRowSoftmax(b, loc, l);
-    return buildMap(b, loc, l, buildSigmoid);
+    return buildElementwiseScores(b, loc, l, score);
   }
 
   /// l + n·softplus(z), n[t, e] the Philox normal of counter (e, t, 0, 0)
@@ -336,15 +435,7 @@ private:
                  Value e = arith::IndexCastUIOp::create(
                      nb, nloc, i32, linalg::IndexOp::create(nb, nloc, 1));
                  Value n = buildPhiloxNormal(nb, nloc, key, e, t);
-                 Value z = args[1];
-                 Value negAbs = arith::NegFOp::create(
-                     nb, nloc, math::AbsFOp::create(nb, nloc, z));
-                 Value log1p = math::Log1pOp::create(
-                     nb, nloc, math::ExpOp::create(nb, nloc, negAbs));
-                 // maximumf keeps a NaN noise logit NaN.
-                 Value pos = arith::MaximumFOp::create(
-                     nb, nloc, z, createF32Constant(nb, nloc, 0.0));
-                 Value softplus = addF(nb, nloc, log1p, pos);
+                 Value softplus = buildSoftplus(nb, nloc, args[1]);
                  linalg::YieldOp::create(
                      nb, nloc,
                      addF(nb, nloc, args[0], mulF(nb, nloc, n, softplus)));
@@ -776,13 +867,13 @@ struct LowerAuxLoss : OpRewritePattern<AuxLossOp> {
   }
 
 private:
-  /// Router probabilities of load_balance: softmax rows, or sigmoid scores
-  /// normalised to sum 1 per token.
+  /// Router probabilities of load_balance: softmax rows, or elementwise
+  /// scores (sigmoid, sqrt_softplus) normalised to sum 1 per token.
   static Value buildProbabilities(OpBuilder &b, Location loc, Value logits,
                                   ScoreFunction score) {
     if (score == ScoreFunction::softmax)
       return buildRowSoftmax(b, loc, logits);
-    Value sig = buildMap(b, loc, logits, buildSigmoid);
+    Value sig = buildElementwiseScores(b, loc, logits, score);
     Value rowSum =
         buildRowReduction(b, loc, sig, createF32Constant(b, loc, 0.0),
                           [](OpBuilder &nb, Location nloc, Value acc, Value v) {
@@ -798,6 +889,7 @@ private:
 } // namespace
 
 void mlir::moe::populateRoutingLoweringPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerLinear, LowerRoute, LowerTopK, LowerProductKeyTopK,
-               LowerBatchNorm, LowerLayerNorm, LowerAuxLoss>(patterns.getContext());
+  patterns.add<LowerLinear, LowerRMSNorm, LowerSoftcap, LowerRoute, LowerTopK,
+               LowerProductKeyTopK, LowerBatchNorm, LowerLayerNorm,
+               LowerAuxLoss>(patterns.getContext());
 }

@@ -205,3 +205,35 @@ func.func @token_merge(%x: tensor<8x16xf32>) -> tensor<2x64xf32> {
   %m = moe.token_merge %x heads(4) : tensor<8x16xf32> -> tensor<2x64xf32>
   return %m : tensor<2x64xf32>
 }
+
+// -----
+
+// A fixed capacity: min(N, T·k) in i64, truncated to i32; no float math.
+// CHECK-LABEL: func.func @plan_capacity_tokens
+// CHECK-NOT:     moe.dispatch_plan
+// CHECK:         %[[N:.*]] = arith.constant 5 : i64
+// CHECK:         %[[CAP:.*]] = arith.minsi %{{.*}}, %[[N]] : i64
+// CHECK:         arith.trunci %[[CAP]] : i64 to i32
+// CHECK-NOT:     math.ceil
+func.func @plan_capacity_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<i32> {
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2) capacity(tokens 5) overflow(drop) priority(token_order)
+      : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return %d : tensor<i32>
+}
+
+// -----
+
+// A scaled gather: the guarded row element times the slot's scale.
+// CHECK-LABEL: func.func @gather_scaled
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[T:[a-zA-Z0-9_]+]]: tensor<?xi32>, %[[W:[a-zA-Z0-9_]+]]: tensor<?xf32>
+// CHECK-NOT:     moe.gather
+// CHECK:         linalg.generic {{.*}} ins(%[[T]], %[[W]] : tensor<?xi32>, tensor<?xf32>)
+// CHECK:           tensor.extract %[[X]]
+// CHECK:           arith.mulf
+// CHECK:           linalg.yield
+func.func @gather_scaled(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w: tensor<?xf32>,
+                         %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<?xi32>) scale(%w : tensor<?xf32>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %rows : tensor<?x64xf32>
+}

@@ -199,3 +199,27 @@ func.func @route_result_casts(%logits: tensor<?x8xf32>)
       : tensor<?x8xf32> -> tensor<4x2xf32>, tensor<4x?xi32>
   return %w, %ids : tensor<4x2xf32>, tensor<4x?xi32>
 }
+
+// -----
+
+// sqrt(softplus(l)) elementwise (softplus = log1p(exp(-|l|)) + max(l, 0)),
+// then the top-k of the scores.
+// CHECK-LABEL: func.func @route_sqrt_softplus
+// CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x8xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[S:.*]] = linalg.generic {{.*}} ins(%[[L]] : tensor<?x8xf32>)
+// CHECK:           math.absf
+// CHECK:           arith.negf
+// CHECK:           math.exp
+// CHECK:           math.log1p
+// CHECK:           arith.maximumf
+// CHECK:           arith.addf
+// CHECK:           math.sqrt
+// CHECK:         scf.for
+// CHECK:           tensor.extract %[[S]]
+func.func @route_sqrt_softplus(%logits: tensor<?x8xf32>)
+    -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %w, %ids = moe.route %logits top_k(2) score(sqrt_softplus) order(score_then_topk)
+      : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
+}

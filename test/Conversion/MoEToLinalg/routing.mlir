@@ -324,3 +324,41 @@ func.func @aux_z_loss(%logits: tensor<?x8xf32>) -> tensor<f32> {
   %loss = moe.aux_loss z_loss %logits : tensor<?x8xf32> -> tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// cap · tanh(l / cap), elementwise in f32.
+// CHECK-LABEL: func.func @softcap
+// CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x8xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[CAP:.*]] = arith.constant 2.500000e+00 : f32
+// CHECK:         linalg.generic {{.*}} ins(%[[L]] : tensor<?x8xf32>)
+// CHECK:           %[[D:.*]] = arith.divf %{{.*}}, %[[CAP]] : f32
+// CHECK:           %[[T:.*]] = math.tanh %[[D]] : f32
+// CHECK:           %[[M:.*]] = arith.mulf %[[CAP]], %[[T]] : f32
+// CHECK:           linalg.yield %[[M]] : f32
+func.func @softcap(%logits: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %c = moe.softcap %logits cap(2.5) : tensor<?x8xf32>
+  return %c : tensor<?x8xf32>
+}
+
+// -----
+
+// Sum of squares per row in j order, then x · w / sqrt(ss / D + eps).
+// CHECK-LABEL: func.func @rms_norm
+// CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[W:[a-zA-Z0-9_]+]]: tensor<64xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[SS:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]{{.*}} ins(%[[X]] : tensor<?x64xf32>)
+// CHECK:           arith.mulf
+// CHECK:           arith.addf
+// CHECK:         linalg.generic {{.*}} ins(%[[X]], %[[SS]], %[[W]] : tensor<?x64xf32>, tensor<?xf32>, tensor<64xf32>)
+// CHECK:           arith.divf
+// CHECK:           arith.addf
+// CHECK:           math.sqrt
+// CHECK:           arith.divf
+// CHECK:           arith.mulf
+// CHECK:           arith.mulf
+func.func @rms_norm(%x: tensor<?x64xf32>, %w: tensor<64xf32>) -> tensor<?x64xf32> {
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<64xf32>
+  return %xr : tensor<?x64xf32>
+}

@@ -47,6 +47,58 @@ static void printKeyword(OpAsmPrinter &printer, Operation *, AttrT attr) {
 }
 
 //===----------------------------------------------------------------------===//
+// custom<Capacity>: the optional capacity of moe.dispatch_plan,
+// `capacity(1.25)` (a factor) or `capacity(tokens 64)` (fixed), then its
+// `overflow(...)` and `priority(...)`; nothing for a dropless plan.
+//===----------------------------------------------------------------------===//
+
+static ParseResult parseCapacity(OpAsmParser &parser, FloatAttr &factor,
+                                 IntegerAttr &tokens,
+                                 OverflowPolicyAttr &overflow,
+                                 DispatchPriorityAttr &priority) {
+  if (parser.parseOptionalKeyword("capacity"))
+    return success();
+  if (parser.parseLParen())
+    return failure();
+  if (succeeded(parser.parseOptionalKeyword("tokens"))) {
+    int64_t count = 0;
+    if (parser.parseInteger(count))
+      return failure();
+    tokens = parser.getBuilder().getI64IntegerAttr(count);
+  } else {
+    double value = 0.0;
+    if (parser.parseFloat(value))
+      return failure();
+    factor = parser.getBuilder().getF64FloatAttr(value);
+  }
+  if (parser.parseRParen() || parser.parseKeyword("overflow") ||
+      parser.parseLParen() || parseKeyword(parser, overflow) ||
+      parser.parseRParen() || parser.parseKeyword("priority") ||
+      parser.parseLParen() || parseKeyword(parser, priority) ||
+      parser.parseRParen())
+    return failure();
+  return success();
+}
+
+static void printCapacity(OpAsmPrinter &printer, Operation *op,
+                          FloatAttr factor, IntegerAttr tokens,
+                          OverflowPolicyAttr overflow,
+                          DispatchPriorityAttr priority) {
+  if (!factor && !tokens)
+    return;
+  printer << "capacity(";
+  if (factor)
+    printer.printAttributeWithoutType(factor);
+  else
+    printer << "tokens " << tokens.getInt();
+  printer << ") overflow(";
+  printKeyword(printer, op, overflow);
+  printer << ") priority(";
+  printKeyword(printer, op, priority);
+  printer << ")";
+}
+
+//===----------------------------------------------------------------------===//
 // Result names: readable SSA names in printed IR.
 //===----------------------------------------------------------------------===//
 
@@ -89,6 +141,12 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
 }
 
 // The verifier requires a static weights dim 1; ids may leave it dynamic.
+void RMSNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "router_in");
+}
+void SoftcapOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
+  setNameFn(getResult(), "capped");
+}
 void BatchNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
   setNameFn(getResult(), "normed");
 }

@@ -37,6 +37,8 @@ SmallVector<OpOperand *> mlir::moe::getPerLayerOperands(Operation *op) {
   else if (auto pk = dyn_cast<ProductKeyTopKOp>(op)) {
     add(pk.getKeys1Mutable());
     add(pk.getKeys2Mutable());
+  } else if (auto rms = dyn_cast<RMSNormOp>(op)) {
+    add(rms.getWeightMutable());
   } else if (auto bn = dyn_cast<BatchNormOp>(op)) {
     add(bn.getMeanMutable());
     add(bn.getVarianceMutable());
@@ -63,8 +65,8 @@ static bool isTiledOperand(Operation *op, OpOperand &operand) {
 /// The ops whose results are computed row by row from the same rows of
 /// their token-indexed operands (moe.gather: slot by slot).
 static bool isTokenParallel(Operation *op) {
-  return isa<LinearOp, RouteOp, TopKOp, ProductKeyTopKOp, BatchNormOp,
-             LayerNormOp, SingleNeuronExpertsOp, GatherOp>(op);
+  return isa<LinearOp, RMSNormOp, SoftcapOp, RouteOp, TopKOp, ProductKeyTopKOp,
+             BatchNormOp, LayerNormOp, SingleNeuronExpertsOp, GatherOp>(op);
 }
 
 StringRef mlir::moe::whyNotTokenTileable(Operation *op) {
@@ -273,4 +275,8 @@ void mlir::moe::attachTilingInterfaces(MLIRContext *ctx) {
   RouteOp::attachInterface<TokenShapeModel<RouteOp>>(*ctx);
   BatchNormOp::attachInterface<TokenShapeModel<BatchNormOp>>(*ctx);
   LayerNormOp::attachInterface<TokenShapeModel<LayerNormOp>>(*ctx);
+  SoftcapOp::attachInterface<TokenTilingModel<SoftcapOp>>(*ctx);
+  SoftcapOp::attachInterface<TokenShapeModel<SoftcapOp>>(*ctx);
+  RMSNormOp::attachInterface<TokenTilingModel<RMSNormOp>>(*ctx);
+  RMSNormOp::attachInterface<TokenShapeModel<RMSNormOp>>(*ctx);
 }

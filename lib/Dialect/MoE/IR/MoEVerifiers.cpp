@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -285,6 +286,8 @@ LogicalResult ProductKeyTopKOp::verify() {
                          << k2.type.getElementType()
                          << ") to match keys1 element type ("
                          << k1.type.getElementType() << ")";
+  if (getScore() == ScoreFunction::sqrt_softplus)
+    return emitOpError("expects score softmax or sigmoid, got sqrt_softplus");
   int64_t heads = getHeads(), n = k1.dim(nDim), keyDim = 2 * k1.dim(nDim + 1);
   if (q.dim(1) != heads * keyDim)
     return emitOpError() << "expects query width (" << q.dim(1)
@@ -330,12 +333,23 @@ LogicalResult DispatchPlanOp::verify() {
   if (factor && (!(*factor > 0.0) || !std::isfinite(*factor)))
     return emitOpError() << "expects a positive finite capacity factor, got "
                          << doubleStr(*factor);
-  if (!factor && (getOverflow() != OverflowPolicy::drop ||
-                  getPriority() != DispatchPriority::token_order))
+  std::optional<int64_t> tokensPerExpert;
+  if (auto n = getCapacityTokens())
+    tokensPerExpert = static_cast<int64_t>(*n);
+  if (factor && tokensPerExpert)
+    return emitOpError("expects a capacity factor or a capacity in tokens, "
+                       "not both");
+  constexpr int64_t maxSlots = std::numeric_limits<int32_t>::max();
+  if (tokensPerExpert && (*tokensPerExpert <= 0 || *tokensPerExpert > maxSlots))
+    return emitOpError() << "expects a capacity in tokens in [1, " << maxSlots
+                         << "], got " << *tokensPerExpert;
+  bool capacity = factor || tokensPerExpert;
+  if (!capacity && (getOverflow() != OverflowPolicy::drop ||
+                    getPriority() != DispatchPriority::token_order))
     return emitOpError("expects a capacity factor when overflow or priority "
                        "is set");
 
-  bool fallbacks = factor && getOverflow() == OverflowPolicy::next_choice;
+  bool fallbacks = capacity && getOverflow() == OverflowPolicy::next_choice;
   if (!fallbacks && choices != k)
     return emitOpError() << "expects ids dim 1 (" << choices
                          << ") to equal top_k (" << k
@@ -369,6 +383,12 @@ LogicalResult GatherOp::verify() {
   if (failed(expectDim(op, init, 0, tokens, 0)) ||
       failed(expectDim(op, init, 1, in, 1)))
     return failure();
+  if (getScale()) {
+    Named scale("scale", getScale());
+    if (failed(expectRank(op, scale, 1)) ||
+        failed(expectDim(op, scale, 0, tokens, 0)))
+      return failure();
+  }
   return expectResultMatchesInit(op, getResult(), getInit());
 }
 
@@ -531,6 +551,29 @@ LogicalResult SharedExpertOp::verify() {
   if (failed(expectSameShape(op, init, in)))
     return failure();
   return expectResultMatchesInit(op, getResult(), getInit());
+}
+
+LogicalResult RMSNormOp::verify() {
+  Operation *op = getOperation();
+  Named in("input", getInput()), w("weight", getWeight());
+  if (failed(expectRank(op, in, 2)) || failed(expectRank(op, w, 1)) ||
+      failed(expectDim(op, w, 0, in, 1)))
+    return failure();
+  double eps = getEpsilon().convertToDouble();
+  if (!(eps > 0.0) || !std::isfinite(eps))
+    return emitOpError() << "expects a positive finite epsilon, got "
+                         << doubleStr(eps);
+  return success();
+}
+
+LogicalResult SoftcapOp::verify() {
+  if (failed(expectRank(getOperation(), Named("input", getInput()), 2)))
+    return failure();
+  double cap = getCap().convertToDouble();
+  if (!(cap > 0.0) || !std::isfinite(cap))
+    return emitOpError() << "expects a positive finite cap, got "
+                         << doubleStr(cap);
+  return success();
 }
 
 /// The norms: `input [T, C]`, a per-channel parameter `[C]` (the others

@@ -135,7 +135,9 @@ struct MoETileTokenOpsPass
 
   /// Whether `producer` runs inside the tile loop of its consumer.
   bool isFusable(Operation *producer) const {
-    if (isa<linalg::FillOp>(producer))
+    // Inits: a fill, or a per-layer vector broadcast over the tokens (the
+    // router's logit bias), computed tile by tile like a fill.
+    if (isa<linalg::FillOp, linalg::BroadcastOp>(producer))
       return true;
     if (!whyNotTokenTileable(producer).empty())
       return false;

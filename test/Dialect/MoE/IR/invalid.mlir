@@ -312,7 +312,7 @@ func.func @route_ids_element_type(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_unknown_score(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid}, got 'tanh'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'tanh'}}
   %w, %ids = moe.route %l top_k(2) score(tanh) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -328,7 +328,7 @@ func.func @route_unknown_order(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_score_not_a_keyword(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid}}}
+  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid, sqrt_softplus}}}
   %w, %ids = moe.route %l top_k(2) score(42) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -616,7 +616,7 @@ func.func @pk_keys_element_type_i8(%q: tensor<?x256xf32>, %k1: tensor<16x16xi8>,
 // -----
 
 func.func @pk_unknown_score(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid}, got 'relu'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'relu'}}
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(relu) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
@@ -1712,5 +1712,77 @@ func.func @aux_result_scalar(%l: tensor<?x8xf32>) {
 func.func @aux_unknown_kind(%l: tensor<?x8xf32>) {
   // expected-error @+1 {{expected one of {load_balance, importance, z_loss}, got 'entropy'}}
   %0 = moe.aux_loss entropy %l : tensor<?x8xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @softcap_zero(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects a positive finite cap, got 0}}
+  %c = moe.softcap %l cap(0.0) : tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @softcap_negative(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects a positive finite cap, got -2.5}}
+  %c = moe.softcap %l cap(-2.5) : tensor<?x8xf32>
+  return
+}
+
+// -----
+
+func.func @softcap_rank(%l: tensor<8xf32>) {
+  // expected-error @+1 {{'moe.softcap' op expects input of rank 2, got rank 1}}
+  %c = moe.softcap %l cap(1.0) : tensor<8xf32>
+  return
+}
+
+// -----
+
+func.func @pk_sqrt_softplus(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects score softmax or sigmoid, got sqrt_softplus}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(sqrt_softplus) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_weight_width(%x: tensor<?x64xf32>, %w: tensor<32xf32>) {
+  // expected-error @+1 {{'moe.rms_norm' op expects weight dim 0 (32) to match input dim 1 (64)}}
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<32xf32>
+  return
+}
+
+// -----
+
+func.func @rms_norm_epsilon(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{'moe.rms_norm' op expects a positive finite epsilon, got 0}}
+  %xr = moe.rms_norm %x, %w {epsilon = 0.0 : f64} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @plan_capacity_tokens_zero(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity in tokens in [1, 2147483647], got 0}}
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2) capacity(tokens 0) overflow(drop) priority(token_order) : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return
+}
+
+// -----
+
+func.func @plan_capacity_factor_and_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity factor or a capacity in tokens, not both}}
+  %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, capacity_factor = 1.0 : f64, capacity_tokens = 4 : i64}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
+  return
+}
+
+// -----
+
+func.func @gather_scale_slots(%x: tensor<?x64xf32>, %tokens: tensor<16xi32>, %w: tensor<8xf32>, %init: tensor<16x64xf32>) {
+  // expected-error @+1 {{'moe.gather' op expects scale dim 0 (8) to match token_ids dim 0 (16)}}
+  %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<16xi32>) scale(%w : tensor<8xf32>) outs(%init : tensor<16x64xf32>) -> tensor<16x64xf32>
   return
 }

@@ -126,3 +126,27 @@ func.func @combine_static(%y: tensor<32x64xf32>, %tokens: tensor<32xi32>,
                      outs(%acc : tensor<16x64xf32>) -> tensor<16x64xf32>
   return %out : tensor<16x64xf32>
 }
+
+// -----
+
+// Switch's fixed expert capacity: capacity(tokens N) in place of a factor.
+// CHECK-LABEL: func.func @dispatch_plan_capacity_tokens
+// CHECK:         moe.dispatch_plan %{{.*}}, %{{.*}} experts(8) top_k(2) capacity(tokens 64) overflow(next_choice) priority(batch_prioritized) : tensor<?x4xi32>, tensor<?x4xf32>
+func.func @dispatch_plan_capacity_tokens(%ids: tensor<?x4xi32>, %w: tensor<?x4xf32>) -> tensor<i32> {
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2)
+      capacity(tokens 64) overflow(next_choice) priority(batch_prioritized)
+      : tensor<?x4xi32>, tensor<?x4xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return %d : tensor<i32>
+}
+
+// -----
+
+// Llama 4: the slot weights scale the gathered rows.
+// CHECK-LABEL: func.func @gather_scaled
+// CHECK:         moe.gather ins(%{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<?xi32>) scale(%{{.*}} : tensor<?xf32>) outs(%{{.*}} : tensor<?x64xf32>) -> tensor<?x64xf32>
+func.func @gather_scaled(%x: tensor<?x64xf32>, %tokens: tensor<?xi32>, %w: tensor<?xf32>,
+                         %init: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<?xi32>) scale(%w : tensor<?xf32>)
+      outs(%init : tensor<?x64xf32>) -> tensor<?x64xf32>
+  return %rows : tensor<?x64xf32>
+}

@@ -212,3 +212,48 @@ func.func @topk_rank3_dynamic_row(%in: tensor<2x?x?xf32>,
       -> tensor<2x?x16xf32>, tensor<2x?x16xi32>
   return %v, %i : tensor<2x?x16xf32>, tensor<2x?x16xi32>
 }
+
+//===----------------------------------------------------------------------===//
+// moe.softcap
+//===----------------------------------------------------------------------===//
+
+// Laguna: tanh soft-cap of the logits, then the route.
+// CHECK-LABEL: func.func @softcap_then_route
+// CHECK-SAME:    (%[[L:.*]]: tensor<?x8xf32>)
+// CHECK:         %[[C:.*]] = moe.softcap %[[L]] cap(3.000000e+01) : tensor<?x8xf32>
+// CHECK:         moe.route %[[C]] top_k(2) score(sigmoid) order(score_then_topk)
+func.func @softcap_then_route(%logits: tensor<?x8xf32>)
+    -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %capped = moe.softcap %logits cap(30.0) : tensor<?x8xf32>
+  %w, %ids = moe.route %capped top_k(2) score(sigmoid) order(score_then_topk)
+      : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
+}
+
+// DeepSeek-V4: sqrt(softplus) scores, selection bias, normalised, scaled.
+// CHECK-LABEL: func.func @route_sqrt_softplus
+// CHECK-SAME:    (%[[L:.*]]: tensor<?x16xf32>, %[[B:.*]]: tensor<16xf32>)
+// CHECK:         moe.route %[[L]] top_k(4) score(sqrt_softplus) order(score_then_topk) bias(%[[B]] : tensor<16xf32>) {normalize = true, scaling = 1.500000e+00 : f64} : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+func.func @route_sqrt_softplus(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>)
+    -> (tensor<?x4xf32>, tensor<?x4xi32>) {
+  %w, %ids = moe.route %logits top_k(4) score(sqrt_softplus) order(score_then_topk)
+      bias(%bias : tensor<16xf32>) {normalize = true, scaling = 1.5 : f64}
+      : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
+}
+
+//===----------------------------------------------------------------------===//
+// moe.rms_norm
+//===----------------------------------------------------------------------===//
+
+// Gemma 4: RMSNorm of the router input; the default epsilon is elided.
+// CHECK-LABEL: func.func @rms_norm_then_linear
+// CHECK-SAME:    (%[[X:.*]]: tensor<?x64xf32>, %[[W:.*]]: tensor<64xf32>, %[[G:.*]]: tensor<8x64xf32>, %[[Z:.*]]: tensor<?x8xf32>)
+// CHECK:         %[[XR:.*]] = moe.rms_norm %[[X]], %[[W]] : tensor<?x64xf32>, tensor<64xf32>
+// CHECK:         moe.linear ins(%[[XR]], %[[G]] :
+func.func @rms_norm_then_linear(%x: tensor<?x64xf32>, %w: tensor<64xf32>,
+                                %g: tensor<8x64xf32>, %z: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  %xr = moe.rms_norm %x, %w : tensor<?x64xf32>, tensor<64xf32>
+  %l = moe.linear ins(%xr, %g : tensor<?x64xf32>, tensor<8x64xf32>) outs(%z : tensor<?x8xf32>) -> tensor<?x8xf32>
+  return %l : tensor<?x8xf32>
+}

@@ -9,7 +9,8 @@ include "mlir/IR/EnumAttr.td"
 def MoE_ScoreFunction : I32EnumAttr<"ScoreFunction",
     "function turning router logits into expert scores", [
       I32EnumAttrCase<"softmax", 0>,
-      I32EnumAttrCase<"sigmoid", 1>]> {
+      I32EnumAttrCase<"sigmoid", 1>,
+      I32EnumAttrCase<"sqrt_softplus", 2>]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

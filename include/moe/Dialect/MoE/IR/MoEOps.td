@@ -60,6 +60,51 @@ def MoE_LinearOp : MoE_DPSOp<"linear"> {
 // Routing and selection
 //===----------------------------------------------------------------------===//
 
+def MoE_RMSNormOp : MoE_Op<"rms_norm", [Pure,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "RMSNorm of each token row with an f32 per-channel weight";
+  let description = [{
+    `result[t, c] = input[t, c] · (mean_j input[t, j]² + epsilon)^(-1/2) ·
+    weight[c]` (Gemma 4's router input norm; the mean is a sum in `j` order
+    divided by the width). `input` is `[T, D]`, `weight` is `[D]` (`f32`).
+
+    ```mlir
+    %xr = moe.rms_norm %x, %w {epsilon = 1.0e-06 : f64}
+        : tensor<?x64xf32>, tensor<64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_F32Tensor:$input, MoE_F32Tensor:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$epsilon);
+  let results = (outs MoE_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight attr-dict `:` type($input) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_SoftcapOp : MoE_Op<"softcap", [Pure,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>,
+    AllTypesMatch<["input", "result"]>]> {
+  let summary = "tanh soft-cap of router logits, `cap · tanh(input / cap)`";
+  let description = [{
+    Bounds router logits `[T, E]` to `(-cap, cap)` elementwise:
+    `result = cap · tanh(input / cap)` (Laguna's router logit soft-capping).
+    `cap` is positive and finite. The capped logits are the router's logits:
+    `moe.route` and `moe.aux_loss` both take them.
+
+    ```mlir
+    %capped = moe.softcap %logits cap(3.0e+01) : tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins MoE_F32Tensor:$input, F64Attr:$cap);
+  let results = (outs MoE_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `cap` `(` $cap `)` attr-dict `:` type($input)
+  }];
+  let hasVerifier = 1;
+}
+
 def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmResultNames"]>]> {
   let summary = "router: expert choices and combine weights from logits";
@@ -68,7 +113,8 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     the weights its expert outputs are combined with, returned as
     `weights[T, C]` (`f32`) and `ids[T, C]` (`i32`) in rank order.
 
-    - `score`: `softmax` or `sigmoid` of the logits.
+    - `score`: `softmax`, `sigmoid` or `sqrt_softplus` (DeepSeek-V4,
+      `sqrt(softplus(l))`) of the logits; the last two are elementwise.
     - `order`: `score_then_topk` scores all `E` experts then picks the
       top-k; `topk_then_score` (Mixtral, noisy top-k) picks the top-k logits
       and scores only those (every other expert is `-inf` before the softmax).
@@ -174,7 +220,8 @@ def MoE_ProductKeyTopKOp : MoE_DPSOp<"product_key_topk"> {
     or `[heads, n, d_k/2]`, a table per head; `k' = min(top_k, n)`),
     then the top-k of the `k' × k'` candidate sums (`top_k <= n·n`), and
     returns the expert ids `i·n + j` (`i32`) and
-    their `score` function (softmax or sigmoid over the head's k scores).
+    their `score` function (softmax or sigmoid over the head's k scores;
+    not `sqrt_softplus`, a router score).
     `query` is `[T, heads·d_k]`; results are `[T, heads, top_k]`. Ties pick
     the lower id.
 
@@ -228,9 +275,10 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
       unused);
     - `dropped`: the number of assignments that found no room.
 
-    Without `capacity_factor` the plan is dropless and `C` must equal
-    `top_k`. With it, each expert holds `ceil(capacity_factor · T · top_k / E)`
-    assignments, filled choice by choice (every token's first choice before
+    Without `capacity_factor` or `capacity_tokens` the plan is dropless and
+    `C` must equal `top_k`. With one of them, each expert holds
+    `ceil(capacity_factor · T · top_k / E)` or `capacity_tokens` (Switch's
+    fixed `expert_capacity`) assignments, at most `T · top_k`, filled choice by choice (every token's first choice before
     any token's second, as in GShard) in `priority` order: `token_order`, or
     `batch_prioritized` (V-MoE: tokens by descending first-choice weight,
     ties by token index). An assignment that finds its expert full is
@@ -243,6 +291,10 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
         experts(8) top_k(2) capacity(1.25) overflow(drop) priority(token_order)
         : tensor<?x2xi32>, tensor<?x2xf32>
         -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+    %counts, %offsets, %tokens, %slot_w, %dropped = moe.dispatch_plan %ids, %w
+        experts(8) top_k(2) capacity(tokens 64) overflow(drop) priority(token_order)
+        : tensor<?x2xi32>, tensor<?x2xf32>
+        -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
     ```
   }];
   let arguments = (ins
@@ -250,6 +302,7 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
     ConfinedAttr<I64Attr, [IntPositive]>:$num_experts,
     ConfinedAttr<I64Attr, [IntPositive]>:$top_k,
     OptionalAttr<F64Attr>:$capacity_factor,
+    OptionalAttr<I64Attr>:$capacity_tokens,
     DefaultValuedAttr<MoE_OverflowPolicyAttr, "OverflowPolicy::drop">:$overflow,
     DefaultValuedAttr<MoE_DispatchPriorityAttr, "DispatchPriority::token_order">:$priority);
   let results = (outs MoE_I32Tensor:$counts, MoE_I32Tensor:$offsets,
@@ -257,8 +310,7 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
                       MoE_I32Scalar:$dropped);
   let assemblyFormat = [{
     $ids `,` $weights `experts` `(` $num_experts `)` `top_k` `(` $top_k `)`
-    (`capacity` `(` $capacity_factor^ `)`
-      `overflow` `(` custom<Keyword>($overflow) `)` `priority` `(` custom<Keyword>($priority) `)`)?
+    custom<Capacity>($capacity_factor, $capacity_tokens, $overflow, $priority)
     attr-dict `:` type($ids) `,` type($weights) `->` type($counts) `,`
       type($offsets) `,` type($token_ids) `,` type($slot_weights) `,`
       type($dropped)
@@ -266,7 +318,9 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
   let hasVerifier = 1;
   let hasCanonicalizeMethod = 1;
   let extraClassDeclaration = [{
-    bool hasCapacity() { return getCapacityFactor().has_value(); }
+    bool hasCapacity() {
+      return getCapacityFactor().has_value() || getCapacityTokens().has_value();
+    }
   }];
 }
 
@@ -274,7 +328,9 @@ def MoE_GatherOp : MoE_DPSOp<"gather"> {
   let summary = "permute token rows into expert-major order";
   let description = [{
     `result[s, :] = input[token_ids[s], :]` for every slot `s`, and `0` where
-    `token_ids[s] < 0` (unused slots). The init is overwritten.
+    `token_ids[s] < 0` (unused slots). The init is overwritten. With
+    `scale` (`[S]`, Llama 4's router score on the expert input) each row is
+    multiplied by `scale[s]`.
 
     ```mlir
     %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<?xi32>)
@@ -282,10 +338,11 @@ def MoE_GatherOp : MoE_DPSOp<"gather"> {
     ```
   }];
   let arguments = (ins MoE_F32Tensor:$input, MoE_I32Tensor:$token_ids,
-                       MoE_F32Tensor:$init);
+                       Optional<MoE_F32Tensor>:$scale, MoE_F32Tensor:$init);
   let results = (outs MoE_F32Tensor:$result);
   let assemblyFormat = [{
     `ins` `(` $input `,` $token_ids `:` type($input) `,` type($token_ids) `)`
+    (`scale` `(` $scale^ `:` type($scale) `)`)?
     `outs` `(` $init `:` type($init) `)` attr-dict `->` type($result)
   }];
   let extraClassDeclaration = [{
