@@ -713,15 +713,11 @@ struct LowerLayerNorm : OpRewritePattern<LayerNormOp> {
     SmallVector<utils::IteratorType> rowReduction = {
         utils::IteratorType::parallel, utils::IteratorType::reduction};
 
-    Value sum = linalg::GenericOp::create(
-                    b, loc, TypeRange{rowType}, ValueRange{input},
-                    ValueRange{createZeroTensor(b, loc, rowType, rowDynSizes)},
-                    ArrayRef<AffineMap>{full, row}, rowReduction,
-                    [&](OpBuilder &nb, Location nloc, ValueRange args) {
-                      linalg::YieldOp::create(
-                          nb, nloc, addF(nb, nloc, args[1], args[0]));
-                    })
-                    .getResult(0);
+    Value sum = buildRowReduction(
+        b, loc, input, createF32Constant(b, loc, 0.0),
+        [](OpBuilder &nb, Location nloc, Value acc, Value v) {
+          return addF(nb, nloc, acc, v);
+        });
     Value squares =
         linalg::GenericOp::create(
             b, loc, TypeRange{rowType}, ValueRange{input, sum},
