@@ -45,8 +45,8 @@ private:
   Type i64() { return IntegerType::get(ctx, 64); }
   Type i32() { return IntegerType::get(ctx, 32); }
 
-  /// (tokens, d_model, inputs..., [seed], outputs...) of the C function
-  /// (weight packing: inputs..., outputs...).
+  /// (tokens, d_model, inputs..., [seed], outputs..., [stream]) of the C
+  /// function (weight packing: inputs..., outputs...).
   SmallVector<Type> entryArgTypes(bool withDModel) {
     SmallVector<Type> types;
     if (abi.takesTokens())
@@ -57,6 +57,8 @@ private:
     if (abi.seedArgument)
       types.push_back(i64());
     types.append(abi.outputs.size(), ptrType());
+    if (withDModel && abi.cudaStream)
+      types.push_back(ptrType());
     return types;
   }
 
@@ -172,14 +174,18 @@ private:
     return LLVM::AddressOfOp::create(b, loc, global);
   }
 
-  func::FuncOp getOrDeclareFail() {
-    if (auto fn = module.lookupSymbol<func::FuncOp>("moe_rt_fail"))
+  func::FuncOp getOrDeclareRuntime(StringRef name, FunctionType type) {
+    if (auto fn = module.lookupSymbol<func::FuncOp>(name))
       return fn;
     OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
-    auto fn = func::FuncOp::create(
-        b, loc, "moe_rt_fail", FunctionType::get(ctx, {i32(), ptrType()}, {i32()}));
+    auto fn = func::FuncOp::create(b, loc, name, type);
     fn.setPrivate();
     return fn;
+  }
+
+  func::FuncOp getOrDeclareFail() {
+    return getOrDeclareRuntime(
+        "moe_rt_fail", FunctionType::get(ctx, {i32(), ptrType()}, {i32()}));
   }
 
   void buildEntry(func::FuncOp impl) {
@@ -258,9 +264,38 @@ private:
         checkNotNull(ptr, output);
       implArgs.push_back(ptr);
     }
+    if (!abi.cudaStream) {
+      func::CallOp::create(b, loc, impl, implArgs);
+      Value okCode = arith::ConstantIntOp::create(b, loc, i32(), 0);
+      func::ReturnOp::create(b, loc, okCode);
+      return;
+    }
+    // The driver and a context first: without them nothing may run, and the
+    // runtime has recorded why.
+    Value stream = entry.getArgument(next++);
+    func::FuncOp begin = getOrDeclareRuntime(
+        "moe_rt_cuda_begin",
+        FunctionType::get(ctx, {ptrType(), ptrType()}, {i32()}));
+    Value name = stringConstant(b, abi.entryPointName());
+    Value status =
+        func::CallOp::create(b, loc, begin, ValueRange{stream, name})
+            .getResult(0);
+    Value zero = arith::ConstantIntOp::create(b, loc, i32(), 0);
+    Value failed = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                         status, zero);
+    Region &region = entry.getBody();
+    Block *run = b.createBlock(&region, region.end());
+    Block *bad = b.createBlock(&region, region.end());
+    b.setInsertionPointToStart(bad);
+    func::ReturnOp::create(b, loc, status);
+    b.setInsertionPointToEnd(current);
+    cf::CondBranchOp::create(b, loc, failed, bad, run);
+    b.setInsertionPointToStart(run);
     func::CallOp::create(b, loc, impl, implArgs);
-    Value okCode = arith::ConstantIntOp::create(b, loc, i32(), 0);
-    func::ReturnOp::create(b, loc, okCode);
+    func::FuncOp end = getOrDeclareRuntime(
+        "moe_rt_cuda_end", FunctionType::get(ctx, {}, {i32()}));
+    func::ReturnOp::create(b, loc, func::CallOp::create(b, loc, end, ValueRange{})
+                                       .getResults());
   }
 
   ModuleOp module;
@@ -273,8 +308,15 @@ private:
 
 struct MoECreateCEntryPointsPass
     : moe::impl::MoECreateCEntryPointsBase<MoECreateCEntryPointsPass> {
+  using Base::Base;
+
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (target != "cpu" && target != "cuda") {
+      module.emitError() << "target must be cpu or cuda, got '" << target
+                         << "'";
+      return signalPassFailure();
+    }
     SmallVector<func::FuncOp> layers;
     for (auto fn : module.getOps<func::FuncOp>())
       if (fn.isPublic() && !fn.isExternal())
@@ -283,6 +325,7 @@ struct MoECreateCEntryPointsPass
       FailureOr<LayerABI> abi = describeLayerABI(layer);
       if (failed(abi))
         return signalPassFailure();
+      abi->cudaStream = target == "cuda";
       EntryPointBuilder(module, layer, *abi).build();
     }
   }

@@ -55,6 +55,7 @@ std::string mlir::moe::emitABIDescription(ArrayRef<LayerABI> layers) {
         {"d_model", abi.dModel},
         {"max_tokens", abi.maxTokens},
         {"seed", abi.seedArgument.has_value()},
+        {"device", abi.cudaStream ? "cuda" : "cpu"},
         {"inputs", describeBuffers(abi.inputs)},
         {"outputs", describeBuffers(abi.outputs)},
     };

@@ -137,6 +137,10 @@ static void emitLayer(raw_ostream &os, const LayerABI &abi,
     doc("seed", "uint64_t", "noisy-gating seed (same seed, same output)");
   for (const ABIBuffer &b : abi.outputs)
     docBuffer(b, /*isConst=*/false);
+  if (abi.cudaStream)
+    doc("stream", "void*", "CUstream the kernels run on (NULL: the default "
+        "stream);\n *" + std::string(35, ' ') + "buffers are device memory, the "
+        "call is asynchronous");
   os << " */\n";
 
   os << "int32_t " << abi.entryPointName() << "(";
@@ -149,6 +153,8 @@ static void emitLayer(raw_ostream &os, const LayerABI &abi,
     os << separator << "uint64_t seed";
   for (const ABIBuffer &b : abi.outputs)
     os << separator << b.cElementType() << " *" << b.name;
+  if (abi.cudaStream)
+    os << separator << "void *stream";
   os << ");\n\n";
 }
 

@@ -26,8 +26,8 @@
 using namespace mlir;
 using namespace mlir::moe;
 
-void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
-                                             const CPUPipelineOptions &options) {
+void mlir::moe::buildMoEBufferizePipeline(OpPassManager &pm,
+                                          StringRef target) {
   pm.addPass(createConvertMoEToLinalg());
   // Layers into their C entry points, where the results are materialized in
   // the caller's buffers: only there can their producers write into them.
@@ -54,12 +54,18 @@ void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
   pm.addPass(createCSEPass());
   // Every heap allocation of an entry point into one scratch buffer, taken
   // and checked before the work, so that running out of memory is a status.
-  pm.addPass(createAllocateScratchUpFront());
+  AllocateScratchUpFrontOptions scratch;
+  scratch.target = target.str();
+  pm.addPass(createAllocateScratchUpFront(scratch));
 
   bufferization::BufferDeallocationPipelineOptions dealloc;
   bufferization::buildBufferDeallocationPipeline(pm, dealloc);
   pm.addPass(createConvertBufferizationToMemRefPass());
+}
 
+void mlir::moe::buildMoELowerToLoopsPipeline(OpPassManager &pm,
+                                             const CPUPipelineOptions &options) {
+  buildMoEBufferizePipeline(pm, "cpu");
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToLoopsPass());
   pm.addPass(createCanonicalizerPass());
   // scf.forall bodies to launches on the runtime's thread pool, before
@@ -161,4 +167,15 @@ void mlir::moe::registerMoEPipelines() {
       "Lower moe layers to loops over buffers (the first stage of "
       "moe-lower-to-cpu)",
       buildMoELowerToLoopsPipeline);
+  PassPipelineRegistration<NVVMPipelineOptions>(
+      "moe-lower-to-nvvm",
+      "Lower moe layers with CUDA entry points to GPU kernels (NVVM, "
+      "embedded as a cubin/fatbin/PTX) and host code in the LLVM dialect "
+      "that launches them through the runtime",
+      buildMoELowerToNVVMPipeline);
+  PassPipelineRegistration<NVVMPipelineOptions>(
+      "moe-lower-to-gpu",
+      "Lower moe layers with CUDA entry points to gpu.launch_func and "
+      "outlined kernels (the first stage of moe-lower-to-nvvm)",
+      buildMoELowerToGPUPipeline);
 }

@@ -472,7 +472,14 @@ Operation *findAllocationPoint(Block *block, ArrayRef<memref::AllocOp> allocs) {
 
 struct AllocateScratchUpFrontPass
     : moe::impl::AllocateScratchUpFrontBase<AllocateScratchUpFrontPass> {
+  using Base::Base;
+
   void runOnOperation() override {
+    if (target != "cpu" && target != "cuda") {
+      getOperation().emitError()
+          << "target must be cpu or cuda, got '" << target << "'";
+      return signalPassFailure();
+    }
     ModuleOp module = getOperation();
     SymbolTable symbols(module);
     SmallVector<func::FuncOp> entries;
@@ -555,6 +562,9 @@ AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
   for (memref::AllocOp alloc : allocs) {
     FailureOr<Slot> slot = planner.plan(alloc);
     // Left to the runtime's allocation hook (which aborts on failure).
+    if (failed(slot) && target == "cuda")
+      return alloc.emitError("scratch size unknown before the work starts: "
+                             "the CUDA target cannot allocate it");
     if (failed(slot)) {
       alloc.emitRemark("scratch size unknown before the work starts: "
                        "allocated where it is used");
@@ -568,10 +578,14 @@ AllocateScratchUpFrontPass::allocateUpFront(func::FuncOp fn,
   Location loc = fn.getLoc();
   OpBuilder b(point);
   Value total = planner.layOut(slots);
+  bool cuda = target == "cuda";
   func::FuncOp allocFn =
-      declareRuntime(symbols, "moe_rt_alloc_scratch",
+      declareRuntime(symbols, cuda ? "moe_rt_cuda_alloc_scratch"
+                                   : "moe_rt_alloc_scratch",
                      FunctionType::get(ctx, {i64, ptr}, {ptr}));
-  func::FuncOp freeFn = declareRuntime(symbols, "moe_rt_free_scratch",
+  func::FuncOp freeFn = declareRuntime(symbols,
+                                       cuda ? "moe_rt_cuda_free_scratch"
+                                            : "moe_rt_free_scratch",
                                        FunctionType::get(ctx, {ptr}, {}));
   Value bytes = arith::IndexCastOp::create(b, loc, i64, total);
   Value name = nameConstant(b, symbols, fn);

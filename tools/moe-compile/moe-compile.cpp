@@ -17,6 +17,7 @@
 #include "moe/Pipelines/TileOptions.h"
 #include "moe/Target/CPU/CPUBackend.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
@@ -48,9 +49,19 @@ namespace cl = llvm::cl;
 
 namespace {
 /// What the driver produces; each value is a stage of the pipeline.
-enum class EmitKind { mlir, header, abi, llvm, assembly, object, shared };
+enum class EmitKind {
+  mlir,
+  header,
+  abi,
+  llvm,
+  assembly,
+  object,
+  shared,
+  ptx,
+  cubin
+};
 
-enum class Target { cpu };
+enum class Target { cpu, cuda };
 
 enum class InputKind { automatic, spec, mlir };
 } // namespace
@@ -81,14 +92,44 @@ static cl::opt<EmitKind> emitKind(
         clEnumValN(EmitKind::assembly, "asm", "target assembly"),
         clEnumValN(EmitKind::object, "obj", "a relocatable object file"),
         clEnumValN(EmitKind::shared, "shared",
-                   "a shared library exporting <layer>_forward")),
+                   "a shared library exporting <layer>_forward"),
+        clEnumValN(EmitKind::ptx, "ptx", "the GPU kernels as PTX (cuda)"),
+        clEnumValN(EmitKind::cubin, "cubin",
+                   "the GPU kernels as a cubin for --gpu-arch (cuda)")),
     cl::cat(compileCategory));
 
 static cl::opt<Target>
     target("target", cl::desc("Target to compile for"), cl::init(Target::cpu),
            cl::values(clEnumValN(Target::cpu, "cpu",
-                                 "x86-64 CPU (the host unless --mcpu)")),
+                                 "x86-64 CPU (the host unless --mcpu)"),
+                      clEnumValN(Target::cuda, "cuda",
+                                 "NVIDIA GPU (--gpu-arch); host code for "
+                                 "the host CPU")),
            cl::cat(compileCategory));
+
+static cl::opt<std::string>
+    gpuArch("gpu-arch",
+            cl::desc("GPU architecture of --target=cuda: sm_90 (default; "
+                     "H100/H200), sm_80 (A100), sm_90a, ..."),
+            cl::init("sm_90"), cl::cat(compileCategory));
+
+static cl::opt<std::string>
+    gpuFeatures("gpu-features",
+                cl::desc("PTX features of --target=cuda (default +ptx80)"),
+                cl::init("+ptx80"), cl::cat(compileCategory));
+
+static cl::opt<std::string> gpuBinary(
+    "gpu-binary",
+    cl::desc("Kernel image embedded by --target=cuda: fatbin (SASS for "
+             "--gpu-arch and PTX for newer GPUs; default), bin (SASS only) "
+             "or isa (PTX only, compiled by the driver)"),
+    cl::init("fatbin"), cl::cat(compileCategory));
+
+static cl::opt<std::string>
+    cudaPath("cuda-path",
+             cl::desc("CUDA toolkit with ptxas and fatbinary (default: "
+                      "$CUDA_HOME, /usr/local/cuda, or PATH)"),
+             cl::init(""), cl::cat(compileCategory));
 
 namespace {
 enum class PipelineKind { fast, reference };
@@ -299,12 +340,17 @@ static LogicalResult emitHeader(ModuleOp module,
   if (!options)
     return failure();
   PassManager pm(module.getContext());
-  addLayerVariants(pm, *options);
+  if (target == Target::cuda)
+    pm.addPass(moe::createMoEAddRouteVariant());
+  else
+    addLayerVariants(pm, *options);
   if (failed(pm.run(module)))
     return failure();
   FailureOr<SmallVector<moe::LayerABI>> layers = describeLayers(module);
   if (failed(layers))
     return failure();
+  for (moe::LayerABI &layer : *layers)
+    layer.cudaStream = target == Target::cuda;
   if (emitKind == EmitKind::abi) {
     os << moe::emitABIDescription(*layers);
     return success();
@@ -313,6 +359,81 @@ static LogicalResult emitHeader(ModuleOp module,
                        ? StringRef(layers->front().layerName)
                        : llvm::sys::path::stem(outputFilename);
   os << moe::emitCHeader(*layers, stem);
+  return success();
+}
+
+/// The options of moe-lower-to-nvvm from the command line; null after an
+/// error message.
+static std::unique_ptr<moe::NVVMPipelineOptions> resolveNVVMOptions() {
+  auto options = std::make_unique<moe::NVVMPipelineOptions>();
+  options->chip = gpuArch;
+  options->features = gpuFeatures;
+  options->format = gpuBinary;
+  options->cudaPath = cudaPath;
+  options->optLevel = optLevel;
+  std::string problem = moe::checkNVVMPipelineOptions(*options);
+  if (!problem.empty()) {
+    llvm::errs() << "moe-compile: " << problem << "\n";
+    return nullptr;
+  }
+  if (!tileOptions.empty() || pipelineKind != PipelineKind::fast) {
+    llvm::errs() << "moe-compile: --tiles and --pipeline are options of "
+                    "--target=cpu\n";
+    return nullptr;
+  }
+  return options;
+}
+
+/// The CUDA target's passes up to the kernels (all of them with `binary`:
+/// up to the gpu.binary of the kernels, the PTX or cubin).
+static LogicalResult lowerForCUDA(ModuleOp module, bool toHostLLVM) {
+  std::unique_ptr<moe::NVVMPipelineOptions> options = resolveNVVMOptions();
+  if (!options)
+    return failure();
+  if (emitKind == EmitKind::ptx)
+    options->format = "isa";
+  else if (emitKind == EmitKind::cubin)
+    options->format = "bin";
+  PassManager pm(module.getContext());
+  if (failed(applyPassManagerCLOptions(pm)))
+    return failure();
+  applyDefaultTimingPassManagerCLOptions(pm);
+  pm.addPass(moe::createMoEAddRouteVariant());
+  moe::MoECreateCEntryPointsOptions entryPoints;
+  entryPoints.target = "cuda";
+  pm.addPass(moe::createMoECreateCEntryPoints(entryPoints));
+  if (toHostLLVM) {
+    moe::buildMoELowerToNVVMPipeline(pm, *options);
+  } else {
+    moe::buildMoELowerToGPUPipeline(pm, *options);
+    moe::buildKernelsToBinaryPipeline(pm, *options);
+  }
+  if (failed(pm.run(module)))
+    return failure();
+  if (toHostLLVM)
+    moe::internalizeAllButEntryPoints(module);
+  return success();
+}
+
+/// --emit=ptx|cubin: the image of the layer's kernels.
+static LogicalResult emitKernelImage(ModuleOp module) {
+  if (target != Target::cuda) {
+    llvm::errs() << "moe-compile: --emit=ptx and --emit=cubin need "
+                    "--target=cuda\n";
+    return failure();
+  }
+  if (failed(lowerForCUDA(module, /*toHostLLVM=*/false)))
+    return failure();
+  std::string errorMessage;
+  auto output = openOutputFile(outputFilename, &errorMessage);
+  if (!output) {
+    llvm::errs() << "moe-compile: " << errorMessage << "\n";
+    return failure();
+  }
+  for (auto binary : module.getOps<gpu::BinaryOp>())
+    for (Attribute object : binary.getObjects())
+      output->os() << cast<gpu::ObjectAttr>(object).getObject().getValue();
+  output->keep();
   return success();
 }
 
@@ -358,7 +479,9 @@ static LogicalResult emitMachineOutput(ModuleOp module,
       createTargetMachine();
   if (failed(machine))
     return failure();
-  if (failed(lowerToLLVMDialect(module, **machine, specTiles)))
+  if (target == Target::cuda
+          ? failed(lowerForCUDA(module, /*toHostLLVM=*/true))
+          : failed(lowerToLLVMDialect(module, **machine, specTiles)))
     return failure();
   llvm::LLVMContext llvmContext;
   auto llvmModule = moe::translateAndOptimize(module, llvmContext, **machine,
@@ -454,6 +577,8 @@ int main(int argc, char **argv) {
   if (!module)
     return 1;
 
+  if (emitKind == EmitKind::ptx || emitKind == EmitKind::cubin)
+    return failed(emitKernelImage(*module)) ? 1 : 0;
   if (emitKind == EmitKind::object || emitKind == EmitKind::shared ||
       emitKind == EmitKind::assembly || emitKind == EmitKind::llvm)
     return failed(emitMachineOutput(*module, specTiles, argv[0])) ? 1 : 0;

@@ -71,6 +71,10 @@ struct LayerABI {
   /// What bounds `maxTokens`, for the entry point's message ("the tensor of
   /// expert ids is 32-bit").
   std::string maxTokensReason;
+  /// The CUDA target's entry point: every buffer is a device pointer and a
+  /// `void *stream` (a CUstream; NULL: the default stream) follows the
+  /// outputs. The call is asynchronous on that stream.
+  bool cudaStream = false;
 
   std::string entryPointName() const { return entryPoint; }
   /// Whether the C function takes `tokens` and `d_model` (not packing).

@@ -24,7 +24,17 @@ def MoECreateCEntryPoints : Pass<"moe-create-c-entry-points", "ModuleOp"> {
     output buffers (optional outputs may be NULL). The layer function becomes
     private. Runs on tensors, before bufferization, so that one-shot
     bufferization can write results straight into the caller's buffers.
+
+    With `target=cuda` the buffers are device pointers and a `void *stream`
+    follows the outputs: after its checks the entry point calls
+    `moe_rt_cuda_begin(stream, name)` (no driver or device: its status is
+    returned, nothing runs) and returns `moe_rt_cuda_end()`, the status of
+    the kernel launches, which run asynchronously on the stream.
   }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "cpu, or cuda (device buffers and a CUstream argument)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::bufferization::BufferizationDialect",
     "::mlir::cf::ControlFlowDialect", "::mlir::func::FuncDialect",

@@ -106,4 +106,81 @@ def MoEPackExpertWeights : Pass<"moe-pack-expert-weights", "ModuleOp"> {
   ];
 }
 
+def MoEMapToGPU : Pass<"moe-map-to-gpu", "ModuleOp"> {
+  let summary = "Map the work of host functions on device buffers to GPU "
+                "launches";
+  let description = [{
+    Runs on buffers after bufferization and `convert-linalg-to-parallel-loops`
+    (CUDA target), where every buffer is device memory: the host may compute
+    sizes, views and pointers and call the runtime, but every load and store
+    must run on the device. In each function outside `gpu.module`s:
+
+    - `memref.copy` becomes a parallel loop nest;
+    - each outermost `scf.parallel` without reductions has its dimensions
+      collapsed into one and tiled by `threads-per-block`, the tiles mapped
+      to blocks and the tile's iterations to threads (`gpu.launch`); loops
+      nested in it run sequentially in each thread;
+    - an `scf.for` or `scf.if` without results that holds such loops stays
+      on the host (its bounds or condition are host values) and its body is
+      mapped the same way;
+    - every other run of ops that touch memory moves into a one-thread
+      `gpu.launch`, in program order, with the side-effect-free host ops
+      between them that use their results.
+
+    A value computed on the device and used by the host is an error. Launch
+    order is program order on one stream, so no synchronisation is needed.
+    `gpu-kernel-outlining` turns the launches into kernels.
+  }];
+  let options = [
+    Option<"threadsPerBlock", "threads-per-block", "int64_t",
+           /*default=*/"256", "threads of a block of a parallel loop's grid">
+  ];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect"
+  ];
+}
+
+def MoEMergeKernelModules : Pass<"moe-merge-kernel-modules", "ModuleOp"> {
+  let summary = "Move every outlined kernel into one gpu.module";
+  let description = [{
+    `gpu-kernel-outlining` gives each kernel a `gpu.module` of its own. This
+    pass moves all of them into one `gpu.module @<module-name>` (each kernel
+    renamed after its old module, which is unique) and updates the launches,
+    so that a layer is one image to compile, embed and load. Runs before a
+    target is attached.
+  }];
+  let options = [
+    Option<"moduleName", "module-name", "std::string",
+           /*default=*/"\"moe_kernels\"", "name of the merged gpu.module">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
+def MoELowerGPULaunches : Pass<"moe-lower-gpu-launches", "ModuleOp"> {
+  let summary = "Embed GPU binaries and turn kernel launches into runtime "
+                "calls";
+  let description = [{
+    Runs after `gpu-module-to-binary`, on the host functions (still on
+    memrefs). Every `gpu.binary` (one object: one target) becomes an internal
+    constant `llvm.mlir.global` `@<module>_image` holding the cubin, fatbin or
+    PTX; every `gpu.launch_func` becomes
+
+    ```mlir
+    func.call @moe_rt_cuda_launch(%image, %kernel_name, %gx, %gy, %gz,
+        %bx, %by, %bz, %shared_bytes, %params)
+    ```
+
+    where `%params` is an array of pointers to one stack slot per kernel
+    parameter, expanded as the NVVM lowering expands the kernel's arguments
+    (a memref as its allocated and aligned pointers, offset, sizes and
+    strides; an index as i64). The runtime loads each image once and launches
+    on the stream the entry point was called with.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::memref::MemRefDialect"
+  ];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

@@ -4,6 +4,7 @@
 #define MOE_PIPELINES_PIPELINES_H
 
 #include "mlir/Pass/PassOptions.h"
+#include "llvm/ADT/StringRef.h"
 
 namespace mlir {
 class OpPassManager;
@@ -101,6 +102,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
 /// they are good. The passes check the same and fail; drivers ask first.
 std::string checkCPUPipelineOptions(const CPUPipelineOptions &options);
 
+/// moe ops (those left by the fast patterns) on tensors -> buffers: the
+/// reference lowering, bufferization into the caller's buffers and one
+/// checked scratch allocation per entry point (`target`: cpu or cuda).
+void buildMoEBufferizePipeline(OpPassManager &pm, llvm::StringRef target);
+
 /// moe ops on tensors -> loops over buffers (stops before the LLVM dialect).
 void buildMoELowerToLoopsPipeline(OpPassManager &pm,
                                   const CPUPipelineOptions &options);
@@ -113,6 +119,55 @@ void buildLoopsToLLVMPipeline(OpPassManager &pm,
 /// reference lowering with `reference`).
 void buildMoELowerToCPUPipeline(OpPassManager &pm,
                                 const CPUPipelineOptions &options);
+
+struct NVVMPipelineOptions : public PassPipelineOptions<NVVMPipelineOptions> {
+  PassOptions::Option<std::string> chip{
+      *this, "chip",
+      llvm::cl::desc("GPU architecture: sm_90 (H100/H200) or sm_80 (A100)"),
+      llvm::cl::init("sm_90")};
+  PassOptions::Option<std::string> features{
+      *this, "features",
+      llvm::cl::desc("PTX features (default: +ptx80, PTX ISA 8.0)"),
+      llvm::cl::init("+ptx80")};
+  PassOptions::Option<unsigned> optLevel{
+      *this, "opt-level", llvm::cl::desc("NVPTX optimisation level 0..3"),
+      llvm::cl::init(3)};
+  PassOptions::Option<std::string> format{
+      *this, "format",
+      llvm::cl::desc("What gpu-module-to-binary embeds: fatbin (the chip's "
+                     "SASS and PTX for newer chips; default), bin (SASS "
+                     "only) or isa (PTX, compiled by the driver at load)"),
+      llvm::cl::init("fatbin")};
+  PassOptions::Option<std::string> cudaPath{
+      *this, "cuda-path",
+      llvm::cl::desc("CUDA toolkit with ptxas and fatbinary (default: "
+                     "$CUDA_HOME, /usr/local/cuda or PATH)"),
+      llvm::cl::init("")};
+  PassOptions::Option<int64_t> threadsPerBlock{
+      *this, "threads-per-block",
+      llvm::cl::desc("threads of a block of a parallel loop's grid"),
+      llvm::cl::init(256)};
+};
+
+/// What is wrong with `options`, or "" when they are good.
+std::string checkNVVMPipelineOptions(const NVVMPipelineOptions &options);
+
+/// The first stage of moe-lower-to-nvvm: moe layers with C entry points
+/// -> host functions of gpu.launch_func and kernels in gpu.modules (still
+/// in the gpu, scf and memref dialects).
+void buildMoELowerToGPUPipeline(OpPassManager &pm,
+                                const NVVMPipelineOptions &options);
+
+/// The gpu.modules of kernels -> gpu.binary ops (NVVM, then ptxas and
+/// fatbinary as `options.format` asks).
+void buildKernelsToBinaryPipeline(OpPassManager &pm,
+                                  const NVVMPipelineOptions &options);
+
+/// moe layers with C entry points (`moe-create-c-entry-points{target=cuda}`)
+/// -> GPU kernels embedded as binaries + host code in the LLVM dialect that
+/// launches them through the runtime (`moe-lower-to-nvvm`).
+void buildMoELowerToNVVMPipeline(OpPassManager &pm,
+                                 const NVVMPipelineOptions &options);
 
 void registerMoEPipelines();
 

@@ -198,9 +198,16 @@ def AllocateScratchUpFront
     iteration, which needs the buffer to die with the iteration (no yield,
     return or call of it). Slots start on 64-byte boundaries. An allocation
     whose size has no such bound (it depends on what the kernels compute),
-    or inside a region of unknown semantics, stays as it is with a remark.
-    The scratch buffer is freed before every return after the work.
+    or inside a region of unknown semantics, stays as it is with a remark
+    (with `target=cuda`, an error: device code cannot allocate).
+    The scratch buffer is freed before every return after the work. With
+    `target=cuda` it is device memory, ordered on the entry point's stream:
+    `moe_rt_cuda_alloc_scratch` and `moe_rt_cuda_free_scratch`.
   }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "cpu (host memory) or cuda (device memory on the call's stream)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
     "::mlir::func::FuncDialect", "::mlir::LLVM::LLVMDialect",

@@ -1,0 +1,316 @@
+//===- MapToGPU.cpp - the work of host functions onto the GPU -------------===//
+//
+// After bufferization every buffer of a CUDA entry point is device memory:
+// the host may compute sizes and pointers, but every load and store must run
+// on the device. Parallel loops become grids (all dimensions collapsed into
+// one, tiled into blocks of `threads-per-block`); whatever else touches
+// memory runs in a one-thread launch, in program order on the stream.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Conversion/SCFToGPU/SCFToGPU.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
+#include "mlir/Dialect/GPU/Utils/GPUUtils.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/Dialect/SCF/Utils/Utils.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Transforms/DialectConversion.h"
+#include "llvm/ADT/SetVector.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEMAPTOGPU
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// Ops the host runs: no memory is read or written, only sizes, views and
+/// pointers computed, or the runtime called.
+bool runsOnHost(Operation *op) {
+  if (op->hasTrait<OpTrait::IsTerminator>())
+    return true;
+  if (auto call = dyn_cast<func::CallOp>(op))
+    return call.getCallee().starts_with("moe_rt_");
+  if (isa<memref::AllocOp, memref::DeallocOp>(op))
+    return true;
+  if (op->getNumRegions() != 0)
+    return false;
+  return isMemoryEffectFree(op);
+}
+
+bool containsParallelLoop(Operation *op) {
+  return op
+      ->walk([](scf::ParallelOp) { return WalkResult::interrupt(); })
+      .wasInterrupted();
+}
+
+/// Whether the host can run `op`'s control flow itself and leave its body's
+/// loops to launches: an scf.for or scf.if with no results, whose bounds or
+/// condition the host has.
+bool isHostControlFlow(Operation *op) {
+  if (!isa<scf::ForOp, scf::IfOp>(op) || op->getNumResults() != 0)
+    return false;
+  return containsParallelLoop(op);
+}
+
+/// scf.parallel nests inside device code that is not mapped (a one-thread
+/// launch) become scf.for nests.
+void sequentializeParallelLoops(RewriterBase &rewriter, Operation *root) {
+  SmallVector<scf::ParallelOp> loops;
+  root->walk([&](scf::ParallelOp loop) { loops.push_back(loop); });
+  for (scf::ParallelOp loop : loops) {
+    rewriter.setInsertionPoint(loop);
+    Location loc = loop.getLoc();
+    SmallVector<Value> ivs;
+    Block *innermost = nullptr;
+    OpBuilder::InsertionGuard guard(rewriter);
+    for (auto [lb, ub, step] : llvm::zip(loop.getLowerBound(),
+                                         loop.getUpperBound(),
+                                         loop.getStep())) {
+      auto forOp = scf::ForOp::create(rewriter, loc, lb, ub, step);
+      ivs.push_back(forOp.getInductionVar());
+      innermost = forOp.getBody();
+      rewriter.setInsertionPointToStart(innermost);
+    }
+    Block *body = loop.getBody();
+    // scf.reduce of a loop without reductions only terminates the body.
+    rewriter.eraseOp(body->getTerminator());
+    rewriter.inlineBlockBefore(body, innermost->getTerminator(), ivs);
+    rewriter.eraseOp(loop);
+  }
+}
+
+class GPUMapper {
+public:
+  GPUMapper(MLIRContext *ctx, int64_t threadsPerBlock)
+      : ctx(ctx), rewriter(ctx), threadsPerBlock(threadsPerBlock) {}
+
+  LogicalResult mapRegion(Region &region) {
+    for (Block &block : region)
+      if (failed(mapBlock(block)))
+        return failure();
+    return success();
+  }
+
+private:
+  LogicalResult mapBlock(Block &block) {
+    SmallVector<Operation *> group;
+    for (Operation &op : llvm::make_early_inc_range(block)) {
+      bool host = runsOnHost(&op);
+      // A group whose values the host would need (sizes of a loop over
+      // experts read from device memory) takes in what follows, until
+      // nothing outside uses them: the host cannot read device memory.
+      if (!group.empty() && escapes(collectMoved(group))) {
+        if (op.hasTrait<OpTrait::IsTerminator>() ||
+            (host && !isMemoryEffectFree(&op)))
+          return launchSequential(group);
+        if (!host)
+          group.push_back(&op);
+        continue;
+      }
+      if (host) {
+        // Calls, allocations and branches keep their place among launches.
+        if (!isMemoryEffectFree(&op) || op.hasTrait<OpTrait::IsTerminator>()) {
+          if (failed(launchSequential(group)))
+            return failure();
+          group.clear();
+        }
+        continue;
+      }
+      auto loop = dyn_cast<scf::ParallelOp>(op);
+      if ((loop && loop.getNumReductions() == 0) || isHostControlFlow(&op)) {
+        if (failed(launchSequential(group)))
+          return failure();
+        group.clear();
+        if (loop) {
+          mapParallelLoop(loop);
+          continue;
+        }
+        for (Region &nested : op.getRegions())
+          if (failed(mapRegion(nested)))
+            return failure();
+        continue;
+      }
+      group.push_back(&op);
+    }
+    return launchSequential(group);
+  }
+
+  /// `group` (ops of one block, in order) and the side-effect-free ops
+  /// between them that use their results, in program order.
+  SmallVector<Operation *> collectMoved(ArrayRef<Operation *> group) {
+    Operation *first = group.front(), *last = group.back();
+    llvm::SetVector<Operation *> moved(group.begin(), group.end());
+    SmallVector<Operation *> ordered;
+    for (Operation *op = first;; op = op->getNextNode()) {
+      bool usesMoved = llvm::any_of(op->getOperands(), [&](Value v) {
+        Operation *def = v.getDefiningOp();
+        return def && moved.contains(def);
+      });
+      if (usesMoved)
+        moved.insert(op);
+      if (moved.contains(op))
+        ordered.push_back(op);
+      if (op == last)
+        break;
+    }
+    return ordered;
+  }
+
+  /// The first op of `ordered` whose value is used outside of them.
+  Operation *escapes(ArrayRef<Operation *> ordered) {
+    auto inGroup = [&](Operation *user) {
+      return llvm::any_of(ordered,
+                          [&](Operation *op) { return op->isAncestor(user); });
+    };
+    for (Operation *op : ordered)
+      for (Operation *user : op->getUsers())
+        if (!inGroup(user))
+          return op;
+    return nullptr;
+  }
+
+  /// All dimensions collapsed into one, tiled into blocks of threads; loops
+  /// nested inside run sequentially in each thread.
+  void mapParallelLoop(scf::ParallelOp loop) {
+    if (loop.getNumLoops() > 1) {
+      std::vector<unsigned> all(loop.getNumLoops());
+      for (unsigned i = 0; i < all.size(); ++i)
+        all[i] = i;
+      Operation *before = loop->getPrevNode();
+      Block *block = loop->getBlock();
+      rewriter.setInsertionPoint(loop);
+      collapseParallelLoops(rewriter, loop, {all});
+      // The collapsed loop is the first scf.parallel after `before`.
+      Operation *next = before ? before->getNextNode() : &block->front();
+      while (!isa<scf::ParallelOp>(next))
+        next = next->getNextNode();
+      loop = cast<scf::ParallelOp>(next);
+    }
+    auto [blocks, threads] =
+        scf::tileParallelLoop(loop, {threadsPerBlock}, /*noMinMaxBounds=*/true);
+    AffineMap identity = AffineMap::getMultiDimIdentityMap(1, ctx);
+    auto mapping = [&](gpu::Processor processor) {
+      return gpu::ParallelLoopDimMappingAttr::get(ctx, processor, identity,
+                                                  identity);
+    };
+    (void)gpu::setMappingAttr(blocks, {mapping(gpu::Processor::BlockX)});
+    (void)gpu::setMappingAttr(threads, {mapping(gpu::Processor::ThreadX)});
+    threads.getBody()->walk([&](scf::ParallelOp nested) {
+      SmallVector<gpu::ParallelLoopDimMappingAttr> sequential(
+          nested.getNumLoops(), mapping(gpu::Processor::Sequential));
+      (void)gpu::setMappingAttr(nested, sequential);
+    });
+  }
+
+  /// Moves `group` (ops of one block, in order) into a one-thread launch
+  /// placed at its last op, with the host ops between them that use their
+  /// results.
+  LogicalResult launchSequential(ArrayRef<Operation *> group) {
+    if (group.empty())
+      return success();
+    SmallVector<Operation *> ordered = collectMoved(group);
+    if (Operation *op = escapes(ordered))
+      return op->emitOpError(
+          "computes a value on the device that the host uses; the CUDA "
+          "target cannot lower this layer");
+
+    Operation *last = group.back();
+    Location loc = last->getLoc();
+    rewriter.setInsertionPointAfter(last);
+    Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
+    auto launch = gpu::LaunchOp::create(rewriter, loc, one, one, one, one, one,
+                                        one);
+    Block &body = launch.getBody().front();
+    rewriter.setInsertionPointToEnd(&body);
+    auto terminator = gpu::TerminatorOp::create(rewriter, loc);
+    for (Operation *op : ordered)
+      op->moveBefore(terminator);
+    sequentializeParallelLoops(rewriter, launch);
+    return success();
+  }
+
+  MLIRContext *ctx;
+  IRRewriter rewriter;
+  int64_t threadsPerBlock;
+};
+
+/// memref.copy as a parallel loop nest, which then maps like any other.
+void expandCopies(func::FuncOp fn) {
+  SmallVector<memref::CopyOp> copies;
+  fn.walk([&](memref::CopyOp copy) { copies.push_back(copy); });
+  for (memref::CopyOp copy : copies) {
+    OpBuilder b(copy);
+    Location loc = copy.getLoc();
+    auto type = cast<MemRefType>(copy.getSource().getType());
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    if (type.getRank() == 0) {
+      Value v = memref::LoadOp::create(b, loc, copy.getSource());
+      memref::StoreOp::create(b, loc, v, copy.getTarget());
+      copy.erase();
+      continue;
+    }
+    SmallVector<Value> lbs(type.getRank(), zero), steps(type.getRank(), one),
+        ubs;
+    for (int64_t d = 0; d < type.getRank(); ++d)
+      ubs.push_back(memref::DimOp::create(b, loc, copy.getSource(), d));
+    Value source = copy.getSource(), target = copy.getTarget();
+    scf::ParallelOp::create(
+        b, loc, lbs, ubs, steps,
+        [&](OpBuilder &nb, Location nloc, ValueRange ivs) {
+          Value v = memref::LoadOp::create(nb, nloc, source, ivs);
+          memref::StoreOp::create(nb, nloc, v, target, ivs);
+        });
+    copy.erase();
+  }
+}
+
+struct MoEMapToGPUPass : moe::impl::MoEMapToGPUBase<MoEMapToGPUPass> {
+  using Base::Base;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    if (threadsPerBlock < 1 || threadsPerBlock > 1024) {
+      module.emitError() << "threads-per-block must be in [1, 1024], got "
+                         << threadsPerBlock;
+      return signalPassFailure();
+    }
+    GPUMapper mapper(&getContext(), threadsPerBlock);
+    for (auto fn : module.getOps<func::FuncOp>()) {
+      if (fn.isExternal())
+        continue;
+      expandCopies(fn);
+      if (failed(mapper.mapRegion(fn.getBody())))
+        return signalPassFailure();
+    }
+
+    ConversionTarget target(getContext());
+    target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
+    configureParallelLoopToGPULegality(target);
+    RewritePatternSet patterns(&getContext());
+    populateParallelLoopToGPUPatterns(patterns);
+    if (failed(applyPartialConversion(module, target, std::move(patterns))))
+      return signalPassFailure();
+    finalizeParallelLoopToGPUConversion(module);
+    // Constants are cloned into kernels rather than passed to them.
+    module.walk([](gpu::LaunchOp launch) {
+      (void)sinkOperationsIntoLaunchOp(launch, [](Operation *op) {
+        return isa<arith::ConstantOp>(op);
+      });
+    });
+  }
+};
+
+} // namespace

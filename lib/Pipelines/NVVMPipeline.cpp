@@ -1,0 +1,98 @@
+//===- NVVMPipeline.cpp - moe layers to GPU kernels and their host code ---===//
+//
+// The CUDA target: the layer bufferized as for the CPU (device buffers, one
+// scratch allocation on the call's stream), its loops mapped to launches,
+// the kernels lowered to NVVM and compiled by ptxas into an embedded
+// binary, and the host code to the LLVM dialect.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Pipelines/Pipelines.h"
+
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/Linalg/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+std::string
+mlir::moe::checkNVVMPipelineOptions(const NVVMPipelineOptions &options) {
+  StringRef chip = options.chip;
+  int64_t number = 0;
+  if (!chip.consume_front("sm_") || chip.consumeInteger(10, number) ||
+      number < 70 || !(chip.empty() || chip == "a"))
+    return "chip must be an NVIDIA architecture sm_70 or newer (sm_80, "
+           "sm_90, sm_90a), got '" +
+           options.chip + "'";
+  StringRef format = options.format;
+  if (format != "fatbin" && format != "bin" && format != "isa")
+    return "format must be fatbin, bin or isa, got '" + options.format + "'";
+  if (options.optLevel > 3)
+    return "opt-level must be in 0..3, got " +
+           std::to_string(options.optLevel);
+  if (options.threadsPerBlock < 1 || options.threadsPerBlock > 1024)
+    return "threads-per-block must be in [1, 1024], got " +
+           std::to_string(options.threadsPerBlock);
+  return "";
+}
+
+void mlir::moe::buildMoELowerToGPUPipeline(OpPassManager &pm,
+                                           const NVVMPipelineOptions &options) {
+  buildMoEBufferizePipeline(pm, "cuda");
+  // Parallel dimensions stay parallel loops: they become the grids.
+  pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createCanonicalizerPass());
+  MoEMapToGPUOptions map;
+  map.threadsPerBlock = options.threadsPerBlock;
+  pm.addPass(createMoEMapToGPU(map));
+  pm.addPass(createGpuKernelOutliningPass());
+  pm.addPass(createMoEMergeKernelModules());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
+void mlir::moe::buildKernelsToBinaryPipeline(
+    OpPassManager &pm, const NVVMPipelineOptions &options) {
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.chip;
+  target.features = options.features;
+  target.optLevel = options.optLevel;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+
+  // The kernels: to NVVM (math through libdevice, linked by the target).
+  OpPassManager &kernels = pm.nest<gpu::GPUModuleOp>();
+  kernels.addPass(memref::createExpandStridedMetadataPass());
+  kernels.addPass(createLowerAffinePass());
+  kernels.addPass(createSCFToControlFlowPass());
+  ConvertGpuOpsToNVVMOpsOptions nvvm;
+  nvvm.indexBitwidth = 64;
+  kernels.addPass(createConvertGpuOpsToNVVMOps(nvvm));
+  kernels.addPass(createCanonicalizerPass());
+  kernels.addPass(createCSEPass());
+  kernels.addPass(createReconcileUnrealizedCastsPass());
+
+  GpuModuleToBinaryPassOptions binary;
+  binary.compilationTarget = options.format;
+  binary.toolkitPath = options.cudaPath;
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+}
+
+void mlir::moe::buildMoELowerToNVVMPipeline(
+    OpPassManager &pm, const NVVMPipelineOptions &options) {
+  buildMoELowerToGPUPipeline(pm, options);
+  buildKernelsToBinaryPipeline(pm, options);
+  pm.addPass(createMoELowerGPULaunches());
+
+  // The host: no math, no allocation left; loops of sizes and launches.
+  CPUPipelineOptions host;
+  buildLoopsToLLVMPipeline(pm, host);
+}
