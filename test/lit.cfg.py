@@ -69,3 +69,10 @@ if os.path.isdir(os.path.join(config.moe_obj_root, "examples", "app")):
     config.available_features.add("moe-examples")
 if shutil.which("cmake"):
     config.available_features.add("moe-install-test")
+
+# The CUDA target compiles kernels with ptxas and fatbinary from the CUDA
+# toolkit (no GPU needed); without a toolkit those tests are unsupported.
+import shutil
+cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+if shutil.which("ptxas") or os.path.exists(os.path.join(cuda_home, "bin", "ptxas")):
+    config.available_features.add("ptxas")

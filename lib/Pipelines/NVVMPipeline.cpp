@@ -20,6 +20,11 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+
+#include <cstdlib>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -60,6 +65,23 @@ void mlir::moe::buildMoELowerToGPUPipeline(OpPassManager &pm,
   pm.addPass(createCSEPass());
 }
 
+/// The toolkit whose ptxas, fatbinary and libdevice compile the kernels:
+/// the one asked for, else $CUDA_HOME or $CUDA_PATH, else /usr/local/cuda,
+/// else the one holding the ptxas on PATH ("" lets MLIR search).
+static std::string findCUDAToolkit(StringRef requested) {
+  if (!requested.empty())
+    return requested.str();
+  for (const char *variable : {"CUDA_HOME", "CUDA_PATH"})
+    if (const char *path = std::getenv(variable); path && *path)
+      return path;
+  if (llvm::sys::fs::exists("/usr/local/cuda/bin/ptxas"))
+    return "/usr/local/cuda";
+  if (llvm::ErrorOr<std::string> ptxas = llvm::sys::findProgramByName("ptxas"))
+    return llvm::sys::path::parent_path(llvm::sys::path::parent_path(*ptxas))
+        .str();
+  return "";
+}
+
 void mlir::moe::buildKernelsToBinaryPipeline(
     OpPassManager &pm, const NVVMPipelineOptions &options) {
   GpuNVVMAttachTargetOptions target;
@@ -82,7 +104,7 @@ void mlir::moe::buildKernelsToBinaryPipeline(
 
   GpuModuleToBinaryPassOptions binary;
   binary.compilationTarget = options.format;
-  binary.toolkitPath = options.cudaPath;
+  binary.toolkitPath = findCUDAToolkit(options.cudaPath);
   pm.addPass(createGpuModuleToBinaryPass(binary));
 }
 

@@ -284,7 +284,7 @@ struct MoEMapToGPUPass : moe::impl::MoEMapToGPUBase<MoEMapToGPUPass> {
     ModuleOp module = getOperation();
     if (threadsPerBlock < 1 || threadsPerBlock > 1024) {
       module.emitError() << "threads-per-block must be in [1, 1024], got "
-                         << threadsPerBlock;
+                         << static_cast<int64_t>(threadsPerBlock);
       return signalPassFailure();
     }
     GPUMapper mapper(&getContext(), threadsPerBlock);

@@ -1,0 +1,121 @@
+// RUN: moe-opt %s -split-input-file -moe-map-to-gpu -verify-diagnostics | FileCheck %s
+// RUN: moe-opt %s -split-input-file -moe-map-to-gpu=threads-per-block=64 -verify-diagnostics | FileCheck %s --check-prefix=T64
+// RUN: not moe-opt %s -moe-map-to-gpu=threads-per-block=2048 2>&1 | FileCheck %s --check-prefix=BAD-THREADS
+
+// A 2-d parallel loop: collapsed into one dimension, tiled into blocks of
+// 256 threads, the tail guarded.
+// CHECK-LABEL: func.func @elementwise
+// CHECK:         %[[ROWS:.*]] = memref.dim %{{.*}}, %c0
+// CHECK:         %[[GRID:.*]] = affine.apply #{{.*}}(%{{.*}})[%{{.*}}, %{{.*}}]
+// CHECK:         %[[THREADS:.*]] = affine.apply
+// CHECK:         gpu.launch blocks(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %[[GRID]], %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads(%{{.*}}, %{{.*}}, %{{.*}}) in (%{{.*}} = %[[THREADS]], %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK:           scf.if
+// CHECK:             memref.load
+// CHECK:             arith.mulf
+// CHECK:             memref.store
+// CHECK:           gpu.terminator
+// CHECK-NOT:     scf.parallel
+// T64-LABEL: func.func @elementwise
+// T64:         %c64{{.*}} = arith.constant 64 : index
+// T64:         arith.muli %{{.*}}, %c64
+func.func @elementwise(%a: memref<?x64xf32>, %b: memref<?x64xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c64 = arith.constant 64 : index
+  %rows = memref.dim %a, %c0 : memref<?x64xf32>
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c64) step (%c1, %c1) {
+    %v = memref.load %a[%i, %j] : memref<?x64xf32>
+    %w = arith.mulf %v, %v : f32
+    memref.store %w, %b[%i, %j] : memref<?x64xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
+// Loads and stores outside parallel loops run in a one-thread launch; the
+// copy becomes a parallel loop of its own.
+// CHECK-LABEL: func.func @sequential_then_copy
+// CHECK:         gpu.launch blocks({{.*}}) in (%{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads({{.*}}) in (%{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK:           memref.load %{{.*}}[%c0
+// CHECK:           memref.store
+// CHECK:           gpu.terminator
+// CHECK:         gpu.launch
+// CHECK:           scf.if
+// CHECK:             memref.load
+// CHECK:             memref.store
+// CHECK-NOT:     memref.copy
+func.func @sequential_then_copy(%a: memref<8xf32>, %b: memref<8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %v = memref.load %a[%c0] : memref<8xf32>
+  memref.store %v, %a[%c1] : memref<8xf32>
+  memref.copy %a, %b : memref<8xf32> to memref<8xf32>
+  return
+}
+
+// -----
+
+// A loop whose bounds the host has stays on the host, launching its body's
+// parallel loop every iteration.
+// CHECK-LABEL: func.func @host_loop
+// CHECK:         scf.for
+// CHECK:           gpu.launch
+// CHECK:             memref.store
+// CHECK:           gpu.terminator
+func.func @host_loop(%a: memref<4x128xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %c128 = arith.constant 128 : index
+  %zero = arith.constant 0.0 : f32
+  scf.for %e = %c0 to %c4 step %c1 {
+    scf.parallel (%j) = (%c0) to (%c128) step (%c1) {
+      memref.store %zero, %a[%e, %j] : memref<4x128xf32>
+      scf.reduce
+    }
+  }
+  return
+}
+
+// -----
+
+// Sizes read from device memory: the loop that uses them joins the
+// one-thread launch, and its parallel loop runs sequentially there.
+// CHECK-LABEL: func.func @device_sizes
+// CHECK:         gpu.launch
+// CHECK:           memref.load %{{.*}}[%c0
+// CHECK:           arith.index_cast
+// CHECK:           scf.for
+// CHECK:             scf.for
+// CHECK:               memref.store
+// CHECK:           gpu.terminator
+// CHECK-NEXT:    }
+// CHECK-NEXT:    return
+func.func @device_sizes(%counts: memref<1xi32>, %a: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %zero = arith.constant 0.0 : f32
+  %n32 = memref.load %counts[%c0] : memref<1xi32>
+  %n = arith.index_cast %n32 : i32 to index
+  scf.for %e = %c0 to %n step %c1 {
+    scf.parallel (%j) = (%c0) to (%n) step (%c1) {
+      memref.store %zero, %a[%j] : memref<?xf32>
+      scf.reduce
+    }
+  }
+  return
+}
+
+// -----
+
+// A device value the host needs to return cannot be lowered.
+func.func @device_value_returned(%a: memref<1xi32>) -> i32 {
+  %c0 = arith.constant 0 : index
+  // expected-error @below {{computes a value on the device that the host uses; the CUDA target cannot lower this layer}}
+  %v = memref.load %a[%c0] : memref<1xi32>
+  return %v : i32
+}
+
+// BAD-THREADS: error: threads-per-block must be in [1, 1024], got 2048
