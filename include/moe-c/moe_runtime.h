@@ -156,20 +156,24 @@ int32_t moe_cuda_device_count(void);
  * callers without a framework (NumPy inputs) and for tests. */
 void *moe_cuda_malloc(int64_t bytes);
 
-/* Frees memory of moe_cuda_malloc (NULL is ignored). Waits for the device's
- * work on it, as cuMemFree does. */
+/* Frees memory of moe_cuda_malloc (cuMemFree; NULL is ignored). Free it once
+ * no queued work uses it any more (after moe_cuda_synchronize). Failures are
+ * recorded in moe_last_error. */
 void moe_cuda_free(void *ptr);
 
 /* Copies `bytes` bytes from host memory `src` to device memory `dst`, ordered
- * on `stream`; `src` may be reused on return. Returns MOE_OK,
+ * on `stream` (cuMemcpyHtoDAsync). Keep `src` unchanged until
+ * moe_cuda_synchronize(stream) returned: the driver stages pageable memory
+ * before it returns, but reads page-locked memory later. Returns MOE_OK,
  * MOE_ERROR_NULL_ARGUMENT, MOE_ERROR_BAD_SIZE (bytes < 0) or MOE_ERROR_CUDA
  * (with moe_last_error set). */
 int32_t moe_cuda_memcpy_to_device(void *dst, const void *src, int64_t bytes,
                                   void *stream);
 
 /* Copies `bytes` bytes from device memory `src` to host memory `dst`, ordered
- * on `stream`: `dst` holds the data once moe_cuda_synchronize(stream)
- * returned. Status codes as moe_cuda_memcpy_to_device. */
+ * on `stream` (cuMemcpyDtoHAsync): `dst` holds the data once
+ * moe_cuda_synchronize(stream) returned. Status codes as
+ * moe_cuda_memcpy_to_device. */
 int32_t moe_cuda_memcpy_to_host(void *dst, const void *src, int64_t bytes,
                                 void *stream);
 
