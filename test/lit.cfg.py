@@ -65,6 +65,11 @@ config.substitutions.append(("%moe_obj_root", config.moe_obj_root))
 # The runtime fast kernels call (thread pool, scratch memory, errors).
 config.substitutions.append(
     ("%moe_runtime", os.path.join(config.moe_obj_root, "lib", "libmoe_runtime.so")))
+# A host-only stand-in for libcuda.so.1 (test/Runtime/fake_cuda_driver.c):
+# the runtime loads it when MOE_CUDA_DRIVER names it.
+config.substitutions.append((
+    "%fake_cuda_driver",
+    os.path.join(config.moe_obj_root, "test", "Runtime", "libfake-cuda.so")))
 if os.path.isdir(os.path.join(config.moe_obj_root, "examples", "app")):
     config.available_features.add("moe-examples")
 if shutil.which("cmake"):

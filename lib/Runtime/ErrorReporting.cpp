@@ -36,6 +36,8 @@ extern "C" const char *moe_status_name(int32_t code) {
     return "MOE_ERROR_BAD_SIZE";
   case MOE_ERROR_OUT_OF_MEMORY:
     return "MOE_ERROR_OUT_OF_MEMORY";
+  case MOE_ERROR_CUDA:
+    return "MOE_ERROR_CUDA";
   default:
     return "MOE_ERROR_UNKNOWN";
   }

@@ -177,8 +177,9 @@ llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
   std::string rpath = ("-Wl,-rpath," + kSanitizerRuntimeDir).str();
   if (!kSanitizers.empty())
     args.append({sanitize, "-shared-libsan", rpath});
-  // The runtime's thread pool needs pthreads (part of libc since glibc 2.34).
-  args.append({"-lpthread", "-lm", "-Wl,--no-undefined"});
+  // The runtime's thread pool needs pthreads and its CUDA calls dlopen (both
+  // part of libc since glibc 2.34).
+  args.append({"-lpthread", "-lm", "-ldl", "-Wl,--no-undefined"});
   std::string error;
   int status = llvm::sys::ExecuteAndWait(*program, args, std::nullopt, {}, 0,
                                          0, &error);
