@@ -169,6 +169,10 @@ llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
     // its kernel has no parallel loop: callers set every layer's the same way.
     args.append({"-Wl,--undefined=moe_set_num_threads",
                  "-Wl,--undefined=moe_get_num_threads"});
+    // And the device memory helpers, for callers of a CUDA layer without a
+    // framework of their own (Python with NumPy inputs).
+    args.append({"-Wl,--undefined=moe_cuda_device_count",
+                 "-Wl,--undefined=moe_cuda_malloc"});
     args.push_back(runtimeArchive);
   }
   // A sanitized kernel and runtime call the sanitizer runtime: the shared
