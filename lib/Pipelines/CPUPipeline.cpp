@@ -129,6 +129,8 @@ mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
 
 void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
                                            const CPUPipelineOptions &options) {
+  if (options.gpuPatterns)
+    pm.addPass(createConvertMoEToGPU());
   if (!options.reference && options.tileTokenOps) {
     MoETileTokenOpsOptions tokenTiles;
     tokenTiles.tokenTile = options.tokenTile;

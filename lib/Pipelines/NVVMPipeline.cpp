@@ -52,6 +52,7 @@ mlir::moe::checkNVVMPipelineOptions(const NVVMPipelineOptions &options) {
 
 void mlir::moe::buildMoELowerToGPUPipeline(OpPassManager &pm,
                                            const NVVMPipelineOptions &options) {
+  pm.addPass(createConvertMoEToGPU());
   buildMoEBufferizePipeline(pm, "cuda");
   // Parallel dimensions stay parallel loops: they become the grids.
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());

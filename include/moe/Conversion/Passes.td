@@ -106,6 +106,25 @@ def MoEPackExpertWeights : Pass<"moe-pack-expert-weights", "ModuleOp"> {
   ];
 }
 
+def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "ModuleOp"> {
+  let summary = "GPU lowering of the moe ops whose reference lowering would "
+                "serialise on a GPU";
+  let description = [{
+    Runs on tensors before the reference lowering (`convert-moe-to-linalg`
+    lowers what is left). `moe.expert_ffn` becomes row-parallel
+    contractions: each dispatched row finds its expert by a fixed-length
+    bisection of the clamped offsets and gathers that expert's weights on
+    load, so no loop over experts with sizes read from device memory is
+    left for the host. Every sum runs in the reference lowering's order:
+    the results are the reference's bits, and a row's do not depend on the
+    other rows.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
+    "::mlir::scf::SCFDialect", "::mlir::tensor::TensorDialect"
+  ];
+}
+
 def MoEMapToGPU : Pass<"moe-map-to-gpu", "ModuleOp"> {
   let summary = "Map the work of host functions on device buffers to GPU "
                 "launches";

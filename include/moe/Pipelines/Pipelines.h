@@ -29,6 +29,13 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
                      "single-threaded: the oracle) instead of the fast "
                      "tiled, vectorised, multithreaded kernels"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> gpuPatterns{
+      *this, "gpu-patterns",
+      llvm::cl::desc("Lower first with the CUDA target's tensor-level "
+                     "patterns (convert-moe-to-gpu): runs the GPU's "
+                     "algorithms on the CPU, to test them against the "
+                     "reference"),
+      llvm::cl::init(false)};
   // Routing chains per token tile (moe-tile-token-ops, fast pipeline only).
   // Tiles split tokens, never a sum: the bits do not depend on them.
   PassOptions::Option<bool> tileTokenOps{
