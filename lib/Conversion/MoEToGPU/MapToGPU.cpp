@@ -64,6 +64,98 @@ bool isHostControlFlow(Operation *op) {
   return containsParallelLoop(op);
 }
 
+/// The buffer `memref` is a view of: a function argument (distinct
+/// arguments do not overlap: the C ABI's buffers are restrict), an
+/// allocation or a scratch slot (moe-allocate-scratch-up-front gives every
+/// allocation its own).
+Value bufferRoot(Value memref) {
+  while (Operation *def = memref.getDefiningOp()) {
+    if (auto subview = dyn_cast<memref::SubViewOp>(def))
+      memref = subview.getSource();
+    else if (auto cast = dyn_cast<memref::CastOp>(def))
+      memref = cast.getSource();
+    else if (auto reinterpret = dyn_cast<memref::ReinterpretCastOp>(def))
+      memref = reinterpret.getSource();
+    else if (auto expand = dyn_cast<memref::ExpandShapeOp>(def))
+      memref = expand.getSrc();
+    else if (auto collapse = dyn_cast<memref::CollapseShapeOp>(def))
+      memref = collapse.getSrc();
+    else
+      break;
+  }
+  return memref;
+}
+
+/// Whether the iterations of `loop` are independent, so that it can run as
+/// a parallel loop: no loop-carried values, only loads and stores touch
+/// memory, and every buffer written is accessed through one memref defined
+/// outside the loop, always with the induction variable at the same index
+/// (each iteration owns its row). Row loops over tokens (top-k) are.
+bool hasIndependentIterations(scf::ForOp loop) {
+  if (loop.getNumResults() != 0)
+    return false;
+  Value iv = loop.getInductionVar();
+  struct Access {
+    Value memref;
+    std::optional<unsigned> ivPosition;
+    bool write;
+  };
+  SmallVector<Access> accesses;
+  auto ivPosition = [&](ValueRange indices) -> std::optional<unsigned> {
+    for (auto [i, index] : llvm::enumerate(indices))
+      if (index == iv)
+        return i;
+    return std::nullopt;
+  };
+  WalkResult walk = loop.getBody()->walk([&](Operation *op) {
+    if (auto load = dyn_cast<memref::LoadOp>(op)) {
+      accesses.push_back({load.getMemRef(), ivPosition(load.getIndices()),
+                          false});
+      return WalkResult::advance();
+    }
+    if (auto store = dyn_cast<memref::StoreOp>(op)) {
+      accesses.push_back({store.getMemRef(), ivPosition(store.getIndices()),
+                          true});
+      return WalkResult::advance();
+    }
+    if (isa<scf::ForOp, scf::IfOp, scf::YieldOp, scf::ParallelOp,
+            scf::ReduceOp>(op) ||
+        isMemoryEffectFree(op))
+      return WalkResult::advance();
+    return WalkResult::interrupt();
+  });
+  if (walk.wasInterrupted())
+    return false;
+  for (Access &write : accesses) {
+    if (!write.write)
+      continue;
+    Operation *owner = write.memref.getParentBlock()->getParentOp();
+    if (!write.ivPosition || loop->isAncestor(owner))
+      return false;
+    Value root = bufferRoot(write.memref);
+    for (const Access &other : accesses)
+      if (bufferRoot(other.memref) == root &&
+          (other.memref != write.memref ||
+           other.ivPosition != write.ivPosition))
+        return false;
+  }
+  return true;
+}
+
+/// `loop` (independent iterations) as a one-dimensional scf.parallel.
+scf::ParallelOp toParallelLoop(RewriterBase &rewriter, scf::ForOp loop) {
+  rewriter.setInsertionPoint(loop);
+  auto parallel = scf::ParallelOp::create(
+      rewriter, loop.getLoc(), ValueRange{loop.getLowerBound()},
+      ValueRange{loop.getUpperBound()}, ValueRange{loop.getStep()});
+  Block *body = parallel.getBody();
+  rewriter.eraseOp(loop.getBody()->getTerminator());
+  rewriter.inlineBlockBefore(loop.getBody(), body->getTerminator(),
+                             body->getArgument(0));
+  rewriter.eraseOp(loop);
+  return parallel;
+}
+
 /// scf.parallel nests inside device code that is not mapped (a one-thread
 /// launch) become scf.for nests.
 void sequentializeParallelLoops(RewriterBase &rewriter, Operation *root) {
@@ -129,6 +221,9 @@ private:
         continue;
       }
       auto loop = dyn_cast<scf::ParallelOp>(op);
+      if (auto forOp = dyn_cast<scf::ForOp>(op);
+          forOp && hasIndependentIterations(forOp))
+        loop = toParallelLoop(rewriter, forOp);
       if ((loop && loop.getNumReductions() == 0) || isHostControlFlow(&op)) {
         if (failed(launchSequential(group)))
           return failure();

@@ -57,24 +57,79 @@ func.func @sequential_then_copy(%a: memref<8xf32>, %b: memref<8xf32>) {
 
 // -----
 
-// A loop whose bounds the host has stays on the host, launching its body's
+// A loop whose bounds the host has, but whose iterations depend on each
+// other (row e + 1 from row e), stays on the host, launching its body's
 // parallel loop every iteration.
 // CHECK-LABEL: func.func @host_loop
 // CHECK:         scf.for
 // CHECK:           gpu.launch
+// CHECK:             memref.load
 // CHECK:             memref.store
 // CHECK:           gpu.terminator
 func.func @host_loop(%a: memref<4x128xf32>) {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
-  %c4 = arith.constant 4 : index
+  %c3 = arith.constant 3 : index
   %c128 = arith.constant 128 : index
-  %zero = arith.constant 0.0 : f32
-  scf.for %e = %c0 to %c4 step %c1 {
+  scf.for %e = %c0 to %c3 step %c1 {
     scf.parallel (%j) = (%c0) to (%c128) step (%c1) {
-      memref.store %zero, %a[%e, %j] : memref<4x128xf32>
+      %v = memref.load %a[%e, %j] : memref<4x128xf32>
+      %next = arith.addi %e, %c1 : index
+      memref.store %v, %a[%next, %j] : memref<4x128xf32>
       scf.reduce
     }
+  }
+  return
+}
+
+// -----
+
+// A sequential loop whose iterations each own a row of every buffer they
+// write (a top-k over tokens) runs as a parallel loop: one thread per row.
+// CHECK-LABEL: func.func @independent_rows
+// CHECK:         gpu.launch blocks({{.*}}) in (%{{.*}} = %{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads({{.*}}) in (%{{.*}} = %{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK:           scf.if
+// CHECK:             scf.for
+// CHECK:               memref.load %{{.*}}[%{{.*}}, %{{.*}}] : memref<?x8xf32>
+// CHECK:             memref.store %{{.*}}, %{{.*}}[%{{.*}}, %c0{{.*}}] : memref<?x2xi32>
+// CHECK-NOT:     scf.for
+func.func @independent_rows(%logits: memref<?x8xf32>, %ids: memref<?x2xi32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %zero = arith.constant 0 : i32
+  %rows = memref.dim %logits, %c0 : memref<?x8xf32>
+  scf.for %r = %c0 to %rows step %c1 {
+    %best = scf.for %e = %c0 to %c8 step %c1 iter_args(%acc = %zero) -> (i32) {
+      %v = memref.load %logits[%r, %e] : memref<?x8xf32>
+      %pos = arith.cmpf ogt, %v, %v : f32
+      %i = arith.index_cast %e : index to i32
+      %next = arith.select %pos, %i, %acc : i32
+      scf.yield %next : i32
+    }
+    memref.store %best, %ids[%r, %c0] : memref<?x2xi32>
+  }
+  return
+}
+
+// -----
+
+// A scatter (the row written comes from memory) is not independent: one
+// thread keeps the order.
+// CHECK-LABEL: func.func @scatter_counts
+// CHECK:         gpu.launch blocks({{.*}}) in (%{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads({{.*}}) in (%{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}})
+// CHECK:           scf.for
+func.func @scatter_counts(%ids: memref<?xi32>, %counts: memref<8xi32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %one = arith.constant 1 : i32
+  %n = memref.dim %ids, %c0 : memref<?xi32>
+  scf.for %s = %c0 to %n step %c1 {
+    %id = memref.load %ids[%s] : memref<?xi32>
+    %e = arith.index_cast %id : i32 to index
+    %c = memref.load %counts[%e] : memref<8xi32>
+    %c2 = arith.addi %c, %one : i32
+    memref.store %c2, %counts[%e] : memref<8xi32>
   }
   return
 }
