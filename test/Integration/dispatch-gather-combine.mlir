@@ -1,4 +1,6 @@
 // RUN: moe-opt %s --moe-lower-to-cpu | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
+// The CUDA target's tensor-level lowerings (combine by a counting sort), run on the CPU: the same numbers.
+// RUN: moe-opt %s --convert-moe-to-gpu --moe-lower-to-cpu=reference=true | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 
 // moe.gather, moe.combine, moe.token_split / moe.token_merge end to end;
 // expected values worked by hand.

@@ -115,7 +115,10 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "ModuleOp"> {
     contractions: each dispatched row finds its expert by a fixed-length
     bisection of the clamped offsets and gathers that expert's weights on
     load, so no loop over experts with sizes read from device memory is
-    left for the host. Every sum runs in the reference lowering's order:
+    left for the host. `moe.combine` becomes a counting sort of the slots by
+    token (sequential scalar work, O(S + T)) and a gather-sum per (token,
+    column) in slot order, instead of one row update per slot. Every sum
+    runs in the reference lowering's order:
     the results are the reference's bits, and a row's do not depend on the
     other rows.
   }];

@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "../MoEToLinalg/LoweringUtils.h"
+#include "GPUPatterns.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
@@ -21,13 +22,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/PatternMatch.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/Support/MathExtras.h"
-
-namespace mlir::moe {
-#define GEN_PASS_DEF_CONVERTMOETOGPU
-#include "moe/Conversion/Passes.h.inc"
-} // namespace mlir::moe
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -251,14 +246,8 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
   }
 };
 
-struct ConvertMoEToGPUPass
-    : moe::impl::ConvertMoEToGPUBase<ConvertMoEToGPUPass> {
-  void runOnOperation() override {
-    RewritePatternSet patterns(&getContext());
-    patterns.add<ExpertFFNToGPU>(&getContext());
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
-      signalPassFailure();
-  }
-};
-
 } // namespace
+
+void mlir::moe::populateExpertsToGPUPatterns(RewritePatternSet &patterns) {
+  patterns.add<ExpertFFNToGPU>(patterns.getContext());
+}

@@ -1,0 +1,157 @@
+//===- CombineToGPU.cpp - token-parallel weighted combine -----------------===//
+//
+// The reference combine scatters slot after slot into the tokens' rows: a
+// loop of one-row updates, each a launch on a GPU. Here a counting sort
+// lists every token's slots in slot order (sequential, O(S + T) scalar
+// work), then each (token, column) sums its slots in that order, all in
+// parallel: the reference's order per token, so its bits, whatever the
+// batch.
+//
+//===----------------------------------------------------------------------===//
+
+#include "../MoEToLinalg/LoweringUtils.h"
+#include "GPUPatterns.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// A loop over [0, upper) carrying `inits`; `body` returns the next values.
+SmallVector<Value>
+buildCarriedLoop(OpBuilder &b, Location loc, Value upper, ValueRange inits,
+                 function_ref<SmallVector<Value>(OpBuilder &, Value,
+                                                 ValueRange)>
+                     body) {
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  auto loop = scf::ForOp::create(
+      b, loc, zero, upper, one, inits,
+      [&](OpBuilder &nb, Location, Value i, ValueRange args) {
+        scf::YieldOp::create(nb, loc, body(nb, i, args));
+      });
+  return SmallVector<Value>(loop.getResults());
+}
+
+/// `update(values)` when `cond` holds, else `values`.
+SmallVector<Value>
+buildIfUpdate(OpBuilder &b, Location loc, Value cond, ValueRange values,
+              function_ref<SmallVector<Value>(OpBuilder &)> update) {
+  auto ifOp = scf::IfOp::create(
+      b, loc, cond,
+      [&](OpBuilder &tb, Location) { scf::YieldOp::create(tb, loc, update(tb)); },
+      [&](OpBuilder &eb, Location) { scf::YieldOp::create(eb, loc, values); });
+  return SmallVector<Value>(ifOp.getResults());
+}
+
+struct CombineToGPU : OpRewritePattern<CombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(CombineOp op,
+                                PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = b.getContext();
+    Value rows = op.getExpertRows(), tokenIds = op.getTokenIds();
+    Value slotWeights = op.getSlotWeights(), init = op.getInit();
+    Value numSlots = getDimSize(b, loc, tokenIds, 0);
+    Value numTokens = getDimSize(b, loc, init, 0);
+    Type indexType = b.getIndexType();
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    auto tokenOf = [&](OpBuilder &nb, Value slot) {
+      Value id = tensor::ExtractOp::create(nb, loc, tokenIds, slot);
+      return buildIdInRange(nb, loc, id, numTokens);
+    };
+
+    // starts[t] .. starts[t + 1]: the places of token t's slots in `order`.
+    Value tokensPlusOne = arith::AddIOp::create(b, loc, numTokens, one);
+    auto filled = [&](Value size) {
+      Value empty = tensor::EmptyOp::create(
+          b, loc, ArrayRef<OpFoldResult>{size}, indexType);
+      return linalg::FillOp::create(b, loc, ValueRange{zero},
+                                    ValueRange{empty})
+          .getResult(0);
+    };
+    Value counts = buildCarriedLoop(
+        b, loc, numSlots, {filled(numTokens)},
+        [&](OpBuilder &nb, Value slot, ValueRange args) {
+          auto [valid, token] = tokenOf(nb, slot);
+          return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {
+            Value c = tensor::ExtractOp::create(ub, loc, args[0], token);
+            c = arith::AddIOp::create(ub, loc, c, one);
+            return SmallVector<Value>{
+                tensor::InsertOp::create(ub, loc, c, args[0], token)};
+          });
+        })[0];
+    SmallVector<Value> scanned = buildCarriedLoop(
+        b, loc, numTokens, {filled(tokensPlusOne), zero},
+        [&](OpBuilder &nb, Value t, ValueRange args) {
+          Value starts = tensor::InsertOp::create(nb, loc, args[1], args[0], t);
+          Value c = tensor::ExtractOp::create(nb, loc, counts, t);
+          return SmallVector<Value>{starts,
+                                    arith::AddIOp::create(nb, loc, args[1], c)};
+        });
+    Value starts = tensor::InsertOp::create(b, loc, scanned[1], scanned[0],
+                                            numTokens);
+    Value order = buildCarriedLoop(
+        b, loc, numSlots, {filled(numSlots), starts},
+        [&](OpBuilder &nb, Value slot, ValueRange args) {
+          auto [valid, token] = tokenOf(nb, slot);
+          return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {
+            Value place = tensor::ExtractOp::create(ub, loc, args[1], token);
+            Value order = tensor::InsertOp::create(ub, loc, slot, args[0],
+                                                   place);
+            Value next = arith::AddIOp::create(ub, loc, place, one);
+            return SmallVector<Value>{
+                order, tensor::InsertOp::create(ub, loc, next, args[1], token)};
+          });
+        })[0];
+
+    // out[t, d] = init[t, d] + Σ_slots of t, in slot order, w[s]·rows[s, d].
+    // In place: each element reads its own init before writing it.
+    auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+    Value result =
+        linalg::GenericOp::create(
+            b, loc, TypeRange{init.getType()}, ValueRange{},
+            ValueRange{init}, ArrayRef<AffineMap>{identity},
+            ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                          utils::IteratorType::parallel},
+            [&](OpBuilder &nb, Location nloc, ValueRange args) {
+              Value t = linalg::IndexOp::create(nb, nloc, 0);
+              Value d = linalg::IndexOp::create(nb, nloc, 1);
+              Value lo = tensor::ExtractOp::create(nb, nloc, starts, t);
+              Value next = arith::AddIOp::create(nb, nloc, t, one);
+              Value hi = tensor::ExtractOp::create(nb, nloc, starts, next);
+              auto loop = scf::ForOp::create(
+                  nb, nloc, lo, hi, one, ValueRange{args[0]},
+                  [&](OpBuilder &lb, Location lloc, Value j, ValueRange acc) {
+                    Value slot = tensor::ExtractOp::create(lb, lloc, order, j);
+                    Value w =
+                        tensor::ExtractOp::create(lb, lloc, slotWeights, slot);
+                    Value r = tensor::ExtractOp::create(lb, lloc, rows,
+                                                        ValueRange{slot, d});
+                    Value prod = arith::MulFOp::create(lb, lloc, w, r);
+                    scf::YieldOp::create(
+                        lb, lloc,
+                        ValueRange{arith::AddFOp::create(lb, lloc, acc[0],
+                                                         prod)});
+                  });
+              linalg::YieldOp::create(nb, nloc, loop.getResults());
+            })
+            .getResult(0);
+    b.replaceOp(op, result);
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::moe::populateCombineToGPUPatterns(RewritePatternSet &patterns) {
+  patterns.add<CombineToGPU>(patterns.getContext());
+}
