@@ -449,6 +449,17 @@ class Layer:
     outputs are new arrays.  Noisy routers need an integer ``seed``; other
     layers take no seed (any seed but None is refused).  Every
     bad argument raises ValueError.
+
+    CUDA layers (:attr:`device` ``"cuda"``) take the same NumPy arguments
+    (copied to the GPU, run on the default stream, synchronised, outputs
+    copied back), and device arrays -- torch CUDA tensors,
+    ``__cuda_array_interface__`` or DLPack objects on a CUDA device -- in
+    place, without copies: they must be contiguous and of the kernel's dtype
+    (ValueError otherwise), all on one device.  Their outputs are allocated
+    with the caller's framework (``torch.empty`` on ``x``'s device, ...;
+    0-d arrays for aux losses) and the call runs on its stream (torch's
+    current stream) without waiting for the GPU.  Driver failures (no
+    driver, no device, a failing driver call) raise :class:`CUDAError`.
     """
 
     def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any],
@@ -895,7 +906,9 @@ class Layer:
         return directory
 
     def __repr__(self) -> str:
-        return f"Layer({self.name!r}, kind={self.spec['kind']!r}, library={str(self.library_path)!r})"
+        device = f", device='cuda', gpu_arch={self.gpu_arch!r}" if self.device == "cuda" else ""
+        return (f"Layer({self.name!r}, kind={self.spec['kind']!r}{device}, "
+                f"library={str(self.library_path)!r})")
 
 
 class BoundLayer:

@@ -139,7 +139,8 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _check_device(x: torch.Tensor, weights: Sequence[torch.Tensor], layer: Optional[Layer] = None) -> None:
+def _check_device(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                  layer: Optional[Layer] = None) -> None:
     """The CPU kernel's check: CPU tensors (a CUDA layer takes them too, by
     copies); CUDA tensors only reach the CUDA kernel."""
     for t in (x, *weights):
