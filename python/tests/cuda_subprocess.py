@@ -71,6 +71,59 @@ def device_weights(layer, W, wrap):
     return out
 
 
+def torch_shim(layer, W, x, seed):
+    """The torch branch of a CUDA layer's call without a GPU: CPU tensors
+    dressed as CUDA tensors (their host memory is device memory to the fake
+    driver), torch.empty/current_stream/device shimmed to match."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import torch
+
+    cuda0 = torch.device("cuda", 0)
+
+    class FakeCuda(torch.Tensor):
+        @property
+        def device(self):
+            return cuda0
+
+    def dress(t):
+        return torch.Tensor._make_subclass(FakeCuda, t)
+
+    made = []
+    real_empty = torch.empty
+
+    def empty(shape, dtype=None, device=None):
+        assert device == cuda0, device
+        made.append(dress(real_empty(shape, dtype=dtype)))
+        return made[-1]
+
+    torch.empty = empty
+    torch.cuda.current_stream = lambda device=None: SimpleNamespace(cuda_stream=0x7047C4)
+    torch.cuda.device = lambda device: contextlib.nullcontext()
+    tw = {}
+    for n, a in W.items():
+        bits = torch.from_numpy(layer._check_weight(n, a).copy())
+        dtype = layer.weight_shapes[n][1]
+        tw[n] = dress(bits.view(torch.bfloat16) if dtype == "bf16" else
+                      bits.view(torch.float16) if dtype == "f16" else bits)
+    xt = dress(torch.from_numpy(x.copy()))
+    result = layer.forward(xt, seed=seed, **tw)
+    out = {"forward": {k: [list(v.shape), str(v.dtype), type(v).__name__,
+                           any(v is m for m in made)] for k, v in result.items()}}
+    out["bound"] = list(layer.bind(**tw)(xt, seed=seed).shape)
+    try:
+        layer.forward(dress(torch.from_numpy(np.repeat(x, 2, axis=1))[:, ::2]), seed=seed, **tw)
+    except ValueError as err:
+        out["transposed"] = str(err)
+    try:
+        layer.forward(xt, seed=seed, **dict(tw, w1=dress(torch.zeros(tw["w1"].shape,
+                                                                     dtype=torch.float16))))
+    except ValueError as err:
+        out["wrong_dtype"] = str(err)
+    return out
+
+
 def main():
     path, scenario = sys.argv[1], sys.argv[2]
     tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -108,6 +161,8 @@ def main():
             result = layer.forward(dx, seed=seed, **device_weights(layer, W, wrap))
             report["forward"] = describe(result)
             report["out"] = result["out"].numpy().tolist()  # memcpy'd back: what was there
+        elif scenario == "torch_shim":
+            report.update(torch_shim(layer, W, x, seed))
         else:
             raise SystemExit(f"unknown scenario {scenario}")
     except Exception as err:  # noqa: BLE001 - reported to the test

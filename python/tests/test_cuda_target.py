@@ -236,6 +236,29 @@ def test_device_arrays_in_place(saved, tmp_path, scenario):
 
 
 @requires_fake
+def test_torch_branch_shimmed(saved, tmp_path):
+    """The torch branch without a GPU: CPU tensors dressed as CUDA tensors
+    (the fake driver's device memory is host memory) and torch's allocation,
+    stream and device calls shimmed: outputs come from torch.empty on x's
+    device, the call runs on torch's current stream, checks hold."""
+    pytest.importorskip("torch")
+    env, log = _fake_env(tmp_path)
+    r = _run(saved["aux"], "torch_shim", env=env)
+    assert "error" not in r, r
+    dtypes = {"float32": "torch.float32", "int32": "torch.int32", "float": "torch.float32",
+              "int": "torch.int32"}
+    assert r["forward"] == {k: [v[0], dtypes[v[1]], "FakeCuda", True]
+                            for k, v in _expected(AUX_SPEC, 5).items()}
+    assert r["bound"] == [5, 16]
+    assert "x must be contiguous" in r["transposed"]
+    assert "weight 'w1' (f32) on the device must be float32, got float16" in r["wrong_dtype"]
+    text = log.read_text()
+    launches = [line for line in text.splitlines() if line.startswith("fake-cuda: launch")]
+    assert launches and all("stream=0x7047c4" in line for line in launches)
+    assert "cuMemcpy" not in text and "cuStreamSynchronize" not in text  # no copy, no wait
+
+
+@requires_fake
 def test_out_of_device_memory(saved, tmp_path):
     """The layer's scratch allocation fails: MemoryError, as on the CPU (status 3)."""
     env, _ = _fake_env(tmp_path, FAKE_CUDA_FAIL="cuMemAllocAsync")
