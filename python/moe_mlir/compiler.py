@@ -92,6 +92,22 @@ def _compiler_fingerprint(compiler: Path) -> str:
     return ";".join(parts)
 
 
+def _ptxas_fingerprint() -> str:
+    """The ptxas moe-compile uses for --target=cuda ($CUDA_HOME, $CUDA_PATH,
+    /usr/local/cuda, PATH): another toolkit may assemble other SASS."""
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / "ptxas").is_file():
+            path = (Path(root) / "bin" / "ptxas").resolve()
+            break
+    else:
+        found = shutil.which("ptxas")
+        if not found:
+            return ""
+        path = Path(found).resolve()
+    st = path.stat()
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _host_fingerprint() -> str:
     """Identifies the host CPU for --mcpu=native: a cache shared between
     machines must not hand one CPU's kernel to another."""
@@ -190,6 +206,8 @@ def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_
     if mattr:
         options.append(f"--mattr={mattr}")
     identity = [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]
+    if target == "cuda":
+        identity.append(_ptxas_fingerprint())
     if mcpu == "native":
         identity.append(_host_fingerprint())
     key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:32]
