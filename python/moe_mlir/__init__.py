@@ -3,8 +3,12 @@
 * :func:`load_spec`, :func:`weight_shapes`, :func:`spec_hash` -- layer specs.
 * :mod:`moe_mlir.reference` -- independent NumPy reference of every layer kind.
 * :func:`upcycle` -- build MoE expert weights from a dense FFN.
-* :func:`compile` -- compile a spec with moe-compile; the returned
-  :class:`Layer` runs the kernel on NumPy arrays.
+* :func:`compile` -- compile a spec with moe-compile for the CPU or
+  (``target="cuda"``) NVIDIA GPUs; the returned :class:`Layer` runs the
+  kernel on NumPy arrays, and CUDA layers also on torch CUDA tensors and
+  other device arrays, in place.
+* :func:`cuda_available` -- whether a CUDA driver and device are present;
+  :class:`CUDAError` -- a CUDA layer's driver failure.
 * :func:`load` -- a layer saved by :meth:`Layer.save`, without the compiler.
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
 * :mod:`moe_mlir.torch` -- compiled layers as torch custom ops and the
@@ -15,8 +19,9 @@
 """
 
 from . import reference, rng
-from .compiler import (BoundLayer, CompileError, Layer, SpecError, compile,  # noqa: A004
-                       get_num_threads, load, set_num_threads)
+from .compiler import (BoundLayer, CompileError, CUDABuffer, CUDAError, Layer,  # noqa: A004
+                       SpecError, compile, cuda_available, get_num_threads, load,
+                       set_num_threads)
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -38,6 +43,9 @@ __all__ = [
     "BoundLayer",
     "CompileError",
     "SpecError",
+    "CUDAError",
+    "CUDABuffer",
+    "cuda_available",
     "set_num_threads",
     "get_num_threads",
     "from_hf",

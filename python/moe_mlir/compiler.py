@@ -9,6 +9,7 @@ from a second copy of the contract here.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -17,6 +18,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import weakref
@@ -25,12 +27,17 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from . import _cuda
+from ._cuda import CUDABuffer, CUDAError
 from .spec import load_spec, spec_hash, weight_shapes
 
-__all__ = ["compile", "load", "Layer", "BoundLayer", "CompileError", "SpecError", "find_compiler", "cache_dir",
-           "set_num_threads", "get_num_threads"]
+__all__ = ["compile", "load", "Layer", "BoundLayer", "CompileError", "SpecError", "CUDAError",
+           "CUDABuffer", "find_compiler", "cache_dir", "set_num_threads", "get_num_threads",
+           "cuda_available"]
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "cuda")
+GPU_ARCH_DEFAULT = "sm_90"
+_GPU_ARCH = re.compile(r"sm_[0-9]{2,3}[af]?")
 # The "abi_version" of moe-compile --emit=abi this module calls.
 _ABI_VERSION = 1
 
@@ -85,6 +92,22 @@ def _compiler_fingerprint(compiler: Path) -> str:
     return ";".join(parts)
 
 
+def _ptxas_fingerprint() -> str:
+    """The ptxas moe-compile uses for --target=cuda ($CUDA_HOME, $CUDA_PATH,
+    /usr/local/cuda, PATH): another toolkit may assemble other SASS."""
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / "ptxas").is_file():
+            path = (Path(root) / "bin" / "ptxas").resolve()
+            break
+    else:
+        found = shutil.which("ptxas")
+        if not found:
+            return ""
+        path = Path(found).resolve()
+    st = path.stat()
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _host_fingerprint() -> str:
     """Identifies the host CPU for --mcpu=native: a cache shared between
     machines must not hand one CPU's kernel to another."""
@@ -123,10 +146,15 @@ def _run(compiler: Path, args, source: Path) -> str:
 PIPELINES = ("fast", "reference")
 
 
-def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "native",
-            mattr: str = "", pipeline: str = "fast", tiles: str = "",
+def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_level: int = 3,
+            mcpu: str = "native", mattr: str = "", pipeline: str = "fast", tiles: str = "",
             cache: bool = True) -> "Layer":  # noqa: A001
-    """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``.
+    """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``:
+    ``"cpu"`` or ``"cuda"`` (NVIDIA GPUs of ``gpu_arch``, e.g. ``"sm_90"``
+    for H100/H200, ``"sm_80"`` for A100; needs ptxas of the CUDA toolkit, no
+    GPU).  A CUDA layer's kernels are embedded as a fatbin (SASS for
+    ``gpu_arch``, PTX for newer GPUs); its host code is compiled for ``mcpu``
+    like a CPU layer's.  ``pipeline`` and ``tiles`` are CPU options.
 
     ``pipeline`` is ``"fast"`` (tiled, vectorised, multithreaded kernels) or
     ``"reference"`` (the scalar reference lowering, the compiler's oracle);
@@ -141,6 +169,18 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if not isinstance(gpu_arch, str) or not _GPU_ARCH.fullmatch(gpu_arch):
+        raise ValueError(f"gpu_arch must name a CUDA architecture like 'sm_90' or 'sm_80', "
+                         f"got {gpu_arch!r}")
+    if target == "cpu" and gpu_arch != GPU_ARCH_DEFAULT:
+        raise ValueError(f"gpu_arch={gpu_arch!r} is an option of target='cuda', not 'cpu'")
+    if target == "cuda":
+        if pipeline != "fast":
+            raise ValueError(f"pipeline={pipeline!r} is an option of the CPU target: "
+                             f"target='cuda' has one pipeline")
+        if tiles:
+            raise ValueError("tiles are options of the CPU target's kernels, not of "
+                             "target='cuda'")
     if (isinstance(opt_level, bool) or not isinstance(opt_level, (int, np.integer))
             or opt_level not in (0, 1, 2, 3)):
         raise ValueError(f"opt_level must be 0..3, got {opt_level!r}")
@@ -154,13 +194,20 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
         raise ValueError(f"tiles must be a string of pipeline options, got {type(tiles).__name__}")
     normalized = load_spec(spec)
     compiler = find_compiler()
-    options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}",
-               f"--pipeline={pipeline}"]
+    if target == "cuda":
+        # --mcpu/--mattr: the host code (argument checks, launches).
+        options = [f"--target={target}", f"--gpu-arch={gpu_arch}", f"-O{opt_level}",
+                   f"--mcpu={mcpu}"]
+    else:
+        options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}",
+                   f"--pipeline={pipeline}"]
     if tiles:
         options.append(f"--tiles={tiles}")
     if mattr:
         options.append(f"--mattr={mattr}")
     identity = [spec_hash(normalized), *options, _compiler_fingerprint(compiler)]
+    if target == "cuda":
+        identity.append(_ptxas_fingerprint())
     if mcpu == "native":
         identity.append(_host_fingerprint())
     key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:32]
@@ -182,6 +229,7 @@ def compile(spec, target: str = "cpu", *, opt_level: int = 3, mcpu: str = "nativ
             (Path(tmp) / "abi.json").write_text(abi_text)
             manifest = {"format": MANIFEST_FORMAT, "spec": normalized, "library": library.name,
                         "target": target, "options": options,
+                        "gpu_arch": gpu_arch if target == "cuda" else None,
                         "host": _host_fingerprint() if mcpu == "native" else None}
             (Path(tmp) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
             # Renames are atomic: a concurrent reader sees all or nothing;
@@ -272,6 +320,57 @@ _num_threads: Optional[int] = None  # None: the runtime's default
 _MOE_ERROR_OUT_OF_MEMORY = 3
 
 _thread_libraries: "weakref.WeakSet[ctypes.CDLL]" = weakref.WeakSet()
+
+# --------------------------------------------------------------------------- #
+# CUDA
+# --------------------------------------------------------------------------- #
+
+_cuda_lock = threading.Lock()
+# The runtimes of the CUDA layer libraries loaded so far.
+_cuda_runtimes: "weakref.WeakSet[_cuda.Runtime]" = weakref.WeakSet()
+_runtime_library: Optional[_cuda.Runtime] = None
+
+
+def _runtime_shared_library() -> Optional[Path]:
+    """The runtime's own shared library (libmoe_runtime.so of a build):
+    $MOE_RUNTIME_LIBRARY, beside the moe-compile in use, or the repo's build."""
+    env = os.environ.get("MOE_RUNTIME_LIBRARY")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    candidates = []
+    try:
+        candidates.append(find_compiler().resolve().parent.parent / "lib")
+    except FileNotFoundError:
+        pass
+    repo = Path(__file__).resolve().parents[2]
+    candidates.append(Path(os.environ.get("MOE_BUILD_DIR", repo / "build")) / "lib")
+    for directory in candidates:
+        if (directory / "libmoe_runtime.so").is_file():
+            return directory / "libmoe_runtime.so"
+    return None
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA driver and at least one device are present, as the
+    runtime of CUDA layers sees them (``moe_cuda_device_count() > 0``):
+    asked through a CUDA layer library already loaded, else the runtime's
+    shared library (libmoe_runtime.so beside moe-compile, or
+    $MOE_RUNTIME_LIBRARY).  False without a driver, a device, or either
+    library.  Honours $MOE_CUDA_DRIVER as the runtime does."""
+    global _runtime_library
+    with _cuda_lock:
+        runtimes = list(_cuda_runtimes)
+        if not runtimes:
+            if _runtime_library is None:
+                path = _runtime_shared_library()
+                if path is None:
+                    return False
+                try:
+                    _runtime_library = _cuda.Runtime(ctypes.CDLL(str(path)))
+                except (OSError, AttributeError):
+                    return False
+            runtimes = [_runtime_library]
+    return runtimes[0].device_count() > 0
 
 
 def _positive_int32(text: Optional[str]) -> Optional[int]:
@@ -368,6 +467,17 @@ class Layer:
     outputs are new arrays.  Noisy routers need an integer ``seed``; other
     layers take no seed (any seed but None is refused).  Every
     bad argument raises ValueError.
+
+    CUDA layers (:attr:`device` ``"cuda"``) take the same NumPy arguments
+    (copied to the GPU, run on the default stream, synchronised, outputs
+    copied back), and device arrays -- torch CUDA tensors,
+    ``__cuda_array_interface__`` or DLPack objects on a CUDA device -- in
+    place, without copies: they must be contiguous and of the kernel's dtype
+    (ValueError otherwise), all on one device.  Their outputs are allocated
+    with the caller's framework (``torch.empty`` on ``x``'s device, ...;
+    0-d arrays for aux losses) and the call runs on its stream (torch's
+    current stream) without waiting for the GPU.  Driver failures (no
+    driver, no device, a failing driver call) raise :class:`CUDAError`.
     """
 
     def __init__(self, spec: Dict[str, Any], library: Path, abi: Dict[str, Any],
@@ -378,6 +488,15 @@ class Layer:
         self.library_path = library
         self._abi = abi
         self._lib = ctypes.CDLL(str(library))
+        #: Where the kernels run: "cpu", or "cuda" (compile(..., target="cuda")).
+        self.device = abi.get("device", "cpu")
+        if self.device not in TARGETS:
+            raise CompileError(f"{library}: unknown device {self.device!r} in its ABI")
+        self._cuda = None
+        if self.device == "cuda":
+            self._cuda = _cuda.Runtime(self._lib)
+            with _cuda_lock:
+                _cuda_runtimes.add(self._cuda)
         self._fn = self._forward_function(abi["entry_point"], len(abi["inputs"]))
         # The routing alone, where the layer has routing results: route()
         # does not run the experts.
@@ -411,13 +530,27 @@ class Layer:
         n_out = len(self._abi["outputs"]) if n_out is None else n_out
         fn.argtypes = ([ctypes.c_int64, ctypes.c_int64] + [ctypes.c_void_p] * n_in
                        + ([ctypes.c_uint64] if seed else [])
-                       + [ctypes.c_void_p] * n_out)
+                       + [ctypes.c_void_p] * n_out
+                       + ([ctypes.c_void_p] if self.device == "cuda" else []))  # CUstream
         fn.restype = ctypes.c_int32
         return fn
 
     @property
     def d_model(self) -> int:
         return self._abi["d_model"]
+
+    @property
+    def gpu_arch(self) -> Optional[str]:
+        """The CUDA architecture of a CUDA layer's kernels (``"sm_90"``, ...); None for CPU layers."""
+        if self.device != "cuda":
+            return None
+        arch = (self._manifest or {}).get("gpu_arch")
+        if arch:
+            return arch
+        for option in (self._manifest or {}).get("options", []):
+            if option.startswith("--gpu-arch="):
+                return option.split("=", 1)[1]
+        return GPU_ARCH_DEFAULT
 
     @property
     def output_names(self):
@@ -458,6 +591,8 @@ class Layer:
 
     def _check_weight(self, name: str, value) -> np.ndarray:
         shape, dtype = self.weight_shapes[name]
+        if self.device == "cuda" and not isinstance(value, np.ndarray):
+            return self._check_device_weight(name, value, shape, dtype)
         if not isinstance(value, np.ndarray):
             raise ValueError(f"weight {name!r} must be a numpy.ndarray, got {type(value).__name__}")
         if value.shape != tuple(shape):
@@ -479,6 +614,25 @@ class Layer:
         if value.dtype == np.float32:
             return _bf16_bits(np.ascontiguousarray(value))
         raise ValueError(f"weight {name!r} (bf16) must be float32 or uint16 bits, got {value.dtype}")
+
+    def _check_device_weight(self, name, value, shape, dtype) -> "_cuda.DeviceArray":
+        """A weight of a CUDA layer given as a device array: used in place,
+        so it must already have the spec's shape, element type and layout."""
+        arr = _cuda.as_device_array(value, f"weight {name!r}")
+        if arr.shape != tuple(shape):
+            raise ValueError(f"weight {name!r} must have shape {list(shape)}, got {list(arr.shape)}")
+        allowed = ("bf16", "u16") if dtype == "bf16" else (dtype,)
+        if arr.dtype not in allowed:
+            want = " or ".join(_cuda.dtype_name(d) + (" bits" if d == "u16" else "") for d in allowed)
+            raise ValueError(f"weight {name!r} ({dtype}) on the device must be {want}, got "
+                             f"{_cuda.dtype_name(arr.dtype) if arr.dtype else 'another dtype'}: "
+                             f"device arrays are used in place, never converted (convert it "
+                             f"first, or pass a NumPy array, which is converted and copied)")
+        if not arr.contiguous:
+            raise ValueError(f"weight {name!r} must be contiguous (C order) on the device: "
+                             f"device arrays are used in place, never copied "
+                             f"(.contiguous() first)")
+        return arr
 
     def _check_weights(self, weights: Mapping[str, Any], needed=None):
         """The weights ``needed`` (default: all, in spec order), checked and
@@ -532,6 +686,8 @@ class Layer:
         Other arrays are kept, not copied, where they are already in the
         kernel's layout; later changes to such an array are seen by the kernel."""
         args = self._check_weights(weights)
+        if self.device == "cuda":
+            return self._bind_cuda(args)
         if not self._packed:
             return BoundLayer(self, self._fn, args, list(self.weight_shapes))
         return BoundLayer(self, self._packed_fn, self._pack(args),
@@ -553,6 +709,27 @@ class Layer:
         by_name.update(packed)
         return [by_name[b["name"]] for b in self._packed["inputs"][1:]]
 
+    def _bind_cuda(self, args) -> "BoundLayer":
+        """NumPy weights copied to device buffers once (kept by the
+        BoundLayer, freed by its close()); device arrays kept as they are."""
+        rt = self._cuda
+        owned = []
+        try:
+            for i, (name, (_, dtype)) in enumerate(self.weight_shapes.items()):
+                a = args[i]
+                if isinstance(a, np.ndarray):
+                    buf = CUDABuffer(rt, a.shape, dtype, what=f"{self.name}: weight {name!r}")
+                    owned.append(buf)
+                    rt.to_device(buf.ptr, a, f"{self.name}: weight {name!r}")
+                    args[i] = _cuda.as_device_array(buf, name)
+            if owned:
+                rt.synchronize(f"{self.name}: bind")
+        except BaseException:
+            for buf in owned:
+                buf.free()
+            raise
+        return BoundLayer(self, self._fn, args, list(self.weight_shapes), owned=owned)
+
     def _check_status(self, entry_point: str, status: int) -> None:
         if status != 0:
             message = self._lib.moe_last_error().decode(errors="replace")
@@ -560,6 +737,8 @@ class Layer:
             # was written, and the call can be retried with fewer tokens.
             if status == _MOE_ERROR_OUT_OF_MEMORY:
                 raise MemoryError(message)
+            if status == _cuda.MOE_ERROR_CUDA:
+                raise CUDAError(message)
             raise RuntimeError(f"{entry_point} failed ({status}): {message}")
 
     def _forward(self, x, args, seed, fn=None, abi=None,
@@ -568,6 +747,9 @@ class Layer:
         layer's) on ``x`` and the checked ``args`` it takes after ``x``;
         ``max_tokens`` is ``fn``'s limit (default: ``abi``'s)."""
         abi = abi or self._abi
+        if self.device == "cuda":
+            return self._forward_cuda(x, args, seed, fn or self._fn, abi,
+                                      abi["max_tokens"] if max_tokens is None else max_tokens)
         x = self._check_x(x, abi["max_tokens"] if max_tokens is None else max_tokens)
         seed_arg = self._check_seed(seed, abi["seed"])
         tokens = x.shape[0]
@@ -580,6 +762,127 @@ class Layer:
         fn = fn or self._fn
         self._check_status(fn.__name__, fn(tokens, self.d_model, *pointers, *seed_arg,
                                             *out_pointers))
+        return {name: (value.item() if value.ndim == 0 else value)
+                for name, value in outputs.items()}
+
+    # ------------------------------------------------------------ CUDA runs
+
+    def _forward_cuda(self, x, args, seed, fn, abi, max_tokens: int) -> Dict[str, Any]:
+        """Runs the CUDA entry point ``fn``: in place on device arrays (on
+        their stream, asynchronously), or on NumPy ``x`` by copies."""
+        seed_arg = self._check_seed(seed, abi["seed"])
+        names = [b["name"] for b in abi["inputs"][1:]]
+        dx = _cuda.as_device_array(x, "x")
+        if dx is None:
+            return self._forward_cuda_host(self._check_x(x, max_tokens), args, names, seed_arg,
+                                           fn, abi)
+        self._check_device_x(dx, max_tokens)
+        device = dx.device
+        for name, a in zip(names, args):
+            if isinstance(a, np.ndarray):
+                raise ValueError(
+                    f"x is a {dx.describe()} but weight {name!r} is a NumPy array: tensors "
+                    f"on different devices (pass the weights as CUDA arrays too, or bind() "
+                    f"them once: NumPy weights are then copied to the device)")
+            if a.device is not None and device is not None and a.device != device:
+                raise ValueError(f"x is on CUDA device {device} but weight {name!r} on CUDA "
+                                 f"device {a.device}: tensors on different devices")
+            device = a.device if device is None else device
+        tokens = dx.shape[0]
+        shapes = [[tokens * b["rows_per_token"] if d < 0 else d for d in b["shape"]]
+                  for b in abi["outputs"]]
+        torch = _cuda._torch()
+        if dx.framework == "torch":
+            dev = dx.obj.device
+            stream = torch.cuda.current_stream(dev).cuda_stream
+            dtypes = {"f32": torch.float32, "i32": torch.int32}
+            outputs = [torch.empty(shape, dtype=dtypes[b["dtype"]], device=dev)
+                       for shape, b in zip(shapes, abi["outputs"])]
+            out_ptrs = [o.data_ptr() for o in outputs]
+            context = torch.cuda.device(dev)
+        elif dx.framework == "cupy":
+            cupy = sys.modules["cupy"]
+            with cupy.cuda.Device(dx.device):
+                stream = cupy.cuda.get_current_stream().ptr
+                outputs = [cupy.empty(shape, dtype=_NP_DTYPES[b["dtype"]])
+                           for shape, b in zip(shapes, abi["outputs"])]
+            out_ptrs = [o.data.ptr for o in outputs]
+            context = cupy.cuda.Device(dx.device)
+        else:
+            # The producer's stream (__cuda_array_interface__ v3), else the
+            # legacy default stream.
+            stream = dx.stream if isinstance(dx.stream, int) and dx.stream > 0 else None
+            outputs = [CUDABuffer(self._cuda, shape, b["dtype"], device=device,
+                                  what=fn.__name__) for shape, b in zip(shapes, abi["outputs"])]
+            out_ptrs = [o.ptr for o in outputs]
+            context = contextlib.nullcontext()
+        with context:
+            status = fn(tokens, self.d_model, dx.ptr, *[a.ptr for a in args], *seed_arg,
+                        *out_ptrs, stream)
+        self._check_status(fn.__name__, status)
+        return dict(zip([b["name"] for b in abi["outputs"]], outputs))
+
+    def _check_device_x(self, dx: "_cuda.DeviceArray", max_tokens: int) -> None:
+        if dx.dtype != "f32":
+            raise ValueError(f"x must be float32, got "
+                             f"{_cuda.dtype_name(dx.dtype) if dx.dtype else 'another dtype'}")
+        if len(dx.shape) != 2 or dx.shape[1] != self.d_model:
+            raise ValueError(f"x must have shape [T, {self.d_model}], got {list(dx.shape)}")
+        if dx.shape[0] < 1:
+            raise ValueError("x must hold at least one token (T >= 1)")
+        if dx.shape[0] > max_tokens:
+            raise ValueError(f"x has {dx.shape[0]} tokens; layer {self.name!r} takes at most "
+                             f"{max_tokens} per call (its buffers and 32-bit dispatch counts "
+                             f"could not be indexed past that)")
+        if not dx.contiguous:
+            raise ValueError("x must be contiguous (C order) on the device: device arrays are "
+                             "used in place, never copied (.contiguous() first)")
+
+    def _forward_cuda_host(self, x: np.ndarray, args, names, seed_arg, fn,
+                           abi) -> Dict[str, Any]:
+        """NumPy ``x``: copied to the device with the NumPy weights, run on the
+        default stream, synchronised, outputs copied back; every device
+        buffer of the call freed, also on errors."""
+        rt = self._cuda
+        what = fn.__name__
+        for name, a in zip(names, args):
+            if not isinstance(a, np.ndarray) and a.framework != "moe":
+                raise ValueError(
+                    f"x is a NumPy array but weight {name!r} is a {a.describe()}: tensors on "
+                    f"different devices (pass x on the device too, or all as NumPy arrays)")
+        tokens = x.shape[0]
+        outputs = {}
+        for buf in abi["outputs"]:
+            shape = [tokens * buf["rows_per_token"] if d < 0 else d for d in buf["shape"]]
+            outputs[buf["name"]] = np.empty(shape, dtype=_NP_DTYPES[buf["dtype"]])
+        owned = []
+        queued = False
+        try:
+            pointers = []
+            for a in [x, *args]:
+                if isinstance(a, np.ndarray):
+                    owned.append(rt.malloc(a.nbytes, what))
+                    queued = True
+                    rt.to_device(owned[-1], a, what)
+                    pointers.append(owned[-1])
+                else:
+                    pointers.append(a.ptr)
+            out_pointers = []
+            for o in outputs.values():
+                owned.append(rt.malloc(o.nbytes, what))
+                out_pointers.append(owned[-1])
+            queued = True
+            self._check_status(what, fn(tokens, self.d_model, *pointers, *seed_arg,
+                                        *out_pointers, None))
+            for o, p in zip(outputs.values(), out_pointers):
+                rt.to_host(o, p, what)
+            rt.synchronize(what)
+            queued = False
+        finally:
+            if queued:  # an error: wait for what was queued before freeing
+                rt.lib.moe_cuda_synchronize(None)
+            for p in owned:
+                rt.free(p)
         return {name: (value.item() if value.ndim == 0 else value)
                 for name, value in outputs.items()}
 
@@ -621,21 +924,57 @@ class Layer:
         return directory
 
     def __repr__(self) -> str:
-        return f"Layer({self.name!r}, kind={self.spec['kind']!r}, library={str(self.library_path)!r})"
+        device = f", device='cuda', gpu_arch={self.gpu_arch!r}" if self.device == "cuda" else ""
+        return (f"Layer({self.name!r}, kind={self.spec['kind']!r}{device}, "
+                f"library={str(self.library_path)!r})")
 
 
 class BoundLayer:
     """A compiled layer with its weights checked and converted once
     (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
 
-    def __init__(self, layer: Layer, fn, args, names, max_tokens: Optional[int] = None):
+    def __init__(self, layer: Layer, fn, args, names, max_tokens: Optional[int] = None,
+                 owned=()):
         self.layer = layer
         self._fn = fn
         self._args = args
         self._by_name = dict(zip(names, args))
         self._max_tokens = max_tokens
+        # CUDA layers: the device copies of NumPy weights, freed by close().
+        self._owned = list(owned)
+
+    def close(self) -> None:
+        """Frees the device copies of the weights bind() copied to the GPU
+        (CUDA layers; a no-op otherwise), after the work queued on the
+        default stream; calls with work still queued on other streams must
+        be synchronised first.  The BoundLayer cannot be called afterwards.
+        Also done when it is garbage-collected."""
+        owned, self._owned = self._owned, []
+        if owned:
+            self._args = None
+            self._by_name = {}
+            self.layer._cuda.lib.moe_cuda_synchronize(None)
+            for buf in owned:
+                buf.free()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __enter__(self) -> "BoundLayer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._args is None:
+            raise ValueError(f"BoundLayer of {self.layer.name!r} is closed")
 
     def forward(self, x, seed=None) -> Dict[str, Any]:
+        self._check_open()
         return self.layer._forward(x, self._args, seed, self._fn,
                                    max_tokens=self._max_tokens)
 
@@ -644,6 +983,7 @@ class BoundLayer:
 
     def route(self, x, seed=None) -> Tuple[np.ndarray, np.ndarray]:
         """As :meth:`Layer.route`: the routing alone, no expert run."""
+        self._check_open()
         layer = self.layer
         if not layer._route:
             result = self.forward(x, seed=seed)

@@ -8,7 +8,7 @@
     y = layer(hidden_states)                  # [..., D] f32/bf16/f16 -> same
     y = torch.compile(layer, fullgraph=True)(hidden_states)   # the same bits
 
-The ops, on CPU tensors::
+The ops (CPU and CUDA tensors)::
 
     moe_mlir::layer_forward(Tensor x, Tensor[] weights, int handle, int? seed) -> Tensor[]
     moe_mlir::layer_route(Tensor x, Tensor[] weights, int handle, int? seed) -> (Tensor, Tensor)
@@ -39,7 +39,14 @@ A fake (meta) kernel gives every output's shape and dtype, so the ops run
 under ``torch.compile(fullgraph=True)``, ``FakeTensorMode`` and on meta
 tensors.  No backward exists: the ops are inference-only, and autograd
 through them raises a RuntimeError saying so (run under ``torch.no_grad()``).
-CUDA tensors raise NotImplementedError until the GPU backend lands (#7).
+CUDA layers (``compile(spec, target="cuda")``, ``MoELayer(...,
+target="cuda")``): the ops have a CUDA kernel (registered for the CUDA
+dispatch key) that passes the tensors' device pointers to the layer in place
+-- no copy, no host round trip -- allocates the outputs with ``torch.empty``
+on ``x``'s device and runs on torch's current stream without synchronising.
+Every tensor must be on ``x``'s device; CPU tensors given to a CUDA layer run
+through the CPU kernel, which copies them to the GPU and back.  CUDA tensors
+given to a CPU layer raise ValueError.
 Thread-safety and the thread count are those of :mod:`moe_mlir`
 (:func:`moe_mlir.set_num_threads`).
 """
@@ -70,7 +77,8 @@ _WEIGHT_DTYPES = {
 }
 _STORAGE_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 _ACTIVATION_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-_GPU_BACKEND = "CUDA tensors need the GPU backend (#7); move them to the CPU (.cpu())"
+_GPU_BACKEND = ("CUDA tensors need a layer compiled for CUDA (target='cuda'); move them to "
+                "the CPU (.cpu()) for a CPU layer")
 _NO_BACKWARD = ("moe_mlir layers are inference-only: they have no backward. Run them under "
                 "torch.no_grad() or torch.inference_mode(), or detach their inputs")
 
@@ -131,12 +139,29 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _check_device(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> None:
+def _check_device(x: torch.Tensor, weights: Sequence[torch.Tensor],
+                  layer: Optional[Layer] = None) -> None:
+    """The CPU kernel's check: CPU tensors (a CUDA layer takes them too, by
+    copies); CUDA tensors only reach the CUDA kernel."""
     for t in (x, *weights):
         if t.device.type == "cuda":
-            raise NotImplementedError(_GPU_BACKEND)
+            raise ValueError(f"layer {layer.name!r}: {_GPU_BACKEND}" if layer is not None
+                             else _GPU_BACKEND)
         if t.device.type != "cpu":
-            raise ValueError(f"moe_mlir layers run on CPU tensors, got a {t.device.type} tensor")
+            raise ValueError(f"moe_mlir layers run on CPU or CUDA tensors, got a "
+                             f"{t.device.type} tensor")
+
+
+def _check_cuda(layer: Layer, x: torch.Tensor, weights: Sequence[torch.Tensor]) -> None:
+    """The CUDA kernel's check: a CUDA layer, every tensor on x's device."""
+    if layer.device != "cuda":
+        raise ValueError(f"layer {layer.name!r} was compiled for the CPU: {_GPU_BACKEND}")
+    names = list(layer.weight_shapes)
+    for name, t in zip(["x", *names], (x, *weights)):
+        if t.device != x.device:
+            what = "hidden_states/x" if name == "x" else f"weight {name!r}"
+            raise ValueError(f"{what} is on {t.device} but x on {x.device}: tensors on "
+                             f"different devices (move the module with .to({str(x.device)!r}))")
 
 
 def _weight_array(name: str, t: torch.Tensor, dtype: str) -> np.ndarray:
@@ -156,15 +181,27 @@ def _weight_array(name: str, t: torch.Tensor, dtype: str) -> np.ndarray:
     return t.numpy()
 
 
+def _cuda_weight(name: str, t: torch.Tensor, dtype: str) -> torch.Tensor:
+    """``t`` as the CUDA layer reads it in place: the spec's dtype (f32
+    rounded to bf16/f16 on the device, round-to-nearest-even), contiguous."""
+    if t.dtype not in _WEIGHT_DTYPES[dtype]:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in _WEIGHT_DTYPES[dtype])
+        raise ValueError(f"weight {name!r} ({dtype}) must be {allowed}, got "
+                         f"{str(t.dtype).replace('torch.', '')}")
+    return t.detach().to(_STORAGE_DTYPES[dtype]).contiguous()
+
+
 def _bound(entry: _Entry, weights: Sequence[torch.Tensor]):
     """The BoundLayer of ``entry`` for ``weights``: the cached one when they
-    are the tensors bound last, unmodified; else a new binding."""
+    are the tensors bound last, unmodified; else a new binding.  CUDA
+    tensors are bound in place (a CUDA layer reads them where they are); CPU
+    tensors of a CUDA layer are copied to the device once per binding."""
     layer = entry.layer
     names = list(layer.weight_shapes)
     if len(weights) != len(names):
         raise ValueError(f"layer {layer.name!r} takes {len(names)} weights {names}, "
                          f"got {len(weights)}")
-    key = tuple((t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), _version(t))
+    key = tuple((t.device, t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()), _version(t))
                 for t in weights)
     with entry.lock:
         if entry.key == key:
@@ -175,7 +212,8 @@ def _bound(entry: _Entry, weights: Sequence[torch.Tensor]):
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(f"weight {name!r} must have shape {list(shape)}, "
                                  f"got {list(t.shape)}")
-            arrays[name] = _weight_array(name, t, dtype)
+            arrays[name] = (_cuda_weight(name, t, dtype) if t.device.type == "cuda"
+                            else _weight_array(name, t, dtype))
         bound = layer.bind(**arrays)
         entry.key, entry.tensors, entry.bound = key, list(weights), bound
         entry.binds += 1
@@ -216,11 +254,22 @@ def layer_forward(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
                   seed: Optional[int]) -> List[torch.Tensor]:
     """Every output of the layer registered under ``handle`` on float32
     ``x [T, D]`` and ``weights`` (spec order), in the ABI's order."""
-    _check_device(x, weights)
     entry = _entry(handle)
+    _check_device(x, weights, entry.layer)
     _check_x(entry.layer, x)
     result = _bound(entry, weights).forward(x.detach().numpy(), seed=seed)
     return [_to_tensor(result[b["name"]], b["dtype"]) for b in entry.layer._abi["outputs"]]
+
+
+@layer_forward.register_kernel("cuda")
+def _layer_forward_cuda(x, weights, handle, seed):
+    # A CUDA layer on CUDA tensors: in place, on torch's current stream,
+    # asynchronous; the outputs are new tensors on x's device.
+    entry = _entry(handle)
+    _check_cuda(entry.layer, x, weights)
+    _check_x(entry.layer, x)
+    result = _bound(entry, weights).forward(x.detach().contiguous(), seed=seed)
+    return [result[b["name"]] for b in entry.layer._abi["outputs"]]
 
 
 @layer_forward.register_fake
@@ -235,11 +284,19 @@ def layer_route(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
                 seed: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(topk_ids, topk_weights)`` of the router, as :meth:`Layer.route`:
     the routing alone, no expert run (the same bits as ``layer_forward``'s)."""
-    _check_device(x, weights)
     entry = _entry(handle)
+    _check_device(x, weights, entry.layer)
     _check_x(entry.layer, x)
     ids, w = _bound(entry, weights).route(x.detach().numpy(), seed=seed)
     return torch.from_numpy(ids), torch.from_numpy(w)
+
+
+@layer_route.register_kernel("cuda")
+def _layer_route_cuda(x, weights, handle, seed):
+    entry = _entry(handle)
+    _check_cuda(entry.layer, x, weights)
+    _check_x(entry.layer, x)
+    return _bound(entry, weights).route(x.detach().contiguous(), seed=seed)
 
 
 @layer_route.register_fake
@@ -279,10 +336,10 @@ def _seed_arg(seed) -> Optional[int]:
     return seed - (1 << 64) if seed >= 1 << 63 else seed
 
 
-def _as_tensor(name: str, value) -> torch.Tensor:
+def _as_tensor(name: str, value, layer: Optional[Layer] = None) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
-        if value.device.type == "cuda":
-            raise NotImplementedError(f"weight {name!r}: {_GPU_BACKEND}")
+        if value.device.type == "cuda" and (layer is None or layer.device != "cuda"):
+            raise ValueError(f"weight {name!r}: {_GPU_BACKEND}")
         return value.detach()
     if isinstance(value, np.ndarray):
         if value.dtype not in (np.float32, np.float16, np.uint16):
@@ -311,7 +368,7 @@ def _module_weights(layer: Layer, weights: Mapping[str, Any]) -> Dict[str, torch
     for name, (shape, dtype) in layer.weight_shapes.items():
         if name not in weights:
             raise ValueError(f"missing weight {name!r} for layer {layer.name!r}")
-        t = _as_tensor(name, weights[name])
+        t = _as_tensor(name, weights[name], layer)
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"weight {name!r} must have shape {list(shape)}, got {list(t.shape)}")
         if t.dtype not in _WEIGHT_DTYPES[dtype]:
@@ -320,12 +377,15 @@ def _module_weights(layer: Layer, weights: Mapping[str, Any]) -> Dict[str, torch
                              f"{str(t.dtype).replace('torch.', '')}")
         t = t.contiguous()
         if t.dtype != _STORAGE_DTYPES[dtype]:
+            device = t.device
+            t = t.cpu()  # converted as Layer converts, then moved back
             if dtype == "bf16":  # f32 rounded to nearest even, as Layer rounds it
                 t = torch.from_numpy(_bf16_bits(t.numpy())).view(torch.bfloat16)
             elif dtype == "f16":
                 t = torch.from_numpy(t.numpy().astype(np.float16))
             else:  # bf16/f16 to f32: exact
                 t = t.float()
+            t = t.to(device)
         out[name] = t
     return out
 
@@ -354,27 +414,52 @@ class MoELayer(torch.nn.Module):
     ``hidden_states`` is converted to f32 and the output back to its dtype.
     Noisy routers need an integer ``seed``.  No backward exists
     (inference-only): autograd through the layer raises RuntimeError.
+
+    ``target="cuda"`` (or a CUDA :class:`moe_mlir.Layer`) runs the layer on
+    NVIDIA GPUs (``gpu_arch`` among the compile options, default ``"sm_90"``):
+    the buffers are CUDA tensors -- on the device of the CUDA tensors among
+    ``weights``, else the current CUDA device; where torch sees no GPU they
+    stay on the CPU until the module is moved (``.cuda()``).  CUDA
+    ``hidden_states`` on the buffers' device run in place on torch's current
+    stream, asynchronously, and give CUDA outputs; CPU ``hidden_states`` with
+    CPU buffers are copied to the GPU and back for each call.
     """
 
-    def __init__(self, spec, weights: Mapping[str, Any], *, pipeline: str = "fast",
-                 **compile_options):
+    def __init__(self, spec, weights: Mapping[str, Any], *, target: Optional[str] = None,
+                 pipeline: str = "fast", **compile_options):
         super().__init__()
         if isinstance(spec, Layer):
             if pipeline != "fast" or compile_options:
                 raise ValueError("a compiled moe_mlir.Layer takes no pipeline or compile options "
                                  "(compile the spec with them instead)")
+            if target is not None and target != spec.device:
+                raise ValueError(f"target={target!r} but the layer was compiled for "
+                                 f"{spec.device!r}")
             layer = spec
+        elif target == "cuda":
+            if pipeline != "fast":
+                raise ValueError(f"pipeline={pipeline!r} is an option of the CPU target")
+            layer = _compile(spec, "cuda", **compile_options)
         else:
-            layer = _compile(spec, pipeline=pipeline, **compile_options)
+            layer = _compile(spec, target or "cpu", pipeline=pipeline, **compile_options)
         self.layer = layer
         self.spec = layer.spec
-        for name, t in _module_weights(layer, weights).items():
+        buffers = _module_weights(layer, weights)
+        if layer.device == "cuda":
+            devices = [t.device for t in buffers.values() if t.device.type == "cuda"]
+            if devices or torch.cuda.is_available():
+                device = devices[0] if devices else torch.device("cuda", torch.cuda.current_device())
+                buffers = {name: t.to(device) for name, t in buffers.items()}
+        for name, t in buffers.items():
             self.register_buffer(name, t)
         self._weight_names = tuple(layer.weight_shapes)
         self._output_names = tuple(layer.output_names)
         self._handle = register(layer)
         weakref.finalize(self, unregister, self._handle)
-        _bound(_entry(self._handle), self._weights())  # bind (pack) once, now
+        # Bind (pack) once, now -- except a CUDA layer's CPU buffers, which
+        # would be copied to a GPU there may not be (bound on first call).
+        if layer.device == "cpu" or all(t.device.type == "cuda" for t in self._weights()):
+            _bound(_entry(self._handle), self._weights())
 
     def _weights(self) -> List[torch.Tensor]:
         return [getattr(self, name) for name in self._weight_names]
@@ -383,8 +468,8 @@ class MoELayer(torch.nn.Module):
         if not isinstance(hidden_states, torch.Tensor):
             raise ValueError(f"hidden_states must be a torch.Tensor, "
                              f"got {type(hidden_states).__name__}")
-        if hidden_states.device.type == "cuda":
-            raise NotImplementedError(_GPU_BACKEND)
+        if hidden_states.device.type == "cuda" and self.layer.device != "cuda":
+            raise ValueError(f"layer {self.layer.name!r} was compiled for the CPU: {_GPU_BACKEND}")
         if hidden_states.dtype not in _ACTIVATION_DTYPES:
             raise ValueError(f"hidden_states must be float32, bfloat16 or float16, "
                              f"got {str(hidden_states.dtype).replace('torch.', '')}")

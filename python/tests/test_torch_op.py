@@ -446,14 +446,16 @@ def test_no_backward():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_tensors_need_the_gpu_backend():
+def test_cuda_tensors_need_a_cuda_layer():
+    """A CPU layer refuses CUDA tensors (compile with target="cuda" for them)."""
     m = _module("pkm")
-    with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+    with pytest.raises(ValueError, match=r"compiled for the CPU: CUDA tensors need a layer "
+                                         r"compiled for CUDA \(target='cuda'\)"):
         m(torch.zeros(3, 16, device="cuda"))
-    with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+    with pytest.raises(ValueError, match=r"compiled for the CPU: CUDA tensors need a layer"):
         torch.ops.moe_mlir.layer_forward(torch.zeros(3, 16, device="cuda"),
                                          [w.cuda() for w in m._weights()], m._handle, None)
-    with pytest.raises(NotImplementedError, match=r"weight 'query': CUDA tensors"):
+    with pytest.raises(ValueError, match=r"weight 'query': CUDA tensors need a layer"):
         mt.MoELayer(_layer("pkm"), _weights_with("pkm", "query", torch.zeros(16, 16, device="cuda")))
 
 
@@ -466,10 +468,10 @@ def test_cuda_tensors_refused_without_a_gpu():
     m = _module("pkm")
     with FakeTensorMode():
         x = torch.empty(3, 16, device="cuda")
-        with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+        with pytest.raises(ValueError, match=r"compiled for the CPU: CUDA tensors need a layer"):
             m(x)
     cuda = SimpleNamespace(device=torch.device("cuda", 0))
-    with pytest.raises(NotImplementedError, match=r"CUDA tensors need the GPU backend \(#7\)"):
+    with pytest.raises(ValueError, match=r"CUDA tensors need a layer compiled for CUDA"):
         mt._check_device(torch.zeros(3, 16), [torch.zeros(1), cuda])
 
 
