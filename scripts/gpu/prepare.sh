@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Prepares what the one-shot GPU check carries to the GPU machine, which has
+# no LLVM/MLIR and no network (docs/gpu.md):
+#
+#   scripts/gpu/prepare.sh [--tiny] [--cases a,b] [--gpu-arch sm_90] [carry-dir]
+#
+# into <carry-dir> (default: gpu-carry/ in the repo root, git-ignored):
+#   layers/<case>/   the benchmark's layers (benchmarks/gpu_cases.py) compiled
+#                    by moe-compile --target=cuda: lib<name>.so + abi.json +
+#                    layer.json (what Layer.save writes) + spec.json
+#   tests/           the GPU pytest module's precompiled layers
+#                    (python -m moe_mlir.gpu_layers prepare), when the package
+#                    has that module
+#   python/moe_mlir  the Python package the layers were built with
+#   lib/             the runtime's shared library (libmoe_runtime.so)
+#   MANIFEST.txt     what is there, its size, the commit
+# and fails if what would travel (working tree + carry) reaches 64 MiB.
+# Weights are not carried: the benchmark makes random ones on the device.
+#
+# Needs the build (scripts/build.sh; MOE_BUILD_DIR, default build/) and ptxas
+# (/usr/local/cuda). --tiny compiles the small shapes of run_gpu.py --dry-run.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+build="${MOE_BUILD_DIR:-$root/build}"
+compiler="${MOE_COMPILE:-$build/bin/moe-compile}"
+arch=sm_90
+tiny=()
+cases=""
+carry=""
+limit=$((64 * 1024 * 1024))
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tiny) tiny=(--tiny) ;;
+    --cases) cases="$2"; shift ;;
+    --gpu-arch) arch="$2"; shift ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -*) echo "prepare.sh: unknown option $1" >&2; exit 2 ;;
+    *) carry="$1" ;;
+  esac
+  shift
+done
+carry="${carry:-$root/gpu-carry}"
+mkdir -p "$carry"
+carry="$(cd "$carry" && pwd)"
+
+if [[ ! -x "$compiler" ]]; then
+  echo "prepare.sh: no moe-compile at $compiler: build first (scripts/build.sh) or set MOE_BUILD_DIR / MOE_COMPILE" >&2
+  exit 1
+fi
+export PATH="$PATH:/usr/local/cuda/bin"
+if ! command -v ptxas >/dev/null; then
+  echo "prepare.sh: ptxas not found (CUDA toolkit, /usr/local/cuda/bin): moe-compile --target=cuda needs it" >&2
+  exit 1
+fi
+
+rm -rf "${carry:?}/layers" "${carry:?}/specs" "${carry:?}/tests" "${carry:?}/python" "${carry:?}/lib" "${carry:?}/MANIFEST.txt"
+mkdir -p "$carry/layers" "$carry/specs" "$carry/lib" "$carry/python"
+export PYTHONPATH="$root/python${PYTHONPATH:+:$PYTHONPATH}"
+
+mapfile -t all < <(python3 "$root/benchmarks/gpu_cases.py" write-specs "$carry/specs" "${tiny[@]}")
+selected=()
+for c in "${all[@]}"; do
+  if [[ -z "$cases" || ",$cases," == *",$c,"* ]]; then
+    selected+=("$c")
+  fi
+done
+if [[ ${#selected[@]} -eq 0 ]]; then
+  echo "prepare.sh: no case selected (have: ${all[*]})" >&2
+  exit 2
+fi
+
+for c in "${selected[@]}"; do
+  spec="$carry/specs/$c.json"
+  dir="$carry/layers/$c"
+  mkdir -p "$dir"
+  name="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$spec")"
+  opts=(--target=cuda "--gpu-arch=$arch")
+  t0=$SECONDS
+  "$compiler" "${opts[@]}" --emit=abi "$spec" > "$dir/abi.json"
+  "$compiler" "${opts[@]}" --emit=shared "$spec" -o "$dir/lib$name.so"
+  cp "$spec" "$dir/spec.json"
+  # layer.json as Layer.save writes it (python/moe_mlir/compiler.py).
+  python3 - "$spec" "$dir" "lib$name.so" "${opts[@]}" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+import moe_mlir
+from moe_mlir import compiler
+
+spec_file, directory, library, *options = sys.argv[1:]
+manifest = {"format": compiler.MANIFEST_FORMAT,
+            "spec": moe_mlir.load_spec(json.loads(Path(spec_file).read_text())),
+            "library": library, "target": "cuda", "options": options, "host": None}
+Path(directory, compiler.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+abi = json.loads(Path(directory, "abi.json").read_text())
+assert [layer["device"] for layer in abi["layers"]] == ["cuda"], abi["layers"]
+PY
+  echo "compiled $c ($name, $arch) in $((SECONDS - t0)) s: $(du -sh "$dir" | cut -f1)"
+done
+
+# The host side of every layer at every T of the benchmark, through the
+# build's fake driver (nothing runs): scratch sizes, grid and block limits.
+fake="$build/test/Runtime/libfake-cuda.so"
+if [[ -f "$fake" ]]; then
+  if [[ ${#tiny[@]} -gt 0 ]]; then tokens=1,16,64; else tokens=1,16,128,1024,8192; fi
+  MOE_CUDA_DRIVER="$fake" FAKE_CUDA_LOG=/dev/null \
+    python3 "$root/benchmarks/gpu_layer.py" host-check "$carry/layers" --T "$tokens"
+else
+  echo "note: no $fake: the layers' host side was not checked"
+fi
+
+# The package, without caches.
+tar -C "$root/python" --exclude=__pycache__ --exclude='*.pyc' -cf - moe_mlir | tar -C "$carry/python" -xf -
+if [[ -f "$build/lib/libmoe_runtime.so" ]]; then
+  cp "$build/lib/libmoe_runtime.so" "$carry/lib/"
+else
+  echo "prepare.sh: warning: no $build/lib/libmoe_runtime.so to carry" >&2
+fi
+
+# The GPU pytest module's layers (the CUDA Python API's own preparer).
+if [[ -f "$root/python/moe_mlir/gpu_layers.py" ]]; then
+  MOE_COMPILE="$compiler" python3 -m moe_mlir.gpu_layers prepare "$carry/tests"
+  echo "prepared the GPU test layers in $carry/tests"
+else
+  echo "note: python/moe_mlir/gpu_layers.py absent: no GPU test layers (run.sh skips that step)"
+fi
+
+commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+carry_bytes="$(du -sb "$carry" | cut -f1)"
+# What the device tool sends: tracked + untracked-not-ignored files + the carry.
+tree_bytes="$(cd "$root" && git ls-files -z -c -o --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
+  | awk '{s += $1} END {print s + 0}')"
+total=$((carry_bytes + tree_bytes))
+{
+  echo "gpu-carry prepared $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $commit, gpu-arch $arch${tiny:+ (tiny shapes)}"
+  echo "cases: ${selected[*]}"
+  echo "carry: $carry_bytes bytes; working tree: $tree_bytes bytes; together $total of $limit"
+  (cd "$carry" && find . -type f -printf '%s\t%p\n' | sort -k2)
+} > "$carry/MANIFEST.txt"
+echo "carry $carry: $((carry_bytes / 1024)) KiB; with the working tree $((total / 1024)) KiB of the 65536 KiB the device tool takes"
+if [[ $total -ge $limit ]]; then
+  echo "prepare.sh: too big for the device tool's 64 MiB" >&2
+  exit 1
+fi
