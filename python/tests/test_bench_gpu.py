@@ -68,13 +68,14 @@ def _can_compile_cuda():
                     reason=f"torch/transformers not importable: {hf_blocks.import_error()}")
 def test_dry_run(tmp_path):
     """One dry run: qwen3 with our tiny layer through the fake driver (when the
-    build is there), PEER without a compiled layer; both peers measured."""
+    build is there), mixtral whose layer fails and (simulated) breaks the CUDA
+    context, so the case is rerun without it, PEER without a compiled layer."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "python"), PYTHONUNBUFFERED="1")
     layers = None
     if _can_compile_cuda():
         carry = tmp_path / "carry"
         proc = subprocess.run([str(REPO / "scripts" / "gpu" / "prepare.sh"), "--tiny",
-                               "--cases", "qwen3", str(carry)],
+                               "--cases", "qwen3,mixtral", str(carry)],
                               capture_output=True, text=True, env=dict(env, MOE_BUILD_DIR=str(BUILD)))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "too big" not in proc.stderr
@@ -89,11 +90,11 @@ def test_dry_run(tmp_path):
         env.update(MOE_CUDA_DRIVER=str(FAKE_DRIVER), FAKE_CUDA_LOG=str(tmp_path / "fake.log"))
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "benchmarks" / "run_gpu.py"), "--dry-run",
-           "--cases", "qwen3,peer", "--T", "1,16", "--reps", "2", "--warmup", "1",
+           "--cases", "qwen3,mixtral,peer", "--T", "1,16", "--reps", "2", "--warmup", "1",
            "--cell-budget", "0.2", "--budget", "120", "--out", str(out),
            "--ours-driver", "ctypes"]
     if layers:
-        cmd += ["--layers", str(layers)]
+        cmd += ["--layers", str(layers), "--simulate-broken-context", "mixtral"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     result = json.loads((out / "gpu.json").read_text())
@@ -122,5 +123,11 @@ def test_dry_run(tmp_path):
         assert all(c["ok"] is None for c in qwen["checks"])          # fake: not judged
         log = (tmp_path / "fake.log").read_text()
         assert "cuModuleLoadData" in log and "launch" in log
+        mixtral = result["cases"]["mixtral"]
+        assert mixtral["status"] == "done" and "ours" in mixtral["first_attempt"]["context_broken"]
+        assert "rerun without it" in mixtral["notes"][0]
+        assert all(r["cols"]["ours"]["status"] == "error" for r in mixtral["rows"])
+        assert all(r["cols"]["hf_eager"]["status"] == "ok" for r in mixtral["rows"])
+        assert mixtral["checks"][0]["ok"] is False
     else:
         assert all(r["cols"]["ours"]["status"] == "n/a" for r in qwen["rows"])
