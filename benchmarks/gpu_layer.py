@@ -114,7 +114,9 @@ class _CtypesBound:
         self.args = args                       # keeps the tensors alive
         self.ptrs = [ctypes.c_void_p(t.data_ptr()) for t in args]
 
-    def forward(self, x):
+    def forward(self, x, poison: bool = False):
+        """Every output of the layer, by name.  ``poison`` fills them with NaN
+        (i32: -1) first, so that what a kernel leaves unwritten shows."""
         torch = _torch()
         L = self.layer
         if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != L.abi["d_model"]:
@@ -125,7 +127,12 @@ class _CtypesBound:
         outs = {}
         for b in L.outputs:
             shape = [T * b.get("rows_per_token", 1) if d < 0 else d for d in b["shape"]]
-            outs[b["name"]] = torch.empty(shape, dtype=_torch_dtype(b["dtype"]), device=x.device)
+            dt = _torch_dtype(b["dtype"])
+            if poison:
+                fill = -1 if dt == torch.int32 else float("nan")
+                outs[b["name"]] = torch.full(shape, fill, dtype=dt, device=x.device)
+            else:
+                outs[b["name"]] = torch.empty(shape, dtype=dt, device=x.device)
         stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
         seed = [ctypes.c_uint64(0)] if L.abi["seed"] else []
         status = L.fn(T, L.abi["d_model"], ctypes.c_void_p(x.data_ptr()), *self.ptrs, *seed,

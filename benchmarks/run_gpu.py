@@ -514,9 +514,16 @@ class Worker:
                 why = f"bind failed: {type(exc).__name__}: {exc}"
                 self.note(f"ours: {why}")
         ours_fn = (lambda x: bound(x.float())) if bound is not None else None
+        # The checks call the ctypes driver with NaN-filled outputs and read its
+        # routing too; the API driver returns the output alone.
+        if bound is not None and hasattr(bound, "forward"):
+            check_fn = lambda x: bound.forward(x.float(), poison=True)  # noqa: E731
+        else:
+            check_fn = ours_fn
         if ours_fn is not None and self.args.simulate_broken_context == case:
             def ours_fn(x):  # noqa: ARG001 - tests: a failing kernel
                 raise RuntimeError("simulated failure of our layer")
+            check_fn = ours_fn
         self.save()
 
         # ---- correctness spot checks
@@ -543,8 +550,11 @@ class Worker:
                     try:
                         t0c = time.time()
                         with torch.no_grad():
-                            o = ours_fn(x)
+                            o = check_fn(x)
                         self.sync()
+                        if isinstance(o, dict):
+                            chk["routing_agreement"] = self.agreement(o.get("topk_ids"), rids)
+                            o = o["out"]
                         chk["ours_call_s"] = time.time() - t0c
                         self.spent["ours"] = self.spent.get("ours", 0.0) + chk["ours_call_s"]
                         last["ours"] = (T, chk["ours_call_s"] * 1e3)
@@ -599,7 +609,8 @@ class Worker:
                     fn, na = None, why_compile
                 else:
                     fn, na = peers[col], None
-                row["cols"][col] = self.cell(case, col, T, fn, na, last, compiled_col=col == "hf_compile")
+                row["cols"][col] = self.cell(case, col, T, fn, na, last, x,
+                                             compiled_col=col == "hf_compile")
                 self.save()
             if self.dev.type == "cuda":
                 del x
@@ -617,13 +628,22 @@ class Worker:
         ids = [self.peer_forward(spec, W, c, self.torch.bfloat16)[1] for c in x.split(1024)]
         return self.torch.cat(ids)
 
+    def agreement(self, ids, ref_ids):
+        """Fraction of (token, head) rows whose set of chosen experts equals
+        the reference's (None when the layer returned no ids)."""
+        if ids is None or ref_ids is None or ids.numel() != ref_ids.numel():
+            return None
+        a = ids.reshape(-1, ids.shape[-1]).to(ref_ids.dtype).sort(-1).values
+        b = ref_ids.reshape(-1, ref_ids.shape[-1]).sort(-1).values
+        return (a == b).all(-1).float().mean().item()
+
     def errors(self, a, b):
         d = (a - b).abs().max().item()
         s = b.abs().max().item() or 1.0
         return dict(max_abs=d, rel=d / s, ref_max=s)
 
-    def cell(self, case, col, T, fn, na, last, compiled_col=False):
-        """One measurement with the budget rules; returns its record."""
+    def cell(self, case, col, T, fn, na, last, x, compiled_col=False):
+        """One measurement of ``fn(x)`` with the budget rules; returns its record."""
         torch = self.torch
         label = f"{case} T={T} {COLUMNS[col]}"
         if na:
@@ -649,11 +669,11 @@ class Worker:
             return dict(status="skipped", note=note, projected_s=est)
         t_cell = time.time()
         try:
-            return self._cell(case, col, T, fn, last, compiled_col, label, left)
+            return self._cell(case, col, T, fn, last, x, compiled_col, label, left)
         finally:
             self.spent[col] = self.spent.get(col, 0.0) + time.time() - t_cell
 
-    def _cell(self, case, col, T, fn, last, compiled_col, label, left):
+    def _cell(self, case, col, T, fn, last, x, compiled_col, label, left):
         torch = self.torch
         rec = {}
         try:
@@ -663,16 +683,10 @@ class Worker:
                         return dict(status="skipped", note=f"skipped: {left:.0f} s left, compile "
                                     f"needs ~{self.args.compile_reserve:.0f} s")
                     t0 = time.time()
-                    x = torch.randn(T, self.result["spec"]["d_model"], device=self.dev,
-                                    dtype=torch.bfloat16)
                     fn(x)                                 # compiles this shape
                     self.sync()
                     rec["compile_s"] = time.time() - t0
-                    fn = self._bind_x(fn, x)
-                else:
-                    x = torch.randn(T, self.result["spec"]["d_model"], device=self.dev,
-                                    dtype=torch.bfloat16)
-                    fn = self._bind_x(fn, x)
+                fn = self._bind_x(fn, x)
                 budget = min(self.args.cell_budget, max(0.5, 0.25 * self.left()))
                 rec.update(self.measure(fn, budget))
         except Exception as exc:  # noqa: BLE001
@@ -759,6 +773,10 @@ def derive(result: dict) -> None:
             flops, nbytes = work_of(c, row)
             floor = max(nbytes / (bw * 1e9), flops / (mm * 1e12)) * 1e3
             row.update(flops=flops, bytes=nbytes, floor_ms=floor)
+            for m in row["cols"].values():
+                if m.get("status") == "ok" and not (isinstance(m.get("ms"), (int, float))
+                                                    and m["ms"] > 0):
+                    m["status"], m["note"] = "error", f"no valid time ({m.get('ms')!r})"
             peers = [m["ms"] for k, m in row["cols"].items()
                      if k != "ours" and m.get("status") == "ok"]
             vllm = None if result["dry_run"] else ISSUE_VLLM.get(c.get("case"), {}).get(row["T"])
@@ -775,6 +793,14 @@ def derive(result: dict) -> None:
             ours = row["cols"].get("ours", {})
             if ours.get("status") == "ok" and peers:
                 ours["speedup_vs_best_peer"] = min(peers) / ours["ms"]
+
+
+def F(v, spec: str) -> str:
+    """``v`` formatted with ``spec``; "nan" for what JSON turned into null
+    (a NaN or inf, say from a kernel's output) or anything not a number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "nan"
+    return format(v, spec)
 
 
 def fmt_ms(m):
@@ -801,16 +827,16 @@ def markdown(result: dict) -> str:
     out.append(f"Device: {M.get('device', '?')} ({M.get('sms', '?')} SMs, {M.get('memory_gib', '?')} GiB), "
                f"torch {M.get('torch', '?')} (CUDA {M.get('cuda', '?')}), transformers "
                f"{M.get('transformers', '?')}; repo {result.get('repo_commit', '?')}; "
-               f"{result['date']}; run took {result['elapsed_s'] / 60:.1f} min of a "
-               f"{result['budget_s'] / 60:.1f} min budget.")
+               f"{result['date']}; run took {F(result['elapsed_s'] / 60, '.1f')} min of a "
+               f"{F(result['budget_s'] / 60, '.1f')} min budget.")
     if L["measured"]:
-        out.append(f"Limits measured in this run: streaming read **{L['read_bw_gbs']:.0f} GB/s** "
-                   f"({lim.get('read_bw_method')}, {lim.get('read_bw_bytes', 0) / 2**30:.1f} GiB), "
-                   f"bf16 matmul **{L['matmul_tflops']:.0f} TFLOP/s** ({lim.get('matmul_size')}³, "
+        out.append(f"Limits measured in this run: streaming read **{F(L['read_bw_gbs'], '.0f')} GB/s** "
+                   f"({lim.get('read_bw_method')}, {F(lim.get('read_bw_bytes', 0) / 2**30, '.1f')} GiB), "
+                   f"bf16 matmul **{F(L['matmul_tflops'], '.0f')} TFLOP/s** ({lim.get('matmul_size')}³, "
                    "random data, median).")
     else:
         out.append(f"Limits NOT measured in this run (the limits worker failed): the H200's "
-                   f"{L['read_bw_gbs']:.0f} GB/s and {L['matmul_tflops']:.0f} TFLOP/s of "
+                   f"{F(L['read_bw_gbs'], '.0f')} GB/s and {F(L['matmul_tflops'], '.0f')} TFLOP/s of "
                    "shared/TOOLCHAIN.md are used.")
     out.append("")
     out.append("Times in ms: CUDA events around the whole layer (routing included), median of "
@@ -836,15 +862,15 @@ def markdown(result: dict) -> str:
         out.append("|" + "---|" * len(head))
         for row in c.get("rows", []):
             o = row["cols"].get("ours", {})
-            cells = [str(row["T"]), f"{row.get('floor_ms', float('nan')):.3g}"]
+            cells = [str(row["T"]), f"{F(row.get('floor_ms', float('nan')), '.3g')}"]
             cells += [fmt_ms(row["cols"].get(k)) for k in cols]
             if c.get("kind", "moe") == "moe":
                 cells.append(f"{row['vllm_issue_ms']:g}" if row.get("vllm_issue_ms") else "—")
             if o.get("status") == "ok":
-                cells += [f"{o['gbs']:.3g} ({o['pct_bw']:.2g}%)",
-                          f"{o['tflops']:.3g} ({o['pct_mm']:.2g}%)",
-                          f"{o['floor_ratio']:.3g}×",
-                          f"{o['speedup_vs_best_peer']:.3g}×" if "speedup_vs_best_peer" in o else "—"]
+                cells += [f"{F(o['gbs'], '.3g')} ({F(o['pct_bw'], '.2g')}%)",
+                          f"{F(o['tflops'], '.3g')} ({F(o['pct_mm'], '.2g')}%)",
+                          f"{F(o['floor_ratio'], '.3g')}×",
+                          f"{F(o['speedup_vs_best_peer'], '.3g')}×" if "speedup_vs_best_peer" in o else "—"]
             else:
                 cells += ["—"] * 4
             out.append("| " + " | ".join(cells) + " |")
@@ -857,10 +883,12 @@ def markdown(result: dict) -> str:
                 if row["cols"].get("hf_compile", {}).get("compile_s") is not None]
         if comp:
             out.append("torch.compile time per shape (not timed): "
-                       + ", ".join(f"T={T}: {s:.1f} s" for T, s in comp) + ".")
+                       + ", ".join(f"T={T}: {F(s, '.1f')} s" for T, s in comp) + ".")
         for chk in c.get("checks", []):
-            parts = [f"{k} max abs {v['max_abs']:.3g} rel {v['rel']:.2e}"
+            parts = [f"{k} max abs {F(v['max_abs'], '.3g')} rel {F(v['rel'], '.2e')}"
                      for k, v in chk.items() if isinstance(v, dict)]
+            if chk.get("routing_agreement") is not None:
+                parts.append(f"routing agreement with the reference {F(chk['routing_agreement'], '.1%')}")
             verdict = {True: "ok", False: "**FAILED**", None: "not judged"}[chk.get("ok")]
             extra = chk.get("note") or chk.get("ours_error") or chk.get("error") or ""
             out.append(f"- check T={chk['T']} ({verdict}; tol ours vs ref32 {TOL_REF32:g}): "
@@ -869,7 +897,7 @@ def markdown(result: dict) -> str:
             out.append(f"- {n}")
         t = c.get("timings", {})
         if t:
-            out.append("- worker: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items())
+            out.append("- worker: " + ", ".join(f"{k} {F(v, '.1f')} s" for k, v in t.items())
                        + (f"; ours through the {c['ours_driver']} driver" if c.get("ours_driver") else ""))
         out.append("")
     notes = list(result.get("notes", []))
@@ -953,11 +981,28 @@ class Orchestrator:
                            limits=None, cases={}, jobs={}, notes=[])
 
     def write(self):
+        """gpu.json, gpu.md, gpu.png from what is there; a failure here is
+        reported in the files, never fatal to the run."""
         self.result["elapsed_s"] = time.time() - START
-        derive(self.result)
-        self.result["chart"] = chart(self.result, self.out / "gpu.png") or "gpu.png"
-        write_json(self.out / "gpu.json", self.result)
-        (self.out / "gpu.md").write_text(markdown(self.result))
+        for step in ("derive", "chart", "json", "markdown"):
+            try:
+                if step == "derive":
+                    derive(self.result)
+                elif step == "chart":
+                    self.result["chart"] = chart(self.result, self.out / "gpu.png") or "gpu.png"
+                elif step == "json":
+                    write_json(self.out / "gpu.json", self.result)
+                else:
+                    (self.out / "gpu.md").write_text(markdown(self.result))
+            except Exception as exc:  # noqa: BLE001
+                msg = f"writing the results failed in {step}: {type(exc).__name__}: {exc}"
+                log(msg)
+                traceback.print_exc()
+                if step == "chart":
+                    self.result["chart"] = msg
+                elif step == "markdown":
+                    (self.out / "gpu.md").write_text(f"# MoE-MLIR GPU benchmark\n\n{msg}\n\n"
+                                                     "See gpu.json.\n")
 
     def run_job(self, job: str, budget: float, extra=()):
         wout = self.work / f"{job}.json"

@@ -121,6 +121,9 @@ def test_dry_run(tmp_path):
         assert qwen["ours_driver"] == "ctypes" and qwen["fake_driver"]
         assert all(r["cols"]["ours"]["status"] == "ok" for r in qwen["rows"]), qwen["rows"]
         assert all(c["ok"] is None for c in qwen["checks"])          # fake: not judged
+        # outputs are NaN-filled before the check calls: nothing wrote them
+        assert all(c["ours_vs_ref32"]["rel"] is None for c in qwen["checks"])
+        assert "max abs nan" in md
         log = (tmp_path / "fake.log").read_text()
         assert "cuModuleLoadData" in log and "launch" in log
         mixtral = result["cases"]["mixtral"]

@@ -45,6 +45,7 @@ finish() {
   say "done: $(find "$OUT" -maxdepth 1 -type f -printf '%f ')"
 }
 trap finish EXIT
+trap 'say "terminated by a signal"; exit 143' TERM INT
 
 say "GPU check in $root; OUT=$OUT; carry=$carry; total budget ${total} s"
 if [[ -d "$carry/python/moe_mlir" ]]; then
