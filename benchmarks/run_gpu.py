@@ -827,7 +827,8 @@ def markdown(result: dict) -> str:
     out.append(f"Device: {M.get('device', '?')} ({M.get('sms', '?')} SMs, {M.get('memory_gib', '?')} GiB), "
                f"torch {M.get('torch', '?')} (CUDA {M.get('cuda', '?')}), transformers "
                f"{M.get('transformers', '?')}; repo {result.get('repo_commit', '?')}; "
-               f"{result['date']}; run took {F(result['elapsed_s'] / 60, '.1f')} min of a "
+               + (f"layers: {result['carry_manifest'][0]}; " if result.get("carry_manifest") else "")
+               + f"{result['date']}; run took {F(result['elapsed_s'] / 60, '.1f')} min of a "
                f"{F(result['budget_s'] / 60, '.1f')} min budget.")
     if L["measured"]:
         out.append(f"Limits measured in this run: streaming read **{F(L['read_bw_gbs'], '.0f')} GB/s** "
@@ -966,6 +967,18 @@ def repo_commit() -> str:
         return "unknown"
 
 
+def carry_manifest(layers):
+    """The first lines of the MANIFEST.txt scripts/gpu/prepare.sh wrote beside
+    ``layers`` (which commit the layers were compiled from), or None."""
+    if not layers:
+        return None
+    path = Path(layers).parent / "MANIFEST.txt"
+    try:
+        return path.read_text().splitlines()[:3]
+    except OSError:
+        return None
+
+
 class Orchestrator:
     def __init__(self, args):
         self.args = args
@@ -977,7 +990,8 @@ class Orchestrator:
         self.child = None
         self.result = dict(dry_run=args.dry_run, budget_s=args.budget, argv=sys.argv[1:],
                            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                           repo_commit=repo_commit(), layers=args.layers, machine=None,
+                           repo_commit=repo_commit(), layers=args.layers,
+                           carry_manifest=carry_manifest(args.layers), machine=None,
                            limits=None, cases={}, jobs={}, notes=[])
 
     def write(self):
@@ -1147,6 +1161,7 @@ class Orchestrator:
             data.setdefault("case", case)
             data.setdefault("title", gpu_cases.TITLES[case])
             data.setdefault("spec", gpu_cases.specs(self.args.dry_run)[case])
+            data.setdefault("kind", data["spec"]["kind"])
             data.setdefault("rows", [])
             self.result["cases"][case] = data
             self.write()
