@@ -200,9 +200,9 @@ class Worker:
         torch = self.torch
         info = dict(torch=torch.__version__, python=platform.python_version(),
                     platform=platform.platform(), dry_run=self.args.dry_run)
-        try:
-            import transformers
-            info["transformers"] = transformers.__version__
+        try:                      # the version without importing it (seconds)
+            from importlib.metadata import version
+            info["transformers"] = version("transformers")
         except Exception as exc:  # noqa: BLE001
             info["transformers"] = f"missing ({type(exc).__name__}: {exc})"
         if self.dev.type == "cuda":
@@ -252,9 +252,15 @@ class Worker:
 
     # ------------------------------------------------------------- weights
     def randn(self, shape, scale, dtype=None, gen=None):
+        """N(0, scale²) of ``shape`` on the device, drawn in slices of at most
+        2^28 elements along the first dimension (tensors of 2^32+ elements)."""
         torch = self.torch
-        t = torch.randn(*shape, device=self.dev, dtype=dtype or torch.bfloat16, generator=gen)
-        return t.mul_(scale)
+        t = torch.empty(*shape, device=self.dev, dtype=dtype or torch.bfloat16)
+        per_row = max(1, t[0].numel()) if t.dim() > 1 else 1
+        step = max(1, (1 << 28) // per_row)
+        for i in range(0, t.shape[0], step):
+            t[i:i + step].normal_(0.0, scale, generator=gen)
+        return t
 
     def moe_tensors(self, spec):
         """Random bf16 weights on the device: the transformers layout
