@@ -42,6 +42,16 @@ finish() {
   } > "$work/environment.txt" 2>&1
   cp "$runlog" "$work/" 2>/dev/null
   tar -C "$work" -czf "$OUT/logs.tar.gz" . 2>/dev/null || true
+  rm -f "$OUT"/*.tmp
+  # The device tool returns files of at most 16 MiB: keep the logs' ends.
+  for f in "$OUT/pytest.log" "$OUT/bench.log"; do
+    if [[ -f "$f" && $(stat -c %s "$f") -gt 8388608 ]]; then
+      tail -c 8388608 "$f" > "$work/tail.log" && mv "$work/tail.log" "$f"
+    fi
+  done
+  # The tool's output_tail: the results even if no file comes back.
+  [[ -f "$OUT/pytest.log" ]] && tail -n 15 "$OUT/pytest.log"
+  [[ -f "$OUT/gpu.md" ]] && cat "$OUT/gpu.md"
   say "done: $(find "$OUT" -maxdepth 1 -type f -printf '%f ')"
 }
 trap finish EXIT
