@@ -82,6 +82,8 @@ def test_dry_run(tmp_path):
         layer_dir = carry / "layers" / "qwen3"
         manifest = json.loads((layer_dir / "layer.json").read_text())
         assert manifest["format"] == 1 and manifest["target"] == "cuda"
+        assert manifest["gpu_arch"] == "sm_90"
+        assert "--mcpu=x86-64-v2" in manifest["options"]        # the GPU machine's CPU is another
         assert (layer_dir / manifest["library"]).is_file()
         assert json.loads((layer_dir / "abi.json").read_text())["layers"][0]["device"] == "cuda"
         assert (carry / "python" / "moe_mlir" / "__init__.py").is_file()

@@ -19,11 +19,14 @@
 #
 # Needs the build (scripts/build.sh; MOE_BUILD_DIR, default build/) and ptxas
 # (/usr/local/cuda). --tiny compiles the small shapes of run_gpu.py --dry-run.
+# The host code is compiled for MOE_GPU_HOST_CPU (default x86-64-v2): the GPU
+# machine has another CPU than this one.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 build="${MOE_BUILD_DIR:-$root/build}"
 compiler="${MOE_COMPILE:-$build/bin/moe-compile}"
 arch=sm_90
+mcpu="${MOE_GPU_HOST_CPU:-x86-64-v2}"
 tiny=()
 cases=""
 carry=""
@@ -75,7 +78,9 @@ for c in "${selected[@]}"; do
   dir="$carry/layers/$c"
   mkdir -p "$dir"
   name="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$spec")"
-  opts=(--target=cuda "--gpu-arch=$arch")
+  # Host code (argument checks, launches) for a baseline x86-64: the GPU
+  # machine has another CPU than this one (moe-compile defaults to this host).
+  opts=(--target=cuda "--gpu-arch=$arch" "--mcpu=$mcpu")
   t0=$SECONDS
   "$compiler" "${opts[@]}" --emit=abi "$spec" > "$dir/abi.json"
   "$compiler" "${opts[@]}" --emit=shared "$spec" -o "$dir/lib$name.so"
@@ -90,9 +95,11 @@ import moe_mlir
 from moe_mlir import compiler
 
 spec_file, directory, library, *options = sys.argv[1:]
+gpu_arch = next(o.split("=", 1)[1] for o in options if o.startswith("--gpu-arch="))
 manifest = {"format": compiler.MANIFEST_FORMAT,
             "spec": moe_mlir.load_spec(json.loads(Path(spec_file).read_text())),
-            "library": library, "target": "cuda", "options": options, "host": None}
+            "library": library, "target": "cuda", "options": options, "gpu_arch": gpu_arch,
+            "host": None}
 Path(directory, compiler.MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
 abi = json.loads(Path(directory, "abi.json").read_text())
 assert [layer["device"] for layer in abi["layers"]] == ["cuda"], abi["layers"]
