@@ -79,7 +79,6 @@ FALLBACK_LIMITS = dict(read_bw_gbs=4190.0, matmul_tflops=784.0)
 
 CHECK_T = (1, 16)
 TOL_REF32 = 1e-3     # ours vs the f32 reference: both accumulate in f32 on the same weights
-TOL_HF = 5e-2        # ours vs transformers' bf16 block: bf16 activations there
 
 
 def log(msg: str = "") -> None:
@@ -570,7 +569,8 @@ class Worker:
                             chk["note"] = "fake CUDA driver: nothing computed, errors meaningless"
                             chk["ok"] = None
                         else:
-                            chk["ok"] = (chk["ours_vs_ref32"]["rel"] <= TOL_REF32)
+                            chk["ok"] = (chk["ours_vs_ref32"]["rel"] <= self.args.check_tol)
+                            chk["tol"] = self.args.check_tol
                     except Exception as exc:  # noqa: BLE001
                         chk["ours_error"] = f"{type(exc).__name__}: {exc}"
                         chk["ok"] = False
@@ -898,7 +898,7 @@ def markdown(result: dict) -> str:
                 parts.append(f"routing agreement with the reference {F(chk['routing_agreement'], '.1%')}")
             verdict = {True: "ok", False: "**FAILED**", None: "not judged"}[chk.get("ok")]
             extra = chk.get("note") or chk.get("ours_error") or chk.get("error") or ""
-            out.append(f"- check T={chk['T']} ({verdict}; tol ours vs ref32 {TOL_REF32:g}): "
+            out.append(f"- check T={chk['T']} ({verdict}; tol ours vs ref32 {chk.get('tol', TOL_REF32):g}): "
                        + "; ".join(parts) + (f" — {extra}" if extra else ""))
         for n in c.get("notes", []):
             out.append(f"- {n}")
@@ -1095,7 +1095,7 @@ class Orchestrator:
     def passthrough(self):
         a = self.args
         p = ["--ours-driver", a.ours_driver, "--reps", str(a.reps), "--warmup", str(a.warmup),
-             "--ours-share", str(a.ours_share),
+             "--ours-share", str(a.ours_share), "--check-tol", str(a.check_tol),
              "--cell-budget", str(a.cell_budget), "--compile-reserve", str(a.compile_reserve)]
         if a.layers:
             p += ["--layers", a.layers]
@@ -1197,6 +1197,9 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=3, help="warm-up calls per measurement, at most")
     ap.add_argument("--cell-budget", type=float, default=3.0,
                     help="seconds of timed calls per measurement, at most")
+    ap.add_argument("--check-tol", type=float, default=TOL_REF32,
+                    help="max |ours - f32 reference| / max |reference| of the check (default 1e-3: "
+                         "f32 activations; a kernel rounding its hidden activations to bf16 needs ~1e-2)")
     ap.add_argument("--ours-share", type=float, default=0.5,
                     help="fraction of a case's budget our (slow, SIMT) layer may spend, default 0.5")
     ap.add_argument("--compile-reserve", type=float, default=20.0,
