@@ -105,6 +105,13 @@ def clean(o):
 # Worker side (imports torch)
 # =========================================================================== #
 
+def torch_stack_rows(a, b):
+    """[E, F, D] and [E, F, D] -> [E, 2F, D] with rows a0, b0, a1, b1, ..."""
+    import torch
+    E, F, D = a.shape
+    return torch.stack([a, b], dim=2).reshape(E, 2 * F, D)
+
+
 class Worker:
     """One case (or the limits) in this process; results go to ``self.out``
     (rewritten after every measurement, so a killed worker leaves them)."""
@@ -303,13 +310,16 @@ class Worker:
         torch = self.torch
         import hf_blocks
         blocks = []
+        layout = None
         for impl in ("eager", "grouped_mm"):
             cls, cfg = hf_blocks.hf_config(gpu_cases.HF_CASE[case], spec)
             cfg._experts_implementation = impl
             with torch.device("meta"):
                 block = cls(cfg)
-            hf_blocks._set_tensor(block, "experts.gate_up_proj", hf["gate_up"])
-            hf_blocks._set_tensor(block, "experts.down_proj", hf["down"])
+            if layout is None:
+                layout = self.expert_layout(block.experts, hf)
+            hf_blocks._set_tensor(block, "experts.gate_up_proj", layout[0])
+            hf_blocks._set_tensor(block, "experts.down_proj", layout[1])
             # DeepSeek-V3's router keeps an f32 weight (it computes in f32).
             gdt = block.gate.weight.dtype if case == "deepseek_v3" else torch.bfloat16
             hf_blocks._set_tensor(block, "gate.weight", hf["gate"].to(gdt))
@@ -330,6 +340,26 @@ class Worker:
             block.eval()
             blocks.append((block, cfg))
         return blocks
+
+    def expert_layout(self, experts, hf):
+        """(gate_up_proj, down_proj) in the layout of this transformers
+        version's experts module (python/moe_mlir/hf.py _fused_experts read
+        backwards): [E, 2F, D] gate rows first, or interleaved
+        (``is_concatenated=False``), or transposed (``is_transposed``)."""
+        gu, dn = hf["gate_up"], hf["down"]
+        E, F2, D = gu.shape
+        if not getattr(experts, "is_concatenated", True):
+            gu = torch_stack_rows(gu[:, :F2 // 2], gu[:, F2 // 2:])
+            self.note("transformers experts: interleaved gate/up rows")
+        if getattr(experts, "is_transposed", False):
+            gu, dn = gu.transpose(1, 2).contiguous(), dn.transpose(1, 2).contiguous()
+            self.note("transformers experts: transposed weights (a copy)")
+        for name, t in (("gate_up_proj", gu), ("down_proj", dn)):
+            want = tuple(getattr(experts, name).shape)
+            if tuple(t.shape) != want:
+                raise RuntimeError(f"transformers' experts.{name} is {list(want)}, the weights "
+                                   f"made are {list(t.shape)}: an unknown layout")
+        return gu, dn
 
     # ------------------------------------------------------ references (f32)
     def route32(self, spec, x32, W):
