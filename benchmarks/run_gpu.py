@@ -500,19 +500,28 @@ class Worker:
                           "rerun scripts/gpu/prepare.sh"), None
         if why:
             self.note(f"ours: n/a ({why})")
+        peer_why = None           # why the peers are missing (their block failed)
         if kind == "moe":
             hf, W = self.moe_tensors(spec)
-            (eager, _), (gmm, gcfg) = self.hf_blocks(case, spec, hf)
             D = spec["d_model"]
+            try:
+                (eager, _), (gmm, gcfg) = self.hf_blocks(case, spec, hf)
+            except Exception as exc:  # noqa: BLE001 - ours and the reference still run
+                peer_why = f"transformers block failed: {type(exc).__name__}: {exc}"[:300]
+                self.note(peer_why)
+                if self.args.verbose:
+                    traceback.print_exc()
 
             def run_hf(block):
                 def f(x):
                     y = block(x.view(1, -1, D))
                     return (y[0] if isinstance(y, tuple) else y).reshape(-1, D)
                 return f
-            peers = {"hf_eager": run_hf(eager), "hf_grouped_mm": run_hf(gmm)}
+            peers = {} if peer_why else {"hf_eager": run_hf(eager), "hf_grouped_mm": run_hf(gmm)}
             compiled = None
-            if self.args.no_compile:
+            if peer_why:
+                why_compile = peer_why
+            elif self.args.no_compile:
                 why_compile = "--no-compile"
             else:
                 why_compile = None
@@ -579,8 +588,9 @@ class Worker:
             try:
                 with torch.no_grad():
                     r32, rids = ref(x.float())
-                    p = peers[check_peer](x).float()
-                chk["peer_vs_ref32"] = self.errors(p, r32)
+                    p = peers[check_peer](x).float() if check_peer in peers else None
+                if p is not None:
+                    chk["peer_vs_ref32"] = self.errors(p, r32)
                 if ours_fn is not None:
                     try:
                         t0c = time.time()
@@ -594,7 +604,8 @@ class Worker:
                         self.spent["ours"] = self.spent.get("ours", 0.0) + chk["ours_call_s"]
                         last["ours"] = (T, chk["ours_call_s"] * 1e3)
                         chk["ours_vs_ref32"] = self.errors(o.float(), r32)
-                        chk["ours_vs_" + check_peer] = self.errors(o.float(), p)
+                        if p is not None:
+                            chk["ours_vs_" + check_peer] = self.errors(o.float(), p)
                         if self.result["fake_driver"]:
                             chk["note"] = "fake CUDA driver: nothing computed, errors meaningless"
                             chk["ok"] = None
@@ -643,6 +654,8 @@ class Worker:
                     fn, na = ours_fn, (None if ours_fn is not None else why)
                 elif col == "hf_compile" and why_compile:
                     fn, na = None, why_compile
+                elif col not in peers:
+                    fn, na = None, peer_why or "unavailable"
                 else:
                     fn, na = peers[col], None
                 row["cols"][col] = self.cell(case, col, T, fn, na, last, x,
@@ -683,7 +696,7 @@ class Worker:
         torch = self.torch
         label = f"{case} T={T} {COLUMNS[col]}"
         if na:
-            status = "error" if na.startswith(("failed", "bind failed", "loading")) else "n/a"
+            status = "error" if na.startswith(("failed", "bind failed", "loading", "transformers block failed")) else "n/a"
             log(f"{label}: {status} ({na})")
             return dict(status=status, note=na)
         left = self.left()
@@ -912,10 +925,13 @@ def markdown(result: dict) -> str:
                 cells += ["—"] * 4
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+        errors = {}                 # (column, message) -> [T]
         for row in c.get("rows", []):
             for k, m in row["cols"].items():
                 if m.get("status") == "error":
-                    out.append(f"- error: T={row['T']} {COLUMNS.get(k, k)}: {m.get('note', '')}")
+                    errors.setdefault((k, m.get("note", "")), []).append(row["T"])
+        for (k, note), Ts in errors.items():
+            out.append(f"- error: {COLUMNS.get(k, k)} at T = {', '.join(map(str, Ts))}: {note}")
         comp = [(row["T"], row["cols"]["hf_compile"]["compile_s"]) for row in c.get("rows", [])
                 if row["cols"].get("hf_compile", {}).get("compile_s") is not None]
         if comp:
