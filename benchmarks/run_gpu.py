@@ -953,6 +953,7 @@ def markdown(result: dict) -> str:
             out.append("- worker: " + ", ".join(f"{k} {F(v, '.1f')} s" for k, v in t.items())
                        + (f"; ours through the {c['ours_driver']} driver" if c.get("ours_driver") else ""))
         out.append("")
+    out += targets(result)
     notes = list(result.get("notes", []))
     if result.get("chart") and result["chart"] != "gpu.png":
         notes.append(result["chart"])
@@ -962,6 +963,50 @@ def markdown(result: dict) -> str:
         out += [f"- {n}" for n in notes]
         out.append("")
     return "\n".join(out)
+
+
+# Issue #7's targets: the rate at T <= 16 (of the bandwidth) and at T = 8192
+# (of the matmul rate), per case.
+TARGET_MM = {"mixtral": 80.0, "qwen3": 60.0, "deepseek_v3": 60.0}
+TARGET_BW = 80.0
+
+
+def targets(result: dict) -> list:
+    """The issue's targets, one line per (case, T) where ours was measured."""
+    lines = []
+    for name, c in result["cases"].items():
+        if c.get("kind", "moe") != "moe":
+            continue
+        for row in c.get("rows", []):
+            o, cols, T = row["cols"].get("ours", {}), row["cols"], row["T"]
+            if o.get("status") != "ok":
+                continue
+            verdicts = []
+            if T <= 16:
+                verdicts.append(f"{F(o['pct_bw'], '.2g')}% of the bandwidth "
+                                f"({'ok' if o['pct_bw'] >= TARGET_BW else 'MISS'}, target {TARGET_BW:g}%)")
+            if T == 8192 and name in TARGET_MM:
+                verdicts.append(f"{F(o['pct_mm'], '.2g')}% of the matmul rate "
+                                f"({'ok' if o['pct_mm'] >= TARGET_MM[name] else 'MISS'}, target "
+                                f"{TARGET_MM[name]:g}%)")
+            fast = [v for v in (row.get("vllm_issue_ms"),
+                                cols.get("hf_compile", {}).get("ms")
+                                if cols.get("hf_compile", {}).get("status") == "ok" else None) if v]
+            if fast:
+                need = min(fast) / (3.0 if (name == "qwen3" and T == 1) else 1.0)
+                verdicts.append(f"vs the faster of vLLM (issue) and torch.compile "
+                                f"{F(min(fast), '.3g')} ms: {F(min(fast) / o['ms'], '.3g')}× "
+                                f"({'ok' if o['ms'] <= need else 'MISS'}"
+                                f"{', target 3×' if need < min(fast) else ''})")
+            slow = [cols[k]["ms"] for k in ("hf_eager", "hf_grouped_mm")
+                    if cols.get(k, {}).get("status") == "ok"]
+            if slow:
+                verdicts.append(f"vs transformers eager/grouped_mm: "
+                                f"{'ok' if o['ms'] < min(slow) else 'MISS'}")
+            lines.append(f"- {name} T={T}: " + "; ".join(verdicts))
+    if not lines:
+        return []
+    return ["## Issue #7's targets (where ours was measured)", ""] + lines + [""]
 
 
 def chart(result: dict, path: Path):
