@@ -139,3 +139,37 @@ def test_dry_run(tmp_path):
         assert mixtral["checks"][0]["ok"] is False
     else:
         assert all(r["cols"]["ours"]["status"] == "n/a" for r in qwen["rows"])
+
+
+def test_report_from_synthetic_results(tmp_path):
+    """derive/markdown/targets on made-up numbers, nulls (NaN in a worker's
+    JSON) included: no torch, no GPU."""
+    import run_gpu
+    spec = dict(gpu_cases.specs()["qwen3"], shared_experts=None)
+    spec["router"] = dict(spec["router"], selection_bias=False)
+    ok = lambda ms: dict(status="ok", ms=ms)  # noqa: E731
+    result = dict(dry_run=False, budget_s=300, elapsed_s=120, date="d", notes=[], limits=None,
+                  cases={"qwen3": dict(
+                      case="qwen3", kind="moe", status="done", spec=spec, title="Qwen3",
+                      checks=[dict(T=1, ok=False, ours_vs_ref32=dict(max_abs=None, rel=None,
+                                                                     ref_max=1.0))],
+                      rows=[dict(T=1, distinct=8, assignments=8,
+                                 cols=dict(ours=ok(0.05), hf_eager=ok(3.5), hf_grouped_mm=ok(1.0),
+                                           hf_compile=dict(ok(0.3), compile_s=3.0))),
+                            dict(T=8192, distinct=128, assignments=8 * 8192,
+                                 cols=dict(ours=ok(1.0), hf_eager=dict(status="skipped",
+                                                                       note="skipped: projected 9 s"),
+                                           hf_grouped_mm=dict(status="error", note="boom"),
+                                           hf_compile=dict(status="ok", ms=None)))])})
+    run_gpu.derive(result)
+    assert not result["limits_used"]["measured"]          # the TOOLCHAIN.md numbers instead
+    r1, r8 = result["cases"]["qwen3"]["rows"]
+    # the issue's floor for Qwen3 at T=1 is 0.018 ms (4190 GB/s, 8 experts)
+    assert abs(r1["floor_ms"] - 0.018) < 0.002
+    assert r1["cols"]["ours"]["speedup_vs_best_peer"] == pytest.approx(0.3 / 0.05)
+    assert r8["cols"]["hf_compile"]["status"] == "error"   # an ok without a time
+    md = run_gpu.markdown(result)
+    assert "NOT measured" in md and "skipped: projected 9 s" in md
+    assert "max abs nan" in md and "**FAILED**" in md
+    assert "error: transformers grouped_mm at T = 8192: boom" in md
+    assert "qwen3 T=1: " in md and "target 3×" in md and "of the matmul rate" in md
