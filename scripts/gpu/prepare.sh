@@ -2,7 +2,7 @@
 # Prepares what the one-shot GPU check carries to the GPU machine, which has
 # no LLVM/MLIR and no network (docs/gpu.md):
 #
-#   scripts/gpu/prepare.sh [--tiny] [--cases a,b] [--gpu-arch sm_90] [carry-dir]
+#   scripts/gpu/prepare.sh [--tiny] [--cases a,b] [--gpu-arch sm_90] [--no-tests] [carry-dir]
 #
 # into <carry-dir> (default: gpu-carry/ in the repo root, git-ignored):
 #   layers/<case>/   the benchmark's layers (benchmarks/gpu_cases.py) compiled
@@ -10,7 +10,7 @@
 #                    layer.json (what Layer.save writes) + spec.json
 #   tests/           the GPU pytest module's precompiled layers
 #                    (python -m moe_mlir.gpu_layers prepare), when the package
-#                    has that module
+#                    has that module (not with --no-tests)
 #   python/moe_mlir  the Python package the layers were built with
 #   lib/             the runtime's shared library (libmoe_runtime.so)
 #   MANIFEST.txt     what is there, its size, the commit
@@ -30,6 +30,7 @@ mcpu="${MOE_GPU_HOST_CPU:-x86-64-v2}"
 tiny=()
 cases=""
 carry=""
+no_tests=0
 limit=$((64 * 1024 * 1024))
 
 while [[ $# -gt 0 ]]; do
@@ -37,7 +38,8 @@ while [[ $# -gt 0 ]]; do
     --tiny) tiny=(--tiny) ;;
     --cases) cases="$2"; shift ;;
     --gpu-arch) arch="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-tests) no_tests=1 ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "prepare.sh: unknown option $1" >&2; exit 2 ;;
     *) carry="$1" ;;
   esac
@@ -127,7 +129,9 @@ else
 fi
 
 # The GPU pytest module's layers (the CUDA Python API's own preparer).
-if [[ -f "$root/python/moe_mlir/gpu_layers.py" ]]; then
+if [[ $no_tests -eq 1 ]]; then
+  echo "note: --no-tests: no GPU test layers"
+elif [[ -f "$root/python/moe_mlir/gpu_layers.py" ]]; then
   MOE_COMPILE="$compiler" python3 -m moe_mlir.gpu_layers prepare "$carry/tests"
   echo "prepared the GPU test layers in $carry/tests"
 else
@@ -137,8 +141,13 @@ fi
 commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 carry_bytes="$(du -sb "$carry" | cut -f1)"
 # What the device tool sends: tracked + untracked-not-ignored files + the carry.
-tree_bytes="$(cd "$root" && git ls-files -z -c -o --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
-  | awk '{s += $1} END {print s + 0}')"
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  tree_bytes="$(cd "$root" && git ls-files -z -c -o --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
+    | awk '{s += $1} END {print s + 0}')"
+else  # not a git checkout: everything but the build folders and the carry
+  tree_bytes="$(cd "$root" && find . \( -path './build*' -o -path ./gpu-carry -o -path "./${carry#"$root"/}" \) \
+    -prune -o -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')"
+fi
 total=$((carry_bytes + tree_bytes))
 {
   echo "gpu-carry prepared $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $commit, gpu-arch $arch${tiny:+ (tiny shapes)}"
