@@ -31,6 +31,7 @@ tiny=()
 cases=""
 carry=""
 no_tests=0
+failed=()
 limit=$((64 * 1024 * 1024))
 
 while [[ $# -gt 0 ]]; do
@@ -84,8 +85,13 @@ for c in "${selected[@]}"; do
   # machine has another CPU than this one (moe-compile defaults to this host).
   opts=(--target=cuda "--gpu-arch=$arch" "--mcpu=$mcpu")
   t0=$SECONDS
-  "$compiler" "${opts[@]}" --emit=abi "$spec" > "$dir/abi.json"
-  "$compiler" "${opts[@]}" --emit=shared "$spec" -o "$dir/lib$name.so"
+  if ! "$compiler" "${opts[@]}" --emit=abi "$spec" > "$dir/abi.json" ||
+     ! "$compiler" "${opts[@]}" --emit=shared "$spec" -o "$dir/lib$name.so"; then
+    echo "prepare.sh: compiling $c FAILED (the benchmark reads n/a for it)" >&2
+    rm -rf "$dir"
+    failed+=("$c")
+    continue
+  fi
   cp "$spec" "$dir/spec.json"
   # layer.json as Layer.save writes it (python/moe_mlir/compiler.py).
   python3 - "$spec" "$dir" "lib$name.so" "${opts[@]}" <<'PY'
@@ -114,8 +120,11 @@ done
 fake="$build/test/Runtime/libfake-cuda.so"
 if [[ -f "$fake" ]]; then
   if [[ ${#tiny[@]} -gt 0 ]]; then tokens=1,16,64; else tokens=1,16,128,1024,8192; fi
-  MOE_CUDA_DRIVER="$fake" FAKE_CUDA_LOG=/dev/null \
-    python3 "$root/benchmarks/gpu_layer.py" host-check "$carry/layers" --T "$tokens"
+  if ! MOE_CUDA_DRIVER="$fake" FAKE_CUDA_LOG=/dev/null \
+      python3 "$root/benchmarks/gpu_layer.py" host-check "$carry/layers" --T "$tokens"; then
+    echo "prepare.sh: a layer's host side refused a T (above): those cells will read error" >&2
+    failed+=("host-check")
+  fi
 else
   echo "note: no $fake: the layers' host side was not checked"
 fi
@@ -132,8 +141,13 @@ fi
 if [[ $no_tests -eq 1 ]]; then
   echo "note: --no-tests: no GPU test layers"
 elif [[ -f "$root/python/moe_mlir/gpu_layers.py" ]]; then
-  MOE_COMPILE="$compiler" python3 -m moe_mlir.gpu_layers prepare "$carry/tests"
-  echo "prepared the GPU test layers in $carry/tests"
+  if MOE_COMPILE="$compiler" python3 -m moe_mlir.gpu_layers prepare "$carry/tests"; then
+    echo "prepared the GPU test layers in $carry/tests"
+  else
+    echo "prepare.sh: preparing the GPU test layers FAILED (run.sh skips pytest)" >&2
+    rm -rf "${carry:?}/tests"
+    failed+=("gpu-test-layers")
+  fi
 else
   echo "note: python/moe_mlir/gpu_layers.py absent: no GPU test layers (run.sh skips that step)"
 fi
@@ -151,7 +165,7 @@ fi
 total=$((carry_bytes + tree_bytes))
 {
   echo "gpu-carry prepared $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $commit, gpu-arch $arch${tiny:+ (tiny shapes)}"
-  echo "cases: ${selected[*]}"
+  echo "cases: ${selected[*]}${failed[*]:+; FAILED: ${failed[*]}}"
   echo "carry: $carry_bytes bytes; working tree: $tree_bytes bytes; together $total of $limit"
   (cd "$carry" && find . -type f -printf '%s\t%p\n' | sort -k2)
 } > "$carry/MANIFEST.txt"
@@ -159,4 +173,8 @@ echo "carry $carry: $((carry_bytes / 1024)) KiB; with the working tree $((total 
 if [[ $total -ge $limit ]]; then
   echo "prepare.sh: too big for the device tool's 64 MiB" >&2
   exit 1
+fi
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "prepare.sh: prepared, but these FAILED: ${failed[*]} (the rest is usable)" >&2
+  exit 3
 fi
