@@ -1085,6 +1085,7 @@ class Orchestrator:
         self.work.mkdir(parents=True, exist_ok=True)
         self.deadline = START + args.budget
         self.child = None
+        self.current = None          # (job, its worker JSON) while one runs
         self.result = dict(dry_run=args.dry_run, budget_s=args.budget, argv=sys.argv[1:],
                            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            repo_commit=repo_commit(), layers=args.layers,
@@ -1124,6 +1125,7 @@ class Orchestrator:
                "--worker-out", str(wout), "--deadline", str(time.time() + budget)]
         cmd += self.passthrough() + list(extra)
         log(f"job {job}: budget {budget:.0f} s")
+        self.current = (job, wout)
         t0 = time.time()
         status = None
         with open(wlog, "w") as lf:
@@ -1210,6 +1212,17 @@ class Orchestrator:
         def on_term(signum, frame):  # noqa: ARG001
             self.kill_child()
             self.result["notes"].append(f"interrupted by signal {signum}: partial results")
+            job, wout = self.current or (None, None)
+            if job and job != "limits" and wout and wout.exists():
+                try:           # what the interrupted case measured so far
+                    data = json.loads(wout.read_text())
+                    data["status"] = f"interrupted by signal {signum}"
+                    data.setdefault("spec", gpu_cases.specs(self.args.dry_run)[job])
+                    data.setdefault("kind", data["spec"]["kind"])
+                    data.setdefault("rows", [])
+                    self.result["cases"].setdefault(job, data)
+                except (OSError, ValueError, KeyError):
+                    pass
             self.write()
             os._exit(4)
         signal.signal(signal.SIGTERM, on_term)
