@@ -558,12 +558,17 @@ class Worker:
                 why = f"bind failed: {type(exc).__name__}: {exc}"
                 self.note(f"ours: {why}")
         ours_fn = (lambda x: bound(x.float())) if bound is not None else None
-        # The checks call the ctypes driver with NaN-filled outputs and read its
-        # routing too; the API driver returns the output alone.
-        if bound is not None and hasattr(bound, "forward"):
-            check_fn = lambda x: bound.forward(x.float(), poison=True)  # noqa: E731
-        else:
-            check_fn = ours_fn
+        # The checks call the layer through ctypes whatever times it: NaN-filled
+        # outputs, and its routing too (the API returns the output alone).
+        check_fn = ours_fn
+        if bound is not None:
+            try:
+                import gpu_layer
+                cbound = bound if hasattr(bound, "forward") else \
+                    gpu_layer.CtypesLayer(layer.directory).bind(W)
+                check_fn = lambda x: cbound.forward(x.float(), poison=True)  # noqa: E731
+            except Exception as exc:  # noqa: BLE001
+                self.note(f"checks through the timing driver ({type(exc).__name__}: {exc})")
         if ours_fn is not None and self.args.simulate_broken_context == case:
             def ours_fn(x):  # noqa: ARG001 - tests: a failing kernel
                 raise RuntimeError("simulated failure of our layer")
