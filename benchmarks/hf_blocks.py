@@ -76,15 +76,9 @@ def _set_tensor(module, path: str, value, buffer=False):
         setattr(module, leaf, torch.nn.Parameter(value, requires_grad=False))
 
 
-def build_hf_block(case: str, spec: dict, W: dict):
-    """The transformers block for the case, built on the meta device and given
-    the SAME weights (no random init of GBs).  Expert weights: gate_up_proj
-    [E, 2F, D] = [w1; w3] per expert (gate rows first: `gate, up =
-    linear(x, gate_up_proj[e]).chunk(2)`), down_proj [E, D, F] = w2 (shared
-    with NumPy via torch.from_numpy); router gate.weight [E, D].  Returns
-    (block, config); the config's `_experts_implementation` is "eager"."""
-    import numpy as np
-    import torch
+def hf_config(case: str, spec: dict):
+    """(block class, config) of transformers' block for the case (see
+    hf_case), its config's ``_experts_implementation`` left unset."""
     import transformers
     from transformers import (DeepseekV3Config, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig)
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
@@ -121,6 +115,21 @@ def build_hf_block(case: str, spec: dict, W: dict):
         cls = DeepseekV3MoE
     else:
         raise KeyError(case)
+    return cls, cfg
+
+
+def build_hf_block(case: str, spec: dict, W: dict):
+    """The transformers block for the case, built on the meta device and given
+    the SAME weights (no random init of GBs).  Expert weights: gate_up_proj
+    [E, 2F, D] = [w1; w3] per expert (gate rows first: `gate, up =
+    linear(x, gate_up_proj[e]).chunk(2)`), down_proj [E, D, F] = w2 (shared
+    with NumPy via torch.from_numpy); router gate.weight [E, D].  Returns
+    (block, config); the config's `_experts_implementation` is "eager"."""
+    import numpy as np
+    import torch
+
+    cls, cfg = hf_config(case, spec)
+    D, E, F = spec["d_model"], spec["experts"], spec["expert_hidden"]
     cfg._experts_implementation = "eager"
     with torch.device("meta"):
         block = cls(cfg)
