@@ -23,33 +23,6 @@ using namespace mlir::moe;
 
 namespace {
 
-/// A loop over [0, upper) carrying `inits`; `body` returns the next values.
-SmallVector<Value>
-buildCarriedLoop(OpBuilder &b, Location loc, Value upper, ValueRange inits,
-                 function_ref<SmallVector<Value>(OpBuilder &, Value,
-                                                 ValueRange)>
-                     body) {
-  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-  Value one = arith::ConstantIndexOp::create(b, loc, 1);
-  auto loop = scf::ForOp::create(
-      b, loc, zero, upper, one, inits,
-      [&](OpBuilder &nb, Location, Value i, ValueRange args) {
-        scf::YieldOp::create(nb, loc, body(nb, i, args));
-      });
-  return SmallVector<Value>(loop.getResults());
-}
-
-/// `update(values)` when `cond` holds, else `values`.
-SmallVector<Value>
-buildIfUpdate(OpBuilder &b, Location loc, Value cond, ValueRange values,
-              function_ref<SmallVector<Value>(OpBuilder &)> update) {
-  auto ifOp = scf::IfOp::create(
-      b, loc, cond,
-      [&](OpBuilder &tb, Location) { scf::YieldOp::create(tb, loc, update(tb)); },
-      [&](OpBuilder &eb, Location) { scf::YieldOp::create(eb, loc, values); });
-  return SmallVector<Value>(ifOp.getResults());
-}
-
 struct CombineToGPU : OpRewritePattern<CombineOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -78,8 +51,8 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
                                     ValueRange{empty})
           .getResult(0);
     };
-    Value counts = buildCarriedLoop(
-        b, loc, numSlots, {filled(numTokens)},
+    Value counts = buildLoop(
+        b, loc, zero, numSlots, {filled(numTokens)},
         [&](OpBuilder &nb, Value slot, ValueRange args) {
           auto [valid, token] = tokenOf(nb, slot);
           return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {
@@ -89,8 +62,8 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
                 tensor::InsertOp::create(ub, loc, c, args[0], token)};
           });
         })[0];
-    SmallVector<Value> scanned = buildCarriedLoop(
-        b, loc, numTokens, {filled(tokensPlusOne), zero},
+    SmallVector<Value> scanned = buildLoop(
+        b, loc, zero, numTokens, {filled(tokensPlusOne), zero},
         [&](OpBuilder &nb, Value t, ValueRange args) {
           Value starts = tensor::InsertOp::create(nb, loc, args[1], args[0], t);
           Value c = tensor::ExtractOp::create(nb, loc, counts, t);
@@ -99,8 +72,8 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
         });
     Value starts = tensor::InsertOp::create(b, loc, scanned[1], scanned[0],
                                             numTokens);
-    Value order = buildCarriedLoop(
-        b, loc, numSlots, {filled(numSlots), starts},
+    Value order = buildLoop(
+        b, loc, zero, numSlots, {filled(numSlots), starts},
         [&](OpBuilder &nb, Value slot, ValueRange args) {
           auto [valid, token] = tokenOf(nb, slot);
           return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {

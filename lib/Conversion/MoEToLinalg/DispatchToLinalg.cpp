@@ -56,35 +56,6 @@ static Value filledOfType(OpBuilder &b, Location loc, RankedTensorType type,
       .getResult(0);
 }
 
-/// `scf.if cond` yielding `values` (the untouched state) in the else branch
-/// and what `thenBuilder` returns in the then branch.
-static SmallVector<Value>
-buildIfUpdate(OpBuilder &b, Location loc, Value cond, ValueRange values,
-              function_ref<SmallVector<Value>(OpBuilder &)> thenBuilder) {
-  auto ifOp = scf::IfOp::create(b, loc, values.getTypes(), cond,
-                                /*withElseRegion=*/true);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(ifOp.thenBlock());
-  scf::YieldOp::create(b, loc, thenBuilder(b));
-  b.setInsertionPointToStart(ifOp.elseBlock());
-  scf::YieldOp::create(b, loc, values);
-  return SmallVector<Value>(ifOp.getResults());
-}
-
-/// `scf.for iv in [lb, ub)` carrying `inits`; `body` returns the yielded
-/// values.
-static SmallVector<Value> buildLoop(
-    OpBuilder &b, Location loc, Value lb, Value ub, ValueRange inits,
-    function_ref<SmallVector<Value>(OpBuilder &, Value, ValueRange)> body) {
-  Value one = indexConst(b, loc, 1);
-  auto forOp = scf::ForOp::create(
-      b, loc, lb, ub, one, inits,
-      [&](OpBuilder &nb, Location nloc, Value iv, ValueRange args) {
-        scf::YieldOp::create(nb, nloc, body(nb, iv, args));
-      });
-  return SmallVector<Value>(forOp.getResults());
-}
-
 //===----------------------------------------------------------------------===//
 // moe.dispatch_plan
 //===----------------------------------------------------------------------===//

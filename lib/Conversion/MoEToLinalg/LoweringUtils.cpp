@@ -489,3 +489,28 @@ RowTopK mlir::moe::buildRowTopK(OpBuilder &b, Location loc, Value keys,
     result.values = rowLoop.getResult(1);
   return result;
 }
+
+SmallVector<Value> mlir::moe::buildIfUpdate(
+    OpBuilder &b, Location loc, Value cond, ValueRange values,
+    function_ref<SmallVector<Value>(OpBuilder &)> thenBuilder) {
+  auto ifOp = scf::IfOp::create(b, loc, values.getTypes(), cond,
+                                /*withElseRegion=*/true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(ifOp.thenBlock());
+  scf::YieldOp::create(b, loc, thenBuilder(b));
+  b.setInsertionPointToStart(ifOp.elseBlock());
+  scf::YieldOp::create(b, loc, values);
+  return SmallVector<Value>(ifOp.getResults());
+}
+
+SmallVector<Value> mlir::moe::buildLoop(
+    OpBuilder &b, Location loc, Value lb, Value ub, ValueRange inits,
+    function_ref<SmallVector<Value>(OpBuilder &, Value, ValueRange)> body) {
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  auto forOp = scf::ForOp::create(
+      b, loc, lb, ub, one, inits,
+      [&](OpBuilder &nb, Location nloc, Value iv, ValueRange args) {
+        scf::YieldOp::create(nb, nloc, body(nb, iv, args));
+      });
+  return SmallVector<Value>(forOp.getResults());
+}

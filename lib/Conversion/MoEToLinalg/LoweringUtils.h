@@ -97,6 +97,18 @@ std::pair<Value, Value> buildIdInRange(OpBuilder &b, Location loc, Value id,
 Value buildGuardedExtract(OpBuilder &b, Location loc, Value tensor,
                           ValueRange indices, Value inBounds);
 
+/// `scf.if cond` yielding `values` (the untouched state) in the else branch
+/// and what `thenBuilder` returns in the then branch.
+SmallVector<Value>
+buildIfUpdate(OpBuilder &b, Location loc, Value cond, ValueRange values,
+              function_ref<SmallVector<Value>(OpBuilder &)> thenBuilder);
+
+/// `scf.for iv in [lb, ub)` carrying `inits`; `body` returns the yielded
+/// values.
+SmallVector<Value>
+buildLoop(OpBuilder &b, Location loc, Value lb, Value ub, ValueRange inits,
+          function_ref<SmallVector<Value>(OpBuilder &, Value, ValueRange)> body);
+
 /// `value` with type `type` (a `tensor.cast` when the static shape differs).
 Value castToType(OpBuilder &b, Location loc, Value value, Type type);
 
