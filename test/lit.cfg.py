@@ -48,6 +48,14 @@ config.substitutions.append((
     "%preload_sanitizer",
     f"env LD_PRELOAD={config.moe_sanitizer_runtime} ASAN_OPTIONS=detect_leaks=0"
     if config.moe_sanitizer_runtime else ""))
+# A C program or library linked in a RUN line against a sanitized runtime
+# archive needs the sanitizer runtime too (the shared one, as moe-compile
+# links sanitized layer libraries).
+config.substitutions.append((
+    "%sanitizer_link_flags",
+    "-fsanitize=address,undefined -shared-libsan "
+    f"-Wl,-rpath,{os.path.dirname(config.moe_sanitizer_runtime)}"
+    if config.moe_sanitizer_runtime else ""))
 llvm_lib_dir = os.path.join(os.path.dirname(config.llvm_tools_dir), "lib")
 config.substitutions.append(
     ("%mlir_runner_utils", os.path.join(llvm_lib_dir, "libmlir_runner_utils.so")))

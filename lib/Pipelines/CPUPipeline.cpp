@@ -129,8 +129,12 @@ mlir::moe::checkCPUPipelineOptions(const CPUPipelineOptions &options) {
 
 void mlir::moe::buildMoELowerToCPUPipeline(OpPassManager &pm,
                                            const CPUPipelineOptions &options) {
-  if (options.gpuPatterns)
-    pm.addPass(createConvertMoEToGPU());
+  if (options.gpuPatterns) {
+    ConvertMoEToGPUOptions gpu;
+    gpu.tensorCores = options.gpuTensorCores ? "emulate" : "none";
+    gpu.mmaPrecision = options.gpuMmaPrecision;
+    pm.addPass(createConvertMoEToGPU(gpu));
+  }
   if (!options.reference && options.tileTokenOps) {
     MoETileTokenOpsOptions tokenTiles;
     tokenTiles.tokenTile = options.tokenTile;

@@ -47,12 +47,26 @@ mlir::moe::checkNVVMPipelineOptions(const NVVMPipelineOptions &options) {
   if (options.threadsPerBlock < 1 || options.threadsPerBlock > 1024)
     return "threads-per-block must be in [1, 1024], got " +
            std::to_string(options.threadsPerBlock);
+  if (options.mmaPrecision != "f32" && options.mmaPrecision != "bf16")
+    return "mma-precision must be f32 or bf16, got '" +
+           options.mmaPrecision + "'";
   return "";
 }
 
 void mlir::moe::buildMoELowerToGPUPipeline(OpPassManager &pm,
                                            const NVVMPipelineOptions &options) {
-  pm.addPass(createConvertMoEToGPU());
+  // bf16 mma.sync is sm_80's, and a tile is one warp of a block: older
+  // chips and blocks that are not whole warps keep the SIMT GEMMs.
+  StringRef chip = options.chip;
+  int64_t chipNumber = 0;
+  bool hasBF16MMA = chip.consume_front("sm_") &&
+                    !chip.consumeInteger(10, chipNumber) && chipNumber >= 80;
+  bool wholeWarps = options.threadsPerBlock % 32 == 0;
+  ConvertMoEToGPUOptions gpu;
+  gpu.tensorCores =
+      options.tensorCores && hasBF16MMA && wholeWarps ? "mma" : "none";
+  gpu.mmaPrecision = options.mmaPrecision;
+  pm.addPass(createConvertMoEToGPU(gpu));
   buildMoEBufferizePipeline(pm, "cuda");
   // Parallel dimensions stay parallel loops: they become the grids.
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
@@ -96,6 +110,7 @@ void mlir::moe::buildKernelsToBinaryPipeline(
   kernels.addPass(memref::createExpandStridedMetadataPass());
   kernels.addPass(createLowerAffinePass());
   kernels.addPass(createSCFToControlFlowPass());
+  kernels.addPass(createConvertMoEWarpMMAToNVVM());
   ConvertGpuOpsToNVVMOpsOptions nvvm;
   nvvm.indexBitwidth = 64;
   kernels.addPass(createConvertGpuOpsToNVVMOps(nvvm));

@@ -148,6 +148,7 @@ PIPELINES = ("fast", "reference")
 
 def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_level: int = 3,
             mcpu: str = "native", mattr: str = "", pipeline: str = "fast", tiles: str = "",
+            tensor_cores: bool = True, mma_precision: str = "f32",
             cache: bool = True) -> "Layer":  # noqa: A001
     """Compiles ``spec`` (a path, YAML/JSON text or a dict) for ``target``:
     ``"cpu"`` or ``"cuda"`` (NVIDIA GPUs of ``gpu_arch``, e.g. ``"sm_90"``
@@ -155,6 +156,11 @@ def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_
     GPU).  A CUDA layer's kernels are embedded as a fatbin (SASS for
     ``gpu_arch``, PTX for newer GPUs); its host code is compiled for ``mcpu``
     like a CPU layer's.  ``pipeline`` and ``tiles`` are CPU options.
+    ``tensor_cores`` and ``mma_precision`` are CUDA options: bf16 expert
+    GEMMs on tensor cores (sm_80 and newer) with the f32 activations as three
+    exact bf16 terms (``"f32"``, results within f32 rounding of the
+    reference) or rounded once (``"bf16"``); ``tensor_cores=False`` gives
+    the reference's bits.
 
     ``pipeline`` is ``"fast"`` (tiled, vectorised, multithreaded kernels) or
     ``"reference"`` (the scalar reference lowering, the compiler's oracle);
@@ -174,6 +180,12 @@ def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_
                          f"got {gpu_arch!r}")
     if target == "cpu" and gpu_arch != GPU_ARCH_DEFAULT:
         raise ValueError(f"gpu_arch={gpu_arch!r} is an option of target='cuda', not 'cpu'")
+    if not isinstance(tensor_cores, bool):
+        raise ValueError(f"tensor_cores must be True or False, got {tensor_cores!r}")
+    if mma_precision not in ("f32", "bf16"):
+        raise ValueError(f"mma_precision must be 'f32' or 'bf16', got {mma_precision!r}")
+    if target == "cpu" and (not tensor_cores or mma_precision != "f32"):
+        raise ValueError("tensor_cores and mma_precision are options of target='cuda'")
     if target == "cuda":
         if pipeline != "fast":
             raise ValueError(f"pipeline={pipeline!r} is an option of the CPU target: "
@@ -197,7 +209,8 @@ def compile(spec, target: str = "cpu", *, gpu_arch: str = GPU_ARCH_DEFAULT, opt_
     if target == "cuda":
         # --mcpu/--mattr: the host code (argument checks, launches).
         options = [f"--target={target}", f"--gpu-arch={gpu_arch}", f"-O{opt_level}",
-                   f"--mcpu={mcpu}"]
+                   f"--mcpu={mcpu}", f"--gpu-tensor-cores={str(tensor_cores).lower()}",
+                   f"--gpu-mma-precision={mma_precision}"]
     else:
         options = [f"--target={target}", f"-O{opt_level}", f"--mcpu={mcpu}",
                    f"--pipeline={pipeline}"]

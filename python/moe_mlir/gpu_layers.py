@@ -29,7 +29,7 @@ from .compiler import compile as _compile
 from .compiler import load as _load
 from .spec import load_spec
 
-__all__ = ["SPECS", "MCPU", "layer", "prepare", "layers_dir"]
+__all__ = ["SPECS", "OPTIONS", "MCPU", "layer", "prepare", "layers_dir"]
 
 #: The host CPU the shipped layers' host code is compiled for.
 MCPU = "x86-64-v2"
@@ -87,7 +87,22 @@ SPECS.update({
     # multi-head layer, f32 only.
     "gpu_noisy_f32": _moe("gpu_noisy_f32", router={"noise": True}),
     "gpu_mh_f32": dict(_moe("gpu_mh_f32", activation="gelu"), kind="mh_moe", heads=2),
+    # Tensor-core tiles at their edges: d_model and expert_hidden not
+    # multiples of the 16-deep steps or 8-wide tiles, tiles of rows that
+    # span several experts; activations rounded to bf16 once; and the SIMT
+    # path of bf16 weights (tensor cores off).
+    "gpu_tc_edges_bf16": _moe("gpu_tc_edges_bf16", d_model=40, experts=5, expert_hidden=20,
+                              weight_dtype="bf16", expert_bias=True),
+    "gpu_tc_f32act_bf16": _moe("gpu_tc_f32act_bf16", weight_dtype="bf16"),
+    "gpu_tc_bf16act_bf16": _moe("gpu_tc_bf16act_bf16", weight_dtype="bf16"),
+    "gpu_simt_bf16": _moe("gpu_simt_bf16", weight_dtype="bf16"),
 })
+
+#: Compile options of the layers that do not take the defaults.
+OPTIONS: Dict[str, dict] = {
+    "gpu_tc_bf16act_bf16": {"mma_precision": "bf16"},
+    "gpu_simt_bf16": {"tensor_cores": False},
+}
 
 
 def layers_dir() -> Optional[Path]:
@@ -104,7 +119,8 @@ def layer(name: str, directory=None, gpu_arch: str = GPU_ARCH_DEFAULT) -> Layer:
         raise KeyError(f"no GPU test layer {name!r} (have {sorted(SPECS)})")
     directory = Path(directory) if directory is not None else layers_dir()
     if directory is None:
-        return _compile(SPECS[name], "cuda", gpu_arch=gpu_arch, mcpu=MCPU)
+        return _compile(SPECS[name], "cuda", gpu_arch=gpu_arch, mcpu=MCPU,
+                        **OPTIONS.get(name, {}))
     loaded = _load(directory / name)
     if loaded.spec != load_spec(SPECS[name]):
         raise ValueError(f"{directory / name} holds another spec than moe_mlir.gpu_layers."

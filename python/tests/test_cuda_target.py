@@ -428,6 +428,15 @@ requires_gpu = pytest.mark.skipif(GPU_REASON is not None, reason=GPU_REASON or "
 # (the test weights keep logits well apart).
 GPU_RTOL = 1e-4
 GPU_ATOL = 1e-5
+# Tensor cores (bf16 weights) with mma_precision="f32" multiply three exact
+# bf16 terms of each activation: the same products, summed in the MMA's
+# order, within the tolerances above. With "bf16" each activation is rounded
+# to bf16 once (relative error <= 2^-9 per product): elementwise errors are
+# relative to the products, not to outputs that cancel to near zero, so the
+# bound is normwise, as for any bf16 GEMM (the CPU emulation of these tiles
+# measured ~3e-3).
+BF16_NORMWISE = 1e-2
+BF16_ACTIVATIONS = {n for n, o in gpu_layers.OPTIONS.items() if o.get("mma_precision") == "bf16"}
 TOKENS = [1, 7, 64]
 CAPACITY = {n for n, s in gpu_layers.SPECS.items() if "capacity" in s}
 
@@ -445,7 +454,7 @@ def _inputs(name, T, seed=0):
     return W, x, s
 
 
-def _compare(got, ref):
+def _compare(got, ref, rtol=GPU_RTOL, atol=GPU_ATOL):
     assert set(got) == set(ref)
     np.testing.assert_array_equal(np.asarray(got["topk_ids"]), np.asarray(ref["topk_ids"]))
     for key in ("expert_counts", "dropped"):
@@ -455,8 +464,14 @@ def _compare(got, ref):
         if key in ("topk_ids", "expert_counts", "dropped"):
             continue
         np.testing.assert_allclose(np.asarray(got[key], np.float64),
-                                   np.asarray(value, np.float64), rtol=GPU_RTOL,
-                                   atol=GPU_ATOL, err_msg=f"{key} differs from the reference")
+                                   np.asarray(value, np.float64), rtol=rtol,
+                                   atol=atol, err_msg=f"{key} differs from the reference")
+
+
+def _assert_normwise_close(got, ref, bound=BF16_NORMWISE):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    error = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert error <= bound, f"normwise error {error:.2e} > {bound:.0e}"
 
 
 def _bits_equal(a, b, what):
@@ -474,9 +489,28 @@ def test_gpu_matches_reference(name, T):
     got = layer.forward(x, seed=seed, **W)
     kw = {} if seed is None else {"seed": seed}
     ref = R.forward(layer.spec, x, **kw, **W)
-    _compare(got, ref)
+    if name in BF16_ACTIVATIONS:
+        np.testing.assert_array_equal(np.asarray(got["topk_ids"]), np.asarray(ref["topk_ids"]))
+        _assert_normwise_close(got["out"], ref["out"])
+    else:
+        _compare(got, ref)
     ids, w = layer.route(x, seed=seed, **W)
     _bits_equal(ids, got["topk_ids"], "route topk_ids")
+
+
+@requires_gpu
+@pytest.mark.parametrize("name", list(gpu_layers.SPECS))
+def test_gpu_tensor_cores_match_simt():
+    """One bf16 layer three ways: one thread per output (the reference's
+    order), tensor cores with exact bf16 terms (the same products in the
+    MMA's order: f32 rounding apart) and with activations rounded to bf16."""
+    W, x, _ = _inputs("gpu_simt_bf16", 33)
+    simt = _layer("gpu_simt_bf16").forward(x, **W)["out"]
+    exact = _layer("gpu_tc_f32act_bf16").forward(x, **W)["out"]
+    rounded = _layer("gpu_tc_bf16act_bf16").forward(x, **W)["out"]
+    np.testing.assert_allclose(exact, simt, rtol=1e-5, atol=1e-6)
+    _assert_normwise_close(rounded, simt)
+    assert not np.array_equal(rounded, exact), "mma_precision='bf16' changed nothing"
 
 
 @requires_gpu

@@ -2,6 +2,8 @@
 // RUN: moe-opt %s --moe-lower-to-cpu=reference=true | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 // The GPU lowering of moe.expert_ffn (row-parallel, experts found by bisection), run on the CPU: the same numbers.
 // RUN: moe-opt %s --convert-moe-to-gpu --moe-lower-to-cpu=reference=true | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
+// Its tensor-core tiles for the bf16 weights (emulated lane by lane; f32 and f16 stay as above): the same numbers to the digits checked.
+// RUN: moe-opt %s --convert-moe-to-gpu=tensor-cores=emulate --moe-lower-to-cpu=reference=true | mlir-runner -e main -entry-point-result=void -shared-libs=%mlir_runner_utils,%mlir_c_runner_utils,%moe_runtime | FileCheck %s
 
     // moe.expert_ffn end to end. E = 3, D = 2, F = 3: expert 0 owns rows 0-1,
     // expert 1 none (its weights would show up as large values), expert 2 rows

@@ -351,9 +351,14 @@ int allocFail() {
   std::printf("scratch: %s: %s: %s\n", scratch ? "allocated" : "NULL",
               moe_status_name(moe_last_error_code()), moe_last_error());
   std::printf("end: %s\n", moe_status_name(moe_rt_cuda_end()));
+  if (scratch)
+    moe_rt_cuda_free_scratch(scratch); // after end, as generated code does
   moe_clear_error();
-  std::printf("malloc: %s: %s\n", moe_cuda_malloc(4096) ? "allocated" : "NULL",
+  void *buffer = moe_cuda_malloc(4096);
+  std::printf("malloc: %s: %s\n", buffer ? "allocated" : "NULL",
               moe_last_error());
+  if (buffer)
+    moe_cuda_free(buffer);
   return 0;
 }
 } // namespace

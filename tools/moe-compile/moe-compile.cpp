@@ -118,6 +118,19 @@ static cl::opt<std::string>
                 cl::desc("PTX features of --target=cuda (default +ptx80)"),
                 cl::init("+ptx80"), cl::cat(compileCategory));
 
+static cl::opt<bool> gpuTensorCores(
+    "gpu-tensor-cores",
+    cl::desc("Run the expert GEMMs of bf16 weights of --target=cuda on "
+             "tensor cores (mma.sync, sm_80 and newer; default true); false: "
+             "one thread per output, the reference's bits"),
+    cl::init(true), cl::cat(compileCategory));
+
+static cl::opt<std::string> gpuMMAPrecision(
+    "gpu-mma-precision",
+    cl::desc("Activations on tensor cores: f32 (three exact bf16 terms; "
+             "default) or bf16 (rounded once, a third of the MMAs)"),
+    cl::init("f32"), cl::cat(compileCategory));
+
 static cl::opt<std::string> gpuBinary(
     "gpu-binary",
     cl::desc("Kernel image embedded by --target=cuda: fatbin (SASS for "
@@ -371,6 +384,8 @@ static std::unique_ptr<moe::NVVMPipelineOptions> resolveNVVMOptions() {
   options->format = gpuBinary;
   options->cudaPath = cudaPath;
   options->optLevel = optLevel;
+  options->tensorCores = gpuTensorCores;
+  options->mmaPrecision = gpuMMAPrecision;
   std::string problem = moe::checkNVVMPipelineOptions(*options);
   if (!problem.empty()) {
     llvm::errs() << "moe-compile: " << problem << "\n";

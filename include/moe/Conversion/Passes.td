@@ -121,10 +121,45 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "ModuleOp"> {
     runs in the reference lowering's order:
     the results are the reference's bits, and a row's do not depend on the
     other rows.
+
+    With `tensor-cores=mma`, the GEMMs of bf16 expert weights run instead on
+    warp-level `nvvm.mma.sync` m16n8k16 tiles (16 rows × 8 columns per warp,
+    once per distinct expert of the tile's rows, f32 accumulation in a fixed
+    order: still independent of the batch and deterministic, but not the
+    reference's order of sums). `mma-precision=f32` splits the f32
+    activations into three exact bf16 terms (three MMAs per step, results
+    within f32 rounding of the reference); `bf16` rounds them once.
+    Those tiles are `moe.warp_mma` ops, lowered in the kernels by
+    `convert-moe-warp-mma-to-nvvm`. `tensor-cores=emulate` builds the same
+    tiles with the instruction
+    replaced by plain code reading the fragment registers lane by lane, so
+    the CPU can run them.
   }];
+  let options = [
+    Option<"tensorCores", "tensor-cores", "std::string", "\"none\"",
+           "bf16 expert GEMMs: none (one thread per output), mma "
+           "(nvvm.mma.sync tiles) or emulate (those tiles in plain code)">,
+    Option<"mmaPrecision", "mma-precision", "std::string", "\"f32\"",
+           "Activations on tensor cores: f32 (three exact bf16 terms) or "
+           "bf16 (rounded once)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::scf::SCFDialect", "::mlir::tensor::TensorDialect"
+  ];
+}
+
+def ConvertMoEWarpMMAToNVVM : Pass<"convert-moe-warp-mma-to-nvvm"> {
+  let summary = "Lower moe.warp_mma to nvvm.mma.sync";
+  let description = [{
+    Runs in the kernels (`gpu.module`s) before `convert-gpu-to-nvvm`: each
+    `moe.warp_mma` becomes `nvvm.mma.sync` m16n8k16 with bf16 multiplicands
+    (row-major A, column-major B) and f32 accumulators, its four results
+    taken out of the instruction's struct. MLIR 22's nvgpu path refuses
+    bf16, so the NVVM op is built directly.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::NVVM::NVVMDialect"
   ];
 }
 

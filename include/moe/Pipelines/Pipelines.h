@@ -36,6 +36,17 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
                      "algorithms on the CPU, to test them against the "
                      "reference"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> gpuTensorCores{
+      *this, "gpu-tensor-cores",
+      llvm::cl::desc("With gpu-patterns: the tensor-core tiles of bf16 "
+                     "expert GEMMs, emulated (the tiling and fragment "
+                     "layout of the CUDA target's mma.sync kernels)"),
+      llvm::cl::init(false)};
+  PassOptions::Option<std::string> gpuMmaPrecision{
+      *this, "gpu-mma-precision",
+      llvm::cl::desc("With gpu-tensor-cores: f32 or bf16, as the CUDA "
+                     "pipeline's mma-precision"),
+      llvm::cl::init("f32")};
   // Routing chains per token tile (moe-tile-token-ops, fast pipeline only).
   // Tiles split tokens, never a sum: the bits do not depend on them.
   PassOptions::Option<bool> tileTokenOps{
@@ -152,8 +163,22 @@ struct NVVMPipelineOptions : public PassPipelineOptions<NVVMPipelineOptions> {
       llvm::cl::init("")};
   PassOptions::Option<int64_t> threadsPerBlock{
       *this, "threads-per-block",
-      llvm::cl::desc("threads of a block of a parallel loop's grid"),
+      llvm::cl::desc("threads of a block of a parallel loop's grid (tensor "
+                     "cores need a multiple of 32: a tile is one warp)"),
       llvm::cl::init(256)};
+  PassOptions::Option<bool> tensorCores{
+      *this, "tensor-cores",
+      llvm::cl::desc("Run the expert GEMMs of bf16 weights on tensor cores "
+                     "(nvvm.mma.sync m16n8k16; on sm_80 and newer with "
+                     "threads-per-block a multiple of 32, else SIMT); off: "
+                     "one thread per output, the reference's bits"),
+      llvm::cl::init(true)};
+  PassOptions::Option<std::string> mmaPrecision{
+      *this, "mma-precision",
+      llvm::cl::desc("Activations on tensor cores: f32 (three exact bf16 "
+                     "terms, three MMAs per step; default) or bf16 (rounded "
+                     "once, as bf16 frameworks do)"),
+      llvm::cl::init("f32")};
 };
 
 /// What is wrong with `options`, or "" when they are good.

@@ -162,7 +162,20 @@ Value buildRowwise(
 }
 
 struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
-  using OpRewritePattern::OpRewritePattern;
+  ExpertFFNToGPU(MLIRContext *ctx, const TensorCoreOptions &tensorCores)
+      : OpRewritePattern(ctx), tensorCores(tensorCores) {}
+
+  /// The gathered matmul of `lhs` and the stack `w`: on tensor cores for
+  /// bf16 weights when asked, else one thread per output.
+  Value buildMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
+                    Value expertOfRow, int64_t numExperts) const {
+    auto wType = cast<RankedTensorType>(w.getType());
+    if (tensorCores.mode != TensorCoreMode::none &&
+        wType.getElementType().isBF16() && wType.hasStaticShape())
+      return buildTensorCoreMatmul(b, loc, lhs, w, expertOfRow, numExperts,
+                                   tensorCores);
+    return buildGatheredMatmul(b, loc, lhs, w, expertOfRow, numExperts);
+  }
 
   LogicalResult matchAndRewrite(ExpertFFNOp op,
                                 PatternRewriter &b) const override {
@@ -197,14 +210,12 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
           });
     };
 
-    Value hidden = addBias(op.getB1(), buildGatheredMatmul(b, loc, rows,
-                                                           op.getW1(),
-                                                           expertOfRow,
-                                                           numExperts));
+    Value hidden = addBias(
+        op.getB1(),
+        buildMatmul(b, loc, rows, op.getW1(), expertOfRow, numExperts));
     if (Value w3 = op.getW3()) {
-      Value up = addBias(op.getB3(), buildGatheredMatmul(b, loc, rows, w3,
-                                                         expertOfRow,
-                                                         numExperts));
+      Value up = addBias(
+          op.getB3(), buildMatmul(b, loc, rows, w3, expertOfRow, numExperts));
       hidden = buildRowwise(
           b, loc, {hidden, up}, expertOfRow, f32,
           [&](OpBuilder &nb, Location nloc, Value, ValueRange a) {
@@ -220,9 +231,9 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
             return buildGateActivation(nb, nloc, act, a[0]);
           });
     }
-    Value y = addBias(op.getB2(), buildGatheredMatmul(b, loc, hidden,
-                                                      op.getW2(), expertOfRow,
-                                                      numExperts));
+    Value y = addBias(
+        op.getB2(),
+        buildMatmul(b, loc, hidden, op.getW2(), expertOfRow, numExperts));
     Value scales = op.getScale();
     Value result = buildRowwise(
         b, loc, {y, init}, expertOfRow,
@@ -244,10 +255,13 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
     b.replaceOp(op, result);
     return success();
   }
+
+  TensorCoreOptions tensorCores;
 };
 
 } // namespace
 
-void mlir::moe::populateExpertsToGPUPatterns(RewritePatternSet &patterns) {
-  patterns.add<ExpertFFNToGPU>(patterns.getContext());
+void mlir::moe::populateExpertsToGPUPatterns(
+    RewritePatternSet &patterns, const TensorCoreOptions &options) {
+  patterns.add<ExpertFFNToGPU>(patterns.getContext(), options);
 }

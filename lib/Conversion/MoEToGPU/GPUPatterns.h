@@ -7,8 +7,29 @@
 
 namespace mlir::moe {
 
-/// moe.expert_ffn as row-parallel gathered contractions (ExpertsToGPU.cpp).
-void populateExpertsToGPUPatterns(RewritePatternSet &patterns);
+/// How bf16-weight expert GEMMs run: SIMT (one thread per output, the
+/// reference's bits), warp `mma.sync` tiles, or those tiles emulated in
+/// plain code (the CPU pipeline's test of the tiling and fragment layout).
+enum class TensorCoreMode { none, mma, emulate };
+/// `f32`: activations as three exact bf16 terms; `bf16`: rounded once.
+enum class TensorCorePrecision { f32, bf16 };
+
+struct TensorCoreOptions {
+  TensorCoreMode mode = TensorCoreMode::none;
+  TensorCorePrecision precision = TensorCorePrecision::f32;
+};
+
+/// `Σ_k lhs[r, k] · w[e(r), n, k]` as `[S, N]` f32 on warp-level 16×8×16
+/// tensor-core tiles (TensorCoreMatmul.cpp); `w` is a bf16 `[E, N, K]`
+/// stack, `expertOfRow` non-decreasing with E for rows of no expert.
+Value buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
+                            Value expertOfRow, int64_t numExperts,
+                            const TensorCoreOptions &options);
+
+/// moe.expert_ffn as row-parallel gathered contractions (ExpertsToGPU.cpp),
+/// bf16 ones on tensor cores as `options` says.
+void populateExpertsToGPUPatterns(RewritePatternSet &patterns,
+                                  const TensorCoreOptions &options);
 
 /// moe.combine as a counting sort of slots by token and a token-parallel
 /// gather-sum in slot order (CombineToGPU.cpp).

@@ -3,6 +3,7 @@
 #include "moe/Conversion/MoEToLinalg/MoEToLinalg.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Transforms/DialectConversion.h"
 
@@ -21,6 +22,8 @@ struct ConvertMoEToLinalgPass
     MLIRContext *ctx = &getContext();
     ConversionTarget target(*ctx);
     target.addIllegalDialect<MoEDialect>();
+    // Tensor-core tiles of the CUDA target, lowered in the kernels.
+    target.addLegalOp<WarpMMAOp>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
 
     RewritePatternSet patterns(ctx);

@@ -5,6 +5,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "mlir/Transforms/InliningUtils.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -17,6 +18,19 @@ using namespace mlir::moe;
 #define GET_ATTRDEF_CLASSES
 #include "moe/Dialect/MoE/IR/MoEAttrs.cpp.inc"
 
+namespace {
+/// The layer ops are lowered before the C entry points inline the layer
+/// function; what is left then are lowering-internal ops (moe.warp_mma in
+/// the CUDA target's kernels), which are pure and may move anywhere.
+struct MoEInlinerInterface : public DialectInlinerInterface {
+  using DialectInlinerInterface::DialectInlinerInterface;
+  bool isLegalToInline(Operation *op, Region *, bool,
+                       IRMapping &) const final {
+    return isa<WarpMMAOp>(op);
+  }
+};
+} // namespace
+
 void MoEDialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST
@@ -26,5 +40,6 @@ void MoEDialect::initialize() {
 #define GET_OP_LIST
 #include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
       >();
+  addInterfaces<MoEInlinerInterface>();
   attachTilingInterfaces(getContext());
 }

@@ -657,4 +657,42 @@ def MoE_AuxLossOp : MoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments,
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Lowering-internal ops
+//===----------------------------------------------------------------------===//
+
+def MoE_WarpMMAOp : MoE_Op<"warp_mma", [Pure]> {
+  let summary = "one lane's registers of a warp-wide 16x8x16 bf16 tensor-core "
+                "multiply-accumulate";
+  let description = [{
+    The lane-level view of PTX `mma.sync.aligned.m16n8k16.row.col.f32.bf16.
+    bf16.f32`: the 32 lanes of a warp together compute `D = A·B + C` with
+    `A` 16×16 and `B` 16×8 bf16, `C`/`D` 16×8 f32. Each lane passes its
+    registers: `a0..a3` and `b0, b1` each hold two bf16 (the lower `k` in the
+    low half), `c0..c3` and the results `d0..d3` one f32, in the PTX ISA's
+    fragment layout (lane = 4·g + t: a0 = A[g][2t..2t+1], a1 = A[g+8][2t..],
+    a2 = A[g][2t+8..], a3 = A[g+8][2t+8..]; b0 = B[2t..2t+1][g], b1 =
+    B[2t+8..][g]; c0, c1 = C[g][2t..2t+1], c2, c3 = C[g+8][2t..]).
+
+    Made by `convert-moe-to-gpu{tensor-cores=mma}` in parallel loops whose
+    work items come in whole warps, and lowered to `nvvm.mma.sync` in the
+    kernels by `convert-moe-warp-mma-to-nvvm`. It touches no memory (Pure),
+    but it reads the other lanes' registers: every lane of the warp must
+    execute it together, so it is never placed under control flow that
+    depends on the lane.
+
+    ```mlir
+    %d:4 = moe.warp_mma a(%a0, %a1, %a2, %a3) b(%b0, %b1)
+        c(%c0, %c1, %c2, %c3)
+    ```
+  }];
+  let arguments = (ins I32:$a0, I32:$a1, I32:$a2, I32:$a3, I32:$b0, I32:$b1,
+                       F32:$c0, F32:$c1, F32:$c2, F32:$c3);
+  let results = (outs F32:$d0, F32:$d1, F32:$d2, F32:$d3);
+  let assemblyFormat = [{
+    `a` `(` $a0 `,` $a1 `,` $a2 `,` $a3 `)` `b` `(` $b0 `,` $b1 `)`
+    `c` `(` $c0 `,` $c1 `,` $c2 `,` $c3 `)` attr-dict
+  }];
+}
+
 #endif // MOE_DIALECT_MOE_IR_MOEOPS_TD

@@ -1,0 +1,431 @@
+//===- TensorCoreMatmul.cpp - gathered expert GEMMs on tensor cores -------===//
+//
+// `Σ_k lhs[r, k] · w[e(r), n, k]` for bf16 weights as warp-level
+// `mma.sync.m16n8k16` tiles: one warp (32 consecutive work items of a 1-d
+// parallel domain, so any block size that is a multiple of 32 keeps a tile
+// in one warp) computes a 16-row × 8-column output tile. Its rows may belong
+// to several experts (segments are not padded): the warp runs once per
+// distinct expert of its rows, with the other rows' A fragments zero, and
+// each row keeps the accumulator of its own expert, so a row's result does
+// not depend on its neighbours.
+//
+// Activations are f32. Precision `f32` splits each into three bf16 terms by
+// truncation (hi + mid + lo == x exactly, so every product is exact and only
+// the order of the f32 sums differs from the reference's); `bf16` rounds
+// them to bf16 once, as bf16 frameworks do, for a third of the MMAs.
+//
+// Fragments (lane = 4·g + t, PTX ISA "mma.m16n8k16" for .bf16): a0 =
+// A[g][2t..2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..], a3 = A[g+8][2t+8..];
+// b0 = B[k=2t..2t+1][n=g], b1 = B[k=2t+8..][n=g] (B "col" is a row of the
+// [N, K] weight); c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..]. Each 32-bit
+// register holds the lower k in its low half.
+//
+// Mode `mma` emits `moe.warp_mma` (nvvm.mma.sync in the kernels); mode
+// `emulate` replaces the instruction by a loop that reads each operand
+// element from the fragment registers of the lane holding it, computed by
+// the same fragment code with that lane's id: the CPU pipeline runs the
+// kernel's tiling, masking, splitting and fragment layout against the
+// reference.
+//
+//===----------------------------------------------------------------------===//
+
+#include "../MoEToLinalg/LoweringUtils.h"
+#include "GPUPatterns.h"
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+using utils::IteratorType;
+
+namespace {
+
+constexpr int64_t kTileRows = 16, kTileCols = 8, kTileDepth = 16,
+                  kWarpSize = 32;
+
+/// Index and integer helpers on one builder and location.
+struct Emitter {
+  OpBuilder &b;
+  Location loc;
+
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value div(Value x, int64_t d) {
+    return arith::DivUIOp::create(b, loc, x, idx(d));
+  }
+  Value rem(Value x, int64_t d) {
+    return arith::RemUIOp::create(b, loc, x, idx(d));
+  }
+  Value minU(Value x, Value y) { return arith::MinUIOp::create(b, loc, x, y); }
+  Value cmp(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, loc, p, x, y);
+  }
+  Value ult(Value x, Value y) { return cmp(arith::CmpIPredicate::ult, x, y); }
+  Value eq(Value x, Value y) { return cmp(arith::CmpIPredicate::eq, x, y); }
+  Value both(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, loc, c, x, y);
+  }
+  Value i32(int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, b.getI32Type(), v);
+  }
+  Value f32(double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
+                                          APFloat(static_cast<float>(v)));
+  }
+  /// The value of `i` (index) picked from `values` by a select chain.
+  Value pick(ArrayRef<Value> values, Value i) {
+    Value picked = values[0];
+    for (size_t j = 1; j < values.size(); ++j)
+      picked = select(eq(i, idx(j)), values[j], picked);
+    return picked;
+  }
+};
+
+/// What a warp tile reads: the operands, their sizes, and the tile's place.
+struct TileOperands {
+  Value lhs, w, expertOfRow;
+  Value numRows; // S (index)
+  int64_t numCols, depth;
+  Value tileRow0, tileCol0; // first row and column of the tile
+  TensorCoreOptions options;
+};
+
+/// A bf16 value's 16 bits, zero-extended to i32.
+Value bf16Bits(Emitter &em, Value bf16) {
+  Value bits = arith::BitcastOp::create(em.b, em.loc, em.b.getI16Type(), bf16);
+  return arith::ExtUIOp::create(em.b, em.loc, em.b.getI32Type(), bits);
+}
+
+/// Two bf16 values in one 32-bit register, `low` in the low half.
+Value packPair(Emitter &em, Value low, Value high) {
+  Value shifted = arith::ShLIOp::create(em.b, em.loc, bf16Bits(em, high),
+                                        em.i32(16));
+  return arith::OrIOp::create(em.b, em.loc, bf16Bits(em, low), shifted);
+}
+
+/// `x` as bf16 terms whose sum is x: [hi, mid, lo] by truncation (exact;
+/// ±Inf and NaN stay in hi with zero below), or [round(x)].
+SmallVector<Value> splitActivation(Emitter &em, Value x, bool threeTerms) {
+  OpBuilder &b = em.b;
+  Type bf16 = b.getBF16Type();
+  if (!threeTerms)
+    return {arith::TruncFOp::create(b, em.loc, bf16, x)};
+  auto truncateTo8Bits = [&](Value v) {
+    Value bits = arith::BitcastOp::create(b, em.loc, b.getI32Type(), v);
+    Value high = arith::AndIOp::create(
+        b, em.loc, bits, em.i32(static_cast<int32_t>(0xFFFF0000u)));
+    Value truncated = arith::BitcastOp::create(b, em.loc, b.getF32Type(), high);
+    // A NaN whose payload is in the low bits would become ±Inf.
+    Value nan = arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::UNO, v,
+                                      v);
+    return em.select(nan, v, truncated);
+  };
+  auto remainder = [&](Value v, Value part) {
+    Value same = arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::OEQ, v,
+                                       part);
+    return em.select(same, em.f32(0.0),
+                     arith::SubFOp::create(b, em.loc, v, part).getResult());
+  };
+  Value hi = truncateTo8Bits(x);
+  Value r1 = remainder(x, hi);
+  Value mid = truncateTo8Bits(r1);
+  Value lo = remainder(r1, mid);
+  SmallVector<Value> terms;
+  for (Value part : {hi, mid, lo})
+    terms.push_back(arith::TruncFOp::create(b, em.loc, bf16, part));
+  return terms;
+}
+
+/// The fragment registers of `lane` for depth step `k0` and expert `e`:
+/// per activation term its a0..a3, then b0, b1. Rows of another expert
+/// and elements past the edges are zero; loads stay in bounds (clamped).
+struct Fragments {
+  SmallVector<std::array<Value, 4>> a; // one per term
+  std::array<Value, 2> b;
+};
+
+Fragments loadFragments(Emitter &em, const TileOperands &t, Value lane,
+                        Value e, Value k0) {
+  OpBuilder &b = em.b;
+  Location loc = em.loc;
+  Value g = em.div(lane, 4), q = em.rem(lane, 4);
+  Value lastRow = arith::SubIOp::create(b, loc, t.numRows, em.idx(1));
+  Value lastDepth = em.idx(t.depth - 1);
+  Value fZero = em.f32(0.0);
+
+  // Activation element (row, k), zero unless the row is this expert's.
+  auto rowIsMine = [&](Value row) {
+    Value inside = em.ult(row, t.numRows);
+    Value at = em.minU(row, lastRow);
+    Value expert =
+        tensor::ExtractOp::create(b, loc, t.expertOfRow, ValueRange{at});
+    return std::pair{em.both(inside, em.eq(expert, e)), at};
+  };
+  auto activation = [&](Value mine, Value row, Value k) {
+    Value ok = em.both(mine, em.ult(k, em.idx(t.depth)));
+    Value v = tensor::ExtractOp::create(
+        b, loc, t.lhs, ValueRange{row, em.minU(k, lastDepth)});
+    return em.select(ok, v, fZero);
+  };
+  Value twoQ = em.mul(q, em.idx(2));
+  SmallVector<Value> ks = {em.add(k0, twoQ), em.add(k0, em.add(twoQ, em.idx(1))),
+                           em.add(k0, em.add(twoQ, em.idx(8))),
+                           em.add(k0, em.add(twoQ, em.idx(9)))};
+  Value row0 = em.add(t.tileRow0, g);
+  Value row1 = em.add(row0, em.idx(8));
+  auto [mine0, at0] = rowIsMine(row0);
+  auto [mine1, at1] = rowIsMine(row1);
+  // a0: (row0, k 0-1), a1: (row1, k 0-1), a2: (row0, k 8-9), a3: (row1, k 8-9).
+  std::array<std::pair<Value, Value>, 4> rows = {
+      std::pair{mine0, at0}, std::pair{mine1, at1}, std::pair{mine0, at0},
+      std::pair{mine1, at1}};
+  bool threeTerms = t.options.precision == TensorCorePrecision::f32;
+  Fragments f;
+  f.a.resize(threeTerms ? 3 : 1);
+  for (int reg = 0; reg < 4; ++reg) {
+    int kPair = reg / 2; // k 0-1 or 8-9
+    auto [mine, row] = rows[reg];
+    SmallVector<Value> low =
+        splitActivation(em, activation(mine, row, ks[2 * kPair]), threeTerms);
+    SmallVector<Value> high = splitActivation(
+        em, activation(mine, row, ks[2 * kPair + 1]), threeTerms);
+    for (size_t term = 0; term < low.size(); ++term)
+      f.a[term][reg] = packPair(em, low[term], high[term]);
+  }
+
+  // Weight element (n = tileCol0 + g, k) of expert e, zero past the edges.
+  Value col = em.add(t.tileCol0, g);
+  Value colInside = em.ult(col, em.idx(t.numCols));
+  Value colAt = em.minU(col, em.idx(t.numCols - 1));
+  Value bf16Zero = arith::ConstantFloatOp::create(
+      b, loc, b.getBF16Type(), APFloat::getZero(APFloat::BFloat()));
+  auto weight = [&](Value k) {
+    Value ok = em.both(colInside, em.ult(k, em.idx(t.depth)));
+    Value v = tensor::ExtractOp::create(
+        b, loc, t.w, ValueRange{e, colAt, em.minU(k, lastDepth)});
+    return em.select(ok, v, bf16Zero);
+  };
+  f.b[0] = packPair(em, weight(ks[0]), weight(ks[1]));
+  f.b[1] = packPair(em, weight(ks[2]), weight(ks[3]));
+  return f;
+}
+
+/// The half `k % 2` of a packed register, as f32.
+Value unpackHalf(Emitter &em, Value reg, Value k) {
+  OpBuilder &b = em.b;
+  Value odd = arith::TruncIOp::create(
+      b, em.loc, b.getI32Type(),
+      arith::IndexCastOp::create(b, em.loc, b.getI64Type(), em.rem(k, 2)));
+  Value shift = arith::MulIOp::create(b, em.loc, odd, em.i32(16));
+  Value bits = arith::ShRUIOp::create(b, em.loc, reg, shift);
+  Value half = arith::TruncIOp::create(b, em.loc, b.getI16Type(), bits);
+  Value value = arith::BitcastOp::create(b, em.loc, b.getBF16Type(), half);
+  return arith::ExtFOp::create(b, em.loc, b.getF32Type(), value);
+}
+
+/// `acc + A·B` for one 16×8×16 step and one activation term, as the 4
+/// accumulator registers of `lane`.
+SmallVector<Value> multiplyAccumulate(Emitter &em, const TileOperands &t,
+                                      Value lane, Value e, Value k0,
+                                      size_t term, const Fragments &mine,
+                                      ValueRange acc) {
+  OpBuilder &b = em.b;
+  Location loc = em.loc;
+  if (t.options.mode == TensorCoreMode::mma) {
+    const std::array<Value, 4> &a = mine.a[term];
+    Type f32 = b.getF32Type();
+    auto mma = WarpMMAOp::create(b, loc, f32, f32, f32, f32, a[0], a[1], a[2],
+                                 a[3], mine.b[0], mine.b[1], acc[0], acc[1],
+                                 acc[2], acc[3]);
+    return SmallVector<Value>(mma->getResults());
+  }
+
+  // Emulation: c_i += Σ_k A[m_i][k] · B[k][n_i], each element read from
+  // the register of the lane the layout puts it in.
+  Value g = em.div(lane, 4), q = em.rem(lane, 4);
+  SmallVector<Value> result;
+  for (int64_t i = 0; i < 4; ++i) {
+    Value m = em.add(g, em.idx(8 * (i / 2)));
+    Value n = em.add(em.mul(q, em.idx(2)), em.idx(i % 2));
+    auto loop = scf::ForOp::create(
+        b, loc, em.idx(0), em.idx(kTileDepth), em.idx(1), ValueRange{acc[i]},
+        [&](OpBuilder &nb, Location nloc, Value k, ValueRange args) {
+          Emitter in{nb, nloc};
+          Value kInPair = in.div(in.rem(k, 8), 2); // (k % 8) / 2
+          Value kHalf = in.div(k, 8);             // 0 for k < 8
+          // A[m][k]: lane 4·(m % 8) + (k % 8)/2, register m/8 + 2·(k/8).
+          Value laneA =
+              in.add(in.mul(in.rem(m, 8), in.idx(4)), kInPair);
+          Value regA = in.add(in.div(m, 8), in.mul(kHalf, in.idx(2)));
+          Fragments fa = loadFragments(in, t, laneA, e, k0);
+          Value aValue = unpackHalf(
+              in,
+              in.pick({fa.a[term][0], fa.a[term][1], fa.a[term][2],
+                       fa.a[term][3]},
+                      regA),
+              k);
+          // B[k][n]: lane 4·n + (k % 8)/2, register k/8.
+          Value laneB = in.add(in.mul(n, in.idx(4)), kInPair);
+          Fragments fb = loadFragments(in, t, laneB, e, k0);
+          Value bValue = unpackHalf(in, in.pick({fb.b[0], fb.b[1]}, kHalf), k);
+          Value sum = arith::AddFOp::create(
+              nb, nloc, args[0],
+              arith::MulFOp::create(nb, nloc, aValue, bValue));
+          scf::YieldOp::create(nb, nloc, ValueRange{sum});
+        });
+    result.push_back(loop.getResult(0));
+  }
+  return result;
+}
+
+/// The next expert after `e` among the tile's rows (E if none): the rows'
+/// experts are non-decreasing, so the smallest one above e.
+Value nextExpertOfTile(Emitter &em, const TileOperands &t, Value e,
+                       int64_t numExperts) {
+  Value next = em.idx(numExperts);
+  Value lastRow = arith::SubIOp::create(em.b, em.loc, t.numRows, em.idx(1));
+  for (int64_t r = 0; r < kTileRows; ++r) {
+    Value row = em.minU(em.add(t.tileRow0, em.idx(r)), lastRow);
+    Value expert =
+        tensor::ExtractOp::create(em.b, em.loc, t.expertOfRow, ValueRange{row});
+    Value above = em.cmp(arith::CmpIPredicate::ugt, expert, e);
+    next = em.select(above, em.minU(expert, next), next);
+  }
+  return next;
+}
+
+} // namespace
+
+Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
+                                       Value w, Value expertOfRow,
+                                       int64_t numExperts,
+                                       const TensorCoreOptions &options) {
+  MLIRContext *ctx = b.getContext();
+  auto wType = cast<RankedTensorType>(w.getType());
+  int64_t numCols = wType.getDimSize(1), depth = wType.getDimSize(2);
+  int64_t colTiles = llvm::divideCeil(numCols, kTileCols);
+  int64_t depthSteps = llvm::divideCeil(depth, kTileDepth);
+  Emitter em{b, loc};
+  Value numRows = getDimSize(b, loc, lhs, 0);
+  Value rowTiles = em.div(em.add(numRows, em.idx(kTileRows - 1)), kTileRows);
+  Value items = em.mul(rowTiles, em.idx(colTiles * kWarpSize));
+  Type f32 = b.getF32Type();
+
+  // Work item id = (rowTile · colTiles + colTile) · 32 + lane; four results
+  // per item, its accumulator registers.
+  SmallVector<Value> inits;
+  for (int i = 0; i < 4; ++i)
+    inits.push_back(tensor::EmptyOp::create(
+        b, loc, ArrayRef<OpFoldResult>{items}, f32));
+  auto identity = AffineMap::getMultiDimIdentityMap(1, ctx);
+  auto fragments = linalg::GenericOp::create(
+      b, loc, TypeRange(ValueRange(inits)), ValueRange{}, inits,
+      SmallVector<AffineMap>(4, identity),
+      ArrayRef<IteratorType>{IteratorType::parallel},
+      [&](OpBuilder &nb, Location nloc, ValueRange) {
+        Emitter in{nb, nloc};
+        Value id = linalg::IndexOp::create(nb, nloc, 0);
+        Value lane = in.rem(id, kWarpSize);
+        Value tile = in.div(id, kWarpSize);
+        TileOperands t{lhs,
+                       w,
+                       expertOfRow,
+                       numRows,
+                       numCols,
+                       depth,
+                       in.mul(in.div(tile, colTiles), in.idx(kTileRows)),
+                       in.mul(in.rem(tile, colTiles), in.idx(kTileCols)),
+                       options};
+        Value zero = in.f32(0.0);
+        SmallVector<Value> acc(4, zero);
+        Value first = tensor::ExtractOp::create(nb, nloc, expertOfRow,
+                                                ValueRange{t.tileRow0});
+        // While the expert is one (< E): the tile's rows of expert e.
+        SmallVector<Type> carried(5, f32);
+        carried[0] = nb.getIndexType();
+        SmallVector<Value> start = {first};
+        start.append(acc);
+        auto loop = scf::WhileOp::create(
+            nb, nloc, carried, start,
+            [&](OpBuilder &cb, Location cloc, ValueRange args) {
+              Emitter c{cb, cloc};
+              Value more = c.ult(args[0], c.idx(numExperts));
+              scf::ConditionOp::create(cb, cloc, more, args);
+            },
+            [&](OpBuilder &bb, Location bloc, ValueRange args) {
+              Emitter body{bb, bloc};
+              Value e = args[0];
+              SmallVector<Value> zeros(4, body.f32(0.0));
+              auto steps = scf::ForOp::create(
+                  bb, bloc, body.idx(0), body.idx(depthSteps), body.idx(1),
+                  zeros,
+                  [&](OpBuilder &kb, Location kloc, Value step,
+                      ValueRange sums) {
+                    Emitter k{kb, kloc};
+                    Value k0 = k.mul(step, k.idx(kTileDepth));
+                    Fragments mine = loadFragments(k, t, lane, e, k0);
+                    SmallVector<Value> d(sums);
+                    for (size_t term = mine.a.size(); term-- > 0;)
+                      d = multiplyAccumulate(k, t, lane, e, k0, term, mine, d);
+                    scf::YieldOp::create(kb, kloc, d);
+                  });
+              // Each accumulator register keeps the sums of its row's expert.
+              Value g = body.div(lane, 4);
+              Value lastRow =
+                  arith::SubIOp::create(bb, bloc, numRows, body.idx(1));
+              SmallVector<Value> next;
+              next.push_back(nextExpertOfTile(body, t, e, numExperts));
+              for (int64_t i = 0; i < 4; ++i) {
+                Value row = body.add(t.tileRow0,
+                                     body.add(g, body.idx(8 * (i / 2))));
+                Value expert = tensor::ExtractOp::create(
+                    bb, bloc, expertOfRow,
+                    ValueRange{body.minU(row, lastRow)});
+                Value mine = body.both(body.ult(row, numRows),
+                                       body.eq(expert, e));
+                next.push_back(
+                    body.select(mine, steps.getResult(i), args[1 + i]));
+              }
+              scf::YieldOp::create(bb, bloc, next);
+            });
+        linalg::YieldOp::create(nb, nloc, loop.getResults().drop_front());
+      });
+
+  // Back to [S, N]: element (r, n) is register 2·((r%16)/8) + n%2 of lane
+  // 4·(r%8) + (n%8)/2 in tile (r/16, n/8).
+  Value out = tensor::EmptyOp::create(
+      b, loc, ArrayRef<OpFoldResult>{numRows, b.getIndexAttr(numCols)}, f32);
+  auto identity2 = AffineMap::getMultiDimIdentityMap(2, ctx);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{out.getType()}, ValueRange{}, ValueRange{out},
+             ArrayRef<AffineMap>{identity2},
+             ArrayRef<IteratorType>{IteratorType::parallel,
+                                    IteratorType::parallel},
+             [&](OpBuilder &nb, Location nloc, ValueRange) {
+               Emitter in{nb, nloc};
+               Value r = linalg::IndexOp::create(nb, nloc, 0);
+               Value n = linalg::IndexOp::create(nb, nloc, 1);
+               Value tile = in.add(in.mul(in.div(r, kTileRows),
+                                          in.idx(colTiles)),
+                                   in.div(n, kTileCols));
+               Value lane = in.add(in.mul(in.rem(r, 8), in.idx(4)),
+                                   in.div(in.rem(n, kTileCols), 2));
+               Value id = in.add(in.mul(tile, in.idx(kWarpSize)), lane);
+               Value reg = in.add(in.mul(in.div(in.rem(r, kTileRows), 8),
+                                         in.idx(2)),
+                                  in.rem(n, 2));
+               SmallVector<Value> values;
+               for (Value result : fragments.getResults())
+                 values.push_back(
+                     tensor::ExtractOp::create(nb, nloc, result, ValueRange{id}));
+               linalg::YieldOp::create(nb, nloc, in.pick(values, reg));
+             })
+      .getResult(0);
+}

@@ -1,0 +1,75 @@
+// convert-moe-to-gpu{tensor-cores=...}: the GEMMs of bf16 expert weights as
+// warp tiles (1-d work items, 32 per 16x8 tile) that loop over the distinct
+// experts of their rows (scf.while) and over 16-deep steps (scf.for), with
+// one moe.warp_mma per activation term, then a relayout of the tiles'
+// registers to [rows, cols]. f32 weights keep the one-thread-per-output
+// GEMMs.
+// RUN: moe-opt %s -split-input-file --convert-moe-to-gpu=tensor-cores=mma | FileCheck %s --check-prefix=MMA
+// RUN: moe-opt %s -split-input-file "--convert-moe-to-gpu=tensor-cores=mma mma-precision=bf16" | FileCheck %s --check-prefix=BF16
+// RUN: moe-opt %s -split-input-file --convert-moe-to-gpu=tensor-cores=emulate | FileCheck %s --check-prefix=EMULATE
+// RUN: moe-opt %s -split-input-file --convert-moe-to-gpu | FileCheck %s --check-prefix=NONE
+// RUN: not moe-opt %s --convert-moe-to-gpu=tensor-cores=wmma 2>&1 | FileCheck %s --check-prefix=BAD-MODE
+// RUN: not moe-opt %s "--convert-moe-to-gpu=tensor-cores=mma mma-precision=fp8" 2>&1 | FileCheck %s --check-prefix=BAD-PRECISION
+// BAD-MODE: error: tensor-cores must be none, mma or emulate, got 'wmma'
+// BAD-PRECISION: error: mma-precision must be f32 or bf16, got 'fp8'
+
+// D = 24 (one full and one partial 16-deep step), F = 20 (three 8-wide
+// column tiles, the last partial).
+// MMA-LABEL: func.func @bf16_swiglu
+// MMA:         %[[TILES:.*]] = arith.divui %{{.*}}, %c16 : index
+// MMA:         %[[ITEMS:.*]] = arith.muli %[[TILES]], %c96 : index
+// MMA:         linalg.generic {{.*}}iterator_types = ["parallel"]
+// MMA:           %[[ID:.*]] = linalg.index 0 : index
+// MMA:           %[[LANE:.*]] = arith.remui %[[ID]], %c32 : index
+// MMA:           scf.while
+// MMA:             arith.cmpi ult, %{{.*}}, %c5 : index
+// MMA:             scf.for %{{.*}} = %c0 to %c2 step %c1 iter_args
+// f32 activations as hi, mid and lo terms, truncated by a mask.
+// MMA:               arith.andi %{{.*}}, %c-65536_i32 : i32
+// MMA:               arith.truncf %{{.*}} : f32 to bf16
+// The lo, mid and hi terms in turn, accumulating into the same registers.
+// MMA:               %[[L0:[^,]*]], %[[L1:[^,]*]], %[[L2:[^,]*]], %[[L3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0:.*]], %[[B1:.*]]) c(
+// MMA-NEXT:          %[[M0:[^,]*]], %[[M1:[^,]*]], %[[M2:[^,]*]], %[[M3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0]], %[[B1]]) c(%[[L0]], %[[L1]], %[[L2]], %[[L3]])
+// MMA-NEXT:          %[[H0:[^,]*]], %[[H1:[^,]*]], %[[H2:[^,]*]], %[[H3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0]], %[[B1]]) c(%[[M0]], %[[M1]], %[[M2]], %[[M3]])
+// MMA-NEXT:          scf.yield %[[H0]], %[[H1]], %[[H2]], %[[H3]]
+// Back to [rows, 20].
+// MMA:         linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x20xf32>)
+// Three GEMMs (w1, w3, w2), three MMAs each.
+// MMA-COUNT-6: moe.warp_mma
+// MMA-NOT:     moe.warp_mma
+// MMA:         return
+// BF16-LABEL: func.func @bf16_swiglu
+// BF16-NOT:    arith.andi %{{.*}}, %c-65536_i32
+// BF16-COUNT-3: moe.warp_mma
+// BF16-NOT:    moe.warp_mma
+// EMULATE-LABEL: func.func @bf16_swiglu
+// EMULATE:       scf.while
+// EMULATE:       scf.for %{{.*}} = %c0 to %c16 step %c1
+// EMULATE-NOT:   moe.warp_mma
+// NONE-LABEL: func.func @bf16_swiglu
+// NONE-NOT:    scf.while
+// NONE-NOT:    moe.warp_mma
+func.func @bf16_swiglu(%rows: tensor<?x24xf32>, %offsets: tensor<6xi32>,
+    %w1: tensor<5x20x24xbf16>, %w2: tensor<5x24x20xbf16>,
+    %w3: tensor<5x20x24xbf16>, %init: tensor<?x24xf32>) -> tensor<?x24xf32> {
+  %y = moe.expert_ffn swiglu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x24xf32>, tensor<6xi32>, tensor<5x20x24xbf16>, tensor<5x24x20xbf16>)
+      up(%w3 : tensor<5x20x24xbf16>)
+      outs(%init : tensor<?x24xf32>) -> tensor<?x24xf32>
+  return %y : tensor<?x24xf32>
+}
+
+// -----
+
+// MMA-LABEL: func.func @f32_gelu
+// MMA-NOT:     scf.while
+// MMA-NOT:     moe.warp_mma
+// MMA:         return
+func.func @f32_gelu(%rows: tensor<?x16xf32>, %offsets: tensor<5xi32>,
+    %w1: tensor<4x32x16xf32>, %w2: tensor<4x16x32xf32>,
+    %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %y = moe.expert_ffn gelu
+      ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
+      outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
