@@ -499,7 +499,6 @@ def test_gpu_matches_reference(name, T):
 
 
 @requires_gpu
-@pytest.mark.parametrize("name", list(gpu_layers.SPECS))
 def test_gpu_tensor_cores_match_simt():
     """One bf16 layer three ways: one thread per output (the reference's
     order), tensor cores with exact bf16 terms (the same products in the

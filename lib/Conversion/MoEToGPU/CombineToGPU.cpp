@@ -54,7 +54,9 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
     Value counts = buildLoop(
         b, loc, zero, numSlots, {filled(numTokens)},
         [&](OpBuilder &nb, Value slot, ValueRange args) {
-          auto [valid, token] = tokenOf(nb, slot);
+          // Named (not a structured binding): the lambda below captures them.
+          Value valid, token;
+          std::tie(valid, token) = tokenOf(nb, slot);
           return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {
             Value c = tensor::ExtractOp::create(ub, loc, args[0], token);
             c = arith::AddIOp::create(ub, loc, c, one);
@@ -75,7 +77,9 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
     Value order = buildLoop(
         b, loc, zero, numSlots, {filled(numSlots), starts},
         [&](OpBuilder &nb, Value slot, ValueRange args) {
-          auto [valid, token] = tokenOf(nb, slot);
+          // Named (not a structured binding): the lambda below captures them.
+          Value valid, token;
+          std::tie(valid, token) = tokenOf(nb, slot);
           return buildIfUpdate(nb, loc, valid, args, [&](OpBuilder &ub) {
             Value place = tensor::ExtractOp::create(ub, loc, args[1], token);
             Value order = tensor::InsertOp::create(ub, loc, slot, args[0],
