@@ -69,3 +69,20 @@ def test_skewed_and_unused_experts():
     assert np.all(want["expert_counts"][[0, 1, 2, 4, 5]] <= 20)
     for name in want:
         assert_same_bits(got[name], want[name], name)
+
+
+@pytest.mark.parametrize("tokens", [128, 129, 300, 700])
+@pytest.mark.parametrize("skew", [False, True], ids=["random", "skewed"])
+def test_dispatch_over_many_chunks(tokens, skew):
+    """The parallel dispatch plan cuts the T·k assignments into chunks of
+    256: more than one chunk, partial last chunks, experts absent from some
+    chunks (skewed: most tokens on two experts), the reference's bits."""
+    spec = moe_spec("gp_chunks", experts=7, router={"top_k": 2})
+    reference, gpu = _layers(spec)
+    W = make_weights(spec, seed=tokens)
+    if skew:
+        W["gate"][[2, 5]] *= 6.0
+    x = make_x(tokens, spec["d_model"], seed=tokens + 1)
+    want, got = reference.forward(x, **W), gpu.forward(x, **W)
+    for name in want:
+        assert_same_bits(got[name], want[name], name)

@@ -115,7 +115,12 @@ def ConvertMoEToGPU : Pass<"convert-moe-to-gpu", "ModuleOp"> {
     contractions: each dispatched row finds its expert by a fixed-length
     bisection of the clamped offsets and gathers that expert's weights on
     load, so no loop over experts with sizes read from device memory is
-    left for the host. `moe.combine` becomes a counting sort of the slots by
+    left for the host. `moe.dispatch_plan` without capacity becomes chunked
+    parallel counts per (chunk of 256 assignments, expert), a scan over the
+    experts (E sequential steps) and a slot-parallel gather in which each
+    slot finds its expert and chunk by bisection and its assignment by a scan
+    of the chunk: integers and copied weights, the reference's exactly.
+    `moe.combine` becomes a counting sort of the slots by
     token (sequential scalar work, O(S + T)) and a gather-sum per (token,
     column) in slot order, instead of one row update per slot. Every sum
     runs in the reference lowering's order:

@@ -39,6 +39,7 @@ struct ConvertMoEToGPUPass
     }
     RewritePatternSet patterns(&getContext());
     populateExpertsToGPUPatterns(patterns, tensorCoreOptions);
+    populateDispatchToGPUPatterns(patterns);
     populateCombineToGPUPatterns(patterns);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();

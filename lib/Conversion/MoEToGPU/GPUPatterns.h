@@ -31,6 +31,10 @@ Value buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
 void populateExpertsToGPUPatterns(RewritePatternSet &patterns,
                                   const TensorCoreOptions &options);
 
+/// moe.dispatch_plan without capacity as chunked parallel counts, a scan
+/// over experts and a slot-parallel gather (DispatchToGPU.cpp).
+void populateDispatchToGPUPatterns(RewritePatternSet &patterns);
+
 /// moe.combine as a counting sort of slots by token and a token-parallel
 /// gather-sum in slot order (CombineToGPU.cpp).
 void populateCombineToGPUPatterns(RewritePatternSet &patterns);

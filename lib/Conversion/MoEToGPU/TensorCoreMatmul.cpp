@@ -31,6 +31,7 @@
 
 #include "../MoEToLinalg/LoweringUtils.h"
 #include "GPUPatterns.h"
+#include "ScalarEmitter.h"
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -48,46 +49,6 @@ namespace {
 constexpr int64_t kTileRows = 16, kTileCols = 8, kTileDepth = 16,
                   kWarpSize = 32;
 
-/// Index and integer helpers on one builder and location.
-struct Emitter {
-  OpBuilder &b;
-  Location loc;
-
-  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
-  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
-  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
-  Value div(Value x, int64_t d) {
-    return arith::DivUIOp::create(b, loc, x, idx(d));
-  }
-  Value rem(Value x, int64_t d) {
-    return arith::RemUIOp::create(b, loc, x, idx(d));
-  }
-  Value minU(Value x, Value y) { return arith::MinUIOp::create(b, loc, x, y); }
-  Value cmp(arith::CmpIPredicate p, Value x, Value y) {
-    return arith::CmpIOp::create(b, loc, p, x, y);
-  }
-  Value ult(Value x, Value y) { return cmp(arith::CmpIPredicate::ult, x, y); }
-  Value eq(Value x, Value y) { return cmp(arith::CmpIPredicate::eq, x, y); }
-  Value both(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
-  Value select(Value c, Value x, Value y) {
-    return arith::SelectOp::create(b, loc, c, x, y);
-  }
-  Value i32(int64_t v) {
-    return arith::ConstantIntOp::create(b, loc, b.getI32Type(), v);
-  }
-  Value f32(double v) {
-    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(),
-                                          APFloat(static_cast<float>(v)));
-  }
-  /// The value of `i` (index) picked from `values` by a select chain.
-  Value pick(ArrayRef<Value> values, Value i) {
-    Value picked = values[0];
-    for (size_t j = 1; j < values.size(); ++j)
-      picked = select(eq(i, idx(j)), values[j], picked);
-    return picked;
-  }
-};
-
 /// What a warp tile reads: the operands, their sizes, and the tile's place.
 struct TileOperands {
   Value lhs, w, expertOfRow;
@@ -98,13 +59,13 @@ struct TileOperands {
 };
 
 /// A bf16 value's 16 bits, zero-extended to i32.
-Value bf16Bits(Emitter &em, Value bf16) {
+Value bf16Bits(ScalarEmitter &em, Value bf16) {
   Value bits = arith::BitcastOp::create(em.b, em.loc, em.b.getI16Type(), bf16);
   return arith::ExtUIOp::create(em.b, em.loc, em.b.getI32Type(), bits);
 }
 
 /// Two bf16 values in one 32-bit register, `low` in the low half.
-Value packPair(Emitter &em, Value low, Value high) {
+Value packPair(ScalarEmitter &em, Value low, Value high) {
   Value shifted = arith::ShLIOp::create(em.b, em.loc, bf16Bits(em, high),
                                         em.i32(16));
   return arith::OrIOp::create(em.b, em.loc, bf16Bits(em, low), shifted);
@@ -112,7 +73,7 @@ Value packPair(Emitter &em, Value low, Value high) {
 
 /// `x` as bf16 terms whose sum is x: [hi, mid, lo] by truncation (exact;
 /// ±Inf and NaN stay in hi with zero below), or [round(x)].
-SmallVector<Value> splitActivation(Emitter &em, Value x, bool threeTerms) {
+SmallVector<Value> splitActivation(ScalarEmitter &em, Value x, bool threeTerms) {
   OpBuilder &b = em.b;
   Type bf16 = b.getBF16Type();
   if (!threeTerms)
@@ -151,7 +112,7 @@ struct Fragments {
   std::array<Value, 2> b;
 };
 
-Fragments loadFragments(Emitter &em, const TileOperands &t, Value lane,
+Fragments loadFragments(ScalarEmitter &em, const TileOperands &t, Value lane,
                         Value e, Value k0) {
   OpBuilder &b = em.b;
   Location loc = em.loc;
@@ -218,7 +179,7 @@ Fragments loadFragments(Emitter &em, const TileOperands &t, Value lane,
 }
 
 /// The half `k % 2` of a packed register, as f32.
-Value unpackHalf(Emitter &em, Value reg, Value k) {
+Value unpackHalf(ScalarEmitter &em, Value reg, Value k) {
   OpBuilder &b = em.b;
   Value odd = arith::TruncIOp::create(
       b, em.loc, b.getI32Type(),
@@ -232,7 +193,7 @@ Value unpackHalf(Emitter &em, Value reg, Value k) {
 
 /// `acc + A·B` for one 16×8×16 step and one activation term, as the 4
 /// accumulator registers of `lane`.
-SmallVector<Value> multiplyAccumulate(Emitter &em, const TileOperands &t,
+SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
                                       Value lane, Value e, Value k0,
                                       size_t term, const Fragments &mine,
                                       ValueRange acc) {
@@ -257,7 +218,7 @@ SmallVector<Value> multiplyAccumulate(Emitter &em, const TileOperands &t,
     auto loop = scf::ForOp::create(
         b, loc, em.idx(0), em.idx(kTileDepth), em.idx(1), ValueRange{acc[i]},
         [&](OpBuilder &nb, Location nloc, Value k, ValueRange args) {
-          Emitter in{nb, nloc};
+          ScalarEmitter in{nb, nloc};
           Value kInPair = in.div(in.rem(k, 8), 2); // (k % 8) / 2
           Value kHalf = in.div(k, 8);             // 0 for k < 8
           // A[m][k]: lane 4·(m % 8) + (k % 8)/2, register m/8 + 2·(k/8).
@@ -287,7 +248,7 @@ SmallVector<Value> multiplyAccumulate(Emitter &em, const TileOperands &t,
 
 /// The next expert after `e` among the tile's rows (E if none): the rows'
 /// experts are non-decreasing, so the smallest one above e.
-Value nextExpertOfTile(Emitter &em, const TileOperands &t, Value e,
+Value nextExpertOfTile(ScalarEmitter &em, const TileOperands &t, Value e,
                        int64_t numExperts) {
   Value next = em.idx(numExperts);
   Value lastRow = arith::SubIOp::create(em.b, em.loc, t.numRows, em.idx(1));
@@ -312,7 +273,7 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
   int64_t numCols = wType.getDimSize(1), depth = wType.getDimSize(2);
   int64_t colTiles = llvm::divideCeil(numCols, kTileCols);
   int64_t depthSteps = llvm::divideCeil(depth, kTileDepth);
-  Emitter em{b, loc};
+  ScalarEmitter em{b, loc};
   Value numRows = getDimSize(b, loc, lhs, 0);
   Value rowTiles = em.div(em.add(numRows, em.idx(kTileRows - 1)), kTileRows);
   Value items = em.mul(rowTiles, em.idx(colTiles * kWarpSize));
@@ -330,7 +291,7 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
       SmallVector<AffineMap>(4, identity),
       ArrayRef<IteratorType>{IteratorType::parallel},
       [&](OpBuilder &nb, Location nloc, ValueRange) {
-        Emitter in{nb, nloc};
+        ScalarEmitter in{nb, nloc};
         Value id = linalg::IndexOp::create(nb, nloc, 0);
         Value lane = in.rem(id, kWarpSize);
         Value tile = in.div(id, kWarpSize);
@@ -355,12 +316,12 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
         auto loop = scf::WhileOp::create(
             nb, nloc, carried, start,
             [&](OpBuilder &cb, Location cloc, ValueRange args) {
-              Emitter c{cb, cloc};
+              ScalarEmitter c{cb, cloc};
               Value more = c.ult(args[0], c.idx(numExperts));
               scf::ConditionOp::create(cb, cloc, more, args);
             },
             [&](OpBuilder &bb, Location bloc, ValueRange args) {
-              Emitter body{bb, bloc};
+              ScalarEmitter body{bb, bloc};
               Value e = args[0];
               SmallVector<Value> zeros(4, body.f32(0.0));
               auto steps = scf::ForOp::create(
@@ -368,7 +329,7 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                   zeros,
                   [&](OpBuilder &kb, Location kloc, Value step,
                       ValueRange sums) {
-                    Emitter k{kb, kloc};
+                    ScalarEmitter k{kb, kloc};
                     Value k0 = k.mul(step, k.idx(kTileDepth));
                     Fragments mine = loadFragments(k, t, lane, e, k0);
                     SmallVector<Value> d(sums);
@@ -409,7 +370,7 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
              ArrayRef<IteratorType>{IteratorType::parallel,
                                     IteratorType::parallel},
              [&](OpBuilder &nb, Location nloc, ValueRange) {
-               Emitter in{nb, nloc};
+               ScalarEmitter in{nb, nloc};
                Value r = linalg::IndexOp::create(nb, nloc, 0);
                Value n = linalg::IndexOp::create(nb, nloc, 1);
                Value tile = in.add(in.mul(in.div(r, kTileRows),
