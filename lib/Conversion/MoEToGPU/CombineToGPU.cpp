@@ -28,8 +28,10 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
 
   LogicalResult matchAndRewrite(CombineOp op,
                                 PatternRewriter &b) const override {
+    if (auto plan = op.getTokenIds().getDefiningOp<DispatchPlanOp>();
+        plan && isParallelDispatchPlan(plan))
+      return b.notifyMatchFailure(op, "its dispatch plan lists the slots");
     Location loc = op.getLoc();
-    MLIRContext *ctx = b.getContext();
     Value rows = op.getExpertRows(), tokenIds = op.getTokenIds();
     Value slotWeights = op.getSlotWeights(), init = op.getInit();
     Value numSlots = getDimSize(b, loc, tokenIds, 0);
@@ -90,44 +92,62 @@ struct CombineToGPU : OpRewritePattern<CombineOp> {
           });
         })[0];
 
-    // out[t, d] = init[t, d] + Σ_slots of t, in slot order, w[s]·rows[s, d].
-    // In place: each element reads its own init before writing it.
-    auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
-    Value result =
-        linalg::GenericOp::create(
-            b, loc, TypeRange{init.getType()}, ValueRange{},
-            ValueRange{init}, ArrayRef<AffineMap>{identity},
-            ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
-                                          utils::IteratorType::parallel},
-            [&](OpBuilder &nb, Location nloc, ValueRange args) {
-              Value t = linalg::IndexOp::create(nb, nloc, 0);
-              Value d = linalg::IndexOp::create(nb, nloc, 1);
-              Value lo = tensor::ExtractOp::create(nb, nloc, starts, t);
-              Value next = arith::AddIOp::create(nb, nloc, t, one);
-              Value hi = tensor::ExtractOp::create(nb, nloc, starts, next);
-              auto loop = scf::ForOp::create(
-                  nb, nloc, lo, hi, one, ValueRange{args[0]},
-                  [&](OpBuilder &lb, Location lloc, Value j, ValueRange acc) {
-                    Value slot = tensor::ExtractOp::create(lb, lloc, order, j);
-                    Value w =
-                        tensor::ExtractOp::create(lb, lloc, slotWeights, slot);
-                    Value r = tensor::ExtractOp::create(lb, lloc, rows,
-                                                        ValueRange{slot, d});
-                    Value prod = arith::MulFOp::create(lb, lloc, w, r);
-                    scf::YieldOp::create(
-                        lb, lloc,
-                        ValueRange{arith::AddFOp::create(lb, lloc, acc[0],
-                                                         prod)});
-                  });
-              linalg::YieldOp::create(nb, nloc, loop.getResults());
-            })
-            .getResult(0);
+    Value result = buildSlotSums(
+        b, loc, init, rows, slotWeights, order,
+        [&](OpBuilder &nb, Location nloc, Value t) {
+          Value next = arith::AddIOp::create(nb, nloc, t, one);
+          return std::pair<Value, Value>{
+              tensor::ExtractOp::create(nb, nloc, starts, t),
+              tensor::ExtractOp::create(nb, nloc, starts, next)};
+        });
     b.replaceOp(op, result);
     return success();
   }
 };
 
 } // namespace
+
+Value mlir::moe::buildSlotSums(
+    OpBuilder &b, Location loc, Value init, Value rows, Value slotWeights,
+    Value order,
+    function_ref<std::pair<Value, Value>(OpBuilder &, Location, Value)>
+        rangeOf) {
+  MLIRContext *ctx = b.getContext();
+  auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+             ArrayRef<AffineMap>{identity},
+             ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                           utils::IteratorType::parallel},
+             [&](OpBuilder &nb, Location nloc, ValueRange args) {
+               Value t = linalg::IndexOp::create(nb, nloc, 0);
+               Value d = linalg::IndexOp::create(nb, nloc, 1);
+               auto [lo, hi] = rangeOf(nb, nloc, t);
+               Value one = arith::ConstantIndexOp::create(nb, nloc, 1);
+               Value zero = arith::ConstantIndexOp::create(nb, nloc, 0);
+               auto loop = scf::ForOp::create(
+                   nb, nloc, lo, hi, one, ValueRange{args[0]},
+                   [&](OpBuilder &lb, Location lloc, Value j, ValueRange acc) {
+                     Value entry = tensor::ExtractOp::create(lb, lloc, order, j);
+                     Value listed = arith::CmpIOp::create(
+                         lb, lloc, arith::CmpIPredicate::sge, entry, zero);
+                     Value slot =
+                         arith::SelectOp::create(lb, lloc, listed, entry, zero);
+                     Value w =
+                         tensor::ExtractOp::create(lb, lloc, slotWeights, slot);
+                     Value r = tensor::ExtractOp::create(lb, lloc, rows,
+                                                         ValueRange{slot, d});
+                     Value prod = arith::MulFOp::create(lb, lloc, w, r);
+                     Value sum = arith::AddFOp::create(lb, lloc, acc[0], prod);
+                     scf::YieldOp::create(
+                         lb, lloc,
+                         ValueRange{arith::SelectOp::create(lb, lloc, listed,
+                                                            sum, acc[0])});
+                   });
+               linalg::YieldOp::create(nb, nloc, loop.getResults());
+             })
+      .getResult(0);
+}
 
 void mlir::moe::populateCombineToGPUPatterns(RewritePatternSet &patterns) {
   patterns.add<CombineToGPU>(patterns.getContext());

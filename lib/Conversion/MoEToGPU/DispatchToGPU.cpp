@@ -16,7 +16,11 @@
 //                       to e                                   s parallel
 //
 // Slots are gathered, not scattered: each slot finds the assignment that
-// lands in it. Within an expert the slots keep the assignments' order, as
+// lands in it. The plan's moe.combine users are rewritten with it: each
+// assignment's slot is its chunk's start plus the earlier assignments of
+// the chunk to its expert, each token ranks its up to k slots, and the
+// combine sums every (token, column) over them ascending — the reference's
+// order, with no sort over all slots. Within an expert the slots keep the assignments' order, as
 // the reference fills them, so every result is the reference's (integers
 // and copied weights: the same bits), whatever the batch or the chunk size.
 // Plans with capacity keep the reference lowering (their fill order across
@@ -48,12 +52,92 @@ constexpr int64_t kChunkSize = 256;
 /// Bisection steps over chunks: enough for 2^31 assignments.
 constexpr int64_t kChunkBisectionSteps = 24;
 
+using ExpertOfFn = function_ref<std::pair<Value, Value>(ScalarEmitter &, Value)>;
+using IsOfFn = function_ref<Value(ScalarEmitter &, Value, Value)>;
+
+/// `[T·k]` index: token t's slots ascending at t·k ..< t·k + k, then -1 for
+/// choices that went to no expert. The slot of assignment a (chunk c, expert
+/// e) is chunk_starts[c, e] plus the earlier assignments of its chunk to e;
+/// a token's up to k slots are ranked among themselves (O(k²), k small).
+Value buildSlotsByToken(OpBuilder &b, Location loc, Value chunkStarts,
+                        Value numTokens, Value numAssignments,
+                        ExpertOfFn expertOf, IsOfFn isOf, int64_t topK) {
+  MLIRContext *ctx = b.getContext();
+  auto identity = AffineMap::getMultiDimIdentityMap(1, ctx);
+  auto parallel1d = [&](function_ref<Value(ScalarEmitter &, Value)> body) {
+    Value init = tensor::EmptyOp::create(
+        b, loc, ArrayRef<OpFoldResult>{numAssignments}, b.getIndexType());
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{init.getType()}, ValueRange{},
+               ValueRange{init}, ArrayRef<AffineMap>{identity},
+               ArrayRef<IteratorType>{IteratorType::parallel},
+               [&](OpBuilder &nb, Location nloc, ValueRange) {
+                 ScalarEmitter in{nb, nloc};
+                 Value a = linalg::IndexOp::create(nb, nloc, 0);
+                 linalg::YieldOp::create(nb, nloc, body(in, a));
+               })
+        .getResult(0);
+  };
+  Value slotOf = parallel1d([&](ScalarEmitter &in, Value a) {
+    Value valid, e; // named: the loop body below captures e
+    std::tie(valid, e) = expertOf(in, a);
+    Value c = in.div(a, kChunkSize);
+    Value start = in.toIndex(tensor::ExtractOp::create(
+        in.b, in.loc, chunkStarts, ValueRange{c, e}));
+    Value earlier =
+        buildLoop(in.b, in.loc, in.mul(c, in.idx(kChunkSize)), a,
+                  {in.idx(0)}, [&](OpBuilder &lb, Value a2, ValueRange n) {
+                    ScalarEmitter l{lb, in.loc};
+                    Value same = isOf(l, a2, e);
+                    return SmallVector<Value>{
+                        l.add(n[0], l.select(same, l.idx(1), l.idx(0)))};
+                  })
+            .front();
+    return in.select(valid, in.add(start, earlier), in.idx(-1));
+  });
+  // Entry t·k + r: the slot of token t with r smaller ones, else -1.
+  return parallel1d([&](ScalarEmitter &in, Value p) {
+    Value first = in.mul(in.div(p, topK), in.idx(topK));
+    Value r = in.rem(p, topK);
+    auto slotAt = [&](ScalarEmitter &x, Value j) {
+      return tensor::ExtractOp::create(x.b, x.loc, slotOf,
+                                       ValueRange{x.add(first, j)})
+          .getResult();
+    };
+    return buildLoop(
+               in.b, in.loc, in.idx(0), in.idx(topK), {in.idx(-1)},
+               [&](OpBuilder &jb, Value j, ValueRange found) {
+                 ScalarEmitter l{jb, in.loc};
+                 Value v = slotAt(l, j);
+                 Value smaller =
+                     buildLoop(jb, in.loc, l.idx(0), l.idx(topK), {l.idx(0)},
+                               [&](OpBuilder &ib, Value i, ValueRange n) {
+                                 ScalarEmitter m{ib, in.loc};
+                                 Value u = slotAt(m, i);
+                                 Value below = m.both(
+                                     m.cmp(arith::CmpIPredicate::sge, u,
+                                           m.idx(0)),
+                                     m.cmp(arith::CmpIPredicate::slt, u, v));
+                                 return SmallVector<Value>{m.add(
+                                     n[0], m.select(below, m.idx(1),
+                                                    m.idx(0)))};
+                               })
+                         .front();
+                 Value hit = l.both(l.cmp(arith::CmpIPredicate::sge, v,
+                                          l.idx(0)),
+                                    l.eq(smaller, r));
+                 return SmallVector<Value>{l.select(hit, v, found[0])};
+               })
+        .front();
+  });
+}
+
 struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(DispatchPlanOp op,
                                 PatternRewriter &b) const override {
-    if (op.hasCapacity())
+    if (!isParallelDispatchPlan(op))
       return b.notifyMatchFailure(op, "capacity fills choice by choice");
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
@@ -259,6 +343,34 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
           linalg::YieldOp::create(nb, nloc, ValueRange{token, weight});
         });
 
+    // The combines of these slots: each token lists its slots ascending.
+    SmallVector<CombineOp> combines;
+    for (Operation *user : op.getTokenIds().getUsers())
+      if (auto combine = dyn_cast<CombineOp>(user);
+          combine && combine.getTokenIds() == op.getTokenIds())
+        combines.push_back(combine);
+    if (!combines.empty()) {
+      Value order = buildSlotsByToken(b, loc, chunkStarts, numTokens,
+                                      numAssignments, expertOf, isOf, topK);
+      for (CombineOp combine : combines) {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPoint(combine);
+        // Token t's slots are order[t·k ..< t·k + k]; tokens of the
+        // combine past the plan's have none.
+        Value sums = buildSlotSums(
+            b, combine.getLoc(), combine.getInit(), combine.getExpertRows(),
+            combine.getSlotWeights(), order,
+            [&](OpBuilder &nb, Location nloc, Value t) {
+              ScalarEmitter in{nb, nloc};
+              Value lo = in.mul(in.minU(t, numTokens), in.idx(topK));
+              Value hi = in.select(in.ult(t, numTokens),
+                                   in.add(lo, in.idx(topK)), lo);
+              return std::pair{lo, hi};
+            });
+        b.replaceOp(combine, sums);
+      }
+    }
+
     Value dropped = em.sub(em.toI32(numAssignments),
                            tensor::ExtractOp::create(
                                b, loc, offsets, ValueRange{em.idx(numExperts)}));
@@ -271,6 +383,10 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
 };
 
 } // namespace
+
+bool mlir::moe::isParallelDispatchPlan(DispatchPlanOp plan) {
+  return !plan.hasCapacity();
+}
 
 void mlir::moe::populateDispatchToGPUPatterns(RewritePatternSet &patterns) {
   patterns.add<DispatchPlanToGPU>(patterns.getContext());

@@ -3,6 +3,8 @@
 #ifndef MOE_LIB_CONVERSION_MOETOGPU_GPUPATTERNS_H
 #define MOE_LIB_CONVERSION_MOETOGPU_GPUPATTERNS_H
 
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+
 #include "mlir/IR/PatternMatch.h"
 
 namespace mlir::moe {
@@ -34,6 +36,19 @@ void populateExpertsToGPUPatterns(RewritePatternSet &patterns,
 /// moe.dispatch_plan without capacity as chunked parallel counts, a scan
 /// over experts and a slot-parallel gather (DispatchToGPU.cpp).
 void populateDispatchToGPUPatterns(RewritePatternSet &patterns);
+
+/// Whether DispatchToGPU.cpp lowers `plan` (no capacity): then it also
+/// rewrites the moe.combine ops of its slots.
+bool isParallelDispatchPlan(DispatchPlanOp plan);
+
+/// `init[t, d] + Σ w[s]·rows[s, d]` over the slots s = order[j], j in
+/// rangeOf(t) in order, skipping entries < 0: the combine's sums in the
+/// reference's order when the order lists each token's slots ascending.
+Value buildSlotSums(
+    OpBuilder &b, Location loc, Value init, Value rows, Value slotWeights,
+    Value order,
+    function_ref<std::pair<Value, Value>(OpBuilder &, Location, Value)>
+        rangeOf);
 
 /// moe.combine as a counting sort of slots by token and a token-parallel
 /// gather-sum in slot order (CombineToGPU.cpp).
