@@ -48,6 +48,9 @@ namespace {
 
 constexpr int64_t kTileRows = 16, kTileCols = 8, kTileDepth = 16,
                   kWarpSize = 32;
+/// 8-column MMA tiles per warp: the A fragments (loaded and split once per
+/// depth step) serve this many MMAs.
+constexpr int64_t kColTilesPerWarp = 4;
 
 /// What a warp tile reads: the operands, their sizes, and the tile's place.
 struct TileOperands {
@@ -104,16 +107,13 @@ SmallVector<Value> splitActivation(ScalarEmitter &em, Value x, bool threeTerms) 
   return terms;
 }
 
-/// The fragment registers of `lane` for depth step `k0` and expert `e`:
-/// per activation term its a0..a3, then b0, b1. Rows of another expert
-/// and elements past the edges are zero; loads stay in bounds (clamped).
-struct Fragments {
-  SmallVector<std::array<Value, 4>> a; // one per term
-  std::array<Value, 2> b;
-};
+/// The A fragment registers of `lane` for depth step `k0` and expert `e`:
+/// per activation term its a0..a3. Rows of another expert and elements past
+/// the edges are zero; loads stay in bounds (clamped).
+using AFragments = SmallVector<std::array<Value, 4>>; // one per term
 
-Fragments loadFragments(ScalarEmitter &em, const TileOperands &t, Value lane,
-                        Value e, Value k0) {
+AFragments loadA(ScalarEmitter &em, const TileOperands &t, Value lane,
+                 Value e, Value k0) {
   OpBuilder &b = em.b;
   Location loc = em.loc;
   Value g = em.div(lane, 4), q = em.rem(lane, 4);
@@ -148,8 +148,7 @@ Fragments loadFragments(ScalarEmitter &em, const TileOperands &t, Value lane,
       std::pair{mine0, at0}, std::pair{mine1, at1}, std::pair{mine0, at0},
       std::pair{mine1, at1}};
   bool threeTerms = t.options.precision == TensorCorePrecision::f32;
-  Fragments f;
-  f.a.resize(threeTerms ? 3 : 1);
+  AFragments a(threeTerms ? 3 : 1);
   for (int reg = 0; reg < 4; ++reg) {
     int kPair = reg / 2; // k 0-1 or 8-9
     auto [mine, row] = rows[reg];
@@ -158,24 +157,33 @@ Fragments loadFragments(ScalarEmitter &em, const TileOperands &t, Value lane,
     SmallVector<Value> high = splitActivation(
         em, activation(mine, row, ks[2 * kPair + 1]), threeTerms);
     for (size_t term = 0; term < low.size(); ++term)
-      f.a[term][reg] = packPair(em, low[term], high[term]);
+      a[term][reg] = packPair(em, low[term], high[term]);
   }
+  return a;
+}
 
-  // Weight element (n = tileCol0 + g, k) of expert e, zero past the edges.
-  Value col = em.add(t.tileCol0, g);
+/// The B fragment registers b0, b1 of `lane` for the 8 columns from `col0`:
+/// weight elements (n = col0 + g, k) of expert e, zero past the edges.
+std::array<Value, 2> loadB(ScalarEmitter &em, const TileOperands &t,
+                           Value lane, Value e, Value k0, Value col0) {
+  OpBuilder &b = em.b;
+  Location loc = em.loc;
+  Value g = em.div(lane, 4), q = em.rem(lane, 4);
+  Value lastDepth = em.idx(t.depth - 1);
+  Value twoQ = em.mul(q, em.idx(2));
+  Value col = em.add(col0, g);
   Value colInside = em.ult(col, em.idx(t.numCols));
   Value colAt = em.minU(col, em.idx(t.numCols - 1));
   Value bf16Zero = arith::ConstantFloatOp::create(
       b, loc, b.getBF16Type(), APFloat::getZero(APFloat::BFloat()));
-  auto weight = [&](Value k) {
+  auto weight = [&](int64_t offset) {
+    Value k = em.add(k0, em.add(twoQ, em.idx(offset)));
     Value ok = em.both(colInside, em.ult(k, em.idx(t.depth)));
     Value v = tensor::ExtractOp::create(
         b, loc, t.w, ValueRange{e, colAt, em.minU(k, lastDepth)});
     return em.select(ok, v, bf16Zero);
   };
-  f.b[0] = packPair(em, weight(ks[0]), weight(ks[1]));
-  f.b[1] = packPair(em, weight(ks[2]), weight(ks[3]));
-  return f;
+  return {packPair(em, weight(0), weight(1)), packPair(em, weight(8), weight(9))};
 }
 
 /// The half `k % 2` of a packed register, as f32.
@@ -191,19 +199,21 @@ Value unpackHalf(ScalarEmitter &em, Value reg, Value k) {
   return arith::ExtFOp::create(b, em.loc, b.getF32Type(), value);
 }
 
-/// `acc + A·B` for one 16×8×16 step and one activation term, as the 4
-/// accumulator registers of `lane`.
+/// `acc + A·B` for one 16×8×16 step, one activation term and the 8 columns
+/// from `col0`, as the 4 accumulator registers of `lane` (whose fragments
+/// are `a` and `bRegs`).
 SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
                                       Value lane, Value e, Value k0,
-                                      size_t term, const Fragments &mine,
+                                      Value col0, size_t term,
+                                      const std::array<Value, 4> &a,
+                                      const std::array<Value, 2> &bRegs,
                                       ValueRange acc) {
   OpBuilder &b = em.b;
   Location loc = em.loc;
   if (t.options.mode == TensorCoreMode::mma) {
-    const std::array<Value, 4> &a = mine.a[term];
     Type f32 = b.getF32Type();
     auto mma = WarpMMAOp::create(b, loc, f32, f32, f32, f32, a[0], a[1], a[2],
-                                 a[3], mine.b[0], mine.b[1], acc[0], acc[1],
+                                 a[3], bRegs[0], bRegs[1], acc[0], acc[1],
                                  acc[2], acc[3]);
     return SmallVector<Value>(mma->getResults());
   }
@@ -225,17 +235,15 @@ SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
           Value laneA =
               in.add(in.mul(in.rem(m, 8), in.idx(4)), kInPair);
           Value regA = in.add(in.div(m, 8), in.mul(kHalf, in.idx(2)));
-          Fragments fa = loadFragments(in, t, laneA, e, k0);
+          const std::array<Value, 4> theirA = loadA(in, t, laneA, e, k0)[term];
           Value aValue = unpackHalf(
-              in,
-              in.pick({fa.a[term][0], fa.a[term][1], fa.a[term][2],
-                       fa.a[term][3]},
-                      regA),
+              in, in.pick({theirA[0], theirA[1], theirA[2], theirA[3]}, regA),
               k);
           // B[k][n]: lane 4·n + (k % 8)/2, register k/8.
           Value laneB = in.add(in.mul(n, in.idx(4)), kInPair);
-          Fragments fb = loadFragments(in, t, laneB, e, k0);
-          Value bValue = unpackHalf(in, in.pick({fb.b[0], fb.b[1]}, kHalf), k);
+          std::array<Value, 2> theirB = loadB(in, t, laneB, e, k0, col0);
+          Value bValue =
+              unpackHalf(in, in.pick({theirB[0], theirB[1]}, kHalf), k);
           Value sum = arith::AddFOp::create(
               nb, nloc, args[0],
               arith::MulFOp::create(nb, nloc, aValue, bValue));
@@ -271,7 +279,9 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
   MLIRContext *ctx = b.getContext();
   auto wType = cast<RankedTensorType>(w.getType());
   int64_t numCols = wType.getDimSize(1), depth = wType.getDimSize(2);
-  int64_t colTiles = llvm::divideCeil(numCols, kTileCols);
+  constexpr int64_t warpCols = kTileCols * kColTilesPerWarp;
+  constexpr int64_t numRegs = 4 * kColTilesPerWarp;
+  int64_t colTiles = llvm::divideCeil(numCols, warpCols);
   int64_t depthSteps = llvm::divideCeil(depth, kTileDepth);
   ScalarEmitter em{b, loc};
   Value numRows = getDimSize(b, loc, lhs, 0);
@@ -279,16 +289,17 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
   Value items = em.mul(rowTiles, em.idx(colTiles * kWarpSize));
   Type f32 = b.getF32Type();
 
-  // Work item id = (rowTile · colTiles + colTile) · 32 + lane; four results
-  // per item, its accumulator registers.
+  // Work item id = (rowTile · colTiles + colTile) · 32 + lane, a warp tile
+  // of 16 rows × warpCols columns; its results are the lane's accumulator
+  // registers, 4 per 8-column MMA tile (register 4·j + i of tile j).
   SmallVector<Value> inits;
-  for (int i = 0; i < 4; ++i)
+  for (int64_t i = 0; i < numRegs; ++i)
     inits.push_back(tensor::EmptyOp::create(
         b, loc, ArrayRef<OpFoldResult>{items}, f32));
   auto identity = AffineMap::getMultiDimIdentityMap(1, ctx);
   auto fragments = linalg::GenericOp::create(
       b, loc, TypeRange(ValueRange(inits)), ValueRange{}, inits,
-      SmallVector<AffineMap>(4, identity),
+      SmallVector<AffineMap>(numRegs, identity),
       ArrayRef<IteratorType>{IteratorType::parallel},
       [&](OpBuilder &nb, Location nloc, ValueRange) {
         ScalarEmitter in{nb, nloc};
@@ -302,14 +313,13 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                        numCols,
                        depth,
                        in.mul(in.div(tile, colTiles), in.idx(kTileRows)),
-                       in.mul(in.rem(tile, colTiles), in.idx(kTileCols)),
+                       in.mul(in.rem(tile, colTiles), in.idx(warpCols)),
                        options};
-        Value zero = in.f32(0.0);
-        SmallVector<Value> acc(4, zero);
+        SmallVector<Value> acc(numRegs, in.f32(0.0));
         Value first = tensor::ExtractOp::create(nb, nloc, expertOfRow,
                                                 ValueRange{t.tileRow0});
         // While the expert is one (< E): the tile's rows of expert e.
-        SmallVector<Type> carried(5, f32);
+        SmallVector<Type> carried(1 + numRegs, f32);
         carried[0] = nb.getIndexType();
         SmallVector<Value> start = {first};
         start.append(acc);
@@ -323,7 +333,7 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
             [&](OpBuilder &bb, Location bloc, ValueRange args) {
               ScalarEmitter body{bb, bloc};
               Value e = args[0];
-              SmallVector<Value> zeros(4, body.f32(0.0));
+              SmallVector<Value> zeros(numRegs, body.f32(0.0));
               auto steps = scf::ForOp::create(
                   bb, bloc, body.idx(0), body.idx(depthSteps), body.idx(1),
                   zeros,
@@ -331,36 +341,54 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                       ValueRange sums) {
                     ScalarEmitter k{kb, kloc};
                     Value k0 = k.mul(step, k.idx(kTileDepth));
-                    Fragments mine = loadFragments(k, t, lane, e, k0);
+                    AFragments a = loadA(k, t, lane, e, k0);
+                    SmallVector<Value> col0s;
+                    SmallVector<std::array<Value, 2>> bRegs;
+                    for (int64_t j = 0; j < kColTilesPerWarp; ++j) {
+                      col0s.push_back(
+                          k.add(t.tileCol0, k.idx(j * kTileCols)));
+                      bRegs.push_back(loadB(k, t, lane, e, k0, col0s.back()));
+                    }
+                    // The lo, mid and hi terms in turn into each tile.
                     SmallVector<Value> d(sums);
-                    for (size_t term = mine.a.size(); term-- > 0;)
-                      d = multiplyAccumulate(k, t, lane, e, k0, term, mine, d);
+                    for (size_t term = a.size(); term-- > 0;)
+                      for (int64_t j = 0; j < kColTilesPerWarp; ++j) {
+                        SmallVector<Value> tileAcc = multiplyAccumulate(
+                            k, t, lane, e, k0, col0s[j], term, a[term],
+                            bRegs[j], ValueRange(d).slice(4 * j, 4));
+                        std::copy(tileAcc.begin(), tileAcc.end(),
+                                  d.begin() + 4 * j);
+                      }
                     scf::YieldOp::create(kb, kloc, d);
                   });
-              // Each accumulator register keeps the sums of its row's expert.
+              // Each accumulator register keeps the sums of its row's expert
+              // (register i of every tile: row g + 8·(i / 2)).
               Value g = body.div(lane, 4);
               Value lastRow =
                   arith::SubIOp::create(bb, bloc, numRows, body.idx(1));
-              SmallVector<Value> next;
-              next.push_back(nextExpertOfTile(body, t, e, numExperts));
-              for (int64_t i = 0; i < 4; ++i) {
-                Value row = body.add(t.tileRow0,
-                                     body.add(g, body.idx(8 * (i / 2))));
+              std::array<Value, 2> rowIsMine;
+              for (int64_t half = 0; half < 2; ++half) {
+                Value row =
+                    body.add(t.tileRow0, body.add(g, body.idx(8 * half)));
                 Value expert = tensor::ExtractOp::create(
                     bb, bloc, expertOfRow,
                     ValueRange{body.minU(row, lastRow)});
-                Value mine = body.both(body.ult(row, numRows),
-                                       body.eq(expert, e));
-                next.push_back(
-                    body.select(mine, steps.getResult(i), args[1 + i]));
+                rowIsMine[half] =
+                    body.both(body.ult(row, numRows), body.eq(expert, e));
               }
+              SmallVector<Value> next;
+              next.push_back(nextExpertOfTile(body, t, e, numExperts));
+              for (int64_t r = 0; r < numRegs; ++r)
+                next.push_back(body.select(rowIsMine[(r % 4) / 2],
+                                           steps.getResult(r), args[1 + r]));
               scf::YieldOp::create(bb, bloc, next);
             });
         linalg::YieldOp::create(nb, nloc, loop.getResults().drop_front());
       });
 
-  // Back to [S, N]: element (r, n) is register 2·((r%16)/8) + n%2 of lane
-  // 4·(r%8) + (n%8)/2 in tile (r/16, n/8).
+  // Back to [S, N]: element (r, n) is register 4·j + 2·((r%16)/8) + n%2,
+  // j = (n % warpCols) / 8, of lane 4·(r%8) + (n%8)/2 in warp tile
+  // (r/16, n/warpCols); one load, chosen by a switch on the register.
   Value out = tensor::EmptyOp::create(
       b, loc, ArrayRef<OpFoldResult>{numRows, b.getIndexAttr(numCols)}, f32);
   auto identity2 = AffineMap::getMultiDimIdentityMap(2, ctx);
@@ -375,18 +403,31 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                Value n = linalg::IndexOp::create(nb, nloc, 1);
                Value tile = in.add(in.mul(in.div(r, kTileRows),
                                           in.idx(colTiles)),
-                                   in.div(n, kTileCols));
+                                   in.div(n, warpCols));
                Value lane = in.add(in.mul(in.rem(r, 8), in.idx(4)),
                                    in.div(in.rem(n, kTileCols), 2));
                Value id = in.add(in.mul(tile, in.idx(kWarpSize)), lane);
-               Value reg = in.add(in.mul(in.div(in.rem(r, kTileRows), 8),
-                                         in.idx(2)),
-                                  in.rem(n, 2));
-               SmallVector<Value> values;
-               for (Value result : fragments.getResults())
-                 values.push_back(
-                     tensor::ExtractOp::create(nb, nloc, result, ValueRange{id}));
-               linalg::YieldOp::create(nb, nloc, in.pick(values, reg));
+               Value j = in.div(in.rem(n, warpCols), kTileCols);
+               Value reg = in.add(
+                   in.mul(j, in.idx(4)),
+                   in.add(in.mul(in.div(in.rem(r, kTileRows), 8), in.idx(2)),
+                          in.rem(n, 2)));
+               SmallVector<int64_t> cases;
+               for (int64_t c = 1; c < numRegs; ++c)
+                 cases.push_back(c);
+               auto pick = scf::IndexSwitchOp::create(
+                   nb, nloc, TypeRange{f32}, reg, cases, cases.size());
+               auto fill = [&](Region &region, Value result) {
+                 OpBuilder::InsertionGuard guard(nb);
+                 nb.setInsertionPointToStart(&region.emplaceBlock());
+                 Value v =
+                     tensor::ExtractOp::create(nb, nloc, result, ValueRange{id});
+                 scf::YieldOp::create(nb, nloc, v);
+               };
+               fill(pick.getDefaultRegion(), fragments.getResult(0));
+               for (int64_t c = 1; c < numRegs; ++c)
+                 fill(pick.getCaseRegions()[c - 1], fragments.getResult(c));
+               linalg::YieldOp::create(nb, nloc, pick.getResult(0));
              })
       .getResult(0);
 }

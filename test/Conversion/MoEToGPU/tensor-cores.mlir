@@ -1,9 +1,10 @@
 // convert-moe-to-gpu{tensor-cores=...}: the GEMMs of bf16 expert weights as
-// warp tiles (1-d work items, 32 per 16x8 tile) that loop over the distinct
-// experts of their rows (scf.while) and over 16-deep steps (scf.for), with
-// one moe.warp_mma per activation term, then a relayout of the tiles'
-// registers to [rows, cols]. f32 weights keep the one-thread-per-output
-// GEMMs.
+// warp tiles (1-d work items, 32 per tile of 16 rows x four 8-column MMA
+// tiles) that loop over the distinct experts of their rows (scf.while) and
+// over 16-deep steps (scf.for): per step the A fragments once, four B
+// fragments, and per activation term (lo, mid, hi) one moe.warp_mma per
+// MMA tile; then a relayout of the registers to [rows, cols]. f32 weights
+// keep the one-thread-per-output GEMMs.
 // RUN: moe-opt %s -split-input-file --convert-moe-to-gpu=tensor-cores=mma | FileCheck %s --check-prefix=MMA
 // RUN: moe-opt %s -split-input-file "--convert-moe-to-gpu=tensor-cores=mma mma-precision=bf16" | FileCheck %s --check-prefix=BF16
 // RUN: moe-opt %s -split-input-file --convert-moe-to-gpu=tensor-cores=emulate | FileCheck %s --check-prefix=EMULATE
@@ -13,11 +14,11 @@
 // BAD-MODE: error: tensor-cores must be none, mma or emulate, got 'wmma'
 // BAD-PRECISION: error: mma-precision must be f32 or bf16, got 'fp8'
 
-// D = 24 (one full and one partial 16-deep step), F = 20 (three 8-wide
-// column tiles, the last partial).
+// D = 24 (one full and one partial 16-deep step), F = 20 (one warp tile of
+// 32 columns, its last MMA tile empty, the one before partial).
 // MMA-LABEL: func.func @bf16_swiglu
 // MMA:         %[[TILES:.*]] = arith.divui %{{.*}}, %c16 : index
-// MMA:         %[[ITEMS:.*]] = arith.muli %[[TILES]], %c96 : index
+// MMA:         %[[ITEMS:.*]] = arith.muli %[[TILES]], %c32 : index
 // MMA:         linalg.generic {{.*}}iterator_types = ["parallel"]
 // MMA:           %[[ID:.*]] = linalg.index 0 : index
 // MMA:           %[[LANE:.*]] = arith.remui %[[ID]], %c32 : index
@@ -27,20 +28,31 @@
 // f32 activations as hi, mid and lo terms, truncated by a mask.
 // MMA:               arith.andi %{{.*}}, %c-65536_i32 : i32
 // MMA:               arith.truncf %{{.*}} : f32 to bf16
-// The lo, mid and hi terms in turn, accumulating into the same registers.
-// MMA:               %[[L0:[^,]*]], %[[L1:[^,]*]], %[[L2:[^,]*]], %[[L3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0:.*]], %[[B1:.*]]) c(
-// MMA-NEXT:          %[[M0:[^,]*]], %[[M1:[^,]*]], %[[M2:[^,]*]], %[[M3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0]], %[[B1]]) c(%[[L0]], %[[L1]], %[[L2]], %[[L3]])
-// MMA-NEXT:          %[[H0:[^,]*]], %[[H1:[^,]*]], %[[H2:[^,]*]], %[[H3:[^,]*]] = moe.warp_mma a({{.*}}) b(%[[B0]], %[[B1]]) c(%[[M0]], %[[M1]], %[[M2]], %[[M3]])
-// MMA-NEXT:          scf.yield %[[H0]], %[[H1]], %[[H2]], %[[H3]]
-// Back to [rows, 20].
+// The lo term into the four MMA tiles (one A, four Bs), then mid, then hi,
+// each accumulating into its tile's registers.
+// MMA:               %[[L0:[^,]*]], %{{[^,]*}}, %{{[^,]*}}, %[[L3:[^,]*]] = moe.warp_mma a(%[[ALO:[^)]*]]) b(%[[B0:[^,]*]], %[[B1:[^)]*]]) c(
+// MMA-NEXT:          moe.warp_mma a(%[[ALO]]) b(%[[B2:[^,]*]], %[[B3:[^)]*]]) c(
+// MMA-NEXT:          moe.warp_mma a(%[[ALO]]) b(
+// MMA-NEXT:          moe.warp_mma a(%[[ALO]]) b(
+// MMA-NEXT:          %[[M0:[^,]*]], %{{[^,]*}}, %{{[^,]*}}, %[[M3:[^,]*]] = moe.warp_mma a(%[[AMID:[^)]*]]) b(%[[B0]], %[[B1]]) c(%[[L0]], %{{[^,]*}}, %{{[^,]*}}, %[[L3]])
+// MMA-NEXT:          moe.warp_mma a(%[[AMID]]) b(%[[B2]], %[[B3]])
+// MMA-NEXT:          moe.warp_mma a(%[[AMID]]) b(
+// MMA-NEXT:          moe.warp_mma a(%[[AMID]]) b(
+// MMA-NEXT:          %[[H0:[^,]*]], %{{[^,]*}}, %{{[^,]*}}, %[[H3:[^,]*]] = moe.warp_mma a(%[[AHI:[^)]*]]) b(%[[B0]], %[[B1]]) c(%[[M0]], %{{[^,]*}}, %{{[^,]*}}, %[[M3]])
+// MMA-NEXT:          moe.warp_mma a(%[[AHI]]) b(%[[B2]], %[[B3]])
+// MMA-NEXT:          moe.warp_mma a(%[[AHI]]) b(
+// MMA-NEXT:          moe.warp_mma a(%[[AHI]]) b(
+// MMA-NEXT:          scf.yield %[[H0]], %{{[^,]*}}, %{{[^,]*}}, %[[H3]],
+// Back to [rows, 20]: one register of 16 read per element.
 // MMA:         linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x20xf32>)
-// Three GEMMs (w1, w3, w2), three MMAs each.
-// MMA-COUNT-6: moe.warp_mma
+// MMA:           scf.index_switch
+// Three GEMMs (w1, w3, w2), twelve MMAs each.
+// MMA-COUNT-24: moe.warp_mma
 // MMA-NOT:     moe.warp_mma
 // MMA:         return
 // BF16-LABEL: func.func @bf16_swiglu
 // BF16-NOT:    arith.andi %{{.*}}, %c-65536_i32
-// BF16-COUNT-3: moe.warp_mma
+// BF16-COUNT-12: moe.warp_mma
 // BF16-NOT:    moe.warp_mma
 // EMULATE-LABEL: func.func @bf16_swiglu
 // EMULATE:       scf.while
