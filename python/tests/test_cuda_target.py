@@ -148,6 +148,13 @@ def test_cpu_only_options_are_refused():
         moe_mlir.compile(TINY, "cpu", gpu_arch="sm_80")
     with pytest.raises(ValueError, match="target must be one of"):
         moe_mlir.compile(TINY, "rocm")
+    with pytest.raises(ValueError, match="tensor_cores and mma_precision are options of "
+                                         "target='cuda'"):
+        moe_mlir.compile(TINY, "cpu", tensor_cores=False)
+    with pytest.raises(ValueError, match="mma_precision must be 'f32' or 'bf16', got 'fp8'"):
+        moe_mlir.compile(TINY, "cuda", mma_precision="fp8")
+    with pytest.raises(ValueError, match="tensor_cores must be True or False"):
+        moe_mlir.compile(TINY, "cuda", tensor_cores="yes")
 
 
 @requires_compile
