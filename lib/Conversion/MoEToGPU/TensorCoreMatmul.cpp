@@ -51,6 +51,10 @@ constexpr int64_t kTileRows = 16, kTileCols = 8, kTileDepth = 16,
 /// 8-column MMA tiles per warp: the A fragments (loaded and split once per
 /// depth step) serve this many MMAs.
 constexpr int64_t kColTilesPerWarp = 4;
+/// Up to this many row tiles (decode: few rows, most of another expert), a
+/// row tile's distinct experts go to separate warps instead of one warp's
+/// loop: 16 times the warps streaming weights. The sums are the same.
+constexpr int64_t kDecodeRowTiles = 4;
 
 /// What a warp tile reads: the operands, their sizes, and the tile's place.
 struct TileOperands {
@@ -286,12 +290,19 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
   ScalarEmitter em{b, loc};
   Value numRows = getDimSize(b, loc, lhs, 0);
   Value rowTiles = em.div(em.add(numRows, em.idx(kTileRows - 1)), kTileRows);
-  Value items = em.mul(rowTiles, em.idx(colTiles * kWarpSize));
+  // Expert groups per row tile: 16 (one per distinct expert a tile can
+  // hold) for a few row tiles, else 1 (a warp loops over the experts).
+  Value groups = em.select(em.ule(rowTiles, em.idx(kDecodeRowTiles)),
+                           em.idx(kTileRows), em.idx(1));
+  Value items =
+      em.mul(em.mul(rowTiles, groups), em.idx(colTiles * kWarpSize));
   Type f32 = b.getF32Type();
 
-  // Work item id = (rowTile · colTiles + colTile) · 32 + lane, a warp tile
-  // of 16 rows × warpCols columns; its results are the lane's accumulator
-  // registers, 4 per 8-column MMA tile (register 4·j + i of tile j).
+  // Work item id = ((rowTile · groups + group) · colTiles + colTile) · 32 +
+  // lane, a warp tile of 16 rows × warpCols columns (with groups, only the
+  // rows of the tile's group-th distinct expert); its results are the
+  // lane's accumulator registers, 4 per 8-column MMA tile (register 4·j + i
+  // of tile j).
   SmallVector<Value> inits;
   for (int64_t i = 0; i < numRegs; ++i)
     inits.push_back(tensor::EmptyOp::create(
@@ -305,29 +316,49 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
         ScalarEmitter in{nb, nloc};
         Value id = linalg::IndexOp::create(nb, nloc, 0);
         Value lane = in.rem(id, kWarpSize);
-        Value tile = in.div(id, kWarpSize);
+        Value warp = in.div(id, kWarpSize);
+        Value colTile = in.rem(warp, colTiles);
+        Value rowGroup = in.div(warp, colTiles);
+        Value group = arith::RemUIOp::create(nb, nloc, rowGroup, groups);
+        Value rowTile = arith::DivUIOp::create(nb, nloc, rowGroup, groups);
         TileOperands t{lhs,
                        w,
                        expertOfRow,
                        numRows,
                        numCols,
                        depth,
-                       in.mul(in.div(tile, colTiles), in.idx(kTileRows)),
-                       in.mul(in.rem(tile, colTiles), in.idx(warpCols)),
+                       in.mul(rowTile, in.idx(kTileRows)),
+                       in.mul(colTile, in.idx(warpCols)),
                        options};
         SmallVector<Value> acc(numRegs, in.f32(0.0));
         Value first = tensor::ExtractOp::create(nb, nloc, expertOfRow,
                                                 ValueRange{t.tileRow0});
+        // With groups: the group-th distinct expert, and that one only.
+        first = buildLoop(nb, nloc, in.idx(0), group, {first},
+                          [&](OpBuilder &lb, Value, ValueRange e) {
+                            ScalarEmitter l{lb, nloc};
+                            return SmallVector<Value>{
+                                nextExpertOfTile(l, t, e[0], numExperts)};
+                          })
+                    .front();
+        Value oneExpert = in.ult(in.idx(1), groups);
         // While the expert is one (< E): the tile's rows of expert e.
-        SmallVector<Type> carried(1 + numRegs, f32);
-        carried[0] = nb.getIndexType();
-        SmallVector<Value> start = {first};
+        SmallVector<Type> carried(2 + numRegs, f32);
+        carried[0] = carried[1] = nb.getIndexType();
+        SmallVector<Value> start = {first, in.idx(0)};
         start.append(acc);
         auto loop = scf::WhileOp::create(
             nb, nloc, carried, start,
             [&](OpBuilder &cb, Location cloc, ValueRange args) {
               ScalarEmitter c{cb, cloc};
-              Value more = c.ult(args[0], c.idx(numExperts));
+              Value more = c.both(
+                  c.ult(args[0], c.idx(numExperts)),
+                  arith::OrIOp::create(cb, cloc,
+                                       arith::XOrIOp::create(
+                                           cb, cloc, oneExpert,
+                                           arith::ConstantIntOp::create(
+                                               cb, cloc, cb.getI1Type(), 1)),
+                                       c.eq(args[1], c.idx(0))));
               scf::ConditionOp::create(cb, cloc, more, args);
             },
             [&](OpBuilder &bb, Location bloc, ValueRange args) {
@@ -378,12 +409,13 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
               }
               SmallVector<Value> next;
               next.push_back(nextExpertOfTile(body, t, e, numExperts));
+              next.push_back(body.add(args[1], body.idx(1)));
               for (int64_t r = 0; r < numRegs; ++r)
                 next.push_back(body.select(rowIsMine[(r % 4) / 2],
-                                           steps.getResult(r), args[1 + r]));
+                                           steps.getResult(r), args[2 + r]));
               scf::YieldOp::create(bb, bloc, next);
             });
-        linalg::YieldOp::create(nb, nloc, loop.getResults().drop_front());
+        linalg::YieldOp::create(nb, nloc, loop.getResults().drop_front(2));
       });
 
   // Back to [S, N]: element (r, n) is register 4·j + 2·((r%16)/8) + n%2,
@@ -401,9 +433,36 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                ScalarEmitter in{nb, nloc};
                Value r = linalg::IndexOp::create(nb, nloc, 0);
                Value n = linalg::IndexOp::create(nb, nloc, 1);
-               Value tile = in.add(in.mul(in.div(r, kTileRows),
-                                          in.idx(colTiles)),
-                                   in.div(n, warpCols));
+               // With groups, the row's is the group of its expert's rank
+               // among the tile's distinct experts (rows are expert-sorted:
+               // the expert changes between rows before it).
+               Value rowTile = in.div(r, kTileRows);
+               Value tileRow0 = in.mul(rowTile, in.idx(kTileRows));
+               Value grouped = in.ult(in.idx(1), groups);
+               Value rankFrom = in.add(tileRow0, in.idx(1));
+               Value rank =
+                   buildLoop(nb, nloc, rankFrom,
+                             in.select(grouped, in.add(r, in.idx(1)), rankFrom),
+                             {in.idx(0)},
+                             [&](OpBuilder &lb, Value row, ValueRange n) {
+                               ScalarEmitter l{lb, nloc};
+                               Value here = tensor::ExtractOp::create(
+                                   lb, nloc, expertOfRow, ValueRange{row});
+                               Value before = tensor::ExtractOp::create(
+                                   lb, nloc, expertOfRow,
+                                   ValueRange{l.sub(row, l.idx(1))});
+                               Value change = l.select(
+                                   l.cmp(arith::CmpIPredicate::ne, here,
+                                         before),
+                                   l.idx(1), l.idx(0));
+                               return SmallVector<Value>{l.add(n[0], change)};
+                             })
+                       .front();
+               Value group = in.select(grouped, rank, in.idx(0));
+               Value tile = in.add(
+                   in.mul(in.add(in.mul(rowTile, groups), group),
+                          in.idx(colTiles)),
+                   in.div(n, warpCols));
                Value lane = in.add(in.mul(in.rem(r, 8), in.idx(4)),
                                    in.div(in.rem(n, kTileCols), 2));
                Value id = in.add(in.mul(tile, in.idx(kWarpSize)), lane);

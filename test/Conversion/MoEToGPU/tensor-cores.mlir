@@ -1,6 +1,7 @@
 // convert-moe-to-gpu{tensor-cores=...}: the GEMMs of bf16 expert weights as
 // warp tiles (1-d work items, 32 per tile of 16 rows x four 8-column MMA
-// tiles) that loop over the distinct experts of their rows (scf.while) and
+// tiles) that loop over the distinct experts of their rows (scf.while; for
+// up to four row tiles, one warp per distinct expert instead) and
 // over 16-deep steps (scf.for): per step the A fragments once, four B
 // fragments, and per activation term (lo, mid, hi) one moe.warp_mma per
 // MMA tile; then a relayout of the registers to [rows, cols]. f32 weights
@@ -18,7 +19,11 @@
 // 32 columns, its last MMA tile empty, the one before partial).
 // MMA-LABEL: func.func @bf16_swiglu
 // MMA:         %[[TILES:.*]] = arith.divui %{{.*}}, %c16 : index
-// MMA:         %[[ITEMS:.*]] = arith.muli %[[TILES]], %c32 : index
+// Up to four row tiles (decode), a warp per distinct expert of a tile.
+// MMA:         %[[FEW:.*]] = arith.cmpi ule, %[[TILES]], %c4 : index
+// MMA:         %[[GROUPS:.*]] = arith.select %[[FEW]], %c16, %c1 : index
+// MMA:         %[[WARPS:.*]] = arith.muli %[[TILES]], %[[GROUPS]] : index
+// MMA:         %[[ITEMS:.*]] = arith.muli %[[WARPS]], %c32 : index
 // MMA:         linalg.generic {{.*}}iterator_types = ["parallel"]
 // MMA:           %[[ID:.*]] = linalg.index 0 : index
 // MMA:           %[[LANE:.*]] = arith.remui %[[ID]], %c32 : index
