@@ -40,6 +40,7 @@ struct ConvertMoEToGPUPass
     RewritePatternSet patterns(&getContext());
     populateExpertsToGPUPatterns(patterns, tensorCoreOptions);
     populateDispatchToGPUPatterns(patterns);
+    populateDenseToGPUPatterns(patterns, tensorCoreOptions);
     populateCombineToGPUPatterns(patterns);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       signalPassFailure();

@@ -33,6 +33,12 @@ Value buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
 void populateExpertsToGPUPatterns(RewritePatternSet &patterns,
                                   const TensorCoreOptions &options);
 
+/// With tensor cores: moe.linear with a bf16 weight of 8+ outputs on the
+/// tensor-core tiles, and bf16 shared experts as one-expert moe.expert_ffn
+/// ops (DenseToGPU.cpp).
+void populateDenseToGPUPatterns(RewritePatternSet &patterns,
+                                const TensorCoreOptions &options);
+
 /// moe.dispatch_plan without capacity as chunked parallel counts, a scan
 /// over experts and a slot-parallel gather (DispatchToGPU.cpp).
 void populateDispatchToGPUPatterns(RewritePatternSet &patterns);

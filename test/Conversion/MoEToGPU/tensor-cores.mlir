@@ -59,6 +59,7 @@
 // BF16-NOT:    arith.andi %{{.*}}, %c-65536_i32
 // BF16-COUNT-12: moe.warp_mma
 // BF16-NOT:    moe.warp_mma
+// BF16:        return
 // EMULATE-LABEL: func.func @bf16_swiglu
 // EMULATE:       scf.while
 // EMULATE:       scf.for %{{.*}} = %c0 to %c16 step %c1
@@ -89,4 +90,55 @@ func.func @f32_gelu(%rows: tensor<?x16xf32>, %offsets: tensor<5xi32>,
       ins(%rows, %offsets, %w1, %w2 : tensor<?x16xf32>, tensor<5xi32>, tensor<4x32x16xf32>, tensor<4x16x32xf32>)
       outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
   return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// Dense bf16 GEMMs of 8+ outputs: one expert owning every row.
+// MMA-LABEL: func.func @bf16_router
+// MMA:         %[[EXPERT:.*]] = linalg.fill ins(%c0 : index) outs(%{{.*}} : tensor<?xindex>)
+// MMA:         %[[STACK:.*]] = tensor.expand_shape %{{.*}} {{\[\[}}0, 1], [2]] output_shape [1, 16, 24] : tensor<16x24xbf16> into tensor<1x16x24xbf16>
+// MMA:         moe.warp_mma
+// MMA:         %[[LOGITS:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x16xf32>)
+// MMA:         %[[OUT:.*]] = linalg.generic {{.*}} ins(%[[LOGITS]] : tensor<?x16xf32>) outs(%{{.*}} : tensor<?x16xf32>)
+// MMA:           arith.addf
+// MMA:         return %[[OUT]]
+// NONE-LABEL: func.func @bf16_router
+// NONE:         moe.linear
+func.func @bf16_router(%x: tensor<?x24xf32>, %gate: tensor<16x24xbf16>, %init: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %logits = moe.linear ins(%x, %gate : tensor<?x24xf32>, tensor<16x24xbf16>) outs(%init : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %logits : tensor<?x16xf32>
+}
+
+// -----
+
+// Fewer than 8 outputs, or f32 weights: the reference lowering's GEMM.
+// MMA-LABEL: func.func @narrow_and_f32
+// MMA:         moe.linear ins(%{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<4x24xbf16>)
+// MMA:         moe.linear ins(%{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<16x24xf32>)
+// MMA-NOT:     moe.warp_mma
+func.func @narrow_and_f32(%x: tensor<?x24xf32>, %g4: tensor<4x24xbf16>, %g16: tensor<16x24xf32>, %i4: tensor<?x4xf32>, %i16: tensor<?x16xf32>) -> (tensor<?x4xf32>, tensor<?x16xf32>) {
+  %a = moe.linear ins(%x, %g4 : tensor<?x24xf32>, tensor<4x24xbf16>) outs(%i4 : tensor<?x4xf32>) -> tensor<?x4xf32>
+  %b = moe.linear ins(%x, %g16 : tensor<?x24xf32>, tensor<16x24xf32>) outs(%i16 : tensor<?x16xf32>) -> tensor<?x16xf32>
+  return %a, %b : tensor<?x4xf32>, tensor<?x16xf32>
+}
+
+// -----
+
+// A gated bf16 shared expert: its MLP as a one-expert moe.expert_ffn over
+// all rows (three GEMMs on the tiles), its one-output gate a moe.linear left
+// to the reference lowering, then init + σ(gate · x) · mlp.
+// MMA-LABEL: func.func @bf16_shared_expert
+// MMA-COUNT-36: moe.warp_mma
+// MMA-NOT:     moe.warp_mma
+// MMA:         %[[GATE:.*]] = moe.linear ins(%{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<1x24xbf16>)
+// MMA:         %[[OUT:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %[[GATE]] : tensor<?x24xf32>, tensor<?x1xf32>) outs(%{{.*}} : tensor<?x24xf32>)
+// MMA:           arith.negf
+// MMA:           math.exp
+// MMA:         return %[[OUT]]
+// NONE-LABEL: func.func @bf16_shared_expert
+// NONE:         moe.shared_expert
+func.func @bf16_shared_expert(%x: tensor<?x24xf32>, %w1: tensor<40x24xbf16>, %w2: tensor<24x40xbf16>, %w3: tensor<40x24xbf16>, %g: tensor<1x24xbf16>, %init: tensor<?x24xf32>) -> tensor<?x24xf32> {
+  %y = moe.shared_expert swiglu ins(%x, %w1, %w2 : tensor<?x24xf32>, tensor<40x24xbf16>, tensor<24x40xbf16>) up(%w3 : tensor<40x24xbf16>) gate(%g : tensor<1x24xbf16>) outs(%init : tensor<?x24xf32>) -> tensor<?x24xf32>
+  return %y : tensor<?x24xf32>
 }
