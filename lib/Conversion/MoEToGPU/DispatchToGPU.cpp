@@ -62,21 +62,12 @@ using IsOfFn = function_ref<Value(ScalarEmitter &, Value, Value)>;
 Value buildSlotsByToken(OpBuilder &b, Location loc, Value chunkStarts,
                         Value numTokens, Value numAssignments,
                         ExpertOfFn expertOf, IsOfFn isOf, int64_t topK) {
-  MLIRContext *ctx = b.getContext();
-  auto identity = AffineMap::getMultiDimIdentityMap(1, ctx);
   auto parallel1d = [&](function_ref<Value(ScalarEmitter &, Value)> body) {
-    Value init = tensor::EmptyOp::create(
-        b, loc, ArrayRef<OpFoldResult>{numAssignments}, b.getIndexType());
-    return linalg::GenericOp::create(
-               b, loc, TypeRange{init.getType()}, ValueRange{},
-               ValueRange{init}, ArrayRef<AffineMap>{identity},
-               ArrayRef<IteratorType>{IteratorType::parallel},
-               [&](OpBuilder &nb, Location nloc, ValueRange) {
-                 ScalarEmitter in{nb, nloc};
-                 Value a = linalg::IndexOp::create(nb, nloc, 0);
-                 linalg::YieldOp::create(nb, nloc, body(in, a));
-               })
-        .getResult(0);
+    return buildGenerated(b, loc, ArrayRef<OpFoldResult>{numAssignments},
+                          b.getIndexType(),
+                          [&](ScalarEmitter &in, ValueRange ivs) {
+                            return body(in, ivs[0]);
+                          });
   };
   Value slotOf = parallel1d([&](ScalarEmitter &in, Value a) {
     Value valid, e; // named: the loop body below captures e
@@ -169,20 +160,10 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
     auto parallel2d = [&](ArrayRef<OpFoldResult> shape,
                           function_ref<Value(ScalarEmitter &, Value, Value)>
                               body) {
-      Value init = tensor::EmptyOp::create(b, loc, shape, i32);
-      auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
-      return linalg::GenericOp::create(
-                 b, loc, TypeRange{init.getType()}, ValueRange{},
-                 ValueRange{init}, ArrayRef<AffineMap>{identity},
-                 ArrayRef<IteratorType>{IteratorType::parallel,
-                                        IteratorType::parallel},
-                 [&](OpBuilder &nb, Location nloc, ValueRange) {
-                   ScalarEmitter in{nb, nloc};
-                   Value c = linalg::IndexOp::create(nb, nloc, 0);
-                   Value e = linalg::IndexOp::create(nb, nloc, 1);
-                   linalg::YieldOp::create(nb, nloc, body(in, c, e));
-                 })
-          .getResult(0);
+      return buildGenerated(b, loc, shape, i32,
+                            [&](ScalarEmitter &in, ValueRange ivs) {
+                              return body(in, ivs[0], ivs[1]);
+                            });
     };
     SmallVector<OpFoldResult> chunkShape = {numChunks,
                                             b.getIndexAttr(numExperts)};

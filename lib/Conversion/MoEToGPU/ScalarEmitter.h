@@ -9,6 +9,8 @@
 #define MOE_LIB_CONVERSION_MOETOGPU_SCALAREMITTER_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 
 namespace mlir::moe {
@@ -61,6 +63,30 @@ struct ScalarEmitter {
     return picked;
   }
 };
+
+/// A tensor of `shape` whose every element is `body` of its indices: a
+/// parallel linalg.generic with no inputs (a grid on the GPU).
+inline Value
+buildGenerated(OpBuilder &b, Location loc, ArrayRef<OpFoldResult> shape,
+               Type elementType,
+               function_ref<Value(ScalarEmitter &, ValueRange)> body) {
+  Value init = tensor::EmptyOp::create(b, loc, shape, elementType);
+  auto identity =
+      AffineMap::getMultiDimIdentityMap(shape.size(), b.getContext());
+  SmallVector<utils::IteratorType> parallel(shape.size(),
+                                            utils::IteratorType::parallel);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+             ArrayRef<AffineMap>{identity}, parallel,
+             [&](OpBuilder &nb, Location nloc, ValueRange) {
+               ScalarEmitter in{nb, nloc};
+               SmallVector<Value> indices;
+               for (int64_t d = 0, e = shape.size(); d < e; ++d)
+                 indices.push_back(linalg::IndexOp::create(nb, nloc, d));
+               linalg::YieldOp::create(nb, nloc, body(in, indices));
+             })
+      .getResult(0);
+}
 
 } // namespace mlir::moe
 

@@ -421,18 +421,12 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
   // Back to [S, N]: element (r, n) is register 4·j + 2·((r%16)/8) + n%2,
   // j = (n % warpCols) / 8, of lane 4·(r%8) + (n%8)/2 in warp tile
   // (r/16, n/warpCols); one load, chosen by a switch on the register.
-  Value out = tensor::EmptyOp::create(
-      b, loc, ArrayRef<OpFoldResult>{numRows, b.getIndexAttr(numCols)}, f32);
-  auto identity2 = AffineMap::getMultiDimIdentityMap(2, ctx);
-  return linalg::GenericOp::create(
-             b, loc, TypeRange{out.getType()}, ValueRange{}, ValueRange{out},
-             ArrayRef<AffineMap>{identity2},
-             ArrayRef<IteratorType>{IteratorType::parallel,
-                                    IteratorType::parallel},
-             [&](OpBuilder &nb, Location nloc, ValueRange) {
-               ScalarEmitter in{nb, nloc};
-               Value r = linalg::IndexOp::create(nb, nloc, 0);
-               Value n = linalg::IndexOp::create(nb, nloc, 1);
+  return buildGenerated(
+      b, loc, ArrayRef<OpFoldResult>{numRows, b.getIndexAttr(numCols)}, f32,
+             [&](ScalarEmitter &in, ValueRange ivs) {
+               OpBuilder &nb = in.b;
+               Location nloc = in.loc;
+               Value r = ivs[0], n = ivs[1];
                // With groups, the row's is the group of its expert's rank
                // among the tile's distinct experts (rows are expert-sorted:
                // the expert changes between rows before it).
@@ -486,7 +480,6 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                fill(pick.getDefaultRegion(), fragments.getResult(0));
                for (int64_t c = 1; c < numRegs; ++c)
                  fill(pick.getCaseRegions()[c - 1], fragments.getResult(c));
-               linalg::YieldOp::create(nb, nloc, pick.getResult(0));
-             })
-      .getResult(0);
+               return pick.getResult(0);
+             });
 }
