@@ -65,18 +65,23 @@ struct LinearToTensorCores : OpRewritePattern<LinearOp> {
                             b, loc, ArrayRef<OpFoldResult>{rows},
                             b.getIndexType())})
                         .getResult(0);
-    Value product = buildTensorCoreMatmul(b, loc, x, asOneExpert(b, loc, weight),
-                                          experts, /*numExperts=*/1, options);
+    TensorCoreProduct product =
+        buildTensorCoreMatmul(b, loc, x, asOneExpert(b, loc, weight), experts,
+                              /*numExperts=*/1, options);
+    // init + the tiles' sums, read where they are.
     auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
     Value result =
         linalg::GenericOp::create(
-            b, loc, TypeRange{init.getType()}, ValueRange{product},
-            ValueRange{init}, ArrayRef<AffineMap>{identity, identity},
+            b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+            ArrayRef<AffineMap>{identity},
             ArrayRef<IteratorType>{IteratorType::parallel,
                                    IteratorType::parallel},
             [&](OpBuilder &nb, Location nloc, ValueRange a) {
+              Value sum = product.read(nb, nloc,
+                                       linalg::IndexOp::create(nb, nloc, 0),
+                                       linalg::IndexOp::create(nb, nloc, 1));
               linalg::YieldOp::create(nb, nloc,
-                                      ValueRange{addF(nb, nloc, a[1], a[0])});
+                                      ValueRange{addF(nb, nloc, a[0], sum)});
             })
             .getResult(0);
     b.replaceOp(op, result);

@@ -24,6 +24,8 @@
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/Support/MathExtras.h"
 
+#include <optional>
+
 using namespace mlir;
 using namespace mlir::moe;
 
@@ -134,29 +136,58 @@ Value buildGatheredMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
       .getResult(0);
 }
 
-/// An elementwise map over `[S, N]` tensors with the row's expert (index)
+/// An `[S, N]` f32 operand of an elementwise map: a tensor, or the
+/// registers of tensor-core tiles read element by element in the map's own
+/// loop (so the tiles' results never take a pass of their own).
+struct Matrix {
+  Value tensor;
+  std::optional<TensorCoreProduct> product;
+};
+
+/// An elementwise map over `[S, N]` matrices with the row's expert (index)
 /// passed to `fn` first.
 Value buildRowwise(
-    OpBuilder &b, Location loc, ValueRange inputs, Value expertOfRow,
+    OpBuilder &b, Location loc, ArrayRef<Matrix> inputs, Value expertOfRow,
     Type elementType,
     function_ref<Value(OpBuilder &, Location, Value, ValueRange)> fn) {
   MLIRContext *ctx = b.getContext();
-  Value out = tensor::EmptyOp::create(
-      b, loc, tensor::getMixedSizes(b, loc, inputs.front()), elementType);
+  const Matrix &first = inputs.front();
+  SmallVector<OpFoldResult> shape =
+      first.tensor ? tensor::getMixedSizes(b, loc, first.tensor)
+                   : SmallVector<OpFoldResult>{
+                         first.product->numRows,
+                         b.getIndexAttr(first.product->numCols)};
+  Value out = tensor::EmptyOp::create(b, loc, shape, elementType);
   auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
-  SmallVector<AffineMap> maps(inputs.size(), identity);
+  SmallVector<Value> ins;
+  SmallVector<AffineMap> maps;
+  for (const Matrix &m : inputs)
+    if (m.tensor) {
+      ins.push_back(m.tensor);
+      maps.push_back(identity);
+    }
+  size_t numTensors = ins.size();
+  ins.push_back(expertOfRow);
   maps.push_back(AffineMap::get(2, 0, {getAffineDimExpr(0, ctx)}, ctx));
   maps.push_back(identity);
-  SmallVector<Value> ins(inputs);
-  ins.push_back(expertOfRow);
   return linalg::GenericOp::create(
              b, loc, TypeRange{out.getType()}, ins, ValueRange{out}, maps,
              ArrayRef<IteratorType>{IteratorType::parallel,
                                     IteratorType::parallel},
              [&](OpBuilder &nb, Location nloc, ValueRange args) {
-               Value e = args[inputs.size()];
-               linalg::YieldOp::create(
-                   nb, nloc, fn(nb, nloc, e, args.take_front(inputs.size())));
+               Value e = args[numTensors];
+               SmallVector<Value> values;
+               size_t next = 0;
+               for (const Matrix &m : inputs) {
+                 if (m.tensor) {
+                   values.push_back(args[next++]);
+                   continue;
+                 }
+                 values.push_back(m.product->read(
+                     nb, nloc, linalg::IndexOp::create(nb, nloc, 0),
+                     linalg::IndexOp::create(nb, nloc, 1)));
+               }
+               linalg::YieldOp::create(nb, nloc, fn(nb, nloc, e, values));
              })
       .getResult(0);
 }
@@ -167,14 +198,15 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
 
   /// The gathered matmul of `lhs` and the stack `w`: on tensor cores for
   /// bf16 weights when asked, else one thread per output.
-  Value buildMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
-                    Value expertOfRow, int64_t numExperts) const {
+  Matrix buildMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
+                     Value expertOfRow, int64_t numExperts) const {
     auto wType = cast<RankedTensorType>(w.getType());
     if (tensorCores.mode != TensorCoreMode::none &&
         wType.getElementType().isBF16() && wType.hasStaticShape())
-      return buildTensorCoreMatmul(b, loc, lhs, w, expertOfRow, numExperts,
-                                   tensorCores);
-    return buildGatheredMatmul(b, loc, lhs, w, expertOfRow, numExperts);
+      return {Value(), buildTensorCoreMatmul(b, loc, lhs, w, expertOfRow,
+                                             numExperts, tensorCores)};
+    return {buildGatheredMatmul(b, loc, lhs, w, expertOfRow, numExperts),
+            std::nullopt};
   }
 
   LogicalResult matchAndRewrite(ExpertFFNOp op,
@@ -197,27 +229,30 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
       return arith::MinUIOp::create(nb, nloc, e, last).getResult();
     };
     // bias[e, col] + v, as the reference adds a column bias.
-    auto addBias = [&](Value bias, Value m) {
+    auto addBias = [&](Value bias, Matrix m) -> Matrix {
       if (!bias)
         return m;
-      return buildRowwise(
-          b, loc, {m}, expertOfRow, f32,
-          [&](OpBuilder &nb, Location nloc, Value e, ValueRange a) {
-            Value col = linalg::IndexOp::create(nb, nloc, 1);
-            Value v = tensor::ExtractOp::create(
-                nb, nloc, bias, ValueRange{lastExpert(nb, nloc, e), col});
-            return addF(nb, nloc, a[0], v);
-          });
+      return {buildRowwise(
+                  b, loc, {m}, expertOfRow, f32,
+                  [&](OpBuilder &nb, Location nloc, Value e, ValueRange a) {
+                    Value col = linalg::IndexOp::create(nb, nloc, 1);
+                    Value v = tensor::ExtractOp::create(
+                        nb, nloc, bias,
+                        ValueRange{lastExpert(nb, nloc, e), col});
+                    return addF(nb, nloc, a[0], v);
+                  }),
+              std::nullopt};
     };
 
-    Value hidden = addBias(
+    Matrix gate = addBias(
         op.getB1(),
         buildMatmul(b, loc, rows, op.getW1(), expertOfRow, numExperts));
+    Value hidden;
     if (Value w3 = op.getW3()) {
-      Value up = addBias(
+      Matrix up = addBias(
           op.getB3(), buildMatmul(b, loc, rows, w3, expertOfRow, numExperts));
       hidden = buildRowwise(
-          b, loc, {hidden, up}, expertOfRow, f32,
+          b, loc, {gate, up}, expertOfRow, f32,
           [&](OpBuilder &nb, Location nloc, Value, ValueRange a) {
             return arith::MulFOp::create(
                        nb, nloc, buildGateActivation(nb, nloc, act, a[0]),
@@ -226,17 +261,17 @@ struct ExpertFFNToGPU : OpRewritePattern<ExpertFFNOp> {
           });
     } else {
       hidden = buildRowwise(
-          b, loc, {hidden}, expertOfRow, f32,
+          b, loc, {gate}, expertOfRow, f32,
           [&](OpBuilder &nb, Location nloc, Value, ValueRange a) {
             return buildGateActivation(nb, nloc, act, a[0]);
           });
     }
-    Value y = addBias(
+    Matrix y = addBias(
         op.getB2(),
         buildMatmul(b, loc, hidden, op.getW2(), expertOfRow, numExperts));
     Value scales = op.getScale();
     Value result = buildRowwise(
-        b, loc, {y, init}, expertOfRow,
+        b, loc, {y, Matrix{init, std::nullopt}}, expertOfRow,
         cast<RankedTensorType>(init.getType()).getElementType(),
         [&](OpBuilder &nb, Location nloc, Value e, ValueRange a) {
           Value mlp = a[0];

@@ -21,12 +21,26 @@ struct TensorCoreOptions {
   TensorCorePrecision precision = TensorCorePrecision::f32;
 };
 
-/// `Σ_k lhs[r, k] · w[e(r), n, k]` as `[S, N]` f32 on warp-level 16×8×16
-/// tensor-core tiles (TensorCoreMatmul.cpp); `w` is a bf16 `[E, N, K]`
-/// stack, `expertOfRow` non-decreasing with E for rows of no expert.
-Value buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
-                            Value expertOfRow, int64_t numExperts,
-                            const TensorCoreOptions &options);
+/// The `[S, N]` f32 result of buildTensorCoreMatmul as its warp tiles left
+/// it: the lanes' accumulator registers. Consumers read elements from them
+/// in their own loops (no relayout pass over memory).
+struct TensorCoreProduct {
+  SmallVector<Value> registers; // [work items] f32, one per register
+  Value groups;                 // expert groups per row tile (index)
+  Value expertOfRow, numRows;
+  int64_t numCols = 0;
+
+  /// Element (r, n), built at the builder's insertion point.
+  Value read(OpBuilder &b, Location loc, Value r, Value n) const;
+};
+
+/// `Σ_k lhs[r, k] · w[e(r), n, k]` on warp-level 16×8×16 tensor-core tiles
+/// (TensorCoreMatmul.cpp); `w` is a bf16 `[E, N, K]` stack, `expertOfRow`
+/// non-decreasing with E for rows of no expert.
+TensorCoreProduct buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
+                                        Value w, Value expertOfRow,
+                                        int64_t numExperts,
+                                        const TensorCoreOptions &options);
 
 /// moe.expert_ffn as row-parallel gathered contractions (ExpertsToGPU.cpp),
 /// bf16 ones on tensor cores as `options` says.

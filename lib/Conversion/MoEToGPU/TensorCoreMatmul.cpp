@@ -276,10 +276,9 @@ Value nextExpertOfTile(ScalarEmitter &em, const TileOperands &t, Value e,
 
 } // namespace
 
-Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
-                                       Value w, Value expertOfRow,
-                                       int64_t numExperts,
-                                       const TensorCoreOptions &options) {
+TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
+    OpBuilder &b, Location loc, Value lhs, Value w, Value expertOfRow,
+    int64_t numExperts, const TensorCoreOptions &options) {
   MLIRContext *ctx = b.getContext();
   auto wType = cast<RankedTensorType>(w.getType());
   int64_t numCols = wType.getDimSize(1), depth = wType.getDimSize(2);
@@ -418,15 +417,26 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
         linalg::YieldOp::create(nb, nloc, loop.getResults().drop_front(2));
       });
 
-  // Back to [S, N]: element (r, n) is register 4·j + 2·((r%16)/8) + n%2,
-  // j = (n % warpCols) / 8, of lane 4·(r%8) + (n%8)/2 in warp tile
-  // (r/16, n/warpCols); one load, chosen by a switch on the register.
-  return buildGenerated(
-      b, loc, ArrayRef<OpFoldResult>{numRows, b.getIndexAttr(numCols)}, f32,
-             [&](ScalarEmitter &in, ValueRange ivs) {
-               OpBuilder &nb = in.b;
-               Location nloc = in.loc;
-               Value r = ivs[0], n = ivs[1];
+  TensorCoreProduct product;
+  product.registers.assign(fragments.getResults().begin(),
+                           fragments.getResults().end());
+  product.groups = groups;
+  product.expertOfRow = expertOfRow;
+  product.numRows = numRows;
+  product.numCols = numCols;
+  return product;
+}
+
+// Element (r, n) is register 4·j + 2·((r%16)/8) + n%2, j = (n % warpCols) /
+// 8, of lane 4·(r%8) + (n%8)/2 in warp tile (r/16, n/warpCols); one load,
+// chosen by a switch on the register.
+Value TensorCoreProduct::read(OpBuilder &nb, Location nloc, Value r,
+                              Value n) const {
+  constexpr int64_t warpCols = kTileCols * kColTilesPerWarp;
+  constexpr int64_t numRegs = 4 * kColTilesPerWarp;
+  int64_t colTiles = llvm::divideCeil(numCols, warpCols);
+  Type f32 = nb.getF32Type();
+  ScalarEmitter in{nb, nloc};
                // With groups, the row's is the group of its expert's rank
                // among the tile's distinct experts (rows are expert-sorted:
                // the expert changes between rows before it).
@@ -477,9 +487,8 @@ Value mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs,
                      tensor::ExtractOp::create(nb, nloc, result, ValueRange{id});
                  scf::YieldOp::create(nb, nloc, v);
                };
-               fill(pick.getDefaultRegion(), fragments.getResult(0));
+               fill(pick.getDefaultRegion(), registers[0]);
                for (int64_t c = 1; c < numRegs; ++c)
-                 fill(pick.getCaseRegions()[c - 1], fragments.getResult(c));
-               return pick.getResult(0);
-             });
+                 fill(pick.getCaseRegions()[c - 1], registers[c]);
+  return pick.getResult(0);
 }

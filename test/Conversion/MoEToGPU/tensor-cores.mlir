@@ -48,11 +48,17 @@
 // MMA-NEXT:          moe.warp_mma a(%[[AHI]]) b(
 // MMA-NEXT:          moe.warp_mma a(%[[AHI]]) b(
 // MMA-NEXT:          scf.yield %[[H0]], %{{[^,]*}}, %{{[^,]*}}, %[[H3]],
-// Back to [rows, 20]: one register of 16 read per element.
-// MMA:         linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x20xf32>)
+// The w3 tiles, then SwiGLU over [rows, 20] reading both tiles' registers
+// where they are (one of 16 per element: a switch), no relayout pass.
+// MMA:         linalg.generic {{.*}}iterator_types = ["parallel"]} outs({{.*}} : tensor<?xf32>, {{.*}})
+// MMA-COUNT-12:  moe.warp_mma
+// MMA:         linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} ins(%{{.*}} : tensor<?xindex>) outs(%{{.*}} : tensor<?x20xf32>)
 // MMA:           scf.index_switch
-// Three GEMMs (w1, w3, w2), twelve MMAs each.
-// MMA-COUNT-24: moe.warp_mma
+// MMA:           scf.index_switch
+// The w2 GEMM, then init + its tiles.
+// MMA-COUNT-12: moe.warp_mma
+// MMA:         linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<?x24xf32>, tensor<?xindex>) outs(%{{.*}} : tensor<?x24xf32>)
+// MMA:           scf.index_switch
 // MMA-NOT:     moe.warp_mma
 // MMA:         return
 // BF16-LABEL: func.func @bf16_swiglu
@@ -99,8 +105,9 @@ func.func @f32_gelu(%rows: tensor<?x16xf32>, %offsets: tensor<5xi32>,
 // MMA:         %[[EXPERT:.*]] = linalg.fill ins(%c0 : index) outs(%{{.*}} : tensor<?xindex>)
 // MMA:         %[[STACK:.*]] = tensor.expand_shape %{{.*}} {{\[\[}}0, 1], [2]] output_shape [1, 16, 24] : tensor<16x24xbf16> into tensor<1x16x24xbf16>
 // MMA:         moe.warp_mma
-// MMA:         %[[LOGITS:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x16xf32>)
-// MMA:         %[[OUT:.*]] = linalg.generic {{.*}} ins(%[[LOGITS]] : tensor<?x16xf32>) outs(%{{.*}} : tensor<?x16xf32>)
+// init + the tiles' sums, read where they are.
+// MMA:         %[[OUT:.*]] = linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]} outs(%{{.*}} : tensor<?x16xf32>)
+// MMA:           scf.index_switch
 // MMA:           arith.addf
 // MMA:         return %[[OUT]]
 // NONE-LABEL: func.func @bf16_router
