@@ -59,12 +59,12 @@ struct LinearToTensorCores : OpRewritePattern<LinearOp> {
     // Every row belongs to expert 0.
     Value rows = getDimSize(b, loc, x, 0);
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    Value experts = linalg::FillOp::create(
-                        b, loc, ValueRange{zero},
-                        ValueRange{tensor::EmptyOp::create(
-                            b, loc, ArrayRef<OpFoldResult>{rows},
-                            b.getIndexType())})
-                        .getResult(0);
+    Value experts =
+        linalg::FillOp::create(
+            b, loc, ValueRange{zero},
+            ValueRange{tensor::EmptyOp::create(
+                b, loc, ArrayRef<OpFoldResult>{rows}, b.getIndexType())})
+            .getResult(0);
     TensorCoreProduct product =
         buildTensorCoreMatmul(b, loc, x, asOneExpert(b, loc, weight), experts,
                               /*numExperts=*/1, options);
@@ -77,9 +77,9 @@ struct LinearToTensorCores : OpRewritePattern<LinearOp> {
             ArrayRef<IteratorType>{IteratorType::parallel,
                                    IteratorType::parallel},
             [&](OpBuilder &nb, Location nloc, ValueRange a) {
-              Value sum = product.read(nb, nloc,
-                                       linalg::IndexOp::create(nb, nloc, 0),
-                                       linalg::IndexOp::create(nb, nloc, 1));
+              Value sum =
+                  product.read(nb, nloc, linalg::IndexOp::create(nb, nloc, 0),
+                               linalg::IndexOp::create(nb, nloc, 1));
               linalg::YieldOp::create(nb, nloc,
                                       ValueRange{addF(nb, nloc, a[0], sum)});
             })
@@ -116,8 +116,7 @@ struct SharedExpertToExpertFFN : OpRewritePattern<SharedExpertOp> {
         b, loc, rowsType, x, offsets, asOneExpert(b, loc, op.getW1()),
         asOneExpert(b, loc, op.getW2()), w3, /*b1=*/Value(), /*b3=*/Value(),
         /*b2=*/Value(), /*scale=*/Value(), zeros, op.getActivation(),
-        op.getSwigluLimitAttr(), op.getSwigluAlpha(),
-        op.getSwigluUpOffset());
+        op.getSwigluLimitAttr(), op.getSwigluAlpha(), op.getSwigluUpOffset());
     ffn.setSwigluClampAfterActivation(op.getSwigluClampAfterActivation());
 
     auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
@@ -127,9 +126,9 @@ struct SharedExpertToExpertFFN : OpRewritePattern<SharedExpertOp> {
       // σ(gate · x_t), one per token (a [T, 1] moe.linear).
       auto logitType =
           RankedTensorType::get({ShapedType::kDynamic, 1}, b.getF32Type());
-      Value logits = LinearOp::create(b, loc, logitType, x, gate,
-                                      createZeroTensor(b, loc, logitType,
-                                                       {rows}));
+      Value logits =
+          LinearOp::create(b, loc, logitType, x, gate,
+                           createZeroTensor(b, loc, logitType, {rows}));
       ins.push_back(logits);
       AffineExpr t, d;
       bindDims(ctx, t, d);
@@ -159,7 +158,7 @@ struct SharedExpertToExpertFFN : OpRewritePattern<SharedExpertOp> {
 } // namespace
 
 void mlir::moe::populateDenseToGPUPatterns(RewritePatternSet &patterns,
-                                          const TensorCoreOptions &options) {
+                                           const TensorCoreOptions &options) {
   if (options.mode == TensorCoreMode::none)
     return;
   patterns.add<LinearToTensorCores>(patterns.getContext(), options);

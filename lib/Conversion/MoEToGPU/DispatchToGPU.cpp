@@ -8,9 +8,10 @@
 //
 //   chunk_counts[c, e]  assignments of chunk c to expert e     (c, e) parallel
 //   counts[e]           Σ_c chunk_counts[c, e]                 e parallel
-//   offsets             exclusive scan of counts               one thread, E steps
-//   chunk_starts[c, e]  offsets[e] + Σ_{c' < c} chunk_counts   (c, e) parallel
-//   slot s              its expert e (bisection of offsets), its chunk c
+//   offsets             exclusive scan of counts               one thread, E
+//   steps chunk_starts[c, e]  offsets[e] + Σ_{c' < c} chunk_counts   (c, e)
+//   parallel slot s              its expert e (bisection of offsets), its chunk
+//   c
 //                       (bisection of chunk_starts[·, e]), then the
 //                       (s - chunk_starts[c, e])-th assignment of chunk c
 //                       to e                                   s parallel
@@ -20,11 +21,11 @@
 // assignment's slot is its chunk's start plus the earlier assignments of
 // the chunk to its expert, each token ranks its up to k slots, and the
 // combine sums every (token, column) over them ascending — the reference's
-// order, with no sort over all slots. Within an expert the slots keep the assignments' order, as
-// the reference fills them, so every result is the reference's (integers
-// and copied weights: the same bits), whatever the batch or the chunk size.
-// Plans with capacity keep the reference lowering (their fill order across
-// choices is sequential by definition).
+// order, with no sort over all slots. Within an expert the slots keep the
+// assignments' order, as the reference fills them, so every result is the
+// reference's (integers and copied weights: the same bits), whatever the batch
+// or the chunk size. Plans with capacity keep the reference lowering (their
+// fill order across choices is sequential by definition).
 //
 //===----------------------------------------------------------------------===//
 
@@ -52,7 +53,8 @@ constexpr int64_t kChunkSize = 256;
 /// Bisection steps over chunks: enough for 2^31 assignments.
 constexpr int64_t kChunkBisectionSteps = 24;
 
-using ExpertOfFn = function_ref<std::pair<Value, Value>(ScalarEmitter &, Value)>;
+using ExpertOfFn =
+    function_ref<std::pair<Value, Value>(ScalarEmitter &, Value)>;
 using IsOfFn = function_ref<Value(ScalarEmitter &, Value, Value)>;
 
 /// `[T·k]` index: token t's slots ascending at t·k ..< t·k + k, then -1 for
@@ -63,21 +65,19 @@ Value buildSlotsByToken(OpBuilder &b, Location loc, Value chunkStarts,
                         Value numTokens, Value numAssignments,
                         ExpertOfFn expertOf, IsOfFn isOf, int64_t topK) {
   auto parallel1d = [&](function_ref<Value(ScalarEmitter &, Value)> body) {
-    return buildGenerated(b, loc, ArrayRef<OpFoldResult>{numAssignments},
-                          b.getIndexType(),
-                          [&](ScalarEmitter &in, ValueRange ivs) {
-                            return body(in, ivs[0]);
-                          });
+    return buildGenerated(
+        b, loc, ArrayRef<OpFoldResult>{numAssignments}, b.getIndexType(),
+        [&](ScalarEmitter &in, ValueRange ivs) { return body(in, ivs[0]); });
   };
   Value slotOf = parallel1d([&](ScalarEmitter &in, Value a) {
     Value valid, e; // named: the loop body below captures e
     std::tie(valid, e) = expertOf(in, a);
     Value c = in.div(a, kChunkSize);
-    Value start = in.toIndex(tensor::ExtractOp::create(
-        in.b, in.loc, chunkStarts, ValueRange{c, e}));
+    Value start = in.toIndex(
+        tensor::ExtractOp::create(in.b, in.loc, chunkStarts, ValueRange{c, e}));
     Value earlier =
-        buildLoop(in.b, in.loc, in.mul(c, in.idx(kChunkSize)), a,
-                  {in.idx(0)}, [&](OpBuilder &lb, Value a2, ValueRange n) {
+        buildLoop(in.b, in.loc, in.mul(c, in.idx(kChunkSize)), a, {in.idx(0)},
+                  [&](OpBuilder &lb, Value a2, ValueRange n) {
                     ScalarEmitter l{lb, in.loc};
                     Value same = isOf(l, a2, e);
                     return SmallVector<Value>{
@@ -101,22 +101,21 @@ Value buildSlotsByToken(OpBuilder &b, Location loc, Value chunkStarts,
                  ScalarEmitter l{jb, in.loc};
                  Value v = slotAt(l, j);
                  Value smaller =
-                     buildLoop(jb, in.loc, l.idx(0), l.idx(topK), {l.idx(0)},
-                               [&](OpBuilder &ib, Value i, ValueRange n) {
-                                 ScalarEmitter m{ib, in.loc};
-                                 Value u = slotAt(m, i);
-                                 Value below = m.both(
-                                     m.cmp(arith::CmpIPredicate::sge, u,
-                                           m.idx(0)),
-                                     m.cmp(arith::CmpIPredicate::slt, u, v));
-                                 return SmallVector<Value>{m.add(
-                                     n[0], m.select(below, m.idx(1),
-                                                    m.idx(0)))};
-                               })
+                     buildLoop(
+                         jb, in.loc, l.idx(0), l.idx(topK), {l.idx(0)},
+                         [&](OpBuilder &ib, Value i, ValueRange n) {
+                           ScalarEmitter m{ib, in.loc};
+                           Value u = slotAt(m, i);
+                           Value below = m.both(
+                               m.cmp(arith::CmpIPredicate::sge, u, m.idx(0)),
+                               m.cmp(arith::CmpIPredicate::slt, u, v));
+                           return SmallVector<Value>{m.add(
+                               n[0], m.select(below, m.idx(1), m.idx(0)))};
+                         })
                          .front();
-                 Value hit = l.both(l.cmp(arith::CmpIPredicate::sge, v,
-                                          l.idx(0)),
-                                    l.eq(smaller, r));
+                 Value hit =
+                     l.both(l.cmp(arith::CmpIPredicate::sge, v, l.idx(0)),
+                            l.eq(smaller, r));
                  return SmallVector<Value>{l.select(hit, v, found[0])};
                })
         .front();
@@ -157,14 +156,14 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
       auto [valid, expert] = expertOf(in, a);
       return in.both(valid, in.eq(expert, e));
     };
-    auto parallel2d = [&](ArrayRef<OpFoldResult> shape,
-                          function_ref<Value(ScalarEmitter &, Value, Value)>
-                              body) {
-      return buildGenerated(b, loc, shape, i32,
-                            [&](ScalarEmitter &in, ValueRange ivs) {
-                              return body(in, ivs[0], ivs[1]);
-                            });
-    };
+    auto parallel2d =
+        [&](ArrayRef<OpFoldResult> shape,
+            function_ref<Value(ScalarEmitter &, Value, Value)> body) {
+          return buildGenerated(b, loc, shape, i32,
+                                [&](ScalarEmitter &in, ValueRange ivs) {
+                                  return body(in, ivs[0], ivs[1]);
+                                });
+        };
     SmallVector<OpFoldResult> chunkShape = {numChunks,
                                             b.getIndexAttr(numExperts)};
 
@@ -174,21 +173,20 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
           return buildLoop(in.b, in.loc, lo, hi, {in.i32(0)},
                            [&](OpBuilder &lb, Value a, ValueRange count) {
                              ScalarEmitter l{lb, in.loc};
-                             Value one = arith::ExtUIOp::create(
-                                 lb, in.loc, i32, isOf(l, a, e));
-                             return SmallVector<Value>{
-                                 l.add(count[0], one)};
+                             Value one = arith::ExtUIOp::create(lb, in.loc, i32,
+                                                                isOf(l, a, e));
+                             return SmallVector<Value>{l.add(count[0], one)};
                            })
               .front();
         });
 
     // counts[e] = Σ_c chunk_counts[c, e] (integers: any order is exact).
     auto countsType = cast<RankedTensorType>(op.getCounts().getType());
-    Value countsInit = linalg::FillOp::create(
-                           b, loc, ValueRange{em.i32(0)},
-                           ValueRange{tensor::EmptyOp::create(
-                               b, loc, countsType.getShape(), i32)})
-                           .getResult(0);
+    Value countsInit =
+        linalg::FillOp::create(b, loc, ValueRange{em.i32(0)},
+                               ValueRange{tensor::EmptyOp::create(
+                                   b, loc, countsType.getShape(), i32)})
+            .getResult(0);
     AffineExpr d0, d1;
     bindDims(ctx, d0, d1);
     Value counts =
@@ -200,45 +198,45 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
             ArrayRef<IteratorType>{IteratorType::parallel,
                                    IteratorType::reduction},
             [&](OpBuilder &nb, Location nloc, ValueRange args) {
-              linalg::YieldOp::create(
-                  nb, nloc,
-                  ValueRange{arith::AddIOp::create(nb, nloc, args[1], args[0])});
+              linalg::YieldOp::create(nb, nloc,
+                                      ValueRange{arith::AddIOp::create(
+                                          nb, nloc, args[1], args[0])});
             })
             .getResult(0);
 
     // offsets: the exclusive scan, E sequential steps.
     auto offsetsType = cast<RankedTensorType>(op.getOffsets().getType());
-    Value offsets = tensor::EmptyOp::create(b, loc, offsetsType.getShape(), i32);
+    Value offsets =
+        tensor::EmptyOp::create(b, loc, offsetsType.getShape(), i32);
     offsets = tensor::InsertOp::create(b, loc, em.i32(0), offsets,
                                        ValueRange{em.idx(0)});
-    offsets = buildLoop(b, loc, em.idx(0), em.idx(numExperts),
-                        ValueRange{offsets, em.i32(0)},
-                        [&](OpBuilder &nb, Value e, ValueRange st) {
-                          ScalarEmitter in{nb, loc};
-                          Value c = tensor::ExtractOp::create(nb, loc, counts,
-                                                              ValueRange{e});
-                          Value sum = in.add(st[1], c);
-                          Value o = tensor::InsertOp::create(
-                              nb, loc, sum, st[0],
-                              ValueRange{in.add(e, in.idx(1))});
-                          return SmallVector<Value>{o, sum};
-                        })
-                  .front();
+    offsets =
+        buildLoop(b, loc, em.idx(0), em.idx(numExperts),
+                  ValueRange{offsets, em.i32(0)},
+                  [&](OpBuilder &nb, Value e, ValueRange st) {
+                    ScalarEmitter in{nb, loc};
+                    Value c = tensor::ExtractOp::create(nb, loc, counts,
+                                                        ValueRange{e});
+                    Value sum = in.add(st[1], c);
+                    Value o = tensor::InsertOp::create(
+                        nb, loc, sum, st[0], ValueRange{in.add(e, in.idx(1))});
+                    return SmallVector<Value>{o, sum};
+                  })
+            .front();
 
-    Value chunkStarts =
-        parallel2d(chunkShape, [&](ScalarEmitter &in, Value c, Value e) {
-          Value start =
-              tensor::ExtractOp::create(in.b, in.loc, offsets, ValueRange{e});
-          return buildLoop(in.b, in.loc, in.idx(0), c, {start},
-                           [&](OpBuilder &lb, Value earlier, ValueRange sum) {
-                             ScalarEmitter l{lb, in.loc};
-                             Value n = tensor::ExtractOp::create(
-                                 lb, in.loc, chunkCounts,
-                                 ValueRange{earlier, e});
-                             return SmallVector<Value>{l.add(sum[0], n)};
-                           })
-              .front();
-        });
+    Value chunkStarts = parallel2d(chunkShape, [&](ScalarEmitter &in, Value c,
+                                                   Value e) {
+      Value start =
+          tensor::ExtractOp::create(in.b, in.loc, offsets, ValueRange{e});
+      return buildLoop(in.b, in.loc, in.idx(0), c, {start},
+                       [&](OpBuilder &lb, Value earlier, ValueRange sum) {
+                         ScalarEmitter l{lb, in.loc};
+                         Value n = tensor::ExtractOp::create(
+                             lb, in.loc, chunkCounts, ValueRange{earlier, e});
+                         return SmallVector<Value>{l.add(sum[0], n)};
+                       })
+          .front();
+    });
 
     // Each slot gathers its assignment's token and weight.
     auto tokensType = cast<RankedTensorType>(op.getTokenIds().getType());
@@ -258,8 +256,7 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
           Value s = linalg::IndexOp::create(nb, nloc, 0);
           Value slot = in.toI32(s);
           auto offsetAt = [&](ScalarEmitter &x, Value e) {
-            return tensor::ExtractOp::create(x.b, x.loc, offsets,
-                                             ValueRange{e})
+            return tensor::ExtractOp::create(x.b, x.loc, offsets, ValueRange{e})
                 .getResult();
           };
           Value kept = offsetAt(in, in.idx(numExperts));
@@ -269,8 +266,8 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
           for (int64_t step = 0; step < steps; ++step) {
             Value mid = arith::ShRUIOp::create(
                 nb, nloc, in.add(in.add(lo, hi), in.idx(1)), in.idx(1));
-            Value fits = in.cmp(arith::CmpIPredicate::sle, offsetAt(in, mid),
-                                slot);
+            Value fits =
+                in.cmp(arith::CmpIPredicate::sle, offsetAt(in, mid), slot);
             Value below = in.sub(mid, in.idx(1));
             Value newLo = in.select(fits, mid, lo);
             hi = in.select(fits, hi, below);
@@ -288,20 +285,20 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
                     fb, floc, f.add(f.add(bounds[0], bounds[1]), f.idx(1)),
                     f.idx(1));
                 mid = f.minU(mid, bounds[1]);
-                Value start = tensor::ExtractOp::create(
-                    fb, floc, chunkStarts, ValueRange{mid, e});
+                Value start = tensor::ExtractOp::create(fb, floc, chunkStarts,
+                                                        ValueRange{mid, e});
                 Value fits = f.cmp(arith::CmpIPredicate::sle, start, slot);
                 Value newLo = f.select(fits, mid, bounds[0]);
-                Value newHi = f.select(
-                    fits, bounds[1],
-                    f.select(f.ult(bounds[0], mid), f.sub(mid, f.idx(1)),
-                             bounds[0]));
+                Value newHi =
+                    f.select(fits, bounds[1],
+                             f.select(f.ult(bounds[0], mid),
+                                      f.sub(mid, f.idx(1)), bounds[0]));
                 scf::YieldOp::create(fb, floc, ValueRange{newLo, newHi});
               });
           Value c = bisect.getResult(0);
-          Value rank = in.sub(slot, tensor::ExtractOp::create(
-                                        nb, nloc, chunkStarts,
-                                        ValueRange{c, e}));
+          Value rank =
+              in.sub(slot, tensor::ExtractOp::create(nb, nloc, chunkStarts,
+                                                     ValueRange{c, e}));
           // The rank-th assignment of chunk c to expert e.
           auto [first, last] = chunkBounds(in, c);
           SmallVector<Value> found = buildLoop(
@@ -310,16 +307,16 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
                 ScalarEmitter l{lb, nloc};
                 Value mine = isOf(l, a, e);
                 Value hit = l.both(mine, l.eq(st[0], rank));
-                Value seen = l.add(
-                    st[0], arith::ExtUIOp::create(lb, nloc, i32, mine));
+                Value seen =
+                    l.add(st[0], arith::ExtUIOp::create(lb, nloc, i32, mine));
                 return SmallVector<Value>{seen, l.select(hit, a, st[1])};
               });
           Value a = found[1];
           Value t = in.div(a, topK), j = in.rem(a, topK);
           Value used = in.cmp(arith::CmpIPredicate::slt, slot, kept);
           Value token = in.select(used, in.toI32(t), in.i32(-1));
-          Value w = tensor::ExtractOp::create(nb, nloc, weights,
-                                              ValueRange{t, j});
+          Value w =
+              tensor::ExtractOp::create(nb, nloc, weights, ValueRange{t, j});
           Value weight = in.select(used, w, in.f32(0.0));
           linalg::YieldOp::create(nb, nloc, ValueRange{token, weight});
         });
@@ -344,17 +341,18 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
             [&](OpBuilder &nb, Location nloc, Value t) {
               ScalarEmitter in{nb, nloc};
               Value lo = in.mul(in.minU(t, numTokens), in.idx(topK));
-              Value hi = in.select(in.ult(t, numTokens),
-                                   in.add(lo, in.idx(topK)), lo);
+              Value hi =
+                  in.select(in.ult(t, numTokens), in.add(lo, in.idx(topK)), lo);
               return std::pair{lo, hi};
             });
         b.replaceOp(combine, sums);
       }
     }
 
-    Value dropped = em.sub(em.toI32(numAssignments),
-                           tensor::ExtractOp::create(
-                               b, loc, offsets, ValueRange{em.idx(numExperts)}));
+    Value dropped =
+        em.sub(em.toI32(numAssignments),
+               tensor::ExtractOp::create(b, loc, offsets,
+                                         ValueRange{em.idx(numExperts)}));
     Value droppedTensor = tensor::FromElementsOp::create(
         b, loc, op.getDropped().getType(), ValueRange{dropped});
     b.replaceOp(op, {counts, offsets, slots.getResult(0), slots.getResult(1),

@@ -1,4 +1,5 @@
-//===- ScalarEmitter.h - scalar index/integer ops in GPU lowerings -*- C++ -*-===//
+//===- ScalarEmitter.h - scalar index/integer ops in GPU lowerings -*- C++
+//-*-===//
 //
 // The tensor-level GPU lowerings compute many indices, masks and selects per
 // work item; these helpers keep that arithmetic readable.

@@ -73,14 +73,15 @@ Value bf16Bits(ScalarEmitter &em, Value bf16) {
 
 /// Two bf16 values in one 32-bit register, `low` in the low half.
 Value packPair(ScalarEmitter &em, Value low, Value high) {
-  Value shifted = arith::ShLIOp::create(em.b, em.loc, bf16Bits(em, high),
-                                        em.i32(16));
+  Value shifted =
+      arith::ShLIOp::create(em.b, em.loc, bf16Bits(em, high), em.i32(16));
   return arith::OrIOp::create(em.b, em.loc, bf16Bits(em, low), shifted);
 }
 
 /// `x` as bf16 terms whose sum is x: [hi, mid, lo] by truncation (exact;
 /// ±Inf and NaN stay in hi with zero below), or [round(x)].
-SmallVector<Value> splitActivation(ScalarEmitter &em, Value x, bool threeTerms) {
+SmallVector<Value> splitActivation(ScalarEmitter &em, Value x,
+                                   bool threeTerms) {
   OpBuilder &b = em.b;
   Type bf16 = b.getBF16Type();
   if (!threeTerms)
@@ -91,13 +92,13 @@ SmallVector<Value> splitActivation(ScalarEmitter &em, Value x, bool threeTerms) 
         b, em.loc, bits, em.i32(static_cast<int32_t>(0xFFFF0000u)));
     Value truncated = arith::BitcastOp::create(b, em.loc, b.getF32Type(), high);
     // A NaN whose payload is in the low bits would become ±Inf.
-    Value nan = arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::UNO, v,
-                                      v);
+    Value nan =
+        arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::UNO, v, v);
     return em.select(nan, v, truncated);
   };
   auto remainder = [&](Value v, Value part) {
-    Value same = arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::OEQ, v,
-                                       part);
+    Value same =
+        arith::CmpFOp::create(b, em.loc, arith::CmpFPredicate::OEQ, v, part);
     return em.select(same, em.f32(0.0),
                      arith::SubFOp::create(b, em.loc, v, part).getResult());
   };
@@ -116,8 +117,8 @@ SmallVector<Value> splitActivation(ScalarEmitter &em, Value x, bool threeTerms) 
 /// the edges are zero; loads stay in bounds (clamped).
 using AFragments = SmallVector<std::array<Value, 4>>; // one per term
 
-AFragments loadA(ScalarEmitter &em, const TileOperands &t, Value lane,
-                 Value e, Value k0) {
+AFragments loadA(ScalarEmitter &em, const TileOperands &t, Value lane, Value e,
+                 Value k0) {
   OpBuilder &b = em.b;
   Location loc = em.loc;
   Value g = em.div(lane, 4), q = em.rem(lane, 4);
@@ -135,14 +136,14 @@ AFragments loadA(ScalarEmitter &em, const TileOperands &t, Value lane,
   };
   auto activation = [&](Value mine, Value row, Value k) {
     Value ok = em.both(mine, em.ult(k, em.idx(t.depth)));
-    Value v = tensor::ExtractOp::create(
-        b, loc, t.lhs, ValueRange{row, em.minU(k, lastDepth)});
+    Value v = tensor::ExtractOp::create(b, loc, t.lhs,
+                                        ValueRange{row, em.minU(k, lastDepth)});
     return em.select(ok, v, fZero);
   };
   Value twoQ = em.mul(q, em.idx(2));
-  SmallVector<Value> ks = {em.add(k0, twoQ), em.add(k0, em.add(twoQ, em.idx(1))),
-                           em.add(k0, em.add(twoQ, em.idx(8))),
-                           em.add(k0, em.add(twoQ, em.idx(9)))};
+  SmallVector<Value> ks = {
+      em.add(k0, twoQ), em.add(k0, em.add(twoQ, em.idx(1))),
+      em.add(k0, em.add(twoQ, em.idx(8))), em.add(k0, em.add(twoQ, em.idx(9)))};
   Value row0 = em.add(t.tileRow0, g);
   Value row1 = em.add(row0, em.idx(8));
   auto [mine0, at0] = rowIsMine(row0);
@@ -168,8 +169,8 @@ AFragments loadA(ScalarEmitter &em, const TileOperands &t, Value lane,
 
 /// The B fragment registers b0, b1 of `lane` for the 8 columns from `col0`:
 /// weight elements (n = col0 + g, k) of expert e, zero past the edges.
-std::array<Value, 2> loadB(ScalarEmitter &em, const TileOperands &t,
-                           Value lane, Value e, Value k0, Value col0) {
+std::array<Value, 2> loadB(ScalarEmitter &em, const TileOperands &t, Value lane,
+                           Value e, Value k0, Value col0) {
   OpBuilder &b = em.b;
   Location loc = em.loc;
   Value g = em.div(lane, 4), q = em.rem(lane, 4);
@@ -187,7 +188,8 @@ std::array<Value, 2> loadB(ScalarEmitter &em, const TileOperands &t,
         b, loc, t.w, ValueRange{e, colAt, em.minU(k, lastDepth)});
     return em.select(ok, v, bf16Zero);
   };
-  return {packPair(em, weight(0), weight(1)), packPair(em, weight(8), weight(9))};
+  return {packPair(em, weight(0), weight(1)),
+          packPair(em, weight(8), weight(9))};
 }
 
 /// The half `k % 2` of a packed register, as f32.
@@ -207,8 +209,8 @@ Value unpackHalf(ScalarEmitter &em, Value reg, Value k) {
 /// from `col0`, as the 4 accumulator registers of `lane` (whose fragments
 /// are `a` and `bRegs`).
 SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
-                                      Value lane, Value e, Value k0,
-                                      Value col0, size_t term,
+                                      Value lane, Value e, Value k0, Value col0,
+                                      size_t term,
                                       const std::array<Value, 4> &a,
                                       const std::array<Value, 2> &bRegs,
                                       ValueRange acc) {
@@ -216,9 +218,9 @@ SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
   Location loc = em.loc;
   if (t.options.mode == TensorCoreMode::mma) {
     Type f32 = b.getF32Type();
-    auto mma = WarpMMAOp::create(b, loc, f32, f32, f32, f32, a[0], a[1], a[2],
-                                 a[3], bRegs[0], bRegs[1], acc[0], acc[1],
-                                 acc[2], acc[3]);
+    auto mma =
+        WarpMMAOp::create(b, loc, f32, f32, f32, f32, a[0], a[1], a[2], a[3],
+                          bRegs[0], bRegs[1], acc[0], acc[1], acc[2], acc[3]);
     return SmallVector<Value>(mma->getResults());
   }
 
@@ -234,10 +236,9 @@ SmallVector<Value> multiplyAccumulate(ScalarEmitter &em, const TileOperands &t,
         [&](OpBuilder &nb, Location nloc, Value k, ValueRange args) {
           ScalarEmitter in{nb, nloc};
           Value kInPair = in.div(in.rem(k, 8), 2); // (k % 8) / 2
-          Value kHalf = in.div(k, 8);             // 0 for k < 8
+          Value kHalf = in.div(k, 8);              // 0 for k < 8
           // A[m][k]: lane 4·(m % 8) + (k % 8)/2, register m/8 + 2·(k/8).
-          Value laneA =
-              in.add(in.mul(in.rem(m, 8), in.idx(4)), kInPair);
+          Value laneA = in.add(in.mul(in.rem(m, 8), in.idx(4)), kInPair);
           Value regA = in.add(in.div(m, 8), in.mul(kHalf, in.idx(2)));
           const std::array<Value, 4> theirA = loadA(in, t, laneA, e, k0)[term];
           Value aValue = unpackHalf(
@@ -276,9 +277,10 @@ Value nextExpertOfTile(ScalarEmitter &em, const TileOperands &t, Value e,
 
 } // namespace
 
-TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
-    OpBuilder &b, Location loc, Value lhs, Value w, Value expertOfRow,
-    int64_t numExperts, const TensorCoreOptions &options) {
+TensorCoreProduct
+mlir::moe::buildTensorCoreMatmul(OpBuilder &b, Location loc, Value lhs, Value w,
+                                 Value expertOfRow, int64_t numExperts,
+                                 const TensorCoreOptions &options) {
   MLIRContext *ctx = b.getContext();
   auto wType = cast<RankedTensorType>(w.getType());
   int64_t numCols = wType.getDimSize(1), depth = wType.getDimSize(2);
@@ -293,8 +295,7 @@ TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
   // hold) for a few row tiles, else 1 (a warp loops over the experts).
   Value groups = em.select(em.ule(rowTiles, em.idx(kDecodeRowTiles)),
                            em.idx(kTileRows), em.idx(1));
-  Value items =
-      em.mul(em.mul(rowTiles, groups), em.idx(colTiles * kWarpSize));
+  Value items = em.mul(em.mul(rowTiles, groups), em.idx(colTiles * kWarpSize));
   Type f32 = b.getF32Type();
 
   // Work item id = ((rowTile · groups + group) · colTiles + colTile) · 32 +
@@ -304,8 +305,8 @@ TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
   // of tile j).
   SmallVector<Value> inits;
   for (int64_t i = 0; i < numRegs; ++i)
-    inits.push_back(tensor::EmptyOp::create(
-        b, loc, ArrayRef<OpFoldResult>{items}, f32));
+    inits.push_back(
+        tensor::EmptyOp::create(b, loc, ArrayRef<OpFoldResult>{items}, f32));
   auto identity = AffineMap::getMultiDimIdentityMap(1, ctx);
   auto fragments = linalg::GenericOp::create(
       b, loc, TypeRange(ValueRange(inits)), ValueRange{}, inits,
@@ -352,12 +353,12 @@ TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
               ScalarEmitter c{cb, cloc};
               Value more = c.both(
                   c.ult(args[0], c.idx(numExperts)),
-                  arith::OrIOp::create(cb, cloc,
-                                       arith::XOrIOp::create(
-                                           cb, cloc, oneExpert,
-                                           arith::ConstantIntOp::create(
-                                               cb, cloc, cb.getI1Type(), 1)),
-                                       c.eq(args[1], c.idx(0))));
+                  arith::OrIOp::create(
+                      cb, cloc,
+                      arith::XOrIOp::create(cb, cloc, oneExpert,
+                                            arith::ConstantIntOp::create(
+                                                cb, cloc, cb.getI1Type(), 1)),
+                      c.eq(args[1], c.idx(0))));
               scf::ConditionOp::create(cb, cloc, more, args);
             },
             [&](OpBuilder &bb, Location bloc, ValueRange args) {
@@ -375,8 +376,7 @@ TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
                     SmallVector<Value> col0s;
                     SmallVector<std::array<Value, 2>> bRegs;
                     for (int64_t j = 0; j < kColTilesPerWarp; ++j) {
-                      col0s.push_back(
-                          k.add(t.tileCol0, k.idx(j * kTileCols)));
+                      col0s.push_back(k.add(t.tileCol0, k.idx(j * kTileCols)));
                       bRegs.push_back(loadB(k, t, lane, e, k0, col0s.back()));
                     }
                     // The lo, mid and hi terms in turn into each tile.
@@ -401,8 +401,7 @@ TensorCoreProduct mlir::moe::buildTensorCoreMatmul(
                 Value row =
                     body.add(t.tileRow0, body.add(g, body.idx(8 * half)));
                 Value expert = tensor::ExtractOp::create(
-                    bb, bloc, expertOfRow,
-                    ValueRange{body.minU(row, lastRow)});
+                    bb, bloc, expertOfRow, ValueRange{body.minU(row, lastRow)});
                 rowIsMine[half] =
                     body.both(body.ult(row, numRows), body.eq(expert, e));
               }
@@ -437,58 +436,52 @@ Value TensorCoreProduct::read(OpBuilder &nb, Location nloc, Value r,
   int64_t colTiles = llvm::divideCeil(numCols, warpCols);
   Type f32 = nb.getF32Type();
   ScalarEmitter in{nb, nloc};
-               // With groups, the row's is the group of its expert's rank
-               // among the tile's distinct experts (rows are expert-sorted:
-               // the expert changes between rows before it).
-               Value rowTile = in.div(r, kTileRows);
-               Value tileRow0 = in.mul(rowTile, in.idx(kTileRows));
-               Value grouped = in.ult(in.idx(1), groups);
-               Value rankFrom = in.add(tileRow0, in.idx(1));
-               Value rank =
-                   buildLoop(nb, nloc, rankFrom,
-                             in.select(grouped, in.add(r, in.idx(1)), rankFrom),
-                             {in.idx(0)},
-                             [&](OpBuilder &lb, Value row, ValueRange n) {
-                               ScalarEmitter l{lb, nloc};
-                               Value here = tensor::ExtractOp::create(
-                                   lb, nloc, expertOfRow, ValueRange{row});
-                               Value before = tensor::ExtractOp::create(
-                                   lb, nloc, expertOfRow,
-                                   ValueRange{l.sub(row, l.idx(1))});
-                               Value change = l.select(
-                                   l.cmp(arith::CmpIPredicate::ne, here,
-                                         before),
-                                   l.idx(1), l.idx(0));
-                               return SmallVector<Value>{l.add(n[0], change)};
-                             })
-                       .front();
-               Value group = in.select(grouped, rank, in.idx(0));
-               Value tile = in.add(
-                   in.mul(in.add(in.mul(rowTile, groups), group),
-                          in.idx(colTiles)),
-                   in.div(n, warpCols));
-               Value lane = in.add(in.mul(in.rem(r, 8), in.idx(4)),
-                                   in.div(in.rem(n, kTileCols), 2));
-               Value id = in.add(in.mul(tile, in.idx(kWarpSize)), lane);
-               Value j = in.div(in.rem(n, warpCols), kTileCols);
-               Value reg = in.add(
-                   in.mul(j, in.idx(4)),
-                   in.add(in.mul(in.div(in.rem(r, kTileRows), 8), in.idx(2)),
-                          in.rem(n, 2)));
-               SmallVector<int64_t> cases;
-               for (int64_t c = 1; c < numRegs; ++c)
-                 cases.push_back(c);
-               auto pick = scf::IndexSwitchOp::create(
-                   nb, nloc, TypeRange{f32}, reg, cases, cases.size());
-               auto fill = [&](Region &region, Value result) {
-                 OpBuilder::InsertionGuard guard(nb);
-                 nb.setInsertionPointToStart(&region.emplaceBlock());
-                 Value v =
-                     tensor::ExtractOp::create(nb, nloc, result, ValueRange{id});
-                 scf::YieldOp::create(nb, nloc, v);
-               };
-               fill(pick.getDefaultRegion(), registers[0]);
-               for (int64_t c = 1; c < numRegs; ++c)
-                 fill(pick.getCaseRegions()[c - 1], registers[c]);
+  // With groups, the row's is the group of its expert's rank
+  // among the tile's distinct experts (rows are expert-sorted:
+  // the expert changes between rows before it).
+  Value rowTile = in.div(r, kTileRows);
+  Value tileRow0 = in.mul(rowTile, in.idx(kTileRows));
+  Value grouped = in.ult(in.idx(1), groups);
+  Value rankFrom = in.add(tileRow0, in.idx(1));
+  Value rank =
+      buildLoop(nb, nloc, rankFrom,
+                in.select(grouped, in.add(r, in.idx(1)), rankFrom), {in.idx(0)},
+                [&](OpBuilder &lb, Value row, ValueRange n) {
+                  ScalarEmitter l{lb, nloc};
+                  Value here = tensor::ExtractOp::create(lb, nloc, expertOfRow,
+                                                         ValueRange{row});
+                  Value before = tensor::ExtractOp::create(
+                      lb, nloc, expertOfRow, ValueRange{l.sub(row, l.idx(1))});
+                  Value change =
+                      l.select(l.cmp(arith::CmpIPredicate::ne, here, before),
+                               l.idx(1), l.idx(0));
+                  return SmallVector<Value>{l.add(n[0], change)};
+                })
+          .front();
+  Value group = in.select(grouped, rank, in.idx(0));
+  Value tile =
+      in.add(in.mul(in.add(in.mul(rowTile, groups), group), in.idx(colTiles)),
+             in.div(n, warpCols));
+  Value lane =
+      in.add(in.mul(in.rem(r, 8), in.idx(4)), in.div(in.rem(n, kTileCols), 2));
+  Value id = in.add(in.mul(tile, in.idx(kWarpSize)), lane);
+  Value j = in.div(in.rem(n, warpCols), kTileCols);
+  Value reg = in.add(
+      in.mul(j, in.idx(4)),
+      in.add(in.mul(in.div(in.rem(r, kTileRows), 8), in.idx(2)), in.rem(n, 2)));
+  SmallVector<int64_t> cases;
+  for (int64_t c = 1; c < numRegs; ++c)
+    cases.push_back(c);
+  auto pick = scf::IndexSwitchOp::create(nb, nloc, TypeRange{f32}, reg, cases,
+                                         cases.size());
+  auto fill = [&](Region &region, Value result) {
+    OpBuilder::InsertionGuard guard(nb);
+    nb.setInsertionPointToStart(&region.emplaceBlock());
+    Value v = tensor::ExtractOp::create(nb, nloc, result, ValueRange{id});
+    scf::YieldOp::create(nb, nloc, v);
+  };
+  fill(pick.getDefaultRegion(), registers[0]);
+  for (int64_t c = 1; c < numRegs; ++c)
+    fill(pick.getCaseRegions()[c - 1], registers[c]);
   return pick.getResult(0);
 }
