@@ -62,8 +62,8 @@ using IsOfFn = function_ref<Value(ScalarEmitter &, Value, Value)>;
 /// e) is chunk_starts[c, e] plus the earlier assignments of its chunk to e;
 /// a token's up to k slots are ranked among themselves (O(k²), k small).
 Value buildSlotsByToken(OpBuilder &b, Location loc, Value chunkStarts,
-                        Value numTokens, Value numAssignments,
-                        ExpertOfFn expertOf, IsOfFn isOf, int64_t topK) {
+                        Value numAssignments, ExpertOfFn expertOf, IsOfFn isOf,
+                        int64_t topK) {
   auto parallel1d = [&](function_ref<Value(ScalarEmitter &, Value)> body) {
     return buildGenerated(
         b, loc, ArrayRef<OpFoldResult>{numAssignments}, b.getIndexType(),
@@ -328,8 +328,8 @@ struct DispatchPlanToGPU : OpRewritePattern<DispatchPlanOp> {
           combine && combine.getTokenIds() == op.getTokenIds())
         combines.push_back(combine);
     if (!combines.empty()) {
-      Value order = buildSlotsByToken(b, loc, chunkStarts, numTokens,
-                                      numAssignments, expertOf, isOf, topK);
+      Value order = buildSlotsByToken(b, loc, chunkStarts, numAssignments,
+                                      expertOf, isOf, topK);
       for (CombineOp combine : combines) {
         OpBuilder::InsertionGuard guard(b);
         b.setInsertionPoint(combine);
