@@ -1786,3 +1786,20 @@ func.func @gather_scale_slots(%x: tensor<?x64xf32>, %tokens: tensor<16xi32>, %w:
   %rows = moe.gather ins(%x, %tokens : tensor<?x64xf32>, tensor<16xi32>) scale(%w : tensor<8xf32>) outs(%init : tensor<16x64xf32>) -> tensor<16x64xf32>
   return
 }
+
+// -----
+
+// moe.warp_mma's registers: i32 fragments (two bf16 each), f32 accumulators.
+func.func @warp_mma_f16_accumulator(%a: i32, %c: f32, %h: f16) {
+  // expected-error @+1 {{'moe.warp_mma' op operand #9 must be 32-bit float, but got 'f16'}}
+  %d:4 = "moe.warp_mma"(%a, %a, %a, %a, %a, %a, %c, %c, %c, %h) : (i32, i32, i32, i32, i32, i32, f32, f32, f32, f16) -> (f32, f32, f32, f32)
+  return
+}
+
+// -----
+
+func.func @warp_mma_f32_fragment(%a: i32, %c: f32) {
+  // expected-error @+1 {{'moe.warp_mma' op operand #0 must be 32-bit signless integer, but got 'f32'}}
+  %d:4 = "moe.warp_mma"(%c, %a, %a, %a, %a, %a, %c, %c, %c, %c) : (f32, i32, i32, i32, i32, i32, f32, f32, f32, f32) -> (f32, f32, f32, f32)
+  return
+}
