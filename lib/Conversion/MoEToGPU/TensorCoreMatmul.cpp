@@ -3,11 +3,13 @@
 // `Σ_k lhs[r, k] · w[e(r), n, k]` for bf16 weights as warp-level
 // `mma.sync.m16n8k16` tiles: one warp (32 consecutive work items of a 1-d
 // parallel domain, so any block size that is a multiple of 32 keeps a tile
-// in one warp) computes a 16-row × 8-column output tile. Its rows may belong
-// to several experts (segments are not padded): the warp runs once per
-// distinct expert of its rows, with the other rows' A fragments zero, and
-// each row keeps the accumulator of its own expert, so a row's result does
-// not depend on its neighbours.
+// in one warp) computes 16 rows × 32 columns, four 8-column MMA tiles that
+// share the A fragments. Its rows may belong to several experts (segments
+// are not padded): the warp runs once per distinct expert of its rows (or,
+// for a few row tiles, one warp per distinct expert), with the other rows'
+// A fragments zero, and each row keeps the accumulator of its own expert,
+// so a row's result does not depend on its neighbours. The results stay in
+// the lanes' registers (TensorCoreProduct) for the consumers to read.
 //
 // Activations are f32. Precision `f32` splits each into three bf16 terms by
 // truncation (hi + mid + lo == x exactly, so every product is exact and only
