@@ -114,6 +114,7 @@ Value mlir::moe::buildSlotSums(
         rangeOf) {
   MLIRContext *ctx = b.getContext();
   auto identity = AffineMap::getMultiDimIdentityMap(2, ctx);
+  // In place: each element reads its own init before writing it.
   return linalg::GenericOp::create(
              b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
              ArrayRef<AffineMap>{identity},
