@@ -339,32 +339,40 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
     noiseLogits =
         LinearOp::create(builder, loc("router.noise"), logitsType, routerInput,
                          arg("w_noise"), zeroLogits);
+  FloatAttr jitterEps;
+  if (router.score == ScoreFunction::sparsemixer)
+    jitterEps = builder.getF64FloatAttr(router.jitterEps);
   auto route = RouteOp::create(
       builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),
       logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"), k,
-      router.score, router.order, router.normalize,
+      router.score, jitterEps, router.order, router.normalize,
       llvm::APFloat(router.scaling), router.groups, router.topkGroups,
       router.groupScore);
 
   // Dispatch plan: expert-major slots, with capacity when the spec has one.
   Location planLoc = loc(spec.capacity ? "capacity" : "router.top_k");
-  FloatAttr capacityFactor;
+  FloatAttr capacityFactor, capacityFraction;
   IntegerAttr capacityTokens;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
+  bool renormalize = false;
   if (spec.capacity) {
     if (spec.capacity->factor)
       capacityFactor = builder.getF64FloatAttr(*spec.capacity->factor);
+    else if (spec.capacity->tokenFraction)
+      capacityFraction =
+          builder.getF64FloatAttr(*spec.capacity->tokenFraction);
     else
       capacityTokens = builder.getI64IntegerAttr(*spec.capacity->tokens);
     overflow = spec.capacity->overflow;
     priority = spec.capacity->priority;
+    renormalize = spec.capacity->renormalize;
   }
   auto plan = DispatchPlanOp::create(
       builder, planLoc, tensorOf({e}, i32), tensorOf({e + 1}, i32),
       tensorOf({kDynamic}, i32), tensorOf({kDynamic}, f32), tensorOf({}, i32),
       route.getIds(), route.getWeights(), e, k, capacityFactor, capacityTokens,
-      overflow, priority);
+      capacityFraction, overflow, priority, renormalize);
 
   // Routed experts over the expert-major rows.
   Location expertLoc = loc("expert_hidden");
@@ -427,12 +435,17 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
   outputs.counts = plan.getCounts();
   outputs.dropped = plan.getDropped();
 
+  // sparsemixer's weights are no probabilities: its losses take the softmax
+  // of the logits, as PhiMoE's load-balancing loss does.
+  ScoreFunction lossScore = router.score == ScoreFunction::sparsemixer
+                                ? ScoreFunction::softmax
+                                : router.score;
   for (AuxLossKind kind : spec.auxLosses) {
     Value ids = kind == AuxLossKind::z_loss ? Value() : outputs.ids;
     Value weights = kind == AuxLossKind::importance ? outputs.weights : Value();
     outputs.auxLosses.push_back(AuxLossOp::create(
         builder, loc(("aux_losses." + stringifyAuxLossKind(kind)).str()),
-        tensorOf({}, f32), kind, logits, ids, weights, router.score,
+        tensorOf({}, f32), kind, logits, ids, weights, lossScore,
         llvm::APFloat(1.0)));
   }
   return outputs;

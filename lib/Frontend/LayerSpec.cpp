@@ -228,6 +228,7 @@ static constexpr FieldRule kRouterFields[] = {
     {"rms_norm", kAllKinds, false},
     {"rms_norm_eps", kAllKinds, false},
     {"apply_score", kAllKinds, false},
+    {"jitter_eps", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -245,8 +246,10 @@ static constexpr FieldRule kSwiGLUFields[] = {
 static constexpr FieldRule kCapacityFields[] = {
     {"factor", kAllKinds, false},
     {"tokens", kAllKinds, false},
+    {"token_fraction", kAllKinds, false},
     {"overflow", kAllKinds, false},
     {"priority", kAllKinds, false},
+    {"renormalize", kAllKinds, false},
 };
 // clang-format on
 
@@ -405,6 +408,7 @@ private:
   void readRouter(Section &layer);
   void readSharedExperts(Section &layer);
   void readCapacity(Section &layer);
+  void checkSparsemixer(Section &router);
   void readSwiGLU(Section &layer);
   void readAuxLosses(Section &layer);
   void readTiles(Section &layer);
@@ -845,6 +849,41 @@ void SpecParser::readRouter(Section &layer) {
   }
   router.read("rms_norm", r.rmsNorm);
   router.read("rms_norm_eps", r.rmsNormEps);
+  checkSparsemixer(router);
+}
+
+/// sparsemixer (PhiMoE) picks the top-k logits, so its order is
+/// topk_then_score (the default with it); jitter_eps belongs to it alone, and
+/// a selection bias or groups would change the picks it weighs.
+void SpecParser::checkSparsemixer(Section &router) {
+  RouterSpec &r = spec.router;
+  bool sparsemixer = r.score == ScoreFunction::sparsemixer;
+  if (router.lookup("jitter_eps")) {
+    router.read("jitter_eps", r.jitterEps);
+    if (!sparsemixer)
+      error(rangeOf("router.jitter_eps"),
+            "router.jitter_eps applies to router.score sparsemixer only, got "
+            "score " +
+                stringifyScoreFunction(r.score));
+    else if (!(r.jitterEps >= 0.0) || !std::isfinite(r.jitterEps))
+      error(rangeOf("router.jitter_eps"),
+            "expected a finite router.jitter_eps >= 0, got " +
+                formatNumber(r.jitterEps));
+  }
+  if (!sparsemixer)
+    return;
+  if (!router.lookup("order"))
+    r.order = RoutingOrder::topk_then_score;
+  else if (r.order != RoutingOrder::topk_then_score)
+    error(rangeOf("router.order"),
+          "router.score sparsemixer chooses by the logits: router.order must "
+          "be topk_then_score");
+  if (r.selectionBias)
+    error(rangeOf("router.selection_bias"),
+          "router.score sparsemixer does not take router.selection_bias");
+  if (r.groups > 1)
+    error(rangeOf("router.groups"),
+          "router.score sparsemixer does not take router.groups");
 }
 
 void SpecParser::readSharedExperts(Section &layer) {
@@ -883,7 +922,8 @@ void SpecParser::readCapacity(Section &layer) {
                    keyRangeOf("capacity"));
   capacity.checkKeys(std::nullopt);
   CapacitySpec &c = spec.capacity.emplace();
-  // Exactly one of factor and tokens; a null one is an absent one.
+  // Exactly one of factor, tokens and token_fraction; a null one is an
+  // absent one.
   auto present = [&](StringRef key) {
     const SpecNode *value = capacity.lookup(key);
     return value && value->kind != SpecNode::Kind::null;
@@ -892,14 +932,22 @@ void SpecParser::readCapacity(Section &layer) {
     capacity.read("factor", c.factor.emplace());
   if (present("tokens"))
     capacity.read("tokens", c.tokens.emplace());
-  if (!present("factor") && !present("tokens"))
+  if (present("token_fraction"))
+    capacity.read("token_fraction", c.tokenFraction.emplace());
+  int sizes = int(present("factor")) + int(present("tokens")) +
+              int(present("token_fraction"));
+  if (sizes == 0)
     error(keyRangeOf("capacity"),
-          "missing required field 'factor' or 'tokens' in 'capacity'");
-  else if (present("factor") && present("tokens"))
-    error(rangeOf("capacity.tokens"),
-          "expected only one of capacity.factor and capacity.tokens");
+          "missing required field 'factor', 'tokens' or 'token_fraction' in "
+          "'capacity'");
+  else if (sizes > 1)
+    error(rangeOf(present("token_fraction") ? "capacity.token_fraction"
+                                            : "capacity.tokens"),
+          "expected only one of capacity.factor, capacity.tokens and "
+          "capacity.token_fraction");
   capacity.readEnum("overflow", c.overflow);
   capacity.readEnum("priority", c.priority);
+  capacity.read("renormalize", c.renormalize);
 }
 
 void SpecParser::readAuxLosses(Section &layer) {
@@ -1122,6 +1170,12 @@ void SpecParser::checkSizes() {
       error(rangeOf("capacity.factor"),
             "expected a finite capacity.factor > 0, got " +
                 formatNumber(*spec.capacity->factor));
+    if (spec.capacity && spec.capacity->tokenFraction &&
+        (!(*spec.capacity->tokenFraction > 0.0) ||
+         !std::isfinite(*spec.capacity->tokenFraction)))
+      error(rangeOf("capacity.token_fraction"),
+            "expected a finite capacity.token_fraction > 0, got " +
+                formatNumber(*spec.capacity->tokenFraction));
     if (spec.capacity && spec.capacity->tokens &&
         *spec.capacity->tokens <= 0)
       error(rangeOf("capacity.tokens"),

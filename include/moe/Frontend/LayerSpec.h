@@ -59,6 +59,9 @@ struct RouterSpec {
   int64_t topkGroups = 1;
   GroupScore groupScore = GroupScore::max;
   bool noise = false;
+  /// PhiMoE's sparsemixer: the relative distance to the pick within which
+  /// experts share its weight is 2·jitterEps (score sparsemixer only).
+  double jitterEps = 0.01;
 };
 
 struct SharedExpertsSpec {
@@ -76,12 +79,16 @@ struct SwiGLUSpec {
 };
 
 struct CapacitySpec {
-  /// Exactly one of the two: slots per expert `ceil(factor · T · k / E)`, or
-  /// a fixed `tokens` (Switch's `expert_capacity`); both clamped to `T · k`.
+  /// Exactly one of the three: slots per expert `ceil(factor · T · k / E)`,
+  /// a fixed `tokens` (Switch's `expert_capacity`) or `ceil(tokenFraction ·
+  /// T)` (NLLB-MoE's eval capacity); all clamped to `T · k`.
   std::optional<double> factor;
   std::optional<int64_t> tokens;
+  std::optional<double> tokenFraction;
   OverflowPolicy overflow = OverflowPolicy::drop;
   DispatchPriority priority = DispatchPriority::token_order;
+  /// NLLB-MoE: each token's kept weights divided by their sum after drops.
+  bool renormalize = false;
 };
 
 /// Where a field of the spec was written, for locations of the built IR.

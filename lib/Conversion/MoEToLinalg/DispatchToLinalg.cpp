@@ -95,6 +95,25 @@ static Value buildCapacity(OpBuilder &b, Location loc, double factor,
   return arith::FPToSIOp::create(b, loc, b.getI32Type(), cap);
 }
 
+/// cap = ceil(fraction · T) in f64 (NLLB-MoE's eval capacity), clamped to
+/// T·k before it becomes an i32.
+static Value buildFractionCapacity(OpBuilder &b, Location loc, double fraction,
+                                   Value numTokens, int64_t topK) {
+  Type f64 = b.getF64Type();
+  auto f64Const = [&](double v) {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(f64, v))
+        .getResult();
+  };
+  Value tokens = arith::SIToFPOp::create(
+      b, loc, f64,
+      arith::IndexCastOp::create(b, loc, b.getI64Type(), numTokens));
+  Value cap = math::CeilOp::create(
+      b, loc, arith::MulFOp::create(b, loc, f64Const(fraction), tokens));
+  Value limit = arith::MulFOp::create(b, loc, tokens, f64Const(topK));
+  cap = arith::MinimumFOp::create(b, loc, cap, limit);
+  return arith::FPToSIOp::create(b, loc, b.getI32Type(), cap);
+}
+
 /// Tokens in the order they claim capacity under batch_prioritized: sorted
 /// by the ranking rule on (w[t, 0], t), which is a total order (the token
 /// index breaks ties), by a bottom-up merge sort: ceil(log2 T) passes of
@@ -307,12 +326,16 @@ static CapacityState buildCapacityAssignment(OpBuilder &b, Location loc,
   bool nextChoice = op.getOverflow() == OverflowPolicy::next_choice;
 
   Value expertsIdx = indexConst(b, loc, numExperts);
-  Value capacity =
-      op.getCapacityTokens()
-          ? buildFixedCapacity(b, loc, static_cast<int64_t>(*op.getCapacityTokens()),
-                               numTokens, topK)
-          : buildCapacity(b, loc, op.getCapacityFactor()->convertToDouble(),
-                          numTokens, topK, numExperts);
+  Value capacity;
+  if (std::optional<uint64_t> tokens = op.getCapacityTokens())
+    capacity = buildFixedCapacity(b, loc, static_cast<int64_t>(*tokens),
+                                  numTokens, topK);
+  else if (std::optional<APFloat> fraction = op.getCapacityFraction())
+    capacity = buildFractionCapacity(b, loc, fraction->convertToDouble(),
+                                     numTokens, topK);
+  else
+    capacity = buildCapacity(b, loc, op.getCapacityFactor()->convertToDouble(),
+                             numTokens, topK, numExperts);
   CapacityContext ctx{loc, ids, weights, capacity, expertsIdx};
   Value order;
   if (op.getPriority() == DispatchPriority::batch_prioritized)
@@ -381,6 +404,26 @@ static CapacityState buildCapacityAssignment(OpBuilder &b, Location loc,
   return CapacityState::from(last);
 }
 
+/// NLLB-MoE's renormalisation after drops: each row of the kept weights
+/// `[T, k]` (0 where dropped) divided by max(its sum in column order, 2^-23).
+static Value buildRenormalized(OpBuilder &b, Location loc, Value weights) {
+  Value sums = buildRowReduction(
+      b, loc, weights,
+      arith::ConstantOp::create(b, loc, b.getF32FloatAttr(0.0)),
+      [](OpBuilder &nb, Location nloc, Value acc, Value v) {
+        return addF(nb, nloc, acc, v);
+      });
+  // torch.finfo(float32).eps, the clamp of NLLB-MoE's denominator.
+  Value eps = arith::ConstantOp::create(b, loc,
+                                        b.getF32FloatAttr(0x1.0p-23f));
+  return buildRowBroadcastMap(
+      b, loc, weights, sums, b.getF32Type(),
+      [&](OpBuilder &nb, Location nloc, Value w, ValueRange row) {
+        Value denom = arith::MaximumFOp::create(nb, nloc, row[0], eps);
+        return divF(nb, nloc, w, denom);
+      });
+}
+
 namespace {
 struct DispatchPlanLowering : OpRewritePattern<DispatchPlanOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -401,6 +444,8 @@ struct DispatchPlanLowering : OpRewritePattern<DispatchPlanOp> {
       CapacityState st = buildCapacityAssignment(b, loc, op, numTokens);
       assignedExperts = st.experts;
       assignedWeights = st.weights;
+      if (op.getRenormalize())
+        assignedWeights = buildRenormalized(b, loc, assignedWeights);
     }
 
     // Visits the kept assignments in token order, then choice rank: the

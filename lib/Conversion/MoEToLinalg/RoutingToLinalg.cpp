@@ -348,6 +348,9 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
     Value raw;
     if (scoreFirst) {
       raw = buildRowGather(b, loc, scores, ids);
+    } else if (op.getScore() == ScoreFunction::sparsemixer) {
+      raw = buildSparsemixerWeights(b, loc, l, ids,
+                                    op.getJitterEps()->convertToDouble());
     } else if (op.getScore() != ScoreFunction::softmax) {
       raw = buildElementwiseScores(b, loc, buildRowGather(b, loc, l, ids),
                                    op.getScore());
@@ -404,6 +407,57 @@ private:
     return buildRowReduction(b, loc, x, createF32Constant(b, loc, 0.0),
                              [](OpBuilder &nb, Location nloc, Value acc,
                                 Value v) { return addF(nb, nloc, acc, v); });
+  }
+
+  /// PhiMoE's sparsemixer weights `[T, C]` of the ranked picks `ids`: pick
+  /// `i` (logit m) weighs `1 / Σ_j exp(l_j - m)` over the experts j not
+  /// ranked ahead of it (the earlier picks) whose relative distance
+  /// `(m - l_j) / max(|l_j|, m)` is at most `2·eps`, summed in expert order.
+  static Value buildSparsemixerWeights(OpBuilder &b, Location loc, Value l,
+                                       Value ids, double eps) {
+    Value picked = buildRowGather(b, loc, l, ids);
+    auto pickedType = cast<RankedTensorType>(picked.getType());
+    Value sums = createZeroTensor(b, loc, pickedType,
+                                  getDynamicSizes(b, loc, picked));
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t = getAffineDimExpr(0, ctx), i = getAffineDimExpr(1, ctx),
+               j = getAffineDimExpr(2, ctx);
+    AffineMap expert = AffineMap::get(3, 0, {t, j}, ctx);
+    AffineMap pick = AffineMap::get(3, 0, {t, i}, ctx);
+    // 2·eps rounded to f32, as torch compares an f32 tensor with a scalar.
+    float threshold = static_cast<float>(2.0 * eps);
+    Value denominators =
+        linalg::GenericOp::create(
+            b, loc, TypeRange{pickedType}, ValueRange{l, picked, ids},
+            ValueRange{sums}, ArrayRef<AffineMap>{expert, pick, pick, pick},
+            {utils::IteratorType::parallel, utils::IteratorType::parallel,
+             utils::IteratorType::reduction},
+            [&](OpBuilder &nb, Location nloc, ValueRange args) {
+              Value lj = args[0], m = args[1], id = args[2], acc = args[3];
+              Value jIdx = arith::IndexCastOp::create(
+                  nb, nloc, nb.getI32Type(),
+                  linalg::IndexOp::create(nb, nloc, 2));
+              Value earlier = buildRanksAhead(nb, nloc, lj, jIdx, m, id);
+              Value scale = arith::MaximumFOp::create(
+                  nb, nloc, math::AbsFOp::create(nb, nloc, lj), m);
+              Value distance =
+                  divF(nb, nloc, arith::SubFOp::create(nb, nloc, m, lj), scale);
+              Value masked = arith::CmpFOp::create(
+                  nb, nloc, arith::CmpFPredicate::OGT, distance,
+                  createF32Constant(nb, nloc, threshold));
+              Value excluded = arith::OrIOp::create(nb, nloc, earlier, masked);
+              Value term = math::ExpOp::create(
+                  nb, nloc, arith::SubFOp::create(nb, nloc, lj, m));
+              Value added = arith::SelectOp::create(
+                  nb, nloc, excluded, createF32Constant(nb, nloc, 0.0), term);
+              linalg::YieldOp::create(nb, nloc, addF(nb, nloc, acc, added));
+            })
+            .getResult(0);
+    return buildMap(b, loc, denominators,
+                    [](OpBuilder &nb, Location nloc, Value v) {
+                      return divF(nb, nloc, createF32Constant(nb, nloc, 1.0),
+                                  v);
+                    });
   }
 
   /// softmax over each row, or an elementwise score.

@@ -223,6 +223,28 @@ func.func @plan_capacity_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> t
 
 // -----
 
+// NLLB-MoE: capacity ceil(fraction · T) clamped to T·k, in f64; after the
+// assignment each token's kept weights are divided by max(their sum, 2^-23).
+// CHECK-LABEL: func.func @plan_capacity_fraction
+// CHECK-NOT:     moe.dispatch_plan
+// CHECK:         %[[F:.*]] = arith.constant 5.000000e-01 : f64
+// CHECK:         %[[FT:.*]] = arith.mulf %[[F]], %{{.*}} : f64
+// CHECK:         %[[CEIL:.*]] = math.ceil %[[FT]] : f64
+// CHECK:         arith.minimumf %[[CEIL]], %{{.*}} : f64
+// CHECK:         %[[KEPT:.*]]:4 = scf.for
+// CHECK:         %[[SUMS:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "reduction"]} ins(%[[KEPT]]#2 : tensor<?x2xf32>)
+// CHECK:         %[[EPS:.*]] = arith.constant 1.1920929E-7 : f32
+// CHECK:         linalg.generic {{.*}} ins(%[[KEPT]]#2, %[[SUMS]] : tensor<?x2xf32>, tensor<?xf32>)
+// CHECK:           %[[DENOM:.*]] = arith.maximumf %{{.*}}, %[[EPS]] : f32
+// CHECK:           arith.divf %{{.*}}, %[[DENOM]] : f32
+func.func @plan_capacity_fraction(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?xf32> {
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2) capacity(fraction 0.5) overflow(drop) priority(token_order) renormalize
+      : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return %s : tensor<?xf32>
+}
+
+// -----
+
 // A scaled gather: the guarded row element times the slot's scale.
 // CHECK-LABEL: func.func @gather_scaled
 // CHECK-SAME:    %[[X:[a-zA-Z0-9_]+]]: tensor<?x64xf32>, %[[T:[a-zA-Z0-9_]+]]: tensor<?xi32>, %[[W:[a-zA-Z0-9_]+]]: tensor<?xf32>

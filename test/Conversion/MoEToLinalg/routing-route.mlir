@@ -223,3 +223,34 @@ func.func @route_sqrt_softplus(%logits: tensor<?x8xf32>)
       : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
 }
+
+// -----
+
+// sparsemixer: the top-k of the logits, then for each pick (logit m) one
+// reduction over the experts: skip those ranked ahead of it (the ranking
+// rule) or with (m - l) / max(|l|, m) > 2·eps (eps 0.01 -> 0.02 in f32), sum
+// exp(l - m) of the rest; the weight is 1 / sum.
+// CHECK-LABEL: func.func @route_sparsemixer
+// CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x8xf32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[IDS:.*]] = scf.for
+// CHECK:         %[[M:.*]] = linalg.generic {{.*}} ins(%[[IDS]] : tensor<?x2xi32>)
+// CHECK:         %[[SUM:.*]] = linalg.generic {{.*}} iterator_types = ["parallel", "parallel", "reduction"]} ins(%[[L]], %[[M]], %[[IDS]] : tensor<?x8xf32>, tensor<?x2xf32>, tensor<?x2xi32>)
+// CHECK:           arith.cmpf ogt
+// CHECK:           %[[ABS:.*]] = math.absf
+// CHECK:           %[[SCALE:.*]] = arith.maximumf %[[ABS]]
+// CHECK:           %[[DIST:.*]] = arith.divf %{{.*}}, %[[SCALE]]
+// CHECK:           %[[MASKED:.*]] = arith.cmpf ogt, %[[DIST]], %{{.*}} : f32
+// CHECK:           %[[SKIP:.*]] = arith.ori %{{.*}}, %[[MASKED]]
+// CHECK:           %[[EXP:.*]] = math.exp
+// CHECK:           %[[TERM:.*]] = arith.select %[[SKIP]], %{{.*}}, %[[EXP]]
+// CHECK:           arith.addf %{{.*}}, %[[TERM]]
+// CHECK:         linalg.generic {{.*}} ins(%[[SUM]] : tensor<?x2xf32>)
+// CHECK:           arith.divf
+func.func @route_sparsemixer(%logits: tensor<?x8xf32>)
+    -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %w, %ids = moe.route %logits top_k(2) score(sparsemixer) jitter_eps(0.01)
+      order(topk_then_score)
+      : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
+}

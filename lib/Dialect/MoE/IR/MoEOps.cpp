@@ -48,28 +48,32 @@ static void printKeyword(OpAsmPrinter &printer, Operation *, AttrT attr) {
 
 //===----------------------------------------------------------------------===//
 // custom<Capacity>: the optional capacity of moe.dispatch_plan,
-// `capacity(1.25)` (a factor) or `capacity(tokens 64)` (fixed), then its
-// `overflow(...)` and `priority(...)`; nothing for a dropless plan.
+// `capacity(1.25)` (a factor), `capacity(tokens 64)` (fixed) or
+// `capacity(fraction 1.0)` (of the tokens), then its `overflow(...)`,
+// `priority(...)` and an optional `renormalize`; nothing when dropless.
 //===----------------------------------------------------------------------===//
 
 static ParseResult parseCapacity(OpAsmParser &parser, FloatAttr &factor,
-                                 IntegerAttr &tokens,
+                                 IntegerAttr &tokens, FloatAttr &fraction,
                                  OverflowPolicyAttr &overflow,
-                                 DispatchPriorityAttr &priority) {
+                                 DispatchPriorityAttr &priority,
+                                 UnitAttr &renormalize) {
   if (parser.parseOptionalKeyword("capacity"))
     return success();
   if (parser.parseLParen())
     return failure();
+  Builder &builder = parser.getBuilder();
   if (succeeded(parser.parseOptionalKeyword("tokens"))) {
     int64_t count = 0;
     if (parser.parseInteger(count))
       return failure();
-    tokens = parser.getBuilder().getI64IntegerAttr(count);
+    tokens = builder.getI64IntegerAttr(count);
   } else {
+    bool isFraction = succeeded(parser.parseOptionalKeyword("fraction"));
     double value = 0.0;
     if (parser.parseFloat(value))
       return failure();
-    factor = parser.getBuilder().getF64FloatAttr(value);
+    (isFraction ? fraction : factor) = builder.getF64FloatAttr(value);
   }
   if (parser.parseRParen() || parser.parseKeyword("overflow") ||
       parser.parseLParen() || parseKeyword(parser, overflow) ||
@@ -77,25 +81,34 @@ static ParseResult parseCapacity(OpAsmParser &parser, FloatAttr &factor,
       parser.parseLParen() || parseKeyword(parser, priority) ||
       parser.parseRParen())
     return failure();
+  if (succeeded(parser.parseOptionalKeyword("renormalize")))
+    renormalize = builder.getUnitAttr();
   return success();
 }
 
 static void printCapacity(OpAsmPrinter &printer, Operation *op,
                           FloatAttr factor, IntegerAttr tokens,
-                          OverflowPolicyAttr overflow,
-                          DispatchPriorityAttr priority) {
-  if (!factor && !tokens)
+                          FloatAttr fraction, OverflowPolicyAttr overflow,
+                          DispatchPriorityAttr priority,
+                          UnitAttr renormalize) {
+  if (!factor && !tokens && !fraction)
     return;
   printer << "capacity(";
-  if (factor)
+  if (factor) {
     printer.printAttributeWithoutType(factor);
-  else
+  } else if (fraction) {
+    printer << "fraction ";
+    printer.printAttributeWithoutType(fraction);
+  } else {
     printer << "tokens " << tokens.getInt();
+  }
   printer << ") overflow(";
   printKeyword(printer, op, overflow);
   printer << ") priority(";
   printKeyword(printer, op, priority);
   printer << ")";
+  if (renormalize)
+    printer << " renormalize";
 }
 
 //===----------------------------------------------------------------------===//

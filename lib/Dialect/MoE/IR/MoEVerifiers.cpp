@@ -158,6 +158,35 @@ LogicalResult LinearOp::verify() {
 // Routing and selection
 //===----------------------------------------------------------------------===//
 
+/// sparsemixer picks by the logits themselves (the top-k of the logits, as
+/// topk_then_score) and weighs each pick against all the experts: a selection
+/// bias or groups would change the picks without a defined weight.
+LogicalResult RouteOp::verifySparsemixer() {
+  bool sparsemixer = getScore() == ScoreFunction::sparsemixer;
+  std::optional<APFloat> eps = getJitterEps();
+  if (!sparsemixer) {
+    if (eps)
+      return emitOpError() << "expects jitter_eps only with score "
+                              "sparsemixer, got score "
+                           << stringifyScoreFunction(getScore());
+    return success();
+  }
+  if (!eps)
+    return emitOpError("expects jitter_eps with score sparsemixer");
+  double value = eps->convertToDouble();
+  if (!(value >= 0.0) || !std::isfinite(value))
+    return emitOpError() << "expects a finite jitter_eps >= 0, got "
+                         << doubleStr(value);
+  if (getOrder() != RoutingOrder::topk_then_score)
+    return emitOpError("expects order topk_then_score with score sparsemixer "
+                       "(it picks by the logits)");
+  if (getBias())
+    return emitOpError("expects no selection bias with score sparsemixer");
+  if (getGroups() != 1)
+    return emitOpError("expects no groups with score sparsemixer");
+  return success();
+}
+
 LogicalResult RouteOp::verify() {
   Operation *op = getOperation();
   Named logits("logits", getLogits()), weights("weights", getWeights()),
@@ -183,6 +212,8 @@ LogicalResult RouteOp::verify() {
         failed(expectDimEquals(op, bias, 0, experts, "experts")))
       return failure();
   }
+  if (failed(verifySparsemixer()))
+    return failure();
   if (static_cast<bool>(getNoiseLogits()) != static_cast<bool>(getSeed()))
     return emitOpError("expects noise_logits and seed together");
   if (getNoiseLogits()) {
@@ -286,8 +317,10 @@ LogicalResult ProductKeyTopKOp::verify() {
                          << k2.type.getElementType()
                          << ") to match keys1 element type ("
                          << k1.type.getElementType() << ")";
-  if (getScore() == ScoreFunction::sqrt_softplus)
-    return emitOpError("expects score softmax or sigmoid, got sqrt_softplus");
+  if (getScore() != ScoreFunction::softmax &&
+      getScore() != ScoreFunction::sigmoid)
+    return emitOpError() << "expects score softmax or sigmoid, got "
+                         << stringifyScoreFunction(getScore());
   int64_t heads = getHeads(), n = k1.dim(nDim), keyDim = 2 * k1.dim(nDim + 1);
   if (q.dim(1) != heads * keyDim)
     return emitOpError() << "expects query width (" << q.dim(1)
@@ -336,18 +369,29 @@ LogicalResult DispatchPlanOp::verify() {
   std::optional<int64_t> tokensPerExpert;
   if (auto n = getCapacityTokens())
     tokensPerExpert = static_cast<int64_t>(*n);
-  if (factor && tokensPerExpert)
-    return emitOpError("expects a capacity factor or a capacity in tokens, "
-                       "not both");
+  std::optional<double> fraction;
+  if (auto f = getCapacityFraction())
+    fraction = f->convertToDouble();
+  if (int(factor.has_value()) + int(tokensPerExpert.has_value()) +
+          int(fraction.has_value()) >
+      1)
+    return emitOpError("expects one of a capacity factor, a capacity in "
+                       "tokens and a capacity fraction, not more");
+  if (fraction && (!(*fraction > 0.0) || !std::isfinite(*fraction)))
+    return emitOpError() << "expects a positive finite capacity fraction, got "
+                         << doubleStr(*fraction);
   constexpr int64_t maxSlots = std::numeric_limits<int32_t>::max();
   if (tokensPerExpert && (*tokensPerExpert <= 0 || *tokensPerExpert > maxSlots))
     return emitOpError() << "expects a capacity in tokens in [1, " << maxSlots
                          << "], got " << *tokensPerExpert;
-  bool capacity = factor || tokensPerExpert;
+  bool capacity = factor || tokensPerExpert || fraction;
   if (!capacity && (getOverflow() != OverflowPolicy::drop ||
                     getPriority() != DispatchPriority::token_order))
     return emitOpError("expects a capacity factor when overflow or priority "
                        "is set");
+  if (!capacity && getRenormalize())
+    return emitOpError("expects a capacity with renormalize: a dropless plan "
+                       "keeps every weight");
 
   bool fallbacks = capacity && getOverflow() == OverflowPolicy::next_choice;
   if (!fallbacks && choices != k)
@@ -702,6 +746,10 @@ LogicalResult AuxLossOp::verify() {
         failed(expectSameShape(op, Named("weights", getWeights()), ids)))
       return failure();
   }
+  if (getScore() == ScoreFunction::sparsemixer)
+    return emitOpError("expects score softmax, sigmoid or sqrt_softplus: "
+                       "sparsemixer weights are no probabilities (a "
+                       "sparsemixer router's losses take softmax)");
   double c = getCoefficient().convertToDouble();
   if (!(c >= 0.0) || !std::isfinite(c))
     return emitOpError() << "expects a non-negative finite coefficient, got "

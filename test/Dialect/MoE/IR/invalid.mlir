@@ -312,7 +312,7 @@ func.func @route_ids_element_type(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_unknown_score(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'tanh'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus, sparsemixer}, got 'tanh'}}
   %w, %ids = moe.route %l top_k(2) score(tanh) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -328,7 +328,7 @@ func.func @route_unknown_order(%l: tensor<?x8xf32>) {
 // -----
 
 func.func @route_score_not_a_keyword(%l: tensor<?x8xf32>) {
-  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid, sqrt_softplus}}}
+  // expected-error @+1 {{custom op 'moe.route' expected one of {softmax, sigmoid, sqrt_softplus, sparsemixer}}}
   %w, %ids = moe.route %l top_k(2) score(42) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return
 }
@@ -616,7 +616,7 @@ func.func @pk_keys_element_type_i8(%q: tensor<?x256xf32>, %k1: tensor<16x16xi8>,
 // -----
 
 func.func @pk_unknown_score(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
-  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus}, got 'relu'}}
+  // expected-error @+1 {{expected one of {softmax, sigmoid, sqrt_softplus, sparsemixer}, got 'relu'}}
   %w, %ids = moe.product_key_topk heads(8) top_k(4) score(relu) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
@@ -1774,8 +1774,96 @@ func.func @plan_capacity_tokens_zero(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>)
 // -----
 
 func.func @plan_capacity_factor_and_tokens(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
-  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity factor or a capacity in tokens, not both}}
+  // expected-error @+1 {{'moe.dispatch_plan' op expects one of a capacity factor, a capacity in tokens and a capacity fraction, not more}}
   %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, capacity_factor = 1.0 : f64, capacity_tokens = 4 : i64}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
+  return
+}
+
+// -----
+
+func.func @plan_capacity_fraction_zero(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a positive finite capacity fraction, got 0}}
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2) capacity(fraction 0.0) overflow(drop) priority(token_order) : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return
+}
+
+// -----
+
+func.func @plan_capacity_tokens_and_fraction(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects one of a capacity factor, a capacity in tokens and a capacity fraction, not more}}
+  %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, capacity_fraction = 1.0 : f64, capacity_tokens = 4 : i64}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
+  return
+}
+
+// -----
+
+func.func @plan_renormalize_dropless(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) {
+  // expected-error @+1 {{'moe.dispatch_plan' op expects a capacity with renormalize: a dropless plan keeps every weight}}
+  %c, %o, %t, %s, %d = "moe.dispatch_plan"(%ids, %w) <{num_experts = 8 : i64, top_k = 2 : i64, renormalize}> : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>)
+  return
+}
+
+// -----
+
+func.func @sparsemixer_no_eps(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects jitter_eps with score sparsemixer}}
+  %w, %ids = moe.route %l top_k(2) score(sparsemixer) order(topk_then_score) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @sparsemixer_negative_eps(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects a finite jitter_eps >= 0, got -1}}
+  %w, %ids = moe.route %l top_k(2) score(sparsemixer) jitter_eps(-1.0) order(topk_then_score) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @sparsemixer_score_first(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects order topk_then_score with score sparsemixer (it picks by the logits)}}
+  %w, %ids = moe.route %l top_k(2) score(sparsemixer) jitter_eps(0.01) order(score_then_topk) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @jitter_eps_softmax(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects jitter_eps only with score sparsemixer, got score softmax}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) jitter_eps(0.01) order(topk_then_score) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @sparsemixer_groups(%l: tensor<?x8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects no groups with score sparsemixer}}
+  %w, %ids = moe.route %l top_k(2) score(sparsemixer) jitter_eps(0.01) order(topk_then_score) groups(4, keep 2, max) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @sparsemixer_bias(%l: tensor<?x8xf32>, %b: tensor<8xf32>) {
+  // expected-error @+1 {{'moe.route' op expects no selection bias with score sparsemixer}}
+  %w, %ids = moe.route %l top_k(2) score(sparsemixer) jitter_eps(0.01) order(topk_then_score) bias(%b : tensor<8xf32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @aux_loss_sparsemixer(%l: tensor<?x8xf32>, %ids: tensor<?x2xi32>) {
+  // expected-error @+1 {{'moe.aux_loss' op expects score softmax, sigmoid or sqrt_softplus: sparsemixer weights are no probabilities (a sparsemixer router's losses take softmax)}}
+  %0 = moe.aux_loss load_balance %l ids(%ids : tensor<?x2xi32>) {score = #moe<score sparsemixer>} : tensor<?x8xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @pk_sparsemixer(%q: tensor<?x256xf32>, %k1: tensor<16x16xf32>, %k2: tensor<16x16xf32>, %w0: tensor<?x8x4xf32>, %i0: tensor<?x8x4xi32>) {
+  // expected-error @+1 {{'moe.product_key_topk' op expects score softmax or sigmoid, got sparsemixer}}
+  %w, %ids = moe.product_key_topk heads(8) top_k(4) score(sparsemixer) ins(%q, %k1, %k2 : tensor<?x256xf32>, tensor<16x16xf32>, tensor<16x16xf32>) outs(%w0, %i0 : tensor<?x8x4xf32>, tensor<?x8x4xi32>) -> tensor<?x8x4xf32>, tensor<?x8x4xi32>
   return
 }
 

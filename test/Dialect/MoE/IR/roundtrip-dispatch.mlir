@@ -141,6 +141,18 @@ func.func @dispatch_plan_capacity_tokens(%ids: tensor<?x4xi32>, %w: tensor<?x4xf
 
 // -----
 
+// NLLB-MoE: capacity ceil(fraction · T), kept weights renormalised.
+// CHECK-LABEL: func.func @dispatch_plan_capacity_fraction
+// CHECK:         moe.dispatch_plan %{{.*}}, %{{.*}} experts(8) top_k(2) capacity(fraction 7.500000e-01) overflow(drop) priority(token_order) renormalize : tensor<?x2xi32>, tensor<?x2xf32>
+func.func @dispatch_plan_capacity_fraction(%ids: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> tensor<?xf32> {
+  %c, %o, %t, %s, %d = moe.dispatch_plan %ids, %w experts(8) top_k(2)
+      capacity(fraction 0.75) overflow(drop) priority(token_order) renormalize
+      : tensor<?x2xi32>, tensor<?x2xf32> -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+  return %s : tensor<?xf32>
+}
+
+// -----
+
 // Llama 4: the slot weights scale the gathered rows.
 // CHECK-LABEL: func.func @gather_scaled
 // CHECK:         moe.gather ins(%{{.*}}, %{{.*}} : tensor<?x64xf32>, tensor<?xi32>) scale(%{{.*}} : tensor<?xf32>) outs(%{{.*}} : tensor<?x64xf32>) -> tensor<?x64xf32>

@@ -242,6 +242,17 @@ func.func @route_sqrt_softplus(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>)
   return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
 }
 
+// PhiMoE: sparsemixer weights of the top-2 logits, with next_choice columns.
+// CHECK-LABEL: func.func @route_sparsemixer
+// CHECK:         moe.route %{{.*}} top_k(2) score(sparsemixer) jitter_eps(1.000000e-02) order(topk_then_score) : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+func.func @route_sparsemixer(%logits: tensor<?x16xf32>)
+    -> (tensor<?x4xf32>, tensor<?x4xi32>) {
+  %w, %ids = moe.route %logits top_k(2) score(sparsemixer) jitter_eps(0.01)
+      order(topk_then_score)
+      : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
+}
+
 //===----------------------------------------------------------------------===//
 // moe.rms_norm
 //===----------------------------------------------------------------------===//

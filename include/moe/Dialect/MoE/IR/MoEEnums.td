@@ -10,7 +10,8 @@ def MoE_ScoreFunction : I32EnumAttr<"ScoreFunction",
     "function turning router logits into expert scores", [
       I32EnumAttrCase<"softmax", 0>,
       I32EnumAttrCase<"sigmoid", 1>,
-      I32EnumAttrCase<"sqrt_softplus", 2>]> {
+      I32EnumAttrCase<"sqrt_softplus", 2>,
+      I32EnumAttrCase<"sparsemixer", 3>]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;
 }

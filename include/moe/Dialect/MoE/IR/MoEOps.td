@@ -115,6 +115,10 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
 
     - `score`: `softmax`, `sigmoid` or `sqrt_softplus` (DeepSeek-V4,
       `sqrt(softplus(l))`) of the logits; the last two are elementwise.
+      `sparsemixer` (PhiMoE, with `jitter_eps`, order `topk_then_score`, no
+      bias or groups): choice `i` picks the i-th ranked logit `m` and weighs
+      it `1 / Σ_j exp(l_j - m)` over the experts `j` not ranked ahead of it
+      whose `(m - l_j) / max(|l_j|, m)` is at most `2·jitter_eps`.
     - `order`: `score_then_topk` scores all `E` experts then picks the
       top-k; `topk_then_score` (Mixtral, noisy top-k) picks the top-k logits
       and scores only those (every other expert is `-inf` before the softmax).
@@ -144,6 +148,9 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     ```mlir
     %w, %ids = moe.route %logits top_k(2) score(softmax) order(topk_then_score)
         : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+    %w2, %ids2 = moe.route %logits top_k(2) score(sparsemixer)
+        jitter_eps(1.000000e-02) order(topk_then_score)
+        : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
     ```
   }];
   let arguments = (ins
@@ -153,6 +160,7 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     Optional<I64>:$seed,
     ConfinedAttr<I64Attr, [IntPositive]>:$top_k,
     MoE_ScoreFunctionAttr:$score,
+    OptionalAttr<F64Attr>:$jitter_eps,
     MoE_RoutingOrderAttr:$order,
     DefaultValuedAttr<BoolAttr, "false">:$normalize,
     DefaultValuedAttr<F64Attr, "1.0">:$scaling,
@@ -162,6 +170,7 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
   let results = (outs MoE_F32Tensor:$weights, MoE_I32Tensor:$ids);
   let assemblyFormat = [{
     $logits `top_k` `(` $top_k `)` `score` `(` custom<Keyword>($score) `)`
+    (`jitter_eps` `(` $jitter_eps^ `)`)?
     `order` `(` custom<Keyword>($order) `)`
     (`groups` `(` $groups^ `,` `keep` $topk_groups `,` custom<Keyword>($group_score) `)`)?
     (`bias` `(` $bias^ `:` type($bias) `)`)?
@@ -174,6 +183,10 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     /// Number of ranked choices returned per token (top_k plus fallbacks).
     int64_t getNumChoices();
     bool isNoisy() { return static_cast<bool>(getNoiseLogits()); }
+
+  private:
+    LogicalResult verifySparsemixer();
+  public:
   }];
 }
 
@@ -275,16 +288,19 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
       unused);
     - `dropped`: the number of assignments that found no room.
 
-    Without `capacity_factor` or `capacity_tokens` the plan is dropless and
-    `C` must equal `top_k`. With one of them, each expert holds
-    `ceil(capacity_factor · T · top_k / E)` or `capacity_tokens` (Switch's
-    fixed `expert_capacity`) assignments, at most `T · top_k`, filled choice by choice (every token's first choice before
+    Without `capacity_factor`, `capacity_tokens` or `capacity_fraction` the
+    plan is dropless and `C` must equal `top_k`. With one of them, each
+    expert holds `ceil(capacity_factor · T · top_k / E)`, `capacity_tokens`
+    (Switch's fixed `expert_capacity`) or `ceil(capacity_fraction · T)`
+    (NLLB-MoE's `moe_eval_capacity_token_fraction`) assignments, at most
+    `T · top_k`, filled choice by choice (every token's first choice before
     any token's second, as in GShard) in `priority` order: `token_order`, or
     `batch_prioritized` (V-MoE: tokens by descending first-choice weight,
     ties by token index). An assignment that finds its expert full is
     dropped (`overflow(drop)`), or (`overflow(next_choice)`) moves to the
     token's next-ranked choice in columns `top_k ..< C` that still has room,
-    and is dropped if none has.
+    and is dropped if none has. With `renormalize` (NLLB-MoE), each token's
+    kept weights are then divided by their sum (at least 2^-23).
 
     ```mlir
     %counts, %offsets, %tokens, %slot_w, %dropped = moe.dispatch_plan %ids, %w
@@ -295,6 +311,11 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
         experts(8) top_k(2) capacity(tokens 64) overflow(drop) priority(token_order)
         : tensor<?x2xi32>, tensor<?x2xf32>
         -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
+    %counts, %offsets, %tokens, %slot_w, %dropped = moe.dispatch_plan %ids, %w
+        experts(8) top_k(2) capacity(fraction 1.0) overflow(drop)
+        priority(token_order) renormalize
+        : tensor<?x2xi32>, tensor<?x2xf32>
+        -> tensor<8xi32>, tensor<9xi32>, tensor<?xi32>, tensor<?xf32>, tensor<i32>
     ```
   }];
   let arguments = (ins
@@ -303,14 +324,17 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
     ConfinedAttr<I64Attr, [IntPositive]>:$top_k,
     OptionalAttr<F64Attr>:$capacity_factor,
     OptionalAttr<I64Attr>:$capacity_tokens,
+    OptionalAttr<F64Attr>:$capacity_fraction,
     DefaultValuedAttr<MoE_OverflowPolicyAttr, "OverflowPolicy::drop">:$overflow,
-    DefaultValuedAttr<MoE_DispatchPriorityAttr, "DispatchPriority::token_order">:$priority);
+    DefaultValuedAttr<MoE_DispatchPriorityAttr, "DispatchPriority::token_order">:$priority,
+    UnitAttr:$renormalize);
   let results = (outs MoE_I32Tensor:$counts, MoE_I32Tensor:$offsets,
                       MoE_I32Tensor:$token_ids, MoE_F32Tensor:$slot_weights,
                       MoE_I32Scalar:$dropped);
   let assemblyFormat = [{
     $ids `,` $weights `experts` `(` $num_experts `)` `top_k` `(` $top_k `)`
-    custom<Capacity>($capacity_factor, $capacity_tokens, $overflow, $priority)
+    custom<Capacity>($capacity_factor, $capacity_tokens, $capacity_fraction,
+                     $overflow, $priority, $renormalize)
     attr-dict `:` type($ids) `,` type($weights) `->` type($counts) `,`
       type($offsets) `,` type($token_ids) `,` type($slot_weights) `,`
       type($dropped)
@@ -319,7 +343,9 @@ def MoE_DispatchPlanOp : MoE_Op<"dispatch_plan", [Pure,
   let hasCanonicalizeMethod = 1;
   let extraClassDeclaration = [{
     bool hasCapacity() {
-      return getCapacityFactor().has_value() || getCapacityTokens().has_value();
+      return getCapacityFactor().has_value() ||
+             getCapacityTokens().has_value() ||
+             getCapacityFraction().has_value();
     }
   }];
 }
@@ -630,7 +656,8 @@ def MoE_AuxLossOp : MoE_Op<"aux_loss", [Pure, AttrSizedOperandSegments,
       `f_i` is the fraction of the `T·k` assignments in `ids[T, k]` that
       chose expert `i` and `P_i` the mean over tokens of the router
       probability of expert `i` (`score` of the logits; sigmoid scores are
-      normalised to sum 1 per token);
+      normalised to sum 1 per token; `sparsemixer` weights are no
+      probabilities: a sparsemixer router's losses take `softmax`);
     - `importance` (Shazeer): `coefficient · CV(importance)²`, where
       `importance_i = Σ_t` the combine weight token `t` gives expert `i`
       (from `ids` and `weights`) and CV is the population coefficient of
