@@ -314,9 +314,12 @@ FailureOr<LayerABI> mlir::moe::describeLayerABI(func::FuncOp layer) {
     if (!tensor)
       return layer.emitError() << "cannot export argument #" << i << " of type "
                                << type << ": expected a ranked tensor or i64";
-    ABIBuffer buffer{nameOf(attrs, "arg", i),
-                     i == 0 && !packing ? ABIBuffer::Role::Input
-                                        : ABIBuffer::Role::Weight,
+    // The tokens, and hash routing's token ids: per-token inputs.
+    std::string name = nameOf(attrs, "arg", i);
+    bool perToken = !packing && (i == 0 || name == "token_ids");
+    ABIBuffer buffer{name,
+                     perToken ? ABIBuffer::Role::Input
+                              : ABIBuffer::Role::Weight,
                      tensor};
     if (failed(checkBuffer(layer, buffer)))
       return failure();

@@ -155,6 +155,9 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
   if (spec.router.rmsNorm)
     args.push_back({"router_norm", tensorOf({width}, f32)});
   args.push_back({"gate", tensorOf({e, width}, weightType)});
+  if (spec.router.hashVocab)
+    args.push_back(
+        {"tid2eid", tensorOf({spec.router.hashVocab, spec.router.topK}, i32)});
   if (spec.router.logitBias)
     args.push_back({"logit_bias", tensorOf({e}, f32)});
   if (spec.router.selectionBias)
@@ -194,6 +197,9 @@ template <typename OpTy> void LayerBuilder::setSwiGLUOptions(OpTy op) {
 SmallVector<NamedType> LayerBuilder::inputs() {
   int64_t d = spec.dModel;
   SmallVector<NamedType> args = {{"x", tokens({d}, f32)}};
+  // Hash routing's per-token input: the token ids the table is indexed by.
+  if (spec.isRouted() && spec.router.hashVocab)
+    args.push_back({"token_ids", tokens({}, i32)});
   switch (spec.kind) {
   case LayerKind::moe: {
     appendRoutedWeights(args, d);
@@ -344,8 +350,9 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
     jitterEps = builder.getF64FloatAttr(router.jitterEps);
   auto route = RouteOp::create(
       builder, routerLoc, tokens({choices}, f32), tokens({choices}, i32),
-      logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"), k,
-      router.score, jitterEps, router.order, router.normalize,
+      logits, optionalArg("gate_bias"), noiseLogits, optionalArg("seed"),
+      optionalArg("token_ids"), optionalArg("tid2eid"), k, router.score,
+      jitterEps, router.order, router.normalize,
       llvm::APFloat(router.scaling), router.groups, router.topkGroups,
       router.groupScore);
 

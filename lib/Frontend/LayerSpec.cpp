@@ -229,6 +229,7 @@ static constexpr FieldRule kRouterFields[] = {
     {"rms_norm_eps", kAllKinds, false},
     {"apply_score", kAllKinds, false},
     {"jitter_eps", kAllKinds, false},
+    {"hash_vocab", kAllKinds, false},
 };
 
 static constexpr FieldRule kSharedExpertFields[] = {
@@ -409,6 +410,7 @@ private:
   void readSharedExperts(Section &layer);
   void readCapacity(Section &layer);
   void checkSparsemixer(Section &router);
+  void checkHash(Section &router);
   void readSwiGLU(Section &layer);
   void readAuxLosses(Section &layer);
   void readTiles(Section &layer);
@@ -850,6 +852,43 @@ void SpecParser::readRouter(Section &layer) {
   router.read("rms_norm", r.rmsNorm);
   router.read("rms_norm_eps", r.rmsNormEps);
   checkSparsemixer(router);
+  checkHash(router);
+}
+
+/// Hash routing (DeepSeek-V4) looks the experts up by token id: the scores
+/// only weigh them, so nothing else may pick (order, bias, noise, groups),
+/// there are no fallback choices, and the token ids are the layer's tokens
+/// (not mh_moe's sub-tokens).
+void SpecParser::checkHash(Section &router) {
+  if (!router.lookup("hash_vocab"))
+    return;
+  RouterSpec &r = spec.router;
+  unsigned before = numErrors;
+  router.read("hash_vocab", r.hashVocab);
+  if (numErrors != before)
+    return;
+  auto refuse = [&](StringRef path, const Twine &why) {
+    error(rangeOf(path), "router.hash_vocab " + why);
+  };
+  if (r.hashVocab <= 0 || r.hashVocab > kMaxSize) {
+    error(rangeOf("router.hash_vocab"),
+          "expected router.hash_vocab in [1, " + Twine(kMaxSize) + "], got " +
+              Twine(r.hashVocab));
+    return;
+  }
+  if (spec.kind != LayerKind::moe)
+    refuse("router.hash_vocab", "needs kind moe (token ids route whole tokens)");
+  if (r.order != RoutingOrder::score_then_topk)
+    refuse("router.order", "weighs the looked-up experts by their scores: "
+                           "router.order must be score_then_topk");
+  if (r.score == ScoreFunction::sparsemixer)
+    refuse("router.score", "does not take router.score sparsemixer");
+  if (r.selectionBias)
+    refuse("router.selection_bias", "does not take router.selection_bias");
+  if (r.noise)
+    refuse("router.noise", "does not take router.noise");
+  if (r.groups > 1)
+    refuse("router.groups", "does not take router.groups");
 }
 
 /// sparsemixer (PhiMoE) picks the top-k logits, so its order is
@@ -1170,6 +1209,11 @@ void SpecParser::checkSizes() {
       error(rangeOf("capacity.factor"),
             "expected a finite capacity.factor > 0, got " +
                 formatNumber(*spec.capacity->factor));
+    if (spec.capacity && r.hashVocab &&
+        spec.capacity->overflow == OverflowPolicy::next_choice)
+      error(rangeOf("capacity.overflow"),
+            "router.hash_vocab has no fallback choices: capacity.overflow "
+            "must be drop");
     if (spec.capacity && spec.capacity->tokenFraction &&
         (!(*spec.capacity->tokenFraction > 0.0) ||
          !std::isfinite(*spec.capacity->tokenFraction)))
@@ -1292,6 +1336,13 @@ void SpecParser::checkAddressable() {
                            spec.sharedExperts.hidden},
                           d}});
     if (!weightsFit(weights))
+      return;
+    if (spec.router.hashVocab &&
+        !checkBufferFits("weight 'tid2eid'",
+                         {{"router.hash_vocab", "router.hash_vocab",
+                           spec.router.hashVocab},
+                          {"router.top_k", "router.top_k", spec.router.topK}},
+                         4, "i32"))
       return;
 
     // Per token: heads x choices dispatch slots, counted in i32, each with

@@ -62,6 +62,10 @@ struct RouterSpec {
   /// PhiMoE's sparsemixer: the relative distance to the pick within which
   /// experts share its weight is 2·jitterEps (score sparsemixer only).
   double jitterEps = 0.01;
+  /// DeepSeek-V4 hash routing: the experts of a token are the row of the i32
+  /// weight `tid2eid [hashVocab, top_k]` its id (the `token_ids` input)
+  /// selects; 0: chosen by the scores.
+  int64_t hashVocab = 0;
 };
 
 struct SharedExpertsSpec {

@@ -322,6 +322,11 @@ struct LowerRoute : OpRewritePattern<RouteOp> {
     if (op.isNoisy())
       l = buildNoisyLogits(b, loc, l, op.getNoiseLogits(), op.getSeed());
 
+    if (op.isHashed()) {
+      rewriter.replaceOp(op, lowerHashed(b, loc, op, l));
+      return success();
+    }
+
     bool scoreFirst = op.getOrder() == RoutingOrder::score_then_topk;
     Value scores = scoreFirst ? buildScores(b, loc, l, op.getScore()) : Value();
     Value key = scoreFirst ? scores : l;
@@ -458,6 +463,79 @@ private:
                       return divF(nb, nloc, createF32Constant(nb, nloc, 1.0),
                                   v);
                     });
+  }
+
+  /// Hash routing: ids[t, j] = table[token_ids[t], j] (-1 where the token id
+  /// or the entry is out of range), weighted by the scores of those experts
+  /// (0 for -1), normalised and scaled as the other routes.
+  static SmallVector<Value> lowerHashed(OpBuilder &b, Location loc, RouteOp op,
+                                        Value l) {
+    Value table = op.getHashTable();
+    auto idsType = cast<RankedTensorType>(op.getIds().getType());
+    Value idsInit =
+        tensor::EmptyOp::create(b, loc, idsType.getShape(), b.getI32Type(),
+                                getDynamicSizes(b, loc, l));
+    Value vocab = tensor::DimOp::create(b, loc, table, 0);
+    Value experts = tensor::DimOp::create(b, loc, l, 1);
+    Type i32 = b.getI32Type();
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t = getAffineDimExpr(0, ctx);
+    AffineMap token = AffineMap::get(2, 0, {t}, ctx);
+    AffineMap id = AffineMap::getMultiDimIdentityMap(2, ctx);
+    Value ids =
+        linalg::GenericOp::create(
+            b, loc, TypeRange{idsType}, ValueRange{op.getTokenIds()},
+            ValueRange{idsInit}, ArrayRef<AffineMap>{token, id},
+            {utils::IteratorType::parallel, utils::IteratorType::parallel},
+            [&](OpBuilder &nb, Location nloc, ValueRange args) {
+              auto [known, row] = buildIdInRange(nb, nloc, args[0], vocab);
+              Value col = linalg::IndexOp::create(nb, nloc, 1);
+              Value entry =
+                  buildGuardedExtract(nb, nloc, table, {row, col}, known);
+              Value valid = arith::AndIOp::create(
+                  nb, nloc, known, buildIdInRange(nb, nloc, entry, experts).first);
+              Value none = arith::ConstantIntOp::create(nb, nloc, i32, -1);
+              linalg::YieldOp::create(
+                  nb, nloc,
+                  arith::SelectOp::create(nb, nloc, valid, entry, none)
+                      .getResult());
+            })
+            .getResult(0);
+
+    Value scores = buildScores(b, loc, l, op.getScore());
+    Value zero = createF32Constant(b, loc, 0.0);
+    Value raw = buildRowBroadcastMap(
+        b, loc, ids, ValueRange{}, b.getF32Type(),
+        [&](OpBuilder &nb, Location nloc, Value expert, ValueRange) {
+          Value t = linalg::IndexOp::create(nb, nloc, 0);
+          auto [valid, e] = buildIdInRange(nb, nloc, expert, experts);
+          return buildGuardedExtract(nb, nloc, scores, {t, e}, valid);
+        });
+    Value weights = raw;
+    double scaling = op.getScaling().convertToDouble();
+    if (op.getNormalize()) {
+      Value norm = buildRowSum(b, loc, raw);
+      // A row whose every choice is out of range sums to 0: its weights stay
+      // 0 rather than 0/0.
+      weights = buildRowBroadcastMap(
+          b, loc, raw, norm, b.getF32Type(),
+          [&](OpBuilder &nb, Location nloc, Value v, ValueRange row) {
+            Value normalized = divF(nb, nloc, v, row[0]);
+            Value isZero = arith::CmpFOp::create(
+                nb, nloc, arith::CmpFPredicate::OEQ, v, zero);
+            return arith::SelectOp::create(nb, nloc, isZero, zero, normalized)
+                .getResult();
+          });
+    }
+    if (scaling != 1.0) {
+      Value scale = createF32Constant(b, loc, scaling);
+      weights =
+          buildMap(b, loc, weights, [&](OpBuilder &nb, Location nloc, Value v) {
+            return mulF(nb, nloc, v, scale);
+          });
+    }
+    return {castToType(b, loc, weights, op.getWeights().getType()),
+            castToType(b, loc, ids, op.getIds().getType())};
   }
 
   /// softmax over each row, or an elementwise score.

@@ -254,3 +254,33 @@ func.func @route_sparsemixer(%logits: tensor<?x8xf32>)
       : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
   return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
 }
+
+// -----
+
+// Hash routing: ids[t, j] = table[token_ids[t], j] with both lookups guarded
+// (an out-of-range token id or entry gives -1), the scores of all experts,
+// gathered where the id is valid (0 otherwise), normalised with 0 kept 0.
+// CHECK-LABEL: func.func @route_hash
+// CHECK-SAME:    %[[L:[a-zA-Z0-9_]+]]: tensor<?x8xf32>, %[[T:[a-zA-Z0-9_]+]]: tensor<?xi32>, %[[H:[a-zA-Z0-9_]+]]: tensor<100x2xi32>
+// CHECK-NOT:     moe.
+// CHECK:         %[[IDS:.*]] = linalg.generic {{.*}} ins(%[[T]] : tensor<?xi32>)
+// CHECK:           scf.if
+// CHECK:             tensor.extract %[[H]]
+// CHECK:           arith.select %{{.*}}, %{{.*}}, %c-1_i32 : i32
+// CHECK:         %[[S:.*]] = linalg.generic {{.*}} ins(%[[L]] : tensor<?x8xf32>)
+// CHECK:         %[[RAW:.*]] = linalg.generic {{.*}} ins(%[[IDS]] : tensor<?x2xi32>)
+// CHECK:           scf.if
+// CHECK:             tensor.extract %[[S]]
+// CHECK:         %[[SUM:.*]] = linalg.generic {{.*}} ins(%[[RAW]] : tensor<?x2xf32>)
+// CHECK:         linalg.generic {{.*}} ins(%[[RAW]], %[[SUM]] : tensor<?x2xf32>, tensor<?xf32>)
+// CHECK:           %[[Q:.*]] = arith.divf
+// CHECK:           %[[ZERO:.*]] = arith.cmpf oeq
+// CHECK:           arith.select %[[ZERO]], %{{.*}}, %[[Q]]
+// CHECK:         return
+func.func @route_hash(%logits: tensor<?x8xf32>, %tokens: tensor<?xi32>, %table: tensor<100x2xi32>)
+    -> (tensor<?x2xf32>, tensor<?x2xi32>) {
+  %w, %ids = moe.route %logits top_k(2) score(sigmoid) order(score_then_topk)
+      hash(%tokens, %table : tensor<?xi32>, tensor<100x2xi32>) {normalize = true}
+      : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return %w, %ids : tensor<?x2xf32>, tensor<?x2xi32>
+}

@@ -30,10 +30,12 @@ SmallVector<OpOperand *> mlir::moe::getPerLayerOperands(Operation *op) {
     for (OpOperand &operand : range)
       whole.push_back(&operand);
   };
-  if (auto linear = dyn_cast<LinearOp>(op))
+  if (auto linear = dyn_cast<LinearOp>(op)) {
     add(linear.getWeightMutable());
-  else if (auto route = dyn_cast<RouteOp>(op))
+  } else if (auto route = dyn_cast<RouteOp>(op)) {
     add(route.getBiasMutable());
+    add(route.getHashTableMutable());
+  }
   else if (auto pk = dyn_cast<ProductKeyTopKOp>(op)) {
     add(pk.getKeys1Mutable());
     add(pk.getKeys2Mutable());

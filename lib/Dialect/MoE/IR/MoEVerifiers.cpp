@@ -187,6 +187,34 @@ LogicalResult RouteOp::verifySparsemixer() {
   return success();
 }
 
+/// Hash routing looks its experts up: nothing may steer a choice (bias,
+/// noise, groups), and there are no fallback choices to rank.
+LogicalResult RouteOp::verifyHash() {
+  if (static_cast<bool>(getTokenIds()) != static_cast<bool>(getHashTable()))
+    return emitOpError("expects token_ids and hash_table together");
+  if (!getHashTable())
+    return success();
+  Operation *op = getOperation();
+  Named logits("logits", getLogits()), tokens("token_ids", getTokenIds()),
+      table("hash_table", getHashTable());
+  if (failed(expectRank(op, tokens, 1)) || failed(expectRank(op, table, 2)) ||
+      failed(expectDim(op, tokens, 0, logits, 0)) ||
+      failed(expectDimEquals(op, table, 1, getTopK(), "top_k")))
+    return failure();
+  if (getOrder() != RoutingOrder::score_then_topk ||
+      getScore() == ScoreFunction::sparsemixer)
+    return emitOpError("expects order score_then_topk and a softmax, sigmoid "
+                       "or sqrt_softplus score with hash routing (the table "
+                       "picks, the score weighs)");
+  if (getBias() || isNoisy() || getGroups() != 1)
+    return emitOpError("expects no selection bias, noise or groups with hash "
+                       "routing: the table picks the experts");
+  if (getNumChoices() != static_cast<int64_t>(getTopK()))
+    return emitOpError("expects top_k choices with hash routing: the table "
+                       "has no fallback choices");
+  return success();
+}
+
 LogicalResult RouteOp::verify() {
   Operation *op = getOperation();
   Named logits("logits", getLogits()), weights("weights", getWeights()),
@@ -212,7 +240,7 @@ LogicalResult RouteOp::verify() {
         failed(expectDimEquals(op, bias, 0, experts, "experts")))
       return failure();
   }
-  if (failed(verifySparsemixer()))
+  if (failed(verifySparsemixer()) || failed(verifyHash()))
     return failure();
   if (static_cast<bool>(getNoiseLogits()) != static_cast<bool>(getSeed()))
     return emitOpError("expects noise_logits and seed together");

@@ -191,7 +191,7 @@ func.func @route_bias_experts(%l: tensor<?x8xf32>, %b: tensor<4xf32>) {
 // Only the generic form can give noise without its seed.
 func.func @route_noise_without_seed(%l: tensor<?x8xf32>, %n: tensor<?x8xf32>) {
   // expected-error @+1 {{'moe.route' op expects noise_logits and seed together}}
-  %0:2 = "moe.route"(%l, %n) <{operandSegmentSizes = array<i32: 1, 0, 1, 0>, top_k = 2 : i64, score = #moe<score softmax>, order = #moe<order topk_then_score>}> : (tensor<?x8xf32>, tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+  %0:2 = "moe.route"(%l, %n) <{operandSegmentSizes = array<i32: 1, 0, 1, 0, 0, 0>, top_k = 2 : i64, score = #moe<score softmax>, order = #moe<order topk_then_score>}> : (tensor<?x8xf32>, tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
   return
 }
 
@@ -199,7 +199,7 @@ func.func @route_noise_without_seed(%l: tensor<?x8xf32>, %n: tensor<?x8xf32>) {
 
 func.func @route_seed_without_noise(%l: tensor<?x8xf32>, %seed: i64) {
   // expected-error @+1 {{'moe.route' op expects noise_logits and seed together}}
-  %0:2 = "moe.route"(%l, %seed) <{operandSegmentSizes = array<i32: 1, 0, 0, 1>, top_k = 2 : i64, score = #moe<score softmax>, order = #moe<order topk_then_score>}> : (tensor<?x8xf32>, i64) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+  %0:2 = "moe.route"(%l, %seed) <{operandSegmentSizes = array<i32: 1, 0, 0, 1, 0, 0>, top_k = 2 : i64, score = #moe<score softmax>, order = #moe<order topk_then_score>}> : (tensor<?x8xf32>, i64) -> (tensor<?x2xf32>, tensor<?x2xi32>)
   return
 }
 
@@ -1848,6 +1848,54 @@ func.func @sparsemixer_groups(%l: tensor<?x8xf32>) {
 func.func @sparsemixer_bias(%l: tensor<?x8xf32>, %b: tensor<8xf32>) {
   // expected-error @+1 {{'moe.route' op expects no selection bias with score sparsemixer}}
   %w, %ids = moe.route %l top_k(2) score(sparsemixer) jitter_eps(0.01) order(topk_then_score) bias(%b : tensor<8xf32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @hash_table_width(%l: tensor<?x8xf32>, %t: tensor<?xi32>, %h: tensor<100x3xi32>) {
+  // expected-error @+1 {{'moe.route' op expects hash_table dim 1 (3) to equal top_k (2)}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) order(score_then_topk) hash(%t, %h : tensor<?xi32>, tensor<100x3xi32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @hash_token_rank(%l: tensor<?x8xf32>, %t: tensor<?x1xi32>, %h: tensor<100x2xi32>) {
+  // expected-error @+1 {{'moe.route' op expects token_ids of rank 1, got rank 2}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) order(score_then_topk) hash(%t, %h : tensor<?x1xi32>, tensor<100x2xi32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @hash_topk_first(%l: tensor<?x8xf32>, %t: tensor<?xi32>, %h: tensor<100x2xi32>) {
+  // expected-error @+1 {{'moe.route' op expects order score_then_topk and a softmax, sigmoid or sqrt_softplus score with hash routing (the table picks, the score weighs)}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) order(topk_then_score) hash(%t, %h : tensor<?xi32>, tensor<100x2xi32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @hash_groups(%l: tensor<?x8xf32>, %t: tensor<?xi32>, %h: tensor<100x2xi32>) {
+  // expected-error @+1 {{'moe.route' op expects no selection bias, noise or groups with hash routing: the table picks the experts}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) order(score_then_topk) groups(4, keep 2, max) hash(%t, %h : tensor<?xi32>, tensor<100x2xi32>) : tensor<?x8xf32> -> tensor<?x2xf32>, tensor<?x2xi32>
+  return
+}
+
+// -----
+
+func.func @hash_fallbacks(%l: tensor<?x8xf32>, %t: tensor<?xi32>, %h: tensor<100x2xi32>) {
+  // expected-error @+1 {{'moe.route' op expects top_k choices with hash routing: the table has no fallback choices}}
+  %w, %ids = moe.route %l top_k(2) score(softmax) order(score_then_topk) hash(%t, %h : tensor<?xi32>, tensor<100x2xi32>) : tensor<?x8xf32> -> tensor<?x3xf32>, tensor<?x3xi32>
+  return
+}
+
+// -----
+
+func.func @hash_table_alone(%l: tensor<?x8xf32>, %h: tensor<100x2xi32>) {
+  // expected-error @+1 {{'moe.route' op expects token_ids and hash_table together}}
+  %w, %ids = "moe.route"(%l, %h) <{operandSegmentSizes = array<i32: 1, 0, 0, 0, 0, 1>, top_k = 2 : i64, score = #moe<score softmax>, order = #moe<order score_then_topk>}> : (tensor<?x8xf32>, tensor<100x2xi32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
   return
 }
 

@@ -253,6 +253,18 @@ func.func @route_sparsemixer(%logits: tensor<?x16xf32>)
   return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
 }
 
+// DeepSeek-V4 hash routing: the table picks by token id, the scores weigh.
+// CHECK-LABEL: func.func @route_hash
+// CHECK-SAME:    (%[[L:.*]]: tensor<?x16xf32>, %[[T:.*]]: tensor<?xi32>, %[[H:.*]]: tensor<100x4xi32>)
+// CHECK:         moe.route %[[L]] top_k(4) score(sigmoid) order(score_then_topk) hash(%[[T]], %[[H]] : tensor<?xi32>, tensor<100x4xi32>) {normalize = true} : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+func.func @route_hash(%logits: tensor<?x16xf32>, %tokens: tensor<?xi32>, %table: tensor<100x4xi32>)
+    -> (tensor<?x4xf32>, tensor<?x4xi32>) {
+  %w, %ids = moe.route %logits top_k(4) score(sigmoid) order(score_then_topk)
+      hash(%tokens, %table : tensor<?xi32>, tensor<100x4xi32>) {normalize = true}
+      : tensor<?x16xf32> -> tensor<?x4xf32>, tensor<?x4xi32>
+  return %w, %ids : tensor<?x4xf32>, tensor<?x4xi32>
+}
+
 //===----------------------------------------------------------------------===//
 // moe.rms_norm
 //===----------------------------------------------------------------------===//

@@ -132,6 +132,12 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
       form `groups` equal groups, each token keeps its best `topk_groups`
       groups (ranked by the group's max score or the sum of its top-2) and
       picks its top-k inside them.
+    - `token_ids`, `hash_table` (DeepSeek-V4 hash routing): the experts are
+      not chosen by the logits but looked up, `ids[t, j] =
+      hash_table[token_ids[t], j]` (`token_ids [T]`, `hash_table [V, top_k]`,
+      both `i32`), and weighted by the score as under `score_then_topk`; a
+      token id outside `[0, V)` or a table entry outside `[0, E)` gives that
+      choice id `-1` and weight `0` (the dispatch drops it).
     - `noise_logits`, `seed` (noisy top-k gating): the selection uses
       `logits + N(0,1) · softplus(noise_logits)` with normal samples from a
       counter-based generator keyed by `seed` and the (token, expert)
@@ -158,6 +164,8 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     Optional<MoE_F32Tensor>:$bias,
     Optional<MoE_F32Tensor>:$noise_logits,
     Optional<I64>:$seed,
+    Optional<MoE_I32Tensor>:$token_ids,
+    Optional<MoE_I32Tensor>:$hash_table,
     ConfinedAttr<I64Attr, [IntPositive]>:$top_k,
     MoE_ScoreFunctionAttr:$score,
     OptionalAttr<F64Attr>:$jitter_eps,
@@ -175,6 +183,8 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     (`groups` `(` $groups^ `,` `keep` $topk_groups `,` custom<Keyword>($group_score) `)`)?
     (`bias` `(` $bias^ `:` type($bias) `)`)?
     (`noise` `(` $noise_logits^ `,` $seed `:` type($noise_logits) `)`)?
+    (`hash` `(` $token_ids^ `,` $hash_table `:` type($token_ids) `,`
+      type($hash_table) `)`)?
     attr-dict `:` type($logits) `->` type($weights) `,` type($ids)
   }];
   let hasVerifier = 1;
@@ -183,9 +193,11 @@ def MoE_RouteOp : MoE_Op<"route", [Pure, AttrSizedOperandSegments,
     /// Number of ranked choices returned per token (top_k plus fallbacks).
     int64_t getNumChoices();
     bool isNoisy() { return static_cast<bool>(getNoiseLogits()); }
+    bool isHashed() { return static_cast<bool>(getHashTable()); }
 
   private:
     LogicalResult verifySparsemixer();
+    LogicalResult verifyHash();
   public:
   }];
 }
