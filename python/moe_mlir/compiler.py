@@ -447,6 +447,14 @@ def _attach_threads(lib: ctypes.CDLL) -> None:
 
 _NP_DTYPES = {"f32": np.float32, "i32": np.int32}
 
+#: The per-token input of hash-routed layers (router.hash_vocab), after x.
+TOKEN_IDS = "token_ids"
+
+
+def _weight_inputs(inputs):
+    """The weights among the ABI ``inputs``: all but x and token_ids."""
+    return [b for b in inputs[1:] if b["name"] != TOKEN_IDS]
+
 # Elements converted per step of _bf16_bits: its uint32 temporaries stay in
 # the caches instead of costing several copies of a multi-GB weight.
 _BF16_CHUNK = 1 << 20
@@ -478,7 +486,9 @@ class Layer:
     as float16 for f16 weights / raw uint16 bit patterns for bf16 weights.
     Non-contiguous arrays are copied, read-only ones are read in place, and
     outputs are new arrays.  Noisy routers need an integer ``seed``; other
-    layers take no seed (any seed but None is refused).  Every
+    layers take no seed (any seed but None is refused).  Hash-routed layers
+    (``router.hash_vocab``) need ``token_ids``, one integer in
+    ``[0, hash_vocab)`` per token; other layers refuse them.  Every
     bad argument raises ValueError.
 
     CUDA layers (:attr:`device` ``"cuda"``) take the same NumPy arguments
@@ -531,7 +541,7 @@ class Layer:
         self._lib.moe_last_error.restype = ctypes.c_char_p
         _attach_threads(self._lib)
         self.weight_shapes = weight_shapes(spec)
-        compiled = [(b["name"], list(b["shape"]), b["dtype"]) for b in abi["inputs"][1:]]
+        compiled = [(b["name"], list(b["shape"]), b["dtype"]) for b in _weight_inputs(abi["inputs"])]
         contract = [(n, list(shape), dtype) for n, (shape, dtype) in self.weight_shapes.items()]
         if compiled != contract:
             raise CompileError(f"compiled weights {compiled} disagree with the spec contract "
@@ -611,6 +621,16 @@ class Layer:
         if value.shape != tuple(shape):
             raise ValueError(f"weight {name!r} must have shape {list(shape)}, "
                              f"got {list(value.shape)}")
+        if dtype == "i32":
+            # tid2eid, hash routing's table: expert ids.
+            if value.dtype.kind not in "iu":
+                raise ValueError(f"weight {name!r} must hold integers, got {value.dtype}")
+            experts = self.spec["experts"]
+            if value.size and (value.min() < 0 or value.max() >= experts):
+                bad = value[(value < 0) | (value >= experts)][0]
+                raise ValueError(f"weight {name!r} holds expert ids, each in [0, {experts}), "
+                                 f"got {int(bad)}")
+            return np.ascontiguousarray(value, dtype=np.int32)
         if dtype == "f32":
             if value.dtype != np.float32:
                 raise ValueError(f"weight {name!r} must be float32, got {value.dtype}")
@@ -660,6 +680,49 @@ class Layer:
             raise ValueError(f"missing weight {missing[0]!r} for layer {self.name!r}")
         return [self._check_weight(n, weights[n]) for n in needed]
 
+    @property
+    def takes_token_ids(self) -> bool:
+        """Whether calls need ``token_ids`` (a hash-routed layer)."""
+        return any(b["name"] == TOKEN_IDS for b in self._abi["inputs"])
+
+    def _hash_vocab(self) -> int:
+        return next(b["shape"][0] for b in self._abi["inputs"] if b["name"] == "tid2eid")
+
+    def _check_token_ids(self, token_ids, tokens: int, takes: bool):
+        """[token_ids] for a function that ``takes`` them, else []: an
+        integer array of one id in [0, hash_vocab) per token, as int32 (a
+        device array: int32, contiguous, used in place, its values unchecked)."""
+        if not takes:
+            if token_ids is not None:
+                raise ValueError(f"layer {self.name!r} has no hash router and takes no "
+                                 f"token_ids; pass token_ids=None")
+            return []
+        if token_ids is None:
+            raise ValueError(f"layer {self.name!r} routes by token id (router.hash_vocab): "
+                             f"pass token_ids=<integer array of {tokens} ids>")
+        if self.device == "cuda" and not isinstance(token_ids, np.ndarray):
+            arr = _cuda.as_device_array(token_ids, "token_ids")
+            if arr is not None:
+                if arr.dtype != "i32" or tuple(arr.shape) != (tokens,) or not arr.contiguous:
+                    raise ValueError(f"token_ids on the device must be contiguous int32 of "
+                                     f"shape [{tokens}], got "
+                                     f"{_cuda.dtype_name(arr.dtype) if arr.dtype else 'another dtype'}"
+                                     f" {list(arr.shape)}")
+                return [arr]
+        if not isinstance(token_ids, np.ndarray):
+            raise ValueError(f"token_ids must be a numpy.ndarray, got {type(token_ids).__name__}")
+        if token_ids.dtype.kind not in "iu":
+            raise ValueError(f"token_ids must hold integers, got {token_ids.dtype}")
+        if token_ids.shape != (tokens,):
+            raise ValueError(f"token_ids must have shape [{tokens}] (one id per token of x), "
+                             f"got {list(token_ids.shape)}")
+        vocab = self._hash_vocab()
+        if tokens and (token_ids.min() < 0 or token_ids.max() >= vocab):
+            bad = token_ids[(token_ids < 0) | (token_ids >= vocab)][0]
+            raise ValueError(f"token_ids must lie in [0, {vocab}) (router.hash_vocab), "
+                             f"got {int(bad)}")
+        return [np.ascontiguousarray(token_ids, dtype=np.int32)]
+
     def _check_seed(self, seed, takes_seed: bool):
         """The seed argument of a function that ``takes_seed``, else []. A
         noisy router needs an integer seed; a layer without one refuses any
@@ -678,9 +741,9 @@ class Layer:
 
     # ------------------------------------------------------------------ runs
 
-    def forward(self, x, seed=None, **weights) -> Dict[str, Any]:
+    def forward(self, x, seed=None, token_ids=None, **weights) -> Dict[str, Any]:
         """Every output of the layer: ``out``, routing results, aux losses."""
-        return self._forward(x, self._check_weights(weights), seed)
+        return self._forward(x, self._check_weights(weights), seed, token_ids=token_ids)
 
     @property
     def packs_weights(self) -> bool:
@@ -704,7 +767,7 @@ class Layer:
         if not self._packed:
             return BoundLayer(self, self._fn, args, list(self.weight_shapes))
         return BoundLayer(self, self._packed_fn, self._pack(args),
-                          [b["name"] for b in self._packed["inputs"][1:]],
+                          [b["name"] for b in _weight_inputs(self._packed["inputs"])],
                           self._packed["max_tokens"])
 
     def _pack(self, args):
@@ -720,7 +783,7 @@ class Layer:
         pointers += [a.ctypes.data_as(ctypes.c_void_p) for a in packed.values()]
         self._check_status(self._packed["pack_entry_point"], self._pack_fn(*pointers))
         by_name.update(packed)
-        return [by_name[b["name"]] for b in self._packed["inputs"][1:]]
+        return [by_name[b["name"]] for b in _weight_inputs(self._packed["inputs"])]
 
     def _bind_cuda(self, args) -> "BoundLayer":
         """NumPy weights copied to device buffers once (kept by the
@@ -755,17 +818,21 @@ class Layer:
             raise RuntimeError(f"{entry_point} failed ({status}): {message}")
 
     def _forward(self, x, args, seed, fn=None, abi=None,
-                 max_tokens: Optional[int] = None) -> Dict[str, Any]:
+                 max_tokens: Optional[int] = None, token_ids=None) -> Dict[str, Any]:
         """Runs ``fn`` (default: the forward) of the ABI ``abi`` (default: the
-        layer's) on ``x`` and the checked ``args`` it takes after ``x``;
-        ``max_tokens`` is ``fn``'s limit (default: ``abi``'s)."""
+        layer's) on ``x`` (and ``token_ids`` where it takes them) and the
+        checked weights ``args``; ``max_tokens`` is ``fn``'s limit (default:
+        ``abi``'s)."""
         abi = abi or self._abi
+        takes_ids = any(b["name"] == TOKEN_IDS for b in abi["inputs"])
         if self.device == "cuda":
             return self._forward_cuda(x, args, seed, fn or self._fn, abi,
-                                      abi["max_tokens"] if max_tokens is None else max_tokens)
+                                      abi["max_tokens"] if max_tokens is None else max_tokens,
+                                      token_ids, takes_ids)
         x = self._check_x(x, abi["max_tokens"] if max_tokens is None else max_tokens)
         seed_arg = self._check_seed(seed, abi["seed"])
         tokens = x.shape[0]
+        args = [*self._check_token_ids(token_ids, tokens, takes_ids), *args]
         outputs = {}
         for buf in abi["outputs"]:
             shape = [tokens * buf["rows_per_token"] if d < 0 else d for d in buf["shape"]]
@@ -780,21 +847,25 @@ class Layer:
 
     # ------------------------------------------------------------ CUDA runs
 
-    def _forward_cuda(self, x, args, seed, fn, abi, max_tokens: int) -> Dict[str, Any]:
+    def _forward_cuda(self, x, args, seed, fn, abi, max_tokens: int, token_ids=None,
+                      takes_ids: bool = False) -> Dict[str, Any]:
         """Runs the CUDA entry point ``fn``: in place on device arrays (on
         their stream, asynchronously), or on NumPy ``x`` by copies."""
         seed_arg = self._check_seed(seed, abi["seed"])
         names = [b["name"] for b in abi["inputs"][1:]]
         dx = _cuda.as_device_array(x, "x")
         if dx is None:
-            return self._forward_cuda_host(self._check_x(x, max_tokens), args, names, seed_arg,
-                                           fn, abi)
+            x = self._check_x(x, max_tokens)
+            ids = self._check_token_ids(token_ids, x.shape[0], takes_ids)
+            return self._forward_cuda_host(x, [*ids, *args], names, seed_arg, fn, abi)
         self._check_device_x(dx, max_tokens)
+        args = [*self._check_token_ids(token_ids, dx.shape[0], takes_ids), *args]
         device = dx.device
         for name, a in zip(names, args):
             if isinstance(a, np.ndarray):
+                kind = "input" if name == TOKEN_IDS else "weight"
                 raise ValueError(
-                    f"x is a {dx.describe()} but weight {name!r} is a NumPy array: tensors "
+                    f"x is a {dx.describe()} but {kind} {name!r} is a NumPy array: tensors "
                     f"on different devices (pass the weights as CUDA arrays too, or bind() "
                     f"them once: NumPy weights are then copied to the device)")
             if a.device is not None and device is not None and a.device != device:
@@ -860,8 +931,9 @@ class Layer:
         what = fn.__name__
         for name, a in zip(names, args):
             if not isinstance(a, np.ndarray) and a.framework != "moe":
+                kind = "input" if name == TOKEN_IDS else "weight"
                 raise ValueError(
-                    f"x is a NumPy array but weight {name!r} is a {a.describe()}: tensors on "
+                    f"x is a NumPy array but {kind} {name!r} is a {a.describe()}: tensors on "
                     f"different devices (pass x on the device too, or all as NumPy arrays)")
         tokens = x.shape[0]
         outputs = {}
@@ -899,25 +971,26 @@ class Layer:
         return {name: (value.item() if value.ndim == 0 else value)
                 for name, value in outputs.items()}
 
-    def __call__(self, x, seed=None, **weights) -> np.ndarray:
-        return self.forward(x, seed=seed, **weights)["out"]
+    def __call__(self, x, seed=None, token_ids=None, **weights) -> np.ndarray:
+        return self.forward(x, seed=seed, token_ids=token_ids, **weights)["out"]
 
-    def route(self, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
+    def route(self, x, seed=None, token_ids=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
         """``(topk_ids, topk_weights)`` of the router (before capacity), the
         same bits as :meth:`forward`'s.  Runs ``<layer>_route``, which reads
         only the weights routing needs (the others may be left out) and runs
         no expert."""
         if not self._route:
-            result = self.forward(x, seed=seed, **weights)
+            result = self.forward(x, seed=seed, token_ids=token_ids, **weights)
         else:
-            needed = [b["name"] for b in self._route["inputs"][1:]]
+            needed = [b["name"] for b in _weight_inputs(self._route["inputs"])]
             result = self._forward(x, self._check_weights(weights, needed), seed,
-                                   self._route_fn, self._route, self._route_max_tokens())
+                                   self._route_fn, self._route, self._route_max_tokens(),
+                                   token_ids=token_ids)
         return result["topk_ids"], result["topk_weights"]
 
-    def aux_losses(self, x, seed=None, **weights) -> Dict[str, float]:
+    def aux_losses(self, x, seed=None, token_ids=None, **weights) -> Dict[str, float]:
         """The aux losses the spec asks for, by name."""
-        result = self.forward(x, seed=seed, **weights)
+        result = self.forward(x, seed=seed, token_ids=token_ids, **weights)
         return {name: result[name] for name in self.spec.get("aux_losses", [])}
 
     def save(self, directory) -> Path:
@@ -944,7 +1017,8 @@ class Layer:
 
 class BoundLayer:
     """A compiled layer with its weights checked and converted once
-    (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers)."""
+    (:meth:`Layer.bind`); calls take only ``x`` (and ``seed`` for noisy routers,
+    ``token_ids`` for hash routers)."""
 
     def __init__(self, layer: Layer, fn, args, names, max_tokens: Optional[int] = None,
                  owned=()):
@@ -986,25 +1060,25 @@ class BoundLayer:
         if self._args is None:
             raise ValueError(f"BoundLayer of {self.layer.name!r} is closed")
 
-    def forward(self, x, seed=None) -> Dict[str, Any]:
+    def forward(self, x, seed=None, token_ids=None) -> Dict[str, Any]:
         self._check_open()
         return self.layer._forward(x, self._args, seed, self._fn,
-                                   max_tokens=self._max_tokens)
+                                   max_tokens=self._max_tokens, token_ids=token_ids)
 
-    def __call__(self, x, seed=None) -> np.ndarray:
-        return self.forward(x, seed=seed)["out"]
+    def __call__(self, x, seed=None, token_ids=None) -> np.ndarray:
+        return self.forward(x, seed=seed, token_ids=token_ids)["out"]
 
-    def route(self, x, seed=None) -> Tuple[np.ndarray, np.ndarray]:
+    def route(self, x, seed=None, token_ids=None) -> Tuple[np.ndarray, np.ndarray]:
         """As :meth:`Layer.route`: the routing alone, no expert run."""
         self._check_open()
         layer = self.layer
         if not layer._route:
-            result = self.forward(x, seed=seed)
+            result = self.forward(x, seed=seed, token_ids=token_ids)
         else:
             # Routing reads no packed weight: the router's are never packed.
-            args = [self._by_name[b["name"]] for b in layer._route["inputs"][1:]]
+            args = [self._by_name[b["name"]] for b in _weight_inputs(layer._route["inputs"])]
             result = layer._forward(x, args, seed, layer._route_fn, layer._route,
-                                    layer._route_max_tokens())
+                                    layer._route_max_tokens(), token_ids=token_ids)
         return result["topk_ids"], result["topk_weights"]
 
     def __repr__(self) -> str:

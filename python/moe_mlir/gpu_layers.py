@@ -96,6 +96,12 @@ SPECS.update({
     "gpu_tc_f32act_bf16": _moe("gpu_tc_f32act_bf16", weight_dtype="bf16"),
     "gpu_tc_bf16act_bf16": _moe("gpu_tc_bf16act_bf16", weight_dtype="bf16"),
     "gpu_simt_bf16": _moe("gpu_simt_bf16", weight_dtype="bf16"),
+    # PhiMoE's sparsemixer weights; NLLB-MoE's capacity (a fraction of the
+    # tokens) with renormalisation after the drops (f32 only).
+    "gpu_sparsemixer_f32": _moe("gpu_sparsemixer_f32", router={
+        "score": "sparsemixer", "jitter_eps": 0.05}, aux_losses=["load_balance"]),
+    "gpu_nllb_f32": _moe("gpu_nllb_f32", activation="relu", expert_bias=True, capacity={
+        "token_fraction": 0.5, "renormalize": True}),
 })
 
 #: Compile options of the layers that do not take the defaults.

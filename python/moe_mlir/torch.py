@@ -10,8 +10,10 @@
 
 The ops (CPU and CUDA tensors)::
 
-    moe_mlir::layer_forward(Tensor x, Tensor[] weights, int handle, int? seed) -> Tensor[]
-    moe_mlir::layer_route(Tensor x, Tensor[] weights, int handle, int? seed) -> (Tensor, Tensor)
+    moe_mlir::layer_forward(Tensor x, Tensor[] weights, int handle, int? seed,
+                            Tensor? token_ids=None) -> Tensor[]
+    moe_mlir::layer_route(Tensor x, Tensor[] weights, int handle, int? seed,
+                          Tensor? token_ids=None) -> (Tensor, Tensor)
 
 Why this schema: a custom op takes tensors, scalars and lists of them, never
 a Python object, so the compiled :class:`moe_mlir.Layer` lives in a registry
@@ -27,7 +29,9 @@ call on other or in-place-modified tensors binds those first (packed layers
 re-pack: one bind per change, never a stale result).  ``layer_forward``
 returns every output of the layer in the ABI's order (``out`` first, then the
 routing results and aux losses, docs/spec.md "Results"); aux losses and
-``dropped`` are 0-d tensors.
+``dropped`` are 0-d tensors.  ``token_ids`` (``[T]`` integers) is the
+per-token input of hash-routed layers (``router.hash_vocab``) and None
+otherwise; the CUDA kernel converts int64 ids to int32 on the device.
 
 Zero-copy: ``x`` (float32 ``[T, D]``) and the weights reach the kernel as
 NumPy views of the tensors' storage; only a non-contiguous ``x`` or weight is
@@ -74,8 +78,10 @@ _WEIGHT_DTYPES = {
     "f32": (torch.float32, torch.bfloat16, torch.float16),
     "bf16": (torch.bfloat16, torch.float32),
     "f16": (torch.float16, torch.float32),
+    "i32": (torch.int32, torch.int64),  # tid2eid, hash routing's table
 }
-_STORAGE_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+_STORAGE_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16,
+                   "i32": torch.int32}
 _ACTIVATION_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _GPU_BACKEND = ("CUDA tensors need a layer compiled for CUDA (target='cuda'); move them to "
                 "the CPU (.cpu()) for a CPU layer")
@@ -181,13 +187,21 @@ def _weight_array(name: str, t: torch.Tensor, dtype: str) -> np.ndarray:
     return t.numpy()
 
 
-def _cuda_weight(name: str, t: torch.Tensor, dtype: str) -> torch.Tensor:
+def _cuda_weight(layer: Layer, name: str, t: torch.Tensor, dtype: str) -> torch.Tensor:
     """``t`` as the CUDA layer reads it in place: the spec's dtype (f32
-    rounded to bf16/f16 on the device, round-to-nearest-even), contiguous."""
+    rounded to bf16/f16 on the device, round-to-nearest-even), contiguous.
+    Expert ids (hash routing's table) are checked once here, as the CPU path
+    checks them."""
     if t.dtype not in _WEIGHT_DTYPES[dtype]:
         allowed = ", ".join(str(d).replace("torch.", "") for d in _WEIGHT_DTYPES[dtype])
         raise ValueError(f"weight {name!r} ({dtype}) must be {allowed}, got "
                          f"{str(t.dtype).replace('torch.', '')}")
+    if dtype == "i32" and t.numel():
+        experts = layer.spec["experts"]
+        low, high = int(t.min()), int(t.max())
+        if low < 0 or high >= experts:
+            raise ValueError(f"weight {name!r} holds expert ids, each in [0, {experts}), "
+                             f"got {low if low < 0 else high}")
     return t.detach().to(_STORAGE_DTYPES[dtype]).contiguous()
 
 
@@ -212,7 +226,7 @@ def _bound(entry: _Entry, weights: Sequence[torch.Tensor]):
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(f"weight {name!r} must have shape {list(shape)}, "
                                  f"got {list(t.shape)}")
-            arrays[name] = (_cuda_weight(name, t, dtype) if t.device.type == "cuda"
+            arrays[name] = (_cuda_weight(layer, name, t, dtype) if t.device.type == "cuda"
                             else _weight_array(name, t, dtype))
         bound = layer.bind(**arrays)
         entry.key, entry.tensors, entry.bound = key, list(weights), bound
@@ -249,31 +263,58 @@ def _route_outputs(layer: Layer):
 # The ops
 # --------------------------------------------------------------------------- #
 
+def _token_ids_array(token_ids: Optional[torch.Tensor]):
+    """The CPU kernel's token ids: a NumPy view (the Layer checks them)."""
+    if token_ids is None:
+        return None
+    if token_ids.device.type != "cpu":
+        raise ValueError(f"token_ids is on {token_ids.device} but x on the CPU: tensors on "
+                         f"different devices")
+    return token_ids.detach().numpy()
+
+
+def _token_ids_cuda(token_ids: Optional[torch.Tensor], x: torch.Tensor):
+    """The CUDA kernel's token ids: int32 on x's device, used in place
+    (int64 ids, as tokenizers give them, converted on the device)."""
+    if token_ids is None:
+        return None
+    if token_ids.device != x.device:
+        raise ValueError(f"token_ids is on {token_ids.device} but x on {x.device}: tensors "
+                         f"on different devices")
+    if token_ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"token_ids must be int32 or int64, "
+                         f"got {str(token_ids.dtype).replace('torch.', '')}")
+    return token_ids.detach().to(torch.int32).contiguous()
+
+
 @torch.library.custom_op("moe_mlir::layer_forward", mutates_args=())
 def layer_forward(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
-                  seed: Optional[int]) -> List[torch.Tensor]:
+                  seed: Optional[int],
+                  token_ids: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
     """Every output of the layer registered under ``handle`` on float32
     ``x [T, D]`` and ``weights`` (spec order), in the ABI's order."""
     entry = _entry(handle)
     _check_device(x, weights, entry.layer)
     _check_x(entry.layer, x)
-    result = _bound(entry, weights).forward(x.detach().numpy(), seed=seed)
+    result = _bound(entry, weights).forward(x.detach().numpy(), seed=seed,
+                                            token_ids=_token_ids_array(token_ids))
     return [_to_tensor(result[b["name"]], b["dtype"]) for b in entry.layer._abi["outputs"]]
 
 
 @layer_forward.register_kernel("cuda")
-def _layer_forward_cuda(x, weights, handle, seed):
+def _layer_forward_cuda(x, weights, handle, seed, token_ids=None):
     # A CUDA layer on CUDA tensors: in place, on torch's current stream,
     # asynchronous; the outputs are new tensors on x's device.
     entry = _entry(handle)
     _check_cuda(entry.layer, x, weights)
     _check_x(entry.layer, x)
-    result = _bound(entry, weights).forward(x.detach().contiguous(), seed=seed)
+    result = _bound(entry, weights).forward(x.detach().contiguous(), seed=seed,
+                                            token_ids=_token_ids_cuda(token_ids, x))
     return [result[b["name"]] for b in entry.layer._abi["outputs"]]
 
 
 @layer_forward.register_fake
-def _layer_forward_fake(x, weights, handle, seed):
+def _layer_forward_fake(x, weights, handle, seed, token_ids=None):
     layer = _entry(handle).layer
     _check_x(layer, x)
     return _empty_like_outputs(x, layer._abi["outputs"])
@@ -281,26 +322,29 @@ def _layer_forward_fake(x, weights, handle, seed):
 
 @torch.library.custom_op("moe_mlir::layer_route", mutates_args=())
 def layer_route(x: torch.Tensor, weights: List[torch.Tensor], handle: int,
-                seed: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+                seed: Optional[int],
+                token_ids: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(topk_ids, topk_weights)`` of the router, as :meth:`Layer.route`:
     the routing alone, no expert run (the same bits as ``layer_forward``'s)."""
     entry = _entry(handle)
     _check_device(x, weights, entry.layer)
     _check_x(entry.layer, x)
-    ids, w = _bound(entry, weights).route(x.detach().numpy(), seed=seed)
+    ids, w = _bound(entry, weights).route(x.detach().numpy(), seed=seed,
+                                          token_ids=_token_ids_array(token_ids))
     return torch.from_numpy(ids), torch.from_numpy(w)
 
 
 @layer_route.register_kernel("cuda")
-def _layer_route_cuda(x, weights, handle, seed):
+def _layer_route_cuda(x, weights, handle, seed, token_ids=None):
     entry = _entry(handle)
     _check_cuda(entry.layer, x, weights)
     _check_x(entry.layer, x)
-    return _bound(entry, weights).route(x.detach().contiguous(), seed=seed)
+    return _bound(entry, weights).route(x.detach().contiguous(), seed=seed,
+                                        token_ids=_token_ids_cuda(token_ids, x))
 
 
 @layer_route.register_fake
-def _layer_route_fake(x, weights, handle, seed):
+def _layer_route_fake(x, weights, handle, seed, token_ids=None):
     layer = _entry(handle).layer
     _check_x(layer, x)
     ids, w = _empty_like_outputs(x, _route_outputs(layer))
@@ -342,9 +386,10 @@ def _as_tensor(name: str, value, layer: Optional[Layer] = None) -> torch.Tensor:
             raise ValueError(f"weight {name!r}: {_GPU_BACKEND}")
         return value.detach()
     if isinstance(value, np.ndarray):
-        if value.dtype not in (np.float32, np.float16, np.uint16):
-            raise ValueError(f"weight {name!r} must be float32, float16 or uint16 (bf16 bits), "
-                             f"got {value.dtype}")
+        integer = value.dtype in (np.int32, np.int64)  # hash routing's tid2eid
+        if value.dtype not in (np.float32, np.float16, np.uint16) and not integer:
+            raise ValueError(f"weight {name!r} must be float32, float16 or uint16 (bf16 bits) "
+                             f"(int32/int64 for expert ids), got {value.dtype}")
         # Buffers are written in place (load_state_dict): a read-only array
         # (a read-only memory map) is copied rather than shared.
         array = np.ascontiguousarray(value) if value.flags.writeable else np.array(value, order="C")
@@ -383,6 +428,8 @@ def _module_weights(layer: Layer, weights: Mapping[str, Any]) -> Dict[str, torch
                 t = torch.from_numpy(_bf16_bits(t.numpy())).view(torch.bfloat16)
             elif dtype == "f16":
                 t = torch.from_numpy(t.numpy().astype(np.float16))
+            elif dtype == "i32":  # int64 expert ids; Layer checks their range
+                t = t.to(torch.int32)
             else:  # bf16/f16 to f32: exact
                 t = t.float()
             t = t.to(device)
@@ -408,11 +455,13 @@ class MoELayer(torch.nn.Module):
     binds again.  The buffers keep the spec's dtype: ``.to(dtype)``,
     ``.half()`` and the like move them between devices but never cast them.
 
-    ``forward(hidden_states, seed=None)`` takes ``[..., D]`` float32, bfloat16
-    or float16 (the leading dims are flattened to T tokens) and returns the
-    same shape and dtype.  The kernels compute in f32 with f32 activations:
-    ``hidden_states`` is converted to f32 and the output back to its dtype.
-    Noisy routers need an integer ``seed``.  No backward exists
+    ``forward(hidden_states, seed=None, token_ids=None)`` takes ``[..., D]``
+    float32, bfloat16 or float16 (the leading dims are flattened to T tokens)
+    and returns the same shape and dtype.  The kernels compute in f32 with f32
+    activations: ``hidden_states`` is converted to f32 and the output back to
+    its dtype.  Noisy routers need an integer ``seed``; hash-routed layers
+    (``router.hash_vocab``) the ``token_ids`` of the tokens (integers shaped
+    as ``hidden_states`` without its last dim, e.g. a model's ``input_ids``).  No backward exists
     (inference-only): autograd through the layer raises RuntimeError.
 
     ``target="cuda"`` (or a CUDA :class:`moe_mlir.Layer`) runs the layer on
@@ -479,24 +528,40 @@ class MoELayer(torch.nn.Module):
                              f"got {list(hidden_states.shape)}")
         return hidden_states.reshape(-1, d).to(torch.float32)
 
-    def forward_all(self, hidden_states: torch.Tensor, seed=None) -> Dict[str, torch.Tensor]:
+    def _flat_ids(self, token_ids, hidden_states: torch.Tensor) -> Optional[torch.Tensor]:
+        """``token_ids`` flattened as ``hidden_states``' tokens are."""
+        if token_ids is None:
+            return None
+        if not isinstance(token_ids, torch.Tensor):
+            raise ValueError(f"token_ids must be a torch.Tensor, got {type(token_ids).__name__}")
+        if tuple(token_ids.shape) != tuple(hidden_states.shape[:-1]):
+            raise ValueError(f"token_ids must have shape {list(hidden_states.shape[:-1])} "
+                             f"(hidden_states without its last dim), "
+                             f"got {list(token_ids.shape)}")
+        return token_ids.reshape(-1)
+
+    def forward_all(self, hidden_states: torch.Tensor, seed=None,
+                    token_ids=None) -> Dict[str, torch.Tensor]:
         """Every output by name: ``out`` shaped and typed as ``hidden_states``,
         the routing results over the flattened tokens (``topk_ids``
         ``[T * rows_per_token, k]`` int32, ...), aux losses as 0-d tensors."""
-        outputs = torch.ops.moe_mlir.layer_forward(self._flat(hidden_states), self._weights(),
-                                                   self._handle, _seed_arg(seed))
+        outputs = torch.ops.moe_mlir.layer_forward(
+            self._flat(hidden_states), self._weights(), self._handle, _seed_arg(seed),
+            self._flat_ids(token_ids, hidden_states))
         result = dict(zip(self._output_names, outputs))
         result["out"] = result["out"].reshape(hidden_states.shape).to(hidden_states.dtype)
         return result
 
-    def forward(self, hidden_states: torch.Tensor, seed=None) -> torch.Tensor:
-        return self.forward_all(hidden_states, seed=seed)["out"]
+    def forward(self, hidden_states: torch.Tensor, seed=None, token_ids=None) -> torch.Tensor:
+        return self.forward_all(hidden_states, seed=seed, token_ids=token_ids)["out"]
 
-    def route(self, hidden_states: torch.Tensor, seed=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def route(self, hidden_states: torch.Tensor, seed=None,
+              token_ids=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(topk_ids, topk_weights)`` over the flattened tokens: the routing
         alone (no expert runs), the same bits as :meth:`forward_all`'s."""
-        return torch.ops.moe_mlir.layer_route(self._flat(hidden_states), self._weights(),
-                                              self._handle, _seed_arg(seed))
+        return torch.ops.moe_mlir.layer_route(
+            self._flat(hidden_states), self._weights(), self._handle, _seed_arg(seed),
+            self._flat_ids(token_ids, hidden_states))
 
     def _apply(self, fn, recurse=True):
         # The spec fixes the weights' dtype (the kernels read it): device
