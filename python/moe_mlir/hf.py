@@ -419,6 +419,113 @@ def _read_llama4(block, where):
     return _Read(r, weights, act, {"hidden": int(sw["shared_w1"].shape[0]), "gate": False})
 
 
+def _read_phimoe(block, where):
+    """PhiMoE: sparsemixer routing of the router's logits (eval mode: the
+    top-2 logits, each weighed by a softmax over the experts within
+    2·router_jitter_noise of it, ``router.jitter_eps``); Mixtral's fused
+    SwiGLU experts.  Its sparsemixer picks two experts whatever
+    num_experts_per_tok says: top_k is 2.  The input jitter
+    (input_jitter_noise) and the Gumbel sampling apply in training mode
+    only."""
+    router = block.router
+    experts, act = _fused_experts(block.experts, f"{where}.experts")
+    if getattr(router, "bias", None) is not None:
+        raise UnsupportedBlockError(f"{where}.router has a bias (PhiMoE's router has none; "
+                                    f"the reader maps none)")
+    r = _router(2, score="sparsemixer", order="topk_then_score",
+                jitter_eps=float(router.router_jitter_noise))
+    return _Read(r, {"gate": router.weight, **experts}, act)
+
+
+def _nllb_capacity(router, where) -> Dict[str, Any]:
+    """The capacity of NLLB-MoE's eval-mode router: ceil(f·T) for a
+    moe_eval_capacity_token_fraction f > 0, else its expert_capacity."""
+    f = float(router.moe_eval_capacity_token_fraction)
+    if f > 0:
+        return {"token_fraction": f}
+    n = router.expert_capacity
+    if n is None:
+        # Then transformers sets it from the first batch it routes
+        # (2·ceil(T / E)) and keeps it for every later one.
+        raise UnsupportedBlockError(
+            f"{where}.router: moe_eval_capacity_token_fraction {f} <= 0 and expert_capacity "
+            f"None: transformers fixes the capacity from the first batch it routes (missing "
+            f"spec feature: a capacity set by a previous call)")
+    if int(n) < 1:
+        raise UnsupportedBlockError(f"{where}.router: expert_capacity {n} (the spec's "
+                                    f"capacity.tokens is >= 1)")
+    return {"tokens": int(n)}
+
+
+def _read_nllb_moe(block, where):
+    """NLLB-MoE (NllbMoeSparseMLP), eval mode: softmax over the classifier's
+    logits (its bias ``logit_bias``), top-2; each expert holds
+    ceil(moe_eval_capacity_token_fraction · T) assignments (else
+    expert_capacity), the rest dropped, tokens in order or by their top-1
+    probability (batch_prioritized_routing); the two weights renormalised
+    before the drops (normalize_router_prob_before_dropping) or after them
+    (``capacity.renormalize``); experts fc2(act(fc1 x)) with biases, their
+    outputs scaled by 1 - moe_token_dropout (``expert_scale``).  The
+    correct NLLB-MoE combination, which transformers 5.24's NllbMoeExperts
+    does not compute (docs/pytorch.md)."""
+    torch = _torch()
+    router = block.router
+    if router.second_expert_policy != "all":
+        raise UnsupportedBlockError(
+            f"{where}.router: second_expert_policy {router.second_expert_policy!r} draws the "
+            f"second expert at random (missing spec feature: random second-expert choice; the "
+            f"spec computes 'all')")
+    if router.dtype != torch.float32:
+        raise UnsupportedBlockError(
+            f"{where}.router: router_dtype {str(router.dtype).replace('torch.', '')} (the "
+            f"spec's router computes in float32)")
+    normalize_first = bool(router.normalize_router_prob_before_dropping)
+    prioritized = bool(router.batch_prioritized_routing)
+    if normalize_first and prioritized:
+        # NLLB orders tokens by their top-1 probability, the spec's
+        # batch_prioritized by the final first-choice weight p1 / (p1 + p2).
+        raise UnsupportedBlockError(
+            f"{where}.router: batch_prioritized_routing with "
+            f"normalize_router_prob_before_dropping orders tokens by their top-1 probability "
+            f"before normalisation (missing spec feature: a priority by the unnormalised "
+            f"weight; the spec's batch_prioritized takes the normalised one)")
+    capacity = _nllb_capacity(router, where)
+    capacity.update(overflow="drop",
+                    priority="batch_prioritized" if prioritized else "token_order")
+    if not normalize_first:
+        capacity["renormalize"] = True
+    E = int(router.num_experts)
+    experts = [block.experts[f"expert_{e}"] for e in range(E)]
+    act = _activation(experts[0].act, f"{where}.experts.expert_0", gated=False)
+    for e, ex in enumerate(experts[1:], 1):
+        if type(ex.act) is not type(experts[0].act):
+            raise UnsupportedBlockError(f"{where}.experts.expert_{e}: activation "
+                                        f"{type(ex.act).__name__} differs from expert_0's (the "
+                                        f"spec has one activation)")
+
+    def bias(linear, rows):
+        b = linear.bias
+        return b if b is not None else torch.zeros(rows, dtype=torch.float32)
+
+    weights = {"gate": router.classifier.weight,
+               "w1": torch.stack([ex.fc1.weight for ex in experts]),
+               "w2": torch.stack([ex.fc2.weight for ex in experts]),
+               "b1": torch.stack([bias(ex.fc1, ex.fc1.out_features) for ex in experts]),
+               "b2": torch.stack([bias(ex.fc2, ex.fc2.out_features) for ex in experts])}
+    more = {}
+    if router.classifier.bias is not None:
+        weights["logit_bias"] = router.classifier.bias
+        more["logit_bias"] = True
+    options = {"capacity": capacity, "expert_bias": True}
+    p = float(block.experts.moe_token_dropout)
+    if p > 0:
+        # Eval-time token dropout: every expert output times (1 - p).
+        weights["expert_scale"] = torch.full((E,), 1.0 - p, dtype=torch.float32)
+        options["expert_scale"] = True
+    r = _router(2, normalize=normalize_first, **more)
+    return _Read(r, weights, act, options=options)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -478,9 +585,11 @@ FAMILIES: Tuple[Family, ...] = (
            missing=("an RMSNorm of the experts' input apart from the router's (Gemma 4's "
                     "experts read pre_feedforward_layernorm_2 of the residual stream the "
                     "router reads; router.rms_norm leaves the experts' input as it is)",)),
-    Family("phimoe", ("PhimoeSparseMoeBlock",), missing=("sparsemixer routing",)),
-    Family("nllb_moe", ("NllbMoeSparseMLP",),
-           missing=("expert biases", "renormalisation after drops")),
+    Family("phimoe", ("PhimoeSparseMoeBlock",), _read_phimoe),
+    Family("nllb_moe", ("NllbMoeSparseMLP",), _read_nllb_moe,
+           note="the correct NLLB-MoE combination, not transformers 5.24's NllbMoeExperts "
+                "(which runs expert 1 for every first choice); the block takes padding_mask: "
+                "its swap accepts it (docs/pytorch.md)"),
 )
 
 _BY_CLASS = {cls: fam for fam in FAMILIES for cls in fam.blocks}
@@ -607,36 +716,90 @@ class PatchReport:
         return "\n".join(lines)
 
 
-_ADAPTER = None
+_ADAPTERS = None
 
 
-def _calling_like(block, module):
-    """``module`` (a MoELayer) called as ``block`` is by its decoder layer:
-    GPT-OSS's and Llama 4's blocks return ``(output, router scores or
-    logits)`` (the decoder layers discard the second: the module returns its
-    top-k weights there), DeepSeek-V4's takes
-    ``input_ids=`` (for its hash-routed layers, not the swapped ones)."""
-    global _ADAPTER
+def _adapters():
+    """The call-convention adapters (nn.Modules, defined once torch is in)."""
+    global _ADAPTERS
+    if _ADAPTERS is not None:
+        return _ADAPTERS
+    torch = _torch()
+
+    class HFBlockCall(torch.nn.Module):
+        """A compiled layer with a transformers block's call convention."""
+
+        def __init__(self, moe, with_scores: bool):
+            super().__init__()
+            self.moe = moe
+            self.with_scores = with_scores
+
+        def forward(self, hidden_states, input_ids=None):
+            if not self.with_scores:
+                return self.moe(hidden_states)
+            out = self.moe.forward_all(hidden_states)
+            return out["out"], out["topk_weights"]
+
+    class NllbMoeCall(torch.nn.Module):
+        """NLLB-MoE's call ``ffn(hidden_states, padding_mask)`` (the encoder
+        and decoder layers pass their attention mask).  transformers' router
+        leaves the tokens that mask marks out of the routing (output 0, no
+        capacity taken); the compiled layer routes every token, so a marked
+        token is zeroed afterwards when no expert can overflow (capacity >=
+        tokens: the others are then routed the same), and refused
+        otherwise."""
+
+        def __init__(self, moe, spec, ignore_padding: bool):
+            super().__init__()
+            self.moe = moe
+            self.capacity, self.experts = dict(spec["capacity"]), spec["experts"]
+            self.ignore_padding = ignore_padding
+
+        def forward(self, hidden_states, padding_mask=None):
+            out = self.moe(hidden_states)
+            if padding_mask is None or self.ignore_padding:
+                return out
+            T = hidden_states.numel() // hidden_states.shape[-1]
+            mask = padding_mask
+            if mask.dim() == 4:
+                # As NllbMoeTop2Router reads an attention mask: its last row.
+                mask = mask[:, :, -1, :].reshape(-1)[-T:]
+            padding = mask.reshape(-1).bool()
+            if padding.numel() != T:
+                raise ValueError(f"NllbMoeSparseMLP: padding_mask of {padding.numel()} "
+                                 f"tokens for {T} tokens")
+            if not bool(padding.any()):
+                return out
+            from .reference import spec_capacity
+            room = spec_capacity(self.capacity, T, 2, self.experts)
+            if room < T:
+                raise ValueError(
+                    f"NllbMoeSparseMLP: {int(padding.sum())} padding token(s) and a capacity of "
+                    f"{room} < {T} tokens per expert: transformers routes the padding tokens "
+                    f"to no expert and counts no capacity for them, the compiled layer routes "
+                    f"every token (the same only when no expert can overflow, e.g. "
+                    f"moe_eval_capacity_token_fraction >= 1)")
+            return out.masked_fill(padding.reshape(hidden_states.shape[:-1] + (1,)), 0.0)
+
+    _ADAPTERS = HFBlockCall, NllbMoeCall
+    return _ADAPTERS
+
+
+def _calling_like(block, module, spec):
+    """``module`` (a MoELayer of ``spec``) called as ``block`` is by its
+    decoder layer: GPT-OSS's and Llama 4's blocks return ``(output, router
+    scores or logits)`` (the decoder layers discard the second: the module
+    returns its top-k weights there), DeepSeek-V4's takes ``input_ids=``
+    (for its hash-routed layers, not the swapped ones), NLLB-MoE's a
+    ``padding_mask`` (see ``NllbMoeCall``)."""
     fam = family_of(block)
-    if fam is None or fam.name not in ("gpt_oss", "llama4", "deepseek_v4"):
+    if fam is None:
         return module
-    if _ADAPTER is None:
-        class HFBlockCall(_torch().nn.Module):
-            """A compiled layer with a transformers block's call convention."""
-
-            def __init__(self, moe, with_scores: bool):
-                super().__init__()
-                self.moe = moe
-                self.with_scores = with_scores
-
-            def forward(self, hidden_states, input_ids=None):
-                if not self.with_scores:
-                    return self.moe(hidden_states)
-                out = self.moe.forward_all(hidden_states)
-                return out["out"], out["topk_weights"]
-
-        _ADAPTER = HFBlockCall
-    return _ADAPTER(module, with_scores=fam.name in ("gpt_oss", "llama4"))
+    if fam.name == "nllb_moe":
+        return _adapters()[1](module, spec, bool(block.router.router_ignore_padding_tokens))
+    if fam.name not in ("gpt_oss", "llama4", "deepseek_v4"):
+        return module
+    return _adapters()[0](module, with_scores=fam.name in ("gpt_oss", "llama4"))
 
 
 def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
@@ -665,7 +828,7 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
         key = spec_hash(layer.spec)
         if key not in compiled:
             compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
-        module = _calling_like(block, layer.module(compiled=compiled[key]))
+        module = _calling_like(block, layer.module(compiled=compiled[key]), layer.spec)
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         if attr.isdigit() and isinstance(parent, (_torch().nn.ModuleList,

@@ -2,9 +2,10 @@
 
 Written from docs/semantics.md, not from any compiler code.  Inputs are
 float32 (weights are first rounded to the spec's ``weight_dtype``); all
-arithmetic is float64; results are returned as float32.  Clarity comes before
-speed: every step of the semantics is a small function that can be tested on
-its own.
+arithmetic is float64 (but for the threshold test of sparsemixer's mask, made
+in float32 as the layer and transformers make it); results are returned as
+float32.  Clarity comes before speed: every step of the semantics is a small
+function that can be tested on its own.
 
 Entry points: :func:`forward` (all outputs), :func:`layer_output`,
 :func:`route`, :func:`aux_losses`; per kind :func:`moe`, :func:`mh_moe`,
@@ -25,7 +26,8 @@ __all__ = [
     "round_to_dtype", "sigmoid", "softplus", "softmax", "gelu", "silu", "relu",
     "gelu_tanh", "relu2",
     "activation", "score_fn", "rank_order", "topk", "group_exclusion", "noisy_logits",
-    "route_tokens", "capacity", "Dispatch", "dispatch", "expert_ffn",
+    "route_tokens", "sparsemixer_weights", "capacity", "fixed_capacity",
+    "fraction_capacity", "spec_capacity", "Dispatch", "dispatch", "expert_ffn",
     "load_balance_loss", "importance_loss", "z_loss",
     "product_key_topk", "product_key_topk_bruteforce",
     "moe", "mh_moe", "peer", "pkm",
@@ -222,6 +224,38 @@ def softcap(logits, cap: float):
     return cap * np.tanh(_as_f64(logits) / cap)
 
 
+def sparsemixer_weights(logits, ids, jitter_eps: float) -> np.ndarray:
+    """PhiMoE's sparsemixer weight of each chosen column (eval mode).
+
+    ``ids`` [T, C]: the experts ranked by the logits ``l``.  Column i, with
+    m = l[s_i]: expert j is masked when (m - l_j) / max(|l_j|, m) > 2·jitter_eps,
+    evaluated in f32 as transformers does (a NaN |l_j| or m leaves it
+    unmasked); the weight is 1 / sum exp(l_j - m) over the unmasked j not
+    ranked ahead of s_i (s_i itself among them).  For C = 2 this is
+    transformers' ``sparsemixer(l, jitter_eps, training=False)``; each further
+    column repeats its second step.
+    """
+    l = _as_f64(logits)
+    ids = np.asarray(ids, dtype=np.int64)
+    T, C = ids.shape
+    l32 = l.astype(np.float32)
+    thr = np.float32(2 * jitter_eps)
+    rows = np.arange(T)
+    ahead = np.zeros(l.shape, dtype=bool)
+    raw = np.zeros((T, C), dtype=_F64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for i in range(C):
+            s = ids[:, i]
+            m32 = l32[rows, s][:, None]
+            # torch.clamp(|l|, min=m) is np.maximum: NaN on either side stays NaN.
+            masked = (m32 - l32) / np.maximum(np.abs(l32), m32) > thr
+            kept = ~masked & ~ahead
+            e = np.where(kept, np.exp(l - l[rows, s][:, None]), 0.0)
+            raw[:, i] = 1.0 / np.sum(e, axis=1)
+            ahead[rows, s] = True
+    return raw
+
+
 def score_fn(logits, score: str) -> np.ndarray:
     """Router scores over all experts: softmax of each row, or elementwise
     sigmoid or sqrt(softplus)."""
@@ -275,7 +309,8 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
     ids [T, C] int64 experts in rank order, weights [T, C] float64 final
     weights (after normalize and scaling).  C = k, or with ``fallbacks`` the
     next_choice width min(2k, experts available in the kept groups); columns
-    k..C-1 are the fallback choices, weighted with the top-k normaliser.
+    k..C-1 are the fallback choices, weighted with the top-k normaliser
+    (sparsemixer: each column by :func:`sparsemixer_weights`, before it).
     """
     l = _as_f64(logits)
     T, E = l.shape
@@ -302,6 +337,8 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if s is not None:                                   # score_then_topk
             raw = np.take_along_axis(s, ids, axis=1)
+        elif router["score"] == "sparsemixer":              # PhiMoE, by the logits
+            raw = sparsemixer_weights(l, ids, router["jitter_eps"])
         elif router["score"] != "softmax":                  # topk_then_score, elementwise
             raw = elementwise_score(np.take_along_axis(l, ids, axis=1), router["score"])
         else:                                               # topk_then_score, softmax
@@ -326,10 +363,21 @@ def fixed_capacity(capacity_tokens: int, tokens: int, k: int) -> int:
     return min(int(capacity_tokens), tokens * k)
 
 
+def fraction_capacity(fraction: float, tokens: int, k: int) -> int:
+    """Slots per expert of a capacity in a fraction of the tokens (NLLB-MoE's
+    math.ceil(moe_eval_capacity_token_fraction * nb_tokens), float64),
+    clamped to tokens * k like the factor's."""
+    c = fraction * tokens
+    limit = tokens * k
+    return limit if not c < limit else int(math.ceil(c))
+
+
 def spec_capacity(cap_spec: dict, tokens: int, k: int, experts: int) -> int:
     """Slots per expert of a normalised ``spec["capacity"]``."""
     if "tokens" in cap_spec:
         return fixed_capacity(cap_spec["tokens"], tokens, k)
+    if "token_fraction" in cap_spec:
+        return fraction_capacity(cap_spec["token_fraction"], tokens, k)
     return capacity(cap_spec["factor"], tokens, k, experts)
 
 
@@ -376,8 +424,12 @@ def priority_order(weights, priority: str) -> np.ndarray:
     raise ValueError(f"unknown priority {priority!r}")
 
 
+RENORMALIZE_MIN = 2.0 ** -23   # NLLB-MoE's clamp of the sum: torch.finfo(float32).eps
+
+
 def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
-             overflow: str = "drop", priority: str = "token_order") -> Dispatch:
+             overflow: str = "drop", priority: str = "token_order",
+             renormalize: bool = False) -> Dispatch:
     """Assign routing choices to expert slots (GShard order).
 
     ids/weights [T, C] from :func:`route_tokens` (C >= k; columns >= k are
@@ -386,7 +438,9 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
     overflows: ``drop`` drops it; ``next_choice`` takes the token's first
     fallback column (k..C-1, rank order) not used by this token before whose
     expert has room, with that column's weight, else drops it.
-    ``capacity=None`` means unlimited (dropless).
+    ``capacity=None`` means unlimited (dropless).  ``renormalize``
+    (NLLB-MoE): then each token's kept weights are divided by
+    max(their sum over j = 0..k-1, 2^-23); dropped ones stay 0.
     """
     ids = np.asarray(ids, dtype=np.int64)
     weights = _as_f64(weights)
@@ -424,6 +478,12 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
                     dropped += 1
             else:
                 dropped += 1
+    if renormalize:
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            total = np.zeros(T, dtype=_F64)
+            for j in range(k):
+                total = total + weight[:, j]
+            weight = weight / np.maximum(total, RENORMALIZE_MIN)[:, None]
     return Dispatch(expert, slot, weight, column, counts, dropped)
 
 
@@ -638,9 +698,12 @@ def _router_logits(spec, x, W, seed):
 def _losses(spec, clean, ids, weights) -> Dict[str, float]:
     E = spec["experts"]
     out = {}
+    # PhiMoE's load-balancing loss takes the softmax of a sparsemixer's logits.
+    score = spec["router"]["score"]
+    score = "softmax" if score == "sparsemixer" else score
     for name in spec["aux_losses"]:
         if name == "load_balance":
-            out[name] = load_balance_loss(clean, ids, E, spec["router"]["score"])
+            out[name] = load_balance_loss(clean, ids, E, score)
         elif name == "importance":
             out[name] = importance_loss(ids, weights, E)
         elif name == "z_loss":
@@ -663,7 +726,8 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
         d = dispatch(ids, weights, k, E)
     else:
         d = dispatch(ids_all, w_all, k, E, spec_capacity(cap_spec, T, k, E),
-                     cap_spec["overflow"], cap_spec["priority"])
+                     cap_spec["overflow"], cap_spec["priority"],
+                     cap_spec.get("renormalize", False))
     contrib = np.zeros((k,) + x.shape, dtype=_F64)          # [k, T, D]
     for e in range(E):
         tt, jj = np.nonzero(d.expert == e)                   # assignments kept on e

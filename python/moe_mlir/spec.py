@@ -39,8 +39,10 @@ GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 PEER_ACTIVATIONS = ("gelu", "relu", "silu", "gelu_tanh", "relu2")
 WEIGHT_DTYPES = ("f32", "bf16", "f16")
 SCORES = ("softmax", "sigmoid")
-# Router scores: the product-key scores plus DeepSeek-V4's sqrt(softplus(l)).
-ROUTER_SCORES = SCORES + ("sqrt_softplus",)
+# Router scores: the product-key scores plus DeepSeek-V4's sqrt(softplus(l))
+# and PhiMoE's sparsemixer (chosen by the logits, weighed over the experts
+# within 2·jitter_eps of each choice).
+ROUTER_SCORES = SCORES + ("sqrt_softplus", "sparsemixer")
 ORDERS = ("score_then_topk", "topk_then_score")
 GROUP_SCORES = ("max", "top2_sum")
 OVERFLOWS = ("drop", "next_choice")
@@ -72,9 +74,12 @@ _TOP_KEYS = {
 }
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise",
-                "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score")
+                "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score",
+                "jitter_eps")
 _SHARED_KEYS = ("hidden", "gate")
-_CAPACITY_KEYS = ("factor", "tokens", "overflow", "priority")
+_CAPACITY_KEYS = ("factor", "tokens", "token_fraction", "overflow", "priority", "renormalize")
+# PhiMoE's router_jitter_noise default.
+SPARSEMIXER_JITTER_EPS = 0.01
 _SWIGLU_KEYS = ("limit", "alpha", "up_offset", "clamp")
 SWIGLU_CLAMPS = ("before_activation", "after_activation")
 
@@ -417,6 +422,30 @@ def _swiglu_options(raw, activation, kind):
     return opts
 
 
+def _sparsemixer_options(r, router):
+    """PhiMoE's sparsemixer: ``router.jitter_eps`` (only with it, kept in the
+    normalised router only then, so other specs hash as before) and the
+    options it does not combine with."""
+    score = router["score"]
+    v = r.get("jitter_eps")
+    if score != "sparsemixer":
+        if v is not None:
+            raise ValueError(f"router.jitter_eps applies to router.score sparsemixer only, "
+                             f"got score {score}")
+        return
+    if router["order"] != "topk_then_score":
+        raise ValueError("router.score sparsemixer chooses by the logits: router.order must be "
+                         "topk_then_score")
+    if router["selection_bias"]:
+        raise ValueError("router.score sparsemixer does not take router.selection_bias")
+    if router["groups"] > 1:
+        raise ValueError("router.score sparsemixer does not take router.groups")
+    v = _float(r, "jitter_eps", "router.jitter_eps", SPARSEMIXER_JITTER_EPS)
+    if not v >= 0:
+        raise ValueError(f"field 'router.jitter_eps' must be >= 0, got {v!r}")
+    router["jitter_eps"] = v
+
+
 def _normalize_moe(raw, out, kind):
     E = out["experts"]
     D = out["d_model"]
@@ -436,10 +465,13 @@ def _normalize_moe(raw, out, kind):
     if r is None:
         raise ValueError("missing required field 'router' (router.top_k is required)")
     _check_keys(r, _ROUTER_KEYS, "router", kind)
+    score = _enum(r, "score", "router.score", ROUTER_SCORES, "softmax")
     router = {
         "top_k": _int(r, "top_k", "router.top_k", minimum=1, required=True),
-        "score": _enum(r, "score", "router.score", ROUTER_SCORES, "softmax"),
-        "order": _enum(r, "order", "router.order", ORDERS, "score_then_topk"),
+        "score": score,
+        # sparsemixer chooses by the logits: its order is topk_then_score.
+        "order": _enum(r, "order", "router.order", ORDERS,
+                       "topk_then_score" if score == "sparsemixer" else "score_then_topk"),
         "normalize": _bool(r, "normalize", "router.normalize", False),
         "scaling": _float(r, "scaling", "router.scaling", 1.0, positive=True),
         "selection_bias": _bool(r, "selection_bias", "router.selection_bias", False),
@@ -458,6 +490,7 @@ def _normalize_moe(raw, out, kind):
         "apply_score": _enum(r, "apply_score", "router.apply_score", ("output", "input"),
                              "output"),
     }
+    _sparsemixer_options(r, router)
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:
         raise ValueError(f"field 'router.top_k' ({k}) must be <= experts ({E})")
@@ -491,19 +524,33 @@ def _normalize_moe(raw, out, kind):
         out["capacity"] = None
     else:
         _check_keys(c, _CAPACITY_KEYS, "capacity", kind)
-        # Exactly one of factor (ceil(factor T k / E)) and tokens (Switch's
-        # fixed expert_capacity); the normalised form keeps the one given.
-        factor = _float(c, "factor", "capacity.factor", positive=True)
-        tokens = _int(c, "tokens", "capacity.tokens", minimum=1)
-        if factor is None and tokens is None:
-            raise ValueError("missing required field 'capacity.factor' or 'capacity.tokens'")
-        if factor is not None and tokens is not None:
-            raise ValueError("fields 'capacity.factor' and 'capacity.tokens' exclude each other")
-        out["capacity"] = ({"factor": factor} if tokens is None else {"tokens": tokens})
-        out["capacity"].update({
+        # Exactly one of factor (ceil(factor T k / E)), tokens (Switch's
+        # fixed expert_capacity) and token_fraction (NLLB-MoE's
+        # ceil(f T)); the normalised form keeps the one given.
+        given = [key for key in ("factor", "tokens", "token_fraction")
+                 if c.get(key) is not None]
+        if not given:
+            raise ValueError("missing required field 'capacity.factor' or 'capacity.tokens' "
+                             "or 'capacity.token_fraction'")
+        if len(given) > 1:
+            names = [f"'capacity.{key}'" for key in given]
+            raise ValueError(f"fields {', '.join(names[:-1])} and {names[-1]} exclude each "
+                             f"other")
+        if given[0] == "factor":
+            size = {"factor": _float(c, "factor", "capacity.factor", positive=True)}
+        elif given[0] == "tokens":
+            size = {"tokens": _int(c, "tokens", "capacity.tokens", minimum=1)}
+        else:
+            size = {"token_fraction": _float(c, "token_fraction", "capacity.token_fraction",
+                                             positive=True)}
+        out["capacity"] = dict(size, **{
             "overflow": _enum(c, "overflow", "capacity.overflow", OVERFLOWS, "drop"),
             "priority": _enum(c, "priority", "capacity.priority", PRIORITIES, "token_order"),
         })
+        # NLLB-MoE: each token's kept weights divided by their sum after the
+        # drops; kept only when true, so other specs hash as before.
+        if _bool(c, "renormalize", "capacity.renormalize", False):
+            out["capacity"]["renormalize"] = True
 
     aux = raw.get("aux_losses")
     if aux is None:

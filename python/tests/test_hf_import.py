@@ -155,6 +155,12 @@ def _config(name):
             return torch.softmax(top, dim=1), ids
         return t.JetMoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
                               num_experts_per_tok=2), B, jet_route
+    if name == "phimoe":
+        from transformers.models.phimoe.modeling_phimoe import PhimoeSparseMoeBlock as B
+        # A jitter_eps that leaves a few experts within reach of each choice
+        # (the default 0.01 masks nearly all: weights of 1).
+        return t.PhimoeConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                              router_jitter_noise=0.2), B, router
     if name == "gpt_oss":
         from transformers.models.gpt_oss.modeling_gpt_oss import GptOssMLP as B
         return t.GptOssConfig(hidden_size=D, intermediate_size=F, num_local_experts=E,
@@ -170,7 +176,8 @@ FAMILIES = {"mixtral": "mixtral", "qwen2_moe": "qwen2_moe", "qwen3_moe": "qwen3_
             "qwen3_vl_moe": "qwen3_vl_moe", "flex_olmo": "olmoe",
             "granitemoehybrid": "granitemoe", "nemotron_h": "nemotron_h", "jetmoe": "jetmoe",
             "gpt_oss": "gpt_oss", "mixtral_gelu_tanh": "mixtral",
-            "deepseek_v4": "deepseek_v4", "laguna": "laguna", "llama4": "llama4"}
+            "deepseek_v4": "deepseek_v4", "laguna": "laguna", "llama4": "llama4",
+            "phimoe": "phimoe"}
 
 
 def _randomize(module, seed):
@@ -300,7 +307,8 @@ def test_parity_lookalikes(key, x):
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "deepseek_v3", "dbrx", "granitemoe",
-                                  "nemotron_h", "jetmoe", "gpt_oss", "deepseek_v4", "llama4"])
+                                  "nemotron_h", "jetmoe", "gpt_oss", "deepseek_v4", "llama4",
+                                  "phimoe"])
 def test_parity_bf16(name, x):
     """bf16 weights: the spec is bf16, and the compiled layer equals the block
     run in float32 on the same (bf16) values."""
@@ -382,6 +390,18 @@ def test_new_family_specs(x):
     assert (gate_up[:, 0::2] > 7).any() and (gate_up[:, 1::2] < -7).any()
 
 
+def test_phimoe_picks_two_experts_whatever_num_experts_per_tok():
+    """PhiMoE's sparsemixer ignores its top_k argument: two experts per token
+    for any num_experts_per_tok, so the spec's top_k is 2."""
+    cfg, cls, route = _config("phimoe")
+    cfg.num_experts_per_tok = 3
+    block = _randomize(cls(cfg), 0).eval()
+    spec = hf.from_hf(block).spec
+    assert spec["router"]["top_k"] == 2 and spec["router"]["jitter_eps"] == 0.2
+    with torch.no_grad():
+        assert route(block, torch.randn(5, D))[1].shape == (5, 2)
+
+
 def test_nemotron_h_latent_projection_is_refused():
     cfg, cls, _ = _config("nemotron_h")
     cfg.moe_latent_size = 16
@@ -415,10 +435,27 @@ def _meta_block(cls_path, cfg, *args):
         return B(cfg, *args)
 
 
+_NLLB = "transformers.models.nllb_moe.modeling_nllb_moe.NllbMoeSparseMLP"
+
+
+def _nllb_config(**options):
+    return lambda: transformers.NllbMoeConfig(d_model=D, num_experts=E, **options)
+
+
 UNSUPPORTED = {
-    "phimoe": ("transformers.models.phimoe.modeling_phimoe.PhimoeSparseMoeBlock",
-               lambda: transformers.PhimoeConfig(hidden_size=D, intermediate_size=F,
-                                                 num_local_experts=E), (), "sparsemixer"),
+    # NLLB-MoE variants the spec cannot say (the block itself is supported).
+    "nllb_moe_sampling": (_NLLB, _nllb_config(second_expert_policy="sampling"), (F,),
+                          "second_expert_policy 'sampling' .* random second-expert choice"),
+    "nllb_moe_random": (_NLLB, _nllb_config(second_expert_policy="random"), (F,),
+                        "second_expert_policy 'random' .* random second-expert choice"),
+    "nllb_moe_router_dtype": (_NLLB, _nllb_config(router_dtype="bfloat16"), (F,),
+                              "router_dtype bfloat16"),
+    "nllb_moe_prioritized_normalized": (
+        _NLLB, _nllb_config(batch_prioritized_routing=True,
+                            normalize_router_prob_before_dropping=True), (F,),
+        "priority by the unnormalised weight"),
+    "nllb_moe_quick_gelu": (_NLLB, _nllb_config(activation_function="quick_gelu"), (F,),
+                            "QuickGELUActivation is not expressible"),
     "deepseek_v4_hash": ("transformers.models.deepseek_v4.modeling_deepseek_v4."
                          "DeepseekV4SparseMoeBlock",
                          lambda: transformers.DeepseekV4Config(hidden_size=D, intermediate_size=F,
@@ -440,6 +477,16 @@ def test_unsupported_family_names_missing_feature(name):
     assert "model.layers.0.mlp" in str(info.value)
 
 
+def test_nllb_moe_capacity_of_the_first_batch_is_refused():
+    """A fraction <= 0 without expert_capacity (a None the config refuses, set
+    on the router): transformers takes 2·ceil(T / E) of the first batch it
+    routes and keeps it."""
+    block = _meta_block(_NLLB, _nllb_config(moe_eval_capacity_token_fraction=0.0)(), F)
+    block.router.expert_capacity = None
+    with pytest.raises(hf.UnsupportedBlockError, match="capacity set by a previous call"):
+        hf.from_hf(block)
+
+
 def test_not_a_moe_block():
     with pytest.raises(hf.UnsupportedBlockError, match="not a known transformers MoE block"):
         hf.from_hf(torch.nn.Linear(4, 4))
@@ -459,6 +506,168 @@ def test_unsupported_activation():
         block = cls(cfg)
     with pytest.raises(hf.UnsupportedBlockError, match="QuickGELUActivation is not expressible"):
         hf.from_hf(block)
+
+
+# ------------------------------------------------------------------ NLLB-MoE
+#
+# transformers 5.24's NllbMoeExperts.forward one-hot encodes the router's
+# top-1 one-hot mask, so it runs expert 1 for every token's first choice and
+# expert 0 for all its other entries.  The parity below is with the NLLB-MoE
+# combination built from transformers' own pieces: the router's router_probs
+# [T, E] (the combine weights after the drops and the renormalisation) and
+# the block's expert modules, sum_e probs[:, e] · expert_e(x) · (1 - p).
+
+def _nllb_block(seed=0, **options):
+    from transformers.models.nllb_moe.modeling_nllb_moe import NllbMoeSparseMLP
+    cfg = transformers.NllbMoeConfig(d_model=D, num_experts=E, router_bias=True,
+                                     moe_token_dropout=0.2, **options)
+    block = _randomize(NllbMoeSparseMLP(cfg, F), seed).eval()
+    with torch.no_grad():
+        block.router.classifier.weight[0] += 0.3     # expert 0 is everyone's favourite
+    return block
+
+
+def _nllb_correct(block, x2, padding_mask=None):
+    """(output, router_probs) of the NLLB-MoE math on the block's own router
+    and experts."""
+    _, probs, _ = block.router(x2, padding_mask)
+    out = sum(probs[:, e, None] * block.experts[f"expert_{e}"](x2) for e in range(E))
+    return out * (1 - block.experts.moe_token_dropout), probs
+
+
+NLLB_VARIANTS = {
+    # normalize_router_prob_before_dropping False: renormalised after the drops.
+    "default": dict(moe_eval_capacity_token_fraction=0.15),
+    "prioritized": dict(moe_eval_capacity_token_fraction=0.15, batch_prioritized_routing=True),
+    "normalized_first": dict(moe_eval_capacity_token_fraction=0.15,
+                             normalize_router_prob_before_dropping=True),
+    # A fraction <= 0: the fixed expert_capacity (capacity.tokens).
+    "expert_capacity": dict(moe_eval_capacity_token_fraction=0.0, expert_capacity=5,
+                            batch_prioritized_routing=True, activation_function="gelu"),
+}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("variant", sorted(NLLB_VARIANTS))
+def test_nllb_moe_parity(variant, dtype, x):
+    block = _nllb_block(**NLLB_VARIANTS[variant])
+    if dtype == "bf16":
+        block = block.to(torch.bfloat16)
+    imported = hf.from_hf(block, name="hf")
+    spec = imported.spec
+    assert imported.family == "nllb_moe" and spec["weight_dtype"] == dtype
+    assert spec["expert_bias"] and spec["expert_scale"] and spec["router"]["logit_bias"]
+    opts = NLLB_VARIANTS[variant]
+    cap = spec["capacity"]
+    assert cap.get("renormalize", False) != opts.get("normalize_router_prob_before_dropping",
+                                                     False)
+    assert spec["router"]["normalize"] == opts.get("normalize_router_prob_before_dropping",
+                                                   False)
+    assert cap["priority"] == ("batch_prioritized" if opts.get("batch_prioritized_routing")
+                               else "token_order")
+    assert cap.get("token_fraction", cap.get("tokens")) in (0.15, 5)
+    np.testing.assert_array_equal(imported.weights["expert_scale"].numpy(), np.float32(0.8))
+    layer = moe_mlir.compile(spec, pipeline="fast" if variant == "default" else "reference")
+    block = block.float()
+    x2 = x.reshape(-1, D)
+    with torch.no_grad():
+        want, probs = _nllb_correct(block, x2)
+        _, _, logits = block.router(x2)
+        buggy = block(x).reshape(-1, D)
+    want, probs = want.numpy(), probs.numpy()
+    got = layer.forward(x2.numpy(), **imported.numpy_weights())
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # The choices before the capacity: NLLB's argmax of the probabilities, then
+    # of the other logits.
+    top1 = torch.softmax(logits, -1).argmax(-1)
+    top2 = logits.masked_fill(torch.nn.functional.one_hot(top1, E).bool(), -np.inf).argmax(-1)
+    np.testing.assert_array_equal(got["topk_ids"], torch.stack([top1, top2], 1).numpy())
+    kept = probs > 0                                          # [T, E]: the pairs kept
+    np.testing.assert_array_equal(got["expert_counts"], kept.sum(axis=0))
+    assert got["dropped"] == 2 * T - int(kept.sum()) and got["dropped"] > 0
+    # transformers' own block runs other experts (see above).
+    assert not np.allclose(buggy.numpy(), want, atol=1e-3), (
+        "NllbMoeSparseMLP now combines its experts correctly: compare with it directly and "
+        "update docs/pytorch.md")
+
+
+def _tiny_nllb(**options):
+    from transformers import NllbMoeForConditionalGeneration
+    cfg = transformers.NllbMoeConfig(
+        vocab_size=64, d_model=D, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=F,
+        decoder_ffn_dim=F, encoder_attention_heads=4, decoder_attention_heads=4, num_experts=E,
+        encoder_sparse_step=2, decoder_sparse_step=2, max_position_embeddings=64,
+        router_bias=True, **options)
+    torch.manual_seed(0)
+    model = NllbMoeForConditionalGeneration(cfg).eval()
+    return _randomize_moe(model, 0)
+
+
+def _with_correct_nllb_blocks(model):
+    """A copy of ``model`` whose sparse MLPs compute the NLLB-MoE math (a
+    torch module, called as the encoder and decoder layers call the block)."""
+    import copy
+
+    class CorrectNllb(torch.nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, hidden_states, padding_mask=None):
+            out, _ = _nllb_correct(self.block, hidden_states.reshape(-1, D), padding_mask)
+            return out.reshape(hidden_states.shape)
+
+    ref = copy.deepcopy(model)
+    for path, block in hf.moe_blocks(ref):
+        parent, _, attr = path.rpartition(".")
+        setattr(ref.get_submodule(parent), attr, CorrectNllb(block))
+    return ref
+
+
+def test_patch_model_nllb_moe():
+    """Encoder and decoder sparse layers swapped; the same logits as the
+    NLLB-MoE math, with and without padding (the layers pass their attention
+    mask as padding_mask: padded tokens get no expert)."""
+    _moe_torch()
+    model = _tiny_nllb(moe_eval_capacity_token_fraction=1.0)
+    want_model = _with_correct_nllb_blocks(model)
+    report = moe_mlir.patch_model(model, pipeline="reference")
+    assert [p for p, *_ in report.swapped] == ["model.encoder.layers.1.ffn",
+                                               "model.decoder.layers.1.ffn"]
+    assert report.specs == 1 and not report.left and not hf.moe_blocks(model)
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 64, (2, 12), generator=g)
+    dec = torch.randint(3, 64, (2, 7), generator=g)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    for attention_mask in (None, mask):
+        with torch.no_grad():
+            want = want_model(input_ids=ids, attention_mask=attention_mask,
+                              decoder_input_ids=dec).logits
+            got = model(input_ids=ids, attention_mask=attention_mask,
+                        decoder_input_ids=dec).logits
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_patch_model_nllb_moe_padding_with_drops():
+    """A capacity below the token count: the padded tokens would take no
+    capacity in transformers and do in the compiled layer, so a batch with
+    padding is refused; one without padding is the NLLB-MoE math."""
+    _moe_torch()
+    model = _tiny_nllb(moe_eval_capacity_token_fraction=0.3)
+    want_model = _with_correct_nllb_blocks(model)
+    moe_mlir.patch_model(model, pipeline="reference")
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(3, 64, (2, 12), generator=g)
+    dec = torch.randint(3, 64, (2, 7), generator=g)
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids, decoder_input_ids=dec).logits,
+                                   want_model(input_ids=ids, decoder_input_ids=dec).logits,
+                                   rtol=1e-4, atol=1e-4)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, 10:] = 0
+    with torch.no_grad(), pytest.raises(ValueError, match="2 padding token.*capacity of 8 < 24"):
+        model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
 
 
 # ------------------------------------------------- config.json + safetensors
@@ -497,6 +706,11 @@ CHECKPOINTS = {
         hidden_size=D, intermediate_size=F, intermediate_size_mlp=F, num_local_experts=E,
         num_experts_per_tok=1, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, head_dim=8, vocab_size=64, interleave_moe_layer_step=1),
+    # Saved per expert (block_sparse_moe.experts.{e}.w1/w3/w2, gate.weight).
+    "phimoe": lambda: transformers.PhimoeConfig(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=2,
+        router_jitter_noise=0.2, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=64),
     "nemotron_h": lambda: transformers.NemotronHConfig(
         hidden_size=D, moe_intermediate_size=F, n_routed_experts=E, num_experts_per_tok=2,
         n_group=1, topk_group=1, moe_shared_expert_intermediate_size=16,
@@ -594,6 +808,7 @@ def _moe_torch():
     # Blocks returning (output, router scores/logits): swapped for a module that does too.
     ("gpt_oss", "reference", 2), ("llama4", "reference", 2),
     ("nemotron_h", "reference", 1),      # layer 0 is attention
+    ("phimoe", "reference", 2),
 ])
 def test_patch_model_same_logits(name, pipeline, moe_layers):
     moe_torch = _moe_torch()
