@@ -119,7 +119,10 @@ def make_weights(spec, seed: int = 0, gate_scale: float = 2.0) -> Dict[str, np.n
     s = load_spec(spec)
     rs = np.random.default_rng(seed)
     W = {}
-    for name, (shape, _) in weight_shapes(s).items():
+    for name, (shape, dtype) in weight_shapes(s).items():
+        if dtype == "i32":  # tid2eid (hash routing): random expert ids
+            W[name] = rs.integers(0, s["experts"], shape).astype(np.int32)
+            continue
         fan_in = shape[-1]
         a = rs.standard_normal(shape) / np.sqrt(fan_in)
         if name in ("gate", "shared_gate"):

@@ -27,7 +27,9 @@ import test_compile_moe as tcm
 import test_compile_product_key as tpk
 import test_pkm_variants as tpv
 import test_spec_experts as tse
+import test_spec_renormalize as tsn
 import test_spec_router as tsr
+import test_spec_sparsemixer as tsm
 
 pytestmark = requires_compiler
 
@@ -40,7 +42,9 @@ def _collect():
                                  "CAPACITY_TOKENS", "APPLY_SCORE"]),
                           (tse, ["ACTIVATION_SPECS", "SWIGLU_SPECS", "BIAS_SPECS",
                                  "SCALE_BIAS_SPECS"]),
-                          (tpv, ["SPECS"])):
+                          (tpv, ["SPECS"]),
+                          (tsm, ["SPARSEMIXER"]),
+                          (tsn, ["RENORMALIZE"])):
         for name in names:
             for spec in getattr(module, name, {}).values():
                 specs[spec["name"]] = spec
