@@ -154,6 +154,8 @@ void LayerBuilder::appendRoutedWeights(SmallVectorImpl<NamedType> &args,
   int64_t e = spec.experts, f = spec.expertHidden;
   if (spec.router.rmsNorm)
     args.push_back({"router_norm", tensorOf({width}, f32)});
+  if (spec.expertRmsNorm)
+    args.push_back({"expert_norm", tensorOf({width}, f32)});
   args.push_back({"gate", tensorOf({e, width}, weightType)});
   if (spec.router.hashVocab)
     args.push_back(
@@ -318,6 +320,12 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
     routerInput = RMSNormOp::create(builder, loc("router.rms_norm"),
                                     input.getType(), input, norm,
                                     llvm::APFloat(router.rmsNormEps));
+  // Gemma 4 normalises the experts' input apart from the router's.
+  Value expertInput = input;
+  if (Value norm = optionalArg("expert_norm"))
+    expertInput = RMSNormOp::create(builder, loc("expert_rms_norm"),
+                                    input.getType(), input, norm,
+                                    llvm::APFloat(spec.expertRmsNormEps));
   RankedTensorType logitsType = tokens({e}, f32);
   Value bias = optionalArg("logit_bias");
   Value zeroLogits;
@@ -397,7 +405,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
                          ValueRange{uninitialized(expertLoc, slotsType, numSlots)})
                          .getResult(0);
   }
-  Value rows = GatherOp::create(builder, expertLoc, rowsType, input,
+  Value rows = GatherOp::create(builder, expertLoc, rowsType, expertInput,
                                 plan.getTokenIds(), inputScale,
                                 uninitialized(expertLoc, rowsType, numSlots));
   auto expertFFN = ExpertFFNOp::create(
@@ -419,7 +427,7 @@ RoutedOutputs LayerBuilder::buildRoutedExperts(Value input) {
           : zeros(expertLoc, rowsType, numTokens);
   if (spec.hasSharedExperts()) {
     auto shared = SharedExpertOp::create(
-        builder, loc("shared_experts"), rowsType, input, arg("shared_w1"),
+        builder, loc("shared_experts"), rowsType, expertInput, arg("shared_w1"),
         arg("shared_w2"), optionalArg("shared_w3"), optionalArg("shared_gate"),
         accumulator, spec.activation, FloatAttr(), llvm::APFloat(1.0),
         llvm::APFloat(0.0));

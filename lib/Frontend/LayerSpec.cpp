@@ -210,6 +210,8 @@ static constexpr FieldRule kLayerFields[] = {
     {"expert_bias", kRouted, false},
     {"expert_scale", kRouted, false},
     {"output_bias", kRouted, false},
+    {"expert_rms_norm", kRouted, false},
+    {"expert_rms_norm_eps", kRouted, false},
 };
 
 static constexpr FieldRule kRouterFields[] = {
@@ -779,6 +781,8 @@ void SpecParser::readFields(const SpecNode &root) {
     layer.read("expert_bias", spec.expertBias);
     layer.read("expert_scale", spec.expertScale);
     layer.read("output_bias", spec.outputBias);
+    layer.read("expert_rms_norm", spec.expertRmsNorm);
+    layer.read("expert_rms_norm_eps", spec.expertRmsNormEps);
     readRouter(layer);
     if (spec.kind == LayerKind::moe)
       readSharedExperts(layer);
@@ -1154,6 +1158,10 @@ void SpecParser::checkSizes() {
       error(rangeOf("router.softcap"),
             "expected a finite router.softcap > 0, got " +
                 formatNumber(*r.softcap));
+    if (!(spec.expertRmsNormEps > 0.0) || !std::isfinite(spec.expertRmsNormEps))
+      error(rangeOf("expert_rms_norm_eps"),
+            "expected a finite expert_rms_norm_eps > 0, got " +
+                formatNumber(spec.expertRmsNormEps));
     if (!(r.rmsNormEps > 0.0) || !std::isfinite(r.rmsNormEps))
       error(rangeOf("router.rms_norm_eps"),
             "expected a finite router.rms_norm_eps > 0, got " +

@@ -144,6 +144,11 @@ struct LayerSpec {
   bool expertScale = false;
   /// An f32 bias [d_model] on the layer's output (JetMoE).
   bool outputBias = false;
+  /// Gemma 4: an RMSNorm (weight `expert_norm`) of the experts' input, apart
+  /// from the router's (`router.rms_norm`): routed and shared experts read
+  /// the normalised tokens, the router the tokens as they are.
+  bool expertRmsNorm = false;
+  double expertRmsNormEps = 1e-6;
   RouterSpec router;
   SharedExpertsSpec sharedExperts;
   std::optional<CapacitySpec> capacity;

@@ -155,7 +155,7 @@ void SingleNeuronExpertsOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
 
 // The verifier requires a static weights dim 1; ids may leave it dynamic.
 void RMSNormOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
-  setNameFn(getResult(), "router_in");
+  setNameFn(getResult(), "normed");
 }
 void SoftcapOp::getAsmResultNames(OpAsmSetValueNameFn setNameFn) {
   setNameFn(getResult(), "capped");
