@@ -72,8 +72,10 @@ bool staysIn(Value root, Region &region) {
       if (!region.isAncestor(user->getParentRegion()) ||
           user->hasTrait<OpTrait::IsTerminator>() || isa<CallOpInterface>(user))
         return false;
+      // Views and tensors of the buffer may alias it; a vector loaded from
+      // it is a copy of its data (it may be yielded from a loop freely).
       for (Value result : user->getResults())
-        if (isa<ShapedType>(result.getType()))
+        if (isa<BaseMemRefType, TensorType>(result.getType()))
           worklist.push_back(result);
     }
   }

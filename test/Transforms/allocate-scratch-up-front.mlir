@@ -117,6 +117,38 @@ func.func @forall_tiles(%n: index, %out: memref<?x8xf32>) -> i32 attributes {moe
 
 // -----
 
+// A tile read by vector loads whose values a loop carries (a vectorised
+// matmul's accumulators): the vectors are copies of its data, not views, so
+// the tile still dies with its iteration and moves into the scratch buffer.
+
+// CHECK-LABEL: func.func @tile_read_into_loop_carried_vectors
+// CHECK:         call @moe_rt_alloc_scratch
+// CHECK:         scf.forall
+// CHECK:           memref.view
+// CHECK-NOT:       memref.alloc
+// CHECK:           scf.for
+func.func @tile_read_into_loop_carried_vectors(%n: index, %out: memref<?x16xf32>) -> i32 attributes {moe.returns_status} {
+  %ok = arith.constant 0 : i32
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %cst = arith.constant 1.0 : f32
+  %zero = arith.constant dense<0.0> : vector<16xf32>
+  scf.forall (%t) = (0) to (%n) step (16) {
+    %rows = affine.min affine_map<(d0)[s0] -> (16, s0 - d0)>(%t)[%n]
+    %tile = memref.alloc(%rows) {alignment = 64 : i64} : memref<?x16xf32>
+    linalg.fill ins(%cst : f32) outs(%tile : memref<?x16xf32>)
+    %sum = scf.for %r = %c0 to %rows step %c1 iter_args(%acc = %zero) -> (vector<16xf32>) {
+      %v = vector.load %tile[%r, %c0] : memref<?x16xf32>, vector<16xf32>
+      %next = arith.addf %acc, %v : vector<16xf32>
+      scf.yield %next : vector<16xf32>
+    }
+    vector.store %sum, %out[%t, %c0] : memref<?x16xf32>, vector<16xf32>
+  }
+  return %ok : i32
+}
+
+// -----
+
 // An expert's rows in a sequential loop (the reference lowering): offsets
 // read from memory, clamped into [0, %n], so at most %n rows; the buffer dies
 // with the iteration, so one slot serves them all.
