@@ -19,9 +19,9 @@
 """
 
 from . import reference, rng
-from .compiler import (BoundLayer, CompileError, CUDABuffer, CUDAError, Layer,  # noqa: A004
-                       SpecError, compile, cuda_available, get_num_threads, load,
-                       set_num_threads)
+from .compiler import (BoundLayer, CompileError, CompilerWarning, CUDABuffer,  # noqa: A004
+                       CUDAError, Layer, SpecError, compile, cuda_available,
+                       get_num_threads, load, set_num_threads)
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -43,6 +43,7 @@ __all__ = [
     "BoundLayer",
     "CompileError",
     "SpecError",
+    "CompilerWarning",
     "CUDAError",
     "CUDABuffer",
     "cuda_available",

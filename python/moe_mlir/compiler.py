@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -48,6 +49,17 @@ class CompileError(RuntimeError):
 
 class SpecError(ValueError):
     """moe-compile rejected the spec; the message is its file:line:col diagnostic."""
+
+
+class CompilerWarning(UserWarning):
+    """moe-compile built the layer but remarked on it: a scratch buffer whose
+    size it could not bound before the work starts is allocated where it is
+    used, so running out of memory there aborts instead of returning
+    MOE_ERROR_OUT_OF_MEMORY.  The message has moe-compile's located remarks."""
+
+
+# What moe-compile says about a layer it still builds.
+_REMARK = re.compile(r"\bremark: ")
 
 
 # moe-compile locates spec errors: `<file>:<line>:<col>: error: <message>`.
@@ -140,6 +152,9 @@ def _run(compiler: Path, args, source: Path) -> str:
         if _LOCATED_ERROR.search(message) and str(source) in message:
             raise SpecError(message)
         raise CompileError(f"moe-compile {' '.join(args)} failed:\n{message}")
+    if _REMARK.search(proc.stderr):
+        warnings.warn(CompilerWarning(f"moe-compile {' '.join(args)}:\n{proc.stderr.strip()}"),
+                      stacklevel=3)
     return proc.stdout
 
 

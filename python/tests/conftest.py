@@ -5,6 +5,12 @@ import sys
 
 import pytest
 
+
+def pytest_configure(config):
+    # A layer whose scratch moe-compile cannot size up front would abort on
+    # out-of-memory: every layer the suite compiles must have none.
+    config.addinivalue_line("filterwarnings", "error::moe_mlir.compiler.CompilerWarning")
+
 _PY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _PY not in sys.path:
     sys.path.insert(0, _PY)

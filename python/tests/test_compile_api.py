@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -560,3 +561,25 @@ def test_bind_converts_once_and_matches_forward():
     assert all(a.dtype == np.uint16 for a in bound._args)
     with pytest.raises(ValueError, match="missing weight"):
         layer.bind(**{k: v for k, v in W.items() if k != "w2"})
+
+
+def test_compiler_remarks_become_warnings(tmp_path):
+    """A layer moe-compile builds but remarks on (a scratch buffer it cannot
+    size up front, which would abort on out-of-memory) warns with the
+    remark; the suite turns the warning into an error (conftest.py)."""
+    import warnings as _warnings
+
+    from moe_mlir.compiler import CompilerWarning, _run
+
+    source = tmp_path / "layer.yaml"
+    source.write_text("name: l\n")
+    script = "echo 'layer.yaml:3:5: remark: scratch size unknown' >&2; echo out"
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        assert _run(Path("/bin/sh"), ["-c", script], source) == "out\n"
+    assert [type(w.message) for w in caught] == [CompilerWarning]
+    assert "layer.yaml:3:5: remark: scratch size unknown" in str(caught[0].message)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        _run(Path("/bin/sh"), ["-c", "echo quiet"], source)
+    assert not caught
