@@ -677,6 +677,13 @@ def rms_norm(x, weight, eps: float) -> np.ndarray:
     return x * (np.mean(x * x, axis=1, keepdims=True) + eps) ** -0.5 * _as_f64(weight)
 
 
+def _expert_input(spec, x, W):
+    """What the experts read: Gemma 4 normalises it apart from the router."""
+    if spec.get("expert_rms_norm"):
+        return rms_norm(x, W["expert_norm"], spec["expert_rms_norm_eps"])
+    return x
+
+
 def _router_logits(spec, x, W, seed):
     if spec["router"]["rms_norm"]:
         # Only the router sees the normalised tokens (its noise projection too).
@@ -718,6 +725,7 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
     T = x.shape[0]
     E, k = spec["experts"], r["top_k"]
     clean, logits = _router_logits(spec, x, W, seed)
+    x = _expert_input(spec, x, W)
     next_choice = cap_spec is not None and cap_spec["overflow"] == "next_choice"
     ids_all, w_all = route_tokens(logits, r, W.get("gate_bias"), fallbacks=next_choice)
     ids, weights = ids_all[:, :k], w_all[:, :k]
@@ -833,7 +841,7 @@ def moe(spec, x, seed=None, **weights) -> dict:
     spec = load_spec(spec)
     _expect_kind(spec, ("moe",))
     x, W = _prepare(spec, x, weights)
-    start = _shared(spec, x, W)
+    start = _shared(spec, _expert_input(spec, x, W), W)
     if "output_bias" in W:                  # the sum starts from the output bias
         start = W["output_bias"] + start
     routed = _routed_moe(spec, x, W, seed, start=start)

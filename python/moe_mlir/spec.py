@@ -61,10 +61,12 @@ MAX_BUFFER_BYTES = 2**47
 _TOP_KEYS = {
     "moe": ("name", "kind", "d_model", "experts", "expert_hidden", "activation",
             "weight_dtype", "router", "shared_experts", "capacity", "aux_losses",
-            "tiles", "swiglu", "expert_bias", "expert_scale", "output_bias"),
+            "tiles", "swiglu", "expert_bias", "expert_scale", "output_bias",
+            "expert_rms_norm", "expert_rms_norm_eps"),
     "mh_moe": ("name", "kind", "d_model", "heads", "experts", "expert_hidden",
                "activation", "weight_dtype", "router", "capacity", "aux_losses", "tiles",
-               "swiglu", "expert_bias", "expert_scale", "output_bias"),
+               "swiglu", "expert_bias", "expert_scale", "output_bias", "expert_rms_norm",
+               "expert_rms_norm_eps"),
     "peer": ("name", "kind", "d_model", "experts", "heads", "top_k", "key_dim",
              "score", "query_batchnorm", "query_layernorm", "keys_per_head", "activation",
              "weight_dtype", "tiles"),
@@ -460,6 +462,14 @@ def _normalize_moe(raw, out, kind):
     out["expert_bias"] = _bool(raw, "expert_bias", "expert_bias", False)
     out["expert_scale"] = _bool(raw, "expert_scale", "expert_scale", False)
     out["output_bias"] = _bool(raw, "output_bias", "output_bias", False)
+    # Gemma 4: the experts read their own RMSNorm of the tokens (weight
+    # expert_norm). Present only when set, so other specs hash as before.
+    if _bool(raw, "expert_rms_norm", "expert_rms_norm", False):
+        out["expert_rms_norm"] = True
+        out["expert_rms_norm_eps"] = _float(raw, "expert_rms_norm_eps", "expert_rms_norm_eps",
+                                            1e-6, positive=True)
+    else:
+        _float(raw, "expert_rms_norm_eps", "expert_rms_norm_eps", 1e-6, positive=True)
 
     r = _mapping(raw, "router", "router")
     if r is None:
@@ -633,6 +643,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
             shapes["merge_proj"] = ((D, D), wd)
         if r["rms_norm"]:
             shapes["router_norm"] = ((Dx,), "f32")
+        if s.get("expert_rms_norm"):
+            shapes["expert_norm"] = ((Dx,), "f32")
         shapes["gate"] = ((E, Dx), wd)
         if r["logit_bias"]:
             shapes["logit_bias"] = ((E,), "f32")
