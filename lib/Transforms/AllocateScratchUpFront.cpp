@@ -21,7 +21,6 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Interfaces/ValueBoundsOpInterface.h"
 #include "mlir/Interfaces/ViewLikeInterface.h"
-#include "llvm/ADT/SetVector.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_ALLOCATESCRATCHUPFRONT
@@ -122,13 +121,16 @@ private:
   /// clone of the side-effect-free ops it is computed by otherwise; null when
   /// it depends on what the kernels compute.
   Value exactAtPoint(Value value);
-  bool cloneable(Value value, llvm::SetVector<Operation *> &ops);
   /// Bounds of `value` over every execution of its definition. Sizes inside
   /// loops vary with the induction variables (a token tile's rows:
   /// min(tile, tokens - t0)) or with the data (an expert's rows: offsets
   /// clamped into [0, rows]): their bound fits every iteration.
   Range range(Value value);
   Range computeRange(Value value);
+  /// Dim `index` of the memref `source` computed before `point`, through
+  /// the reshapes and allocations it is a view of (an MH-MoE's sub-tokens:
+  /// a collapse of an expand of a buffer the kernels fill); null if unknown.
+  Value exactDim(Value source, int64_t index);
   Range inductionVarRange(BlockArgument arg);
   /// Whether `value` is never negative: by the ValueBoundsOpInterfaces (a
   /// dim, a product of dims) or by a constant lower bound of its range.
@@ -151,31 +153,66 @@ private:
   DenseMap<int64_t, Value> constants;
 };
 
-bool ScratchPlanner::cloneable(Value value, llvm::SetVector<Operation *> &ops) {
-  if (dominance.properlyDominates(value, point))
-    return true;
-  Operation *def = value.getDefiningOp();
-  if (!def || def->getNumRegions() != 0 || !isPure(def))
-    return false;
-  for (Value operand : def->getOperands())
-    if (!cloneable(operand, ops))
-      return false;
-  ops.insert(def); // after its operands' ops: an order to clone them in
-  return true;
-}
-
 Value ScratchPlanner::exactAtPoint(Value value) {
+  if (dominance.properlyDominates(value, point))
+    return value;
   if (Value known = exact.lookup(value))
     return known;
-  llvm::SetVector<Operation *> ops;
-  if (!cloneable(value, ops))
+  Operation *def = value.getDefiningOp();
+  if (!def)
+    return Value();
+  // A dim of a buffer made during the work is still a function of the
+  // arguments when the buffer's shape is.
+  if (auto dim = dyn_cast<memref::DimOp>(def)) {
+    std::optional<int64_t> index = dim.getConstantIndex();
+    Value result = index ? exactDim(dim.getSource(), *index) : Value();
+    if (result)
+      exact[value] = result;
+    return result;
+  }
+  if (def->getNumRegions() != 0 || !isPure(def))
     return Value();
   IRMapping mapping;
-  for (Operation *op : ops)
-    builder.clone(*op, mapping);
-  Value result = mapping.lookupOrDefault(value);
-  exact[value] = result;
-  return result;
+  for (Value operand : def->getOperands()) {
+    Value atPoint = exactAtPoint(operand);
+    if (!atPoint)
+      return Value();
+    mapping.map(operand, atPoint);
+  }
+  Operation *clone = builder.clone(*def, mapping);
+  for (auto [old, copy] : llvm::zip(def->getResults(), clone->getResults()))
+    exact[old] = copy;
+  return exact.lookup(value);
+}
+
+Value ScratchPlanner::exactDim(Value source, int64_t index) {
+  auto type = dyn_cast<MemRefType>(source.getType());
+  if (!type || index < 0 || index >= type.getRank())
+    return Value();
+  if (!type.isDynamicDim(index))
+    return constant(type.getDimSize(index));
+  if (dominance.properlyDominates(source, point))
+    return memref::DimOp::create(builder, fn.getLoc(), source, index);
+  Operation *def = source.getDefiningOp();
+  if (auto alloc = dyn_cast_or_null<memref::AllocOp>(def))
+    return exactAtPoint(
+        alloc.getDynamicSizes()[type.getDynamicDimIndex(index)]);
+  if (auto expand = dyn_cast_or_null<memref::ExpandShapeOp>(def)) {
+    OpFoldResult size = expand.getMixedOutputShape()[index];
+    return isa<Value>(size) ? exactAtPoint(cast<Value>(size))
+                            : constant(*getConstantIntValue(size));
+  }
+  if (auto collapse = dyn_cast_or_null<memref::CollapseShapeOp>(def)) {
+    Value product = constant(1);
+    for (int64_t dim : collapse.getReassociationIndices()[index]) {
+      Value part = exactDim(collapse.getSrc(), dim);
+      if (!part)
+        return Value();
+      product = builder.createOrFold<arith::MulIOp>(fn.getLoc(), product, part);
+    }
+    return product;
+  }
+  return Value();
 }
 
 ScratchPlanner::Range ScratchPlanner::range(Value value) {

@@ -149,6 +149,33 @@ func.func @tile_read_into_loop_carried_vectors(%n: index, %out: memref<?x16xf32>
 
 // -----
 
+// A size read off a buffer the work fills, through its reshapes (MH-MoE's
+// sub-tokens: a collapse of an expand of the projected tokens): the shape is
+// the arguments' (%n x 2 rows), so the slot is sized before the work.
+
+// CHECK-LABEL: func.func @size_through_reshapes
+// CHECK-SAME:    (%[[N:.*]]: index
+// CHECK:         %[[ROWS:.*]] = arith.muli %[[N]], %{{.*}} : index
+// CHECK:         call @moe_rt_alloc_scratch
+// CHECK:         linalg.fill
+// CHECK:         memref.view
+// CHECK-NOT:     memref.alloc(
+func.func @size_through_reshapes(%n: index, %out: memref<?xf32>) -> i32 attributes {moe.returns_status} {
+  %ok = arith.constant 0 : i32
+  %c0 = arith.constant 0 : index
+  %cst = arith.constant 0.0 : f32
+  %tokens = memref.alloc(%n) : memref<?x16xf32>
+  linalg.fill ins(%cst : f32) outs(%tokens : memref<?x16xf32>)
+  %split = memref.expand_shape %tokens [[0], [1, 2]] output_shape [%n, 2, 8] : memref<?x16xf32> into memref<?x2x8xf32>
+  %sub = memref.collapse_shape %split [[0, 1], [2]] : memref<?x2x8xf32> into memref<?x8xf32>
+  %rows = memref.dim %sub, %c0 : memref<?x8xf32>
+  %slots = memref.alloc(%rows) : memref<?xf32>
+  linalg.fill ins(%cst : f32) outs(%slots : memref<?xf32>)
+  return %ok : i32
+}
+
+// -----
+
 // An expert's rows in a sequential loop (the reference lowering): offsets
 // read from memory, clamped into [0, %n], so at most %n rows; the buffer dies
 // with the iteration, so one slot serves them all.
