@@ -144,7 +144,8 @@ def _router(top_k, *, score="softmax", order="score_then_topk", normalize=False,
             selection_bias=False, groups=1, topk_groups=1, group_score="max",
             **more) -> Dict[str, Any]:
     """Router options; ``more``: the newer ones (logit_bias, softcap,
-    rms_norm, rms_norm_eps, apply_score), given only when a family uses them."""
+    rms_norm, rms_norm_eps, apply_score, jitter_eps, hash_vocab), given only
+    when a family uses them."""
     return dict(top_k=int(top_k), score=score, order=order, normalize=bool(normalize),
                 scaling=float(scaling), selection_bias=selection_bias, groups=int(groups),
                 topk_groups=int(topk_groups), group_score=group_score, **more)
@@ -160,6 +161,9 @@ class _Read:
     shared: Optional[Dict[str, Any]] = None
     # Other top-level spec fields (swiglu, expert_bias, expert_scale, output_bias).
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The block counts capacity per sequence: one call of the layer per row
+    # of the batch dim.
+    per_sequence: bool = False
 
 
 def _shared_activation(read_act: str, shared_act: str, where: str):
@@ -339,17 +343,18 @@ def _read_gpt_oss(block, where):
 
 
 def _read_deepseek_v4(block, where):
-    """DeepSeek-V4 (its learned-router layers): sqrt(softplus) (or sigmoid)
-    scores, top-k of score + selection bias, renormalised, scaled; SwiGLU
-    experts and shared expert with the gate clamped to at most ``limit`` and
-    the up branch to ``[-limit, limit]``.  Hash-routed layers (experts
-    chosen by token id) are refused."""
+    """DeepSeek-V4: sqrt(softplus) (or sigmoid) scores, top-k of score +
+    selection bias, renormalised, scaled; SwiGLU experts and shared expert
+    with the gate clamped to at most ``limit`` and the up branch to
+    ``[-limit, limit]``.  Its hash-routed layers (``is_hash``:
+    DeepseekV4HashRouter) take the experts of a token from row
+    ``input_ids[t]`` of the buffer ``tid2eid [vocab, k]`` instead
+    (``router.hash_vocab``, weight ``tid2eid``), weighed by their scores as
+    the other layers weigh theirs; the layer then takes the token ids."""
     from transformers import activations as A
     torch = _torch()
     g = block.gate
-    if getattr(block, "is_hash", False) or hasattr(g, "tid2eid"):
-        raise UnsupportedBlockError(f"{where}: hash routing by token id (tid2eid; missing spec "
-                                    f"feature: the spec has no token-id input)")
+    hashed = getattr(block, "is_hash", False) or hasattr(g, "tid2eid")
     if isinstance(g.score_fn, A.SqrtSoftplusActivation):
         score = "sqrt_softplus"
     elif isinstance(g.score_fn, torch.nn.Sigmoid):
@@ -363,9 +368,18 @@ def _read_deepseek_v4(block, where):
                                     f"only)")
     # The block renormalises with + 1e-20 in the denominator: far below a sum
     # of k positive scores in f32.
-    r = _router(g.top_k, score=score, normalize=True, scaling=g.routed_scaling_factor,
-                selection_bias=True)
-    weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
+    if hashed:
+        table = g.tid2eid
+        if table.dim() != 2 or table.shape[1] != g.top_k:
+            raise UnsupportedBlockError(f"{where}.gate: tid2eid of shape {list(table.shape)} "
+                                        f"(the spec's table is [vocab, top_k = {g.top_k}])")
+        r = _router(g.top_k, score=score, normalize=True, scaling=g.routed_scaling_factor,
+                    hash_vocab=int(table.shape[0]))
+        weights = {"gate": g.weight, "tid2eid": table, **experts}
+    else:
+        r = _router(g.top_k, score=score, normalize=True, scaling=g.routed_scaling_factor,
+                    selection_bias=True)
+        weights = {"gate": g.weight, "gate_bias": g.e_score_correction_bias, **experts}
     sw, sact = _dense_mlp(block.shared_experts, f"{where}.shared_experts")
     _shared_activation(act, sact, where)
     limit, shared_limit = block.experts.limit, block.shared_experts.limit
@@ -526,6 +540,46 @@ def _read_nllb_moe(block, where):
     return _Read(r, weights, act, options=options)
 
 
+def _read_switch(block, where):
+    """Switch Transformers (SwitchTransformersSparseMLP), eval mode: softmax
+    over the classifier's logits (its bias ``logit_bias``), the top-1
+    expert weighted by its probability; each expert takes the first
+    ``expert_capacity`` tokens routed to it *per sequence* (the rest
+    dropped: output 0), so the layer is applied per sequence (per row of
+    the batch dim: ``per_sequence``); experts wo(act(wi x)).  The input
+    jitter (router_jitter_noise) and the dropout apply in training mode only."""
+    torch = _torch()
+    router = block.router
+    if router.dtype != torch.float32:
+        raise UnsupportedBlockError(
+            f"{where}.router: router_dtype {str(router.dtype).replace('torch.', '')} (the "
+            f"spec's router computes in float32)")
+    n = router.expert_capacity
+    if n is None or int(n) < 1:
+        raise UnsupportedBlockError(f"{where}.router: expert_capacity {n} (the spec's "
+                                    f"capacity.tokens is >= 1)")
+    E = int(router.num_experts)
+    experts = [block.experts[f"expert_{e}"] for e in range(E)]
+    act = _activation(experts[0].act, f"{where}.experts.expert_0", gated=False)
+    for e, ex in enumerate(experts[1:], 1):
+        if type(ex.act) is not type(experts[0].act):
+            raise UnsupportedBlockError(f"{where}.experts.expert_{e}: activation "
+                                        f"{type(ex.act).__name__} differs from expert_0's (the "
+                                        f"spec has one activation)")
+    weights = {"gate": router.classifier.weight,
+               "w1": torch.stack([_no_bias(ex.wi, f"{where}.experts.expert_{e}.wi")
+                                  for e, ex in enumerate(experts)]),
+               "w2": torch.stack([_no_bias(ex.wo, f"{where}.experts.expert_{e}.wo")
+                                  for e, ex in enumerate(experts)])}
+    more = {}
+    if router.classifier.bias is not None:
+        weights["logit_bias"] = router.classifier.bias
+        more["logit_bias"] = True
+    capacity = {"tokens": int(n), "overflow": "drop", "priority": "token_order"}
+    return _Read(_router(1, **more), weights, act, options={"capacity": capacity},
+                 per_sequence=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -567,16 +621,20 @@ FAMILIES: Tuple[Family, ...] = (
            note="JetMoE's attention experts (JetMoeMoA) stay in PyTorch"),
     Family("nemotron_h", ("NemotronHMoE",), _read_nemotron_h),
     Family("deepseek_v4", ("DeepseekV4SparseMoeBlock",), _read_deepseek_v4,
-           note="its hash-routed layers (experts by token id) stay in PyTorch: the spec has "
-                "no token-id input"),
+           note="its hash-routed layers (mlp_layer_types hash_moe: experts by token id, "
+                "router.hash_vocab) take the model's input_ids: the decoder layer passes them, "
+                "and patch_model's swap passes them on as token_ids (a model called with "
+                "inputs_embeds alone cannot run them)"),
     Family("laguna", ("LagunaSparseMoeBlock",), _read_laguna),
     Family("llama4", ("Llama4TextMoe",), _read_llama4,
            note="the block returns (output, router logits): patch_model swaps it for a module "
                 "returning (output, top-k weights), which the decoder layer discards"),
+    Family("switch_transformers", ("SwitchTransformersSparseMLP",), _read_switch,
+           note="its expert_capacity counts per sequence: the spec's capacity.tokens counts "
+                "over the tokens of a call, so the layer is called once per sequence (row of "
+                "the batch dim; HFLayer.per_sequence, and what its module() and patch_model's "
+                "swap do)"),
     # The spec cannot express these yet (features other branches add).
-    Family("switch_transformers", ("SwitchTransformersSparseMLP",),
-           missing=("an expert capacity (expert_capacity) counted per sequence of the batch "
-                    "(the spec's capacity.tokens counts over all the tokens of a call)",)),
     # Gemma 4's router and experts sit in the decoder layer (no block module)
     # and read two inputs: the router the residual stream (RMSNorm, scale ·
     # hidden_size^-1/2: the spec's router.rms_norm), the experts
@@ -612,10 +670,16 @@ def family_of(block) -> Optional[Family]:
 class HFLayer:
     """A transformers block as a MoE-MLIR layer: ``spec`` (normalized),
     ``weights`` ({contract name: torch tensor}, views of the block's tensors
-    where the layouts agree), ``family``.  Unpacks as ``spec, weights``."""
+    where the layouts agree), ``family``.  Unpacks as ``spec, weights``.
+
+    ``per_sequence``: the block counts its capacity per sequence (Switch
+    Transformers' expert_capacity) where the spec counts it over the tokens
+    of a call, so the block is the layer called once per sequence -- per row
+    of the batch dim of its ``[B, S, D]`` input -- as :meth:`module` does."""
     family: str
     spec: Dict[str, Any]
     weights: Dict[str, Any]
+    per_sequence: bool = False
 
     def __iter__(self) -> Iterator[Any]:
         yield self.spec
@@ -623,21 +687,28 @@ class HFLayer:
 
     def numpy_weights(self) -> Dict[str, Any]:
         """The weights as NumPy arrays for :meth:`moe_mlir.Layer.forward`:
-        float32 (bf16/f16 values widen exactly)."""
-        return {n: t.detach().float().contiguous().cpu().numpy() for n, t in self.weights.items()}
+        float32 (bf16/f16 values widen exactly); int32 expert ids (tid2eid)."""
+        torch = _torch()
+        return {n: (t.detach().to(torch.int32) if n == "tid2eid" else t.detach().float()
+                    ).contiguous().cpu().numpy() for n, t in self.weights.items()}
 
     def module(self, *, pipeline: str = "fast", compiled=None, **compile_options):
         """The compiled layer as a ``moe_mlir.torch.MoELayer`` (an
         ``nn.Module``) holding these weights.  ``compiled``: a
         :class:`moe_mlir.Layer` of this spec to share (else the spec is
-        compiled with ``pipeline`` and ``compile_options``)."""
+        compiled with ``pipeline`` and ``compile_options``).  A
+        ``per_sequence`` block gets a module that calls that MoELayer (its
+        ``moe``) once per row of the batch dim of ``[..., S, D]`` inputs
+        (a ``[S, D]`` input is one sequence)."""
         from .torch import MoELayer
         if compiled is not None:
             if spec_hash(compiled.spec) != spec_hash(self.spec):
                 raise ValueError(f"compiled layer {compiled.name!r} has another spec than "
                                  f"this {self.family} block")
-            return MoELayer(compiled, self.weights)
-        return MoELayer(self.spec, self.weights, pipeline=pipeline, **compile_options)
+            moe = MoELayer(compiled, self.weights)
+        else:
+            moe = MoELayer(self.spec, self.weights, pipeline=pipeline, **compile_options)
+        return _adapters()[2](moe) if self.per_sequence else moe
 
 
 def _read_block(block, where: str) -> Tuple[Family, _Read]:
@@ -665,7 +736,7 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     fam, read = _read_block(block, where)
     w = read.weights
     E, F, D = w["w1"].shape
-    matrices = [t for n, t in w.items() if n not in _F32_VECTORS]
+    matrices = [t for n, t in w.items() if n not in _F32_VECTORS and n != "tid2eid"]
     raw = {
         "name": name or fam.name, "kind": "moe", "d_model": int(D), "experts": int(E),
         "expert_hidden": int(F), "activation": read.activation,
@@ -678,16 +749,35 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     weights = {}
     shapes = weight_shapes(spec)
     torch = _torch()
-    want = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    want = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16,
+            "i32": torch.int32}
     for n, (shape, dtype) in shapes.items():
         t = w[n].detach()
         if tuple(t.shape) != tuple(shape):
             raise UnsupportedBlockError(f"{where}: weight {n} has shape {list(t.shape)}, the "
                                         f"spec contract says {list(shape)}")
+        if dtype == "i32":
+            _check_expert_ids(t, int(E), f"{where}: weight {n}")
         if t.dtype != want[dtype]:
-            t = t.to(want[dtype])   # widening, or exact: see _dtype_of
+            t = t.to(want[dtype])   # widening, or exact: see _dtype_of (ids: checked)
         weights[n] = t
-    return HFLayer(fam.name, spec, weights)
+    return HFLayer(fam.name, spec, weights, per_sequence=read.per_sequence)
+
+
+def _check_expert_ids(t, experts: int, what: str, error=UnsupportedBlockError) -> None:
+    """A table of expert ids (tid2eid, int64 in transformers) holds ids in
+    [0, experts): int32 keeps them, and the layer refuses others (meta
+    tensors have no values to check)."""
+    torch = _torch()
+    if t.dtype not in (torch.int32, torch.int64, torch.int16, torch.uint8):
+        raise error(f"{what} holds expert ids: an integer tensor, got "
+                    f"{str(t.dtype).replace('torch.', '')}")
+    if t.is_meta or not t.numel():
+        return
+    low, high = int(t.min()), int(t.max())
+    if low < 0 or high >= experts:
+        raise error(f"{what} holds expert ids outside [0, {experts}): "
+                    f"{low if low < 0 else high}")
 
 
 # --------------------------------------------------------------------------- #
@@ -727,18 +817,44 @@ def _adapters():
     torch = _torch()
 
     class HFBlockCall(torch.nn.Module):
-        """A compiled layer with a transformers block's call convention."""
+        """A compiled layer with a transformers block's call convention:
+        ``(output, top-k weights)`` ``with_scores``; the ``input_ids`` the
+        decoder layer passes are the token ids of a hash-routed layer."""
 
-        def __init__(self, moe, with_scores: bool):
+        def __init__(self, moe, with_scores: bool, hash_routed: bool = False):
             super().__init__()
             self.moe = moe
             self.with_scores = with_scores
+            self.hash_routed = hash_routed
 
         def forward(self, hidden_states, input_ids=None):
+            token_ids = None
+            if self.hash_routed:
+                if input_ids is None:
+                    raise ValueError(
+                        "a hash-routed MoE layer (DeepSeek-V4 hash_moe) chooses its experts "
+                        "by token id: call the model with input_ids (inputs_embeds alone "
+                        "give it none)")
+                token_ids = input_ids
             if not self.with_scores:
-                return self.moe(hidden_states)
-            out = self.moe.forward_all(hidden_states)
+                return self.moe(hidden_states, token_ids=token_ids)
+            out = self.moe.forward_all(hidden_states, token_ids=token_ids)
             return out["out"], out["topk_weights"]
+
+    class PerSequenceCall(torch.nn.Module):
+        """A block whose capacity counts per sequence (Switch Transformers):
+        the compiled layer ``moe`` called on each sequence -- each row of
+        the batch dims of ``[..., S, D]`` -- alone (``[S, D]``: one)."""
+
+        def __init__(self, moe):
+            super().__init__()
+            self.moe = moe
+
+        def forward(self, hidden_states):
+            if hidden_states.dim() <= 2:
+                return self.moe(hidden_states)
+            rows = hidden_states.reshape(-1, *hidden_states.shape[-2:])
+            return torch.stack([self.moe(row) for row in rows]).reshape(hidden_states.shape)
 
     class NllbMoeCall(torch.nn.Module):
         """NLLB-MoE's call ``ffn(hidden_states, padding_mask)`` (the encoder
@@ -781,7 +897,7 @@ def _adapters():
                     f"moe_eval_capacity_token_fraction >= 1)")
             return out.masked_fill(padding.reshape(hidden_states.shape[:-1] + (1,)), 0.0)
 
-    _ADAPTERS = HFBlockCall, NllbMoeCall
+    _ADAPTERS = HFBlockCall, NllbMoeCall, PerSequenceCall
     return _ADAPTERS
 
 
@@ -790,7 +906,7 @@ def _calling_like(block, module, spec):
     decoder layer: GPT-OSS's and Llama 4's blocks return ``(output, router
     scores or logits)`` (the decoder layers discard the second: the module
     returns its top-k weights there), DeepSeek-V4's takes ``input_ids=``
-    (for its hash-routed layers, not the swapped ones), NLLB-MoE's a
+    (the token ids of its hash-routed layers), NLLB-MoE's a
     ``padding_mask`` (see ``NllbMoeCall``)."""
     fam = family_of(block)
     if fam is None:
@@ -799,7 +915,8 @@ def _calling_like(block, module, spec):
         return _adapters()[1](module, spec, bool(block.router.router_ignore_padding_tokens))
     if fam.name not in ("gpt_oss", "llama4", "deepseek_v4"):
         return module
-    return _adapters()[0](module, with_scores=fam.name in ("gpt_oss", "llama4"))
+    return _adapters()[0](module, with_scores=fam.name in ("gpt_oss", "llama4"),
+                          hash_routed="hash_vocab" in spec["router"])
 
 
 def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchReport:
@@ -984,7 +1101,8 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     weight_dtype.  Reads the Hugging Face names of both layouts checkpoints
     use: fused ``experts.gate_up_proj``/``down_proj`` (Granite:
     ``input_linear``/``output_linear``; DBRX: ``experts.mlp.w1,v1,w2``) and
-    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``; ``prefix`` may name the
+    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``, and
+    DeepSeek-V4's hash table ``gate.tid2eid`` (as int32); ``prefix`` may name the
     block by its module path or by its checkpoint name (``mlp`` and
     ``block_sparse_moe`` are tried for each other).  Raises ValueError naming
     the tensor that is missing or misshapen."""
@@ -1011,6 +1129,8 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     w: Dict[str, Any] = {"gate": first(_ROUTER_NAMES, "router weight")}
     if "gate_bias" in shapes:
         w["gate_bias"] = first(_BIAS_NAMES, "selection bias")
+    if "tid2eid" in shapes:
+        w["tid2eid"] = first(("gate.tid2eid", "tid2eid"), "hash routing table (tid2eid)")
     if "logit_bias" in shapes:
         w["logit_bias"] = first(("router.bias", "gate.bias"), "router logit bias")
     if "output_bias" in shapes:
@@ -1098,6 +1218,10 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
         if tuple(t.shape) != tuple(shape):
             raise ValueError(f"{base}: weight {n} has shape {list(t.shape)} in the checkpoint, "
                              f"the spec says {list(shape)}")
+        if dtype == "i32":   # expert ids (int64 in transformers' checkpoints)
+            _check_expert_ids(t, E, f"{base}: weight {n}", ValueError)
+            out[n] = t.to(torch.int32)
+            continue
         if t.dtype not in want.values():
             # e.g. float8 with scales beside it: converting would drop the scales.
             raise ValueError(f"{base}: weight {n} is {str(t.dtype).replace('torch.', '')} in "

@@ -26,7 +26,7 @@ __all__ = [
     "round_to_dtype", "sigmoid", "softplus", "softmax", "gelu", "silu", "relu",
     "gelu_tanh", "relu2",
     "activation", "score_fn", "rank_order", "topk", "group_exclusion", "noisy_logits",
-    "route_tokens", "sparsemixer_weights", "capacity", "fixed_capacity",
+    "route_tokens", "hash_route", "sparsemixer_weights", "capacity", "fixed_capacity",
     "fraction_capacity", "spec_capacity", "Dispatch", "dispatch", "expert_ffn",
     "load_balance_loss", "importance_loss", "z_loss",
     "product_key_topk", "product_key_topk_bruteforce",
@@ -302,7 +302,34 @@ def noisy_logits(logits, x, w_noise, seed) -> np.ndarray:
     return logits + n * softplus(_as_f64(x) @ _as_f64(w_noise).T)
 
 
-def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
+def hash_route(logits, router: dict, token_ids, tid2eid):
+    """DeepSeek-V4's hash routing: ids[t, j] = tid2eid[token_ids[t], j] for
+    j < k, weighted by the scores of those experts (``raw_j = s[t, ids_j]``,
+    as score_then_topk weighs), then normalize (a raw weight of 0 stays 0)
+    and scaling.  A token id outside [0, hash_vocab) or a table entry outside
+    [0, E) gives id -1 and weight 0 (the dispatch drops it).  Returns (ids
+    [T, k] int64, weights [T, k] float64)."""
+    l = _as_f64(logits)
+    T, E = l.shape
+    table = np.asarray(tid2eid, dtype=np.int64)
+    tokens = np.asarray(token_ids, dtype=np.int64).reshape(T)
+    V, k = table.shape
+    known = (tokens >= 0) & (tokens < V)
+    ids = np.where(known[:, None], table[np.where(known, tokens, 0)], -1)
+    ids = np.where((ids >= 0) & (ids < E), ids, -1)
+    valid = ids >= 0
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        s = score_fn(l, router["score"])
+        raw = np.where(valid, np.take_along_axis(s, np.where(valid, ids, 0), axis=1), 0.0)
+        if router["normalize"]:
+            # A token whose every choice is dropped sums to 0: its weights stay 0.
+            raw = np.where(raw == 0.0, 0.0, raw / np.sum(raw, axis=1, keepdims=True))
+        weights = router["scaling"] * raw
+    return ids, weights
+
+
+def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False,
+                 token_ids=None, tid2eid=None):
     """Top-k routing of every token.
 
     ``router`` is a normalized ``spec["router"]``.  Returns (ids, weights):
@@ -311,7 +338,14 @@ def route_tokens(logits, router: dict, gate_bias=None, fallbacks: bool = False):
     next_choice width min(2k, experts available in the kept groups); columns
     k..C-1 are the fallback choices, weighted with the top-k normaliser
     (sparsemixer: each column by :func:`sparsemixer_weights`, before it).
+    A hash router (``router.hash_vocab``) looks the experts up by
+    ``token_ids`` in ``tid2eid`` instead (:func:`hash_route`; no fallbacks).
     """
+    if "hash_vocab" in router:
+        if token_ids is None or tid2eid is None:
+            raise ValueError("router.hash_vocab routes by token id: token_ids and tid2eid "
+                             "are needed")
+        return hash_route(logits, router, token_ids, tid2eid)
     l = _as_f64(logits)
     T, E = l.shape
     k = router["top_k"]
@@ -437,7 +471,8 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
     (t, j) takes a slot of e = ids[t, j] if count[e] < capacity; otherwise it
     overflows: ``drop`` drops it; ``next_choice`` takes the token's first
     fallback column (k..C-1, rank order) not used by this token before whose
-    expert has room, with that column's weight, else drops it.
+    expert has room, with that column's weight, else drops it.  An id of -1
+    (hash routing's unknown token or table entry) is dropped.
     ``capacity=None`` means unlimited (dropless).  ``renormalize``
     (NLLB-MoE): then each token's kept weights are divided by
     max(their sum over j = 0..k-1, 2^-23); dropped ones stay 0.
@@ -466,6 +501,9 @@ def dispatch(ids, weights, k: int, experts: int, capacity: Optional[int] = None,
 
     for j in range(k):
         for t in order:
+            if ids[t, j] < 0:
+                dropped += 1
+                continue
             if counts[ids[t, j]] < cap:
                 take(t, j, j)
                 continue
@@ -542,7 +580,8 @@ def expert_ffn(x, w1, w2, w3=None, activation_name: str = "swiglu",
 def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> float:
     """Switch loss E * sum_i f_i P_i.
 
-    f_i = (# top-k choices equal to i) / (T k), pre-capacity; P_i = mean_t p[t, i]
+    f_i = (# top-k choices equal to i) / (T k), pre-capacity (an id of -1, a
+    choice hash routing drops, counts for no expert); P_i = mean_t p[t, i]
     with p = softmax(clean logits), or for the elementwise scores (sigmoid,
     sqrt_softplus) s(l) / sum_e s(l).
     """
@@ -550,7 +589,8 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
     ids = np.asarray(ids)
     T, k = ids.shape
     with np.errstate(invalid="ignore", divide="ignore"):
-        f = np.bincount(ids.ravel(), minlength=experts).astype(_F64) / (T * k)
+        chosen = ids.ravel()
+        f = np.bincount(chosen[chosen >= 0], minlength=experts).astype(_F64) / (T * k)
         if score == "softmax":
             p = softmax(l, axis=1)
         else:
@@ -562,9 +602,10 @@ def load_balance_loss(logits, ids, experts: int, score: str = "softmax") -> floa
 
 def importance_loss(ids, weights, experts: int) -> float:
     """CV^2 of importance: var(imp) / (mean(imp)^2 + 1e-10), population variance,
-    imp_i = sum over (t, j) with ids[t, j] = i of weights[t, j]."""
+    imp_i = sum over (t, j) with ids[t, j] = i of weights[t, j] (ids of -1 skipped)."""
     imp = np.zeros(experts, dtype=_F64)
-    np.add.at(imp, np.asarray(ids).ravel(), _as_f64(weights).ravel())
+    ids, weights = np.asarray(ids).ravel(), _as_f64(weights).ravel()
+    np.add.at(imp, ids[ids >= 0], weights[ids >= 0])
     mean = np.mean(imp)
     return float(np.mean((imp - mean) ** 2) / (mean ** 2 + IMPORTANCE_EPS))
 
@@ -718,7 +759,7 @@ def _losses(spec, clean, ids, weights) -> Dict[str, float]:
     return out
 
 
-def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
+def _routed_moe(spec, x, W, seed, start=None, token_ids=None) -> _Routed:
     """The routed experts; their weighted outputs are added to ``start`` (the
     shared experts' output) in ascending expert id per token."""
     r, cap_spec = spec["router"], spec["capacity"]
@@ -727,7 +768,8 @@ def _routed_moe(spec, x, W, seed, start=None) -> _Routed:
     clean, logits = _router_logits(spec, x, W, seed)
     x = _expert_input(spec, x, W)
     next_choice = cap_spec is not None and cap_spec["overflow"] == "next_choice"
-    ids_all, w_all = route_tokens(logits, r, W.get("gate_bias"), fallbacks=next_choice)
+    ids_all, w_all = route_tokens(logits, r, W.get("gate_bias"), fallbacks=next_choice,
+                                  token_ids=token_ids, tid2eid=W.get("tid2eid"))
     ids, weights = ids_all[:, :k], w_all[:, :k]
     losses = _losses(spec, clean, ids, weights)
     if cap_spec is None:
@@ -785,7 +827,7 @@ def _shared(spec, x, W) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 
 _ROUTER_WEIGHTS = {
-    "moe": ("router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
+    "moe": ("router_norm", "gate", "tid2eid", "logit_bias", "gate_bias", "w_noise"),
     "mh_moe": ("head_proj", "router_norm", "gate", "logit_bias", "gate_bias", "w_noise"),
     "peer": ("query", "bn_mean", "bn_var", "bn_weight", "bn_bias", "ln_weight", "ln_bias",
              "keys1", "keys2"),
@@ -813,11 +855,41 @@ def _prepare(spec, x, weights, router_only=False):
         a = np.asarray(arr)
         if a.shape != shape:
             raise ValueError(f"weight '{name}' must have shape {shape}, got {a.shape}")
+        if dt == "i32":
+            # tid2eid: expert ids, kept as integers (any value: one outside
+            # [0, E) routes to no expert).
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"weight '{name}' holds expert ids: it must be an integer "
+                                 f"array, got {a.dtype}")
+            W[name] = a.astype(np.int64)
+            continue
         W[name] = round_to_dtype(a, dt).astype(_F64)
     xa = np.asarray(x)
     if xa.ndim != 2 or xa.shape[1] != spec["d_model"]:
         raise ValueError(f"x must have shape [T, {spec['d_model']}], got {xa.shape}")
     return xa.astype(np.float32).astype(_F64), W
+
+
+def _token_ids(spec, token_ids, tokens: int) -> Optional[np.ndarray]:
+    """The token ids of a hash-routed layer as int64 [T] (any integers: an
+    id outside [0, hash_vocab) routes to no expert); None for other layers,
+    which take none."""
+    hashed = spec["kind"] == "moe" and "hash_vocab" in spec["router"]
+    if not hashed:
+        if token_ids is not None:
+            raise ValueError(f"spec {spec['name']} has no hash router (router.hash_vocab): "
+                             f"it takes no token_ids")
+        return None
+    if token_ids is None:
+        raise ValueError(f"spec {spec['name']} routes by token id (router.hash_vocab): "
+                         f"token_ids are needed")
+    ids = np.asarray(token_ids)
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"token_ids must hold integers, got {ids.dtype}")
+    if ids.shape != (tokens,):
+        raise ValueError(f"token_ids must have shape ({tokens},) (one id per token), "
+                         f"got {ids.shape}")
+    return ids.astype(np.int64)
 
 
 def _moe_result(out, routed: _Routed) -> dict:
@@ -836,15 +908,16 @@ def _moe_result(out, routed: _Routed) -> dict:
 # Layers
 # --------------------------------------------------------------------------- #
 
-def moe(spec, x, seed=None, **weights) -> dict:
+def moe(spec, x, seed=None, token_ids=None, **weights) -> dict:
     """Sparse top-k MoE (kind moe); see :func:`forward` for the result keys."""
     spec = load_spec(spec)
     _expect_kind(spec, ("moe",))
     x, W = _prepare(spec, x, weights)
+    token_ids = _token_ids(spec, token_ids, x.shape[0])
     start = _shared(spec, _expert_input(spec, x, W), W)
     if "output_bias" in W:                  # the sum starts from the output bias
         start = W["output_bias"] + start
-    routed = _routed_moe(spec, x, W, seed, start=start)
+    routed = _routed_moe(spec, x, W, seed, start=start, token_ids=token_ids)
     return _moe_result(routed.out, routed)
 
 
@@ -898,7 +971,7 @@ def _expect_kind(spec, kinds):
 # Public entry points
 # --------------------------------------------------------------------------- #
 
-def forward(spec, x, seed=None, **weights) -> dict:
+def forward(spec, x, seed=None, token_ids=None, **weights) -> dict:
     """Run a layer.  ``spec``: anything :func:`moe_mlir.load_spec` accepts.
 
     Returns a dict: ``out`` [T, D] float32; moe/mh_moe: ``topk_ids`` [T, k]
@@ -906,12 +979,14 @@ def forward(spec, x, seed=None, **weights) -> dict:
     top-k before capacity), ``expert_counts`` [E] int32, ``dropped`` int and
     one float per requested aux loss; peer/pkm: ``topk_ids`` / ``topk_weights``
     [T, h, k].  ``seed`` is required when router.noise is true (ignored
-    otherwise).
+    otherwise).  ``token_ids`` (one integer per token) is required by hash
+    routers (router.hash_vocab) and refused by other layers.
     """
     spec = load_spec(spec)
     kind = spec["kind"]
     if kind == "moe":
-        return moe(spec, x, seed, **weights)
+        return moe(spec, x, seed, token_ids, **weights)
+    _token_ids(spec, token_ids, 0)
     if kind == "mh_moe":
         return mh_moe(spec, x, seed, **weights)
     if kind == "peer":
@@ -919,37 +994,41 @@ def forward(spec, x, seed=None, **weights) -> dict:
     return pkm(spec, x, **weights)
 
 
-def layer_output(spec, x, seed=None, **weights) -> np.ndarray:
+def layer_output(spec, x, seed=None, token_ids=None, **weights) -> np.ndarray:
     """Just ``forward(...)["out"]``."""
-    return forward(spec, x, seed, **weights)["out"]
+    return forward(spec, x, seed, token_ids, **weights)["out"]
 
 
-def route(spec, x, seed=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
+def route(spec, x, seed=None, token_ids=None, **weights) -> Tuple[np.ndarray, np.ndarray]:
     """(topk_ids int32, topk_weights float32) of the router, before capacity.
 
-    Needs only the router's weights (gate, logit_bias, gate_bias, w_noise; head_proj for
+    Needs only the router's weights (gate, tid2eid, logit_bias, gate_bias, w_noise; head_proj for
     mh_moe; query, keys, bn_* for peer/pkm); other known weights are accepted.
     """
     spec = load_spec(spec)
     x, W = _prepare(spec, x, weights, router_only=True)
+    token_ids = _token_ids(spec, token_ids, x.shape[0])
     if spec["kind"] in ("peer", "pkm"):
         ids, g = _product_key_route(spec, x, W)
         return ids.astype(np.int32), g.astype(np.float32)
     if spec["kind"] == "mh_moe":
         x = _mh_split(spec, x, W)
     clean, logits = _router_logits(spec, x, W, seed)
-    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"))
+    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"), token_ids=token_ids,
+                          tid2eid=W.get("tid2eid"))
     return ids.astype(np.int32), w.astype(np.float32)
 
 
-def aux_losses(spec, x, seed=None, **weights) -> Dict[str, float]:
+def aux_losses(spec, x, seed=None, token_ids=None, **weights) -> Dict[str, float]:
     """The spec's requested aux losses (empty for peer/pkm); router weights suffice."""
     spec = load_spec(spec)
     x, W = _prepare(spec, x, weights, router_only=True)
+    token_ids = _token_ids(spec, token_ids, x.shape[0])
     if spec["kind"] in ("peer", "pkm"):
         return {}
     if spec["kind"] == "mh_moe":
         x = _mh_split(spec, x, W)
     clean, logits = _router_logits(spec, x, W, seed)
-    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"))
+    ids, w = route_tokens(logits, spec["router"], W.get("gate_bias"), token_ids=token_ids,
+                          tid2eid=W.get("tid2eid"))
     return _losses(spec, clean, ids, w)

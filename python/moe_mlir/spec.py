@@ -77,7 +77,7 @@ _TOP_KEYS = {
 _ROUTER_KEYS = ("top_k", "score", "order", "normalize", "scaling", "selection_bias",
                 "groups", "topk_groups", "group_score", "noise",
                 "logit_bias", "softcap", "rms_norm", "rms_norm_eps", "apply_score",
-                "jitter_eps")
+                "jitter_eps", "hash_vocab")
 _SHARED_KEYS = ("hidden", "gate")
 _CAPACITY_KEYS = ("factor", "tokens", "token_fraction", "overflow", "priority", "renormalize")
 # PhiMoE's router_jitter_noise default.
@@ -354,6 +354,10 @@ def _check_addressable(out):
                                            out["shared_experts"]["hidden"]), d]))
         for name, factors in weights:
             _buffer_fits(f"weight '{name}'", factors, wbytes, wd)
+        if "hash_vocab" in out["router"]:
+            _buffer_fits("weight 'tid2eid'",
+                         [("router.hash_vocab", "router.hash_vocab", out["router"]["hash_vocab"]),
+                          ("router.top_k", "router.top_k", out["router"]["top_k"])], 4, "i32")
         choices = _router_choices(out)
         slots = [("heads", "heads", out["heads"])] if mh else []
         slots.append(("router.top_k",
@@ -448,6 +452,32 @@ def _sparsemixer_options(r, router):
     router["jitter_eps"] = v
 
 
+def _hash_options(r, router, kind):
+    """DeepSeek-V4's hash routing: ``router.hash_vocab`` (kept in the
+    normalised router only when given, so other specs hash as before).  The
+    table picks the experts and the scores only weigh them, so nothing else
+    may pick: no selection bias, noise, groups or sparsemixer, the order
+    score_then_topk; the token ids are the layer's tokens (kind moe)."""
+    if r.get("hash_vocab") is None:
+        return
+    vocab = _int(r, "hash_vocab", "router.hash_vocab", maximum=None)
+    if not 1 <= vocab <= INT32_MAX:
+        raise ValueError(f"field 'router.hash_vocab' must be in [1, {INT32_MAX}], got {vocab}")
+    router["hash_vocab"] = vocab
+    if kind != "moe":
+        raise ValueError("router.hash_vocab needs kind moe (token ids route whole tokens)")
+    if router["score"] == "sparsemixer":
+        raise ValueError("router.hash_vocab does not take router.score sparsemixer")
+    if router["order"] != "score_then_topk":
+        raise ValueError("router.hash_vocab weighs the looked-up experts by their scores: "
+                         "router.order must be score_then_topk")
+    for option in ("selection_bias", "noise"):
+        if router[option]:
+            raise ValueError(f"router.hash_vocab does not take router.{option}")
+    if router["groups"] > 1:
+        raise ValueError("router.hash_vocab does not take router.groups")
+
+
 def _normalize_moe(raw, out, kind):
     E = out["experts"]
     D = out["d_model"]
@@ -501,6 +531,7 @@ def _normalize_moe(raw, out, kind):
                              "output"),
     }
     _sparsemixer_options(r, router)
+    _hash_options(r, router, kind)
     k, G, g = router["top_k"], router["groups"], router["topk_groups"]
     if k > E:
         raise ValueError(f"field 'router.top_k' ({k}) must be <= experts ({E})")
@@ -561,6 +592,9 @@ def _normalize_moe(raw, out, kind):
         # drops; kept only when true, so other specs hash as before.
         if _bool(c, "renormalize", "capacity.renormalize", False):
             out["capacity"]["renormalize"] = True
+        if "hash_vocab" in router and out["capacity"]["overflow"] != "drop":
+            raise ValueError("router.hash_vocab has no fallback choices: capacity.overflow "
+                             "must be drop")
 
     aux = raw.get("aux_losses")
     if aux is None:
@@ -624,8 +658,10 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     """Exactly the weights a spec needs: ``{name: (shape, dtype)}``.
 
     Layout is PyTorch ``[out, in]`` stacked over experts.  Matrices have the
-    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``, ``gate_bias`` and ``bn_*`` and the
-    expert biases ``b1``, ``b3``, ``b2`` are always ``f32``.  The order of the dict is the order of the contract.
+    spec's ``weight_dtype``; the vectors ``router_norm``, ``logit_bias``,
+    ``gate_bias`` and ``bn_*`` and the expert biases ``b1``, ``b3``, ``b2`` are
+    always ``f32``; hash routing's table ``tid2eid`` (expert ids, right after
+    ``gate``) is ``i32``.  The order of the dict is the order of the contract.
     """
     s = load_spec(spec)
     wd = s["weight_dtype"]
@@ -646,6 +682,8 @@ def weight_shapes(spec) -> Dict[str, Tuple[Tuple[int, ...], str]]:
         if s.get("expert_rms_norm"):
             shapes["expert_norm"] = ((Dx,), "f32")
         shapes["gate"] = ((E, Dx), wd)
+        if "hash_vocab" in r:
+            shapes["tid2eid"] = ((r["hash_vocab"], r["top_k"]), "i32")
         if r["logit_bias"]:
             shapes["logit_bias"] = ((E,), "f32")
         if r["selection_bias"]:

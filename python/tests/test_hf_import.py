@@ -436,6 +436,8 @@ def _meta_block(cls_path, cfg, *args):
 
 
 _NLLB = "transformers.models.nllb_moe.modeling_nllb_moe.NllbMoeSparseMLP"
+_SWITCH = ("transformers.models.switch_transformers.modeling_switch_transformers."
+           "SwitchTransformersSparseMLP")
 
 
 def _nllb_config(**options):
@@ -456,15 +458,12 @@ UNSUPPORTED = {
         "priority by the unnormalised weight"),
     "nllb_moe_quick_gelu": (_NLLB, _nllb_config(activation_function="quick_gelu"), (F,),
                             "QuickGELUActivation is not expressible"),
-    "deepseek_v4_hash": ("transformers.models.deepseek_v4.modeling_deepseek_v4."
-                         "DeepseekV4SparseMoeBlock",
-                         lambda: transformers.DeepseekV4Config(hidden_size=D, intermediate_size=F,
-                                                               num_local_experts=E), (0,),
-                         "hash routing by token id"),
-    "switch": ("transformers.models.switch_transformers.modeling_switch_transformers."
-               "SwitchTransformersSparseMLP",
-               lambda: transformers.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E),
-               (), "expert_capacity.* per sequence"),
+    "switch_router_dtype": (_SWITCH, lambda: transformers.SwitchTransformersConfig(
+        d_model=D, d_ff=F, num_experts=E, router_dtype="bfloat16"), (),
+        "router_dtype bfloat16 .* computes in float32"),
+    "switch_quick_gelu": (_SWITCH, lambda: transformers.SwitchTransformersConfig(
+        d_model=D, d_ff=F, num_experts=E, dense_act_fn="quick_gelu"), (),
+        "QuickGELUActivation is not expressible"),
 }
 
 
@@ -863,3 +862,203 @@ def test_import_moe_mlir_does_not_import_torch():
     env = dict(os.environ, PYTHONPATH=str(Path(moe_mlir.__file__).parents[1]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+# ------------------------------------------------ DeepSeek-V4 hash routing
+#
+# The first mlp_layer_types ("hash_moe") route by token id: row input_ids[t]
+# of the router's buffer tid2eid [vocab, k], weighed by the scores.
+# transformers initialises tid2eid to zeros (the checkpoint fills it): the
+# tests fill it with random expert ids.
+
+V4_VOCAB = 64
+
+
+def _hash_block(seed=0):
+    from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4SparseMoeBlock
+    cfg = transformers.DeepseekV4Config(hidden_size=D, intermediate_size=F, num_local_experts=E,
+                                        num_experts_per_tok=3, routed_scaling_factor=1.5,
+                                        swiglu_limit=1.0, vocab_size=V4_VOCAB)
+    cfg._experts_implementation = "eager"
+    assert cfg.mlp_layer_types[0] == "hash_moe"
+    block = _randomize(DeepseekV4SparseMoeBlock(cfg, 0), seed).eval()
+    assert block.is_hash
+    _fill_tid2eid(block.gate.tid2eid, seed)
+    return block
+
+
+def _fill_tid2eid(table, seed):
+    with torch.no_grad():
+        table.copy_(torch.randint(0, E, table.shape, generator=torch.Generator().manual_seed(seed)))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_deepseek_v4_hash_parity(dtype, x):
+    """A hash-routed DeepseekV4SparseMoeBlock: router.hash_vocab = vocab, the
+    table as int32, no selection bias; the compiled layer given the token
+    ids equals the block given them as input_ids (outputs, ids, weights)."""
+    block = _hash_block()
+    if dtype == "bf16":
+        block = block.to(torch.bfloat16)
+    imported = hf.from_hf(block, name="hf_hash")
+    spec = imported.spec
+    assert imported.family == "deepseek_v4" and spec["weight_dtype"] == dtype
+    r = spec["router"]
+    assert (r["hash_vocab"], r["top_k"], r["score"], r["normalize"], r["scaling"],
+            r["selection_bias"]) == (V4_VOCAB, 3, "sqrt_softplus", True, 1.5, False)
+    assert list(imported.weights)[:2] == ["gate", "tid2eid"]
+    assert imported.weights["tid2eid"].dtype == torch.int32
+    block = block.float()
+    x2 = x.reshape(-1, D)
+    ids = torch.randint(0, V4_VOCAB, x.shape[:-1], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = block(x, input_ids=ids).reshape(-1, D).numpy()
+        _, want_w, want_ids = block.gate(x, ids)
+    # The reference pipeline (test_hash_routing.py checks the fast one against it).
+    layer = moe_mlir.compile(spec, pipeline="reference")
+    got = layer.forward(x2.numpy(), token_ids=ids.reshape(-1).numpy(),
+                        **imported.numpy_weights())
+    np.testing.assert_allclose(got["out"], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    # The table's order: no sorting needed.
+    np.testing.assert_array_equal(got["topk_ids"], want_ids.numpy())
+    np.testing.assert_allclose(got["topk_weights"], want_w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_deepseek_v4_hash_table_checks(tmp_path):
+    """Expert ids outside [0, E) are refused (int32 would keep them, the
+    layer refuses them); the table reads back from safetensors as int32."""
+    from safetensors.torch import save_file
+    block = _hash_block()
+    prefix = "model.layers.0.mlp"
+    save_file({f"{prefix}.{k}": v.contiguous() for k, v in block.state_dict().items()},
+              str(tmp_path / "model.safetensors"))
+    imported = hf.from_hf(block)
+    weights = moe_mlir.load_hf_weights(tmp_path / "model.safetensors", prefix, imported.spec)
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert torch.equal(t, imported.weights[n]), n
+    with torch.no_grad():
+        block.gate.tid2eid[5, 1] = E
+    with pytest.raises(hf.UnsupportedBlockError, match=r"tid2eid holds expert ids outside "
+                                                       r"\[0, 8\): 8"):
+        hf.from_hf(block, where="model.layers.0.mlp")
+
+
+def _tiny_deepseek_v4(seed=0):
+    from transformers import AutoModelForCausalLM
+    cfg = transformers.DeepseekV4Config(
+        hidden_size=D, intermediate_size=F, num_local_experts=E, num_experts_per_tok=3,
+        num_hidden_layers=2, mlp_layer_types=["hash_moe", "moe"], num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, qk_rope_head_dim=8, q_lora_rank=16, o_groups=2,
+        o_lora_rank=16, index_n_heads=2, index_head_dim=8, index_topk=4, sliding_window=8,
+        hc_mult=2, swiglu_limit=1.0, vocab_size=V4_VOCAB)
+    cfg._experts_implementation = "eager"
+    torch.manual_seed(seed)
+    model = _randomize_moe(AutoModelForCausalLM.from_config(cfg).eval(), seed)
+    _fill_tid2eid(model.model.layers[0].mlp.gate.tid2eid, seed)
+    return model
+
+
+def test_patch_model_deepseek_v4_hash():
+    """A DeepSeek-V4 model with a hash-routed layer: both MoE layers swapped
+    (two specs), the decoder layer's input_ids reach the hash layer as its
+    token ids, the same logits; inputs_embeds alone give it none."""
+    _moe_torch()
+    model = _tiny_deepseek_v4()
+    spec = moe_mlir.spec_from_config(model.config, layer=0)
+    assert spec["router"]["hash_vocab"] == V4_VOCAB
+    assert "hash_vocab" not in moe_mlir.spec_from_config(model.config, layer=1)["router"]
+    ids = torch.randint(0, V4_VOCAB, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = model(ids).logits
+    report = moe_mlir.patch_model(model, pipeline="reference")
+    assert [p for p, *_ in report.swapped] == ["model.layers.0.mlp", "model.layers.1.mlp"]
+    assert report.specs == 2 and not report.left and not hf.moe_blocks(model)
+    with torch.no_grad():
+        got = model(ids).logits
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        embeds = model.model.embed_tokens(ids)
+        with pytest.raises(ValueError, match="chooses its experts by token id: call the model "
+                                             "with input_ids"):
+            model(inputs_embeds=embeds)
+
+
+# ------------------------------------------------------- Switch Transformers
+#
+# Switch's router counts expert_capacity per sequence (a cumsum over each
+# row of the batch): the layer, whose capacity.tokens counts over the tokens
+# of a call, is called once per sequence.
+
+def _switch_block(seed=0, **options):
+    from transformers.models.switch_transformers.modeling_switch_transformers import (
+        SwitchTransformersSparseMLP)
+    cfg = transformers.SwitchTransformersConfig(d_model=D, d_ff=F, num_experts=E,
+                                                expert_capacity=4, **options)
+    block = _randomize(SwitchTransformersSparseMLP(cfg), seed).eval()
+    with torch.no_grad():
+        block.router.classifier.weight[0] += 0.4        # expert 0 is everyone's favourite
+    return block
+
+
+@pytest.mark.parametrize("router_bias", [False, True])
+def test_switch_per_sequence_parity(router_bias):
+    """3 sequences of 16 tokens, a capacity of 4 per expert and sequence:
+    drops in every sequence.  Layer.forward on each sequence equals the
+    block on the batch (outputs; the argmax experts; per-sequence counts
+    and drops from the router's capacity mask); the module applies it per
+    sequence, and so does the layer on a sequence alone."""
+    _moe_torch()
+    block = _switch_block(router_bias=router_bias)
+    imported = hf.from_hf(block, name="hf_switch")
+    spec = imported.spec
+    assert imported.family == "switch_transformers" and imported.per_sequence
+    assert spec["capacity"] == {"tokens": 4, "overflow": "drop", "priority": "token_order"}
+    assert spec["router"]["top_k"] == 1 and spec["activation"] == "relu"
+    assert spec["router"]["logit_bias"] == router_bias
+    x3 = torch.randn(3, 16, D, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = block(x3).numpy()
+        mask, _, logits = block.router(x3)               # mask [3, 16, E]: kept one-hots
+    layer = moe_mlir.compile(spec, pipeline="reference")
+    W = imported.numpy_weights()
+    for b in range(3):
+        got = layer.forward(x3[b].numpy(), **W)
+        np.testing.assert_allclose(got["out"], want[b], rtol=1e-5,
+                                   atol=1e-5 * np.abs(want).max())
+        np.testing.assert_array_equal(got["topk_ids"][:, 0], logits[b].argmax(-1).numpy())
+        kept = mask[b].numpy().astype(np.int32)
+        np.testing.assert_array_equal(got["expert_counts"], kept.sum(axis=0))
+        assert got["dropped"] == 16 - int(kept.sum()) and got["dropped"] > 0
+    # One call on the 48 tokens would count the capacity over all three.
+    assert not np.allclose(layer(x3.reshape(-1, D).numpy(), **W), want.reshape(-1, D),
+                           atol=1e-3)
+    module = imported.module(compiled=layer)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x3), torch.from_numpy(want), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(module(x3[1]), torch.from_numpy(want[1]), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def test_patch_model_switch_transformers():
+    """Encoder and decoder sparse MLPs swapped for the per-sequence module:
+    the same logits on a batch of 3 whose sequences overflow the capacity."""
+    _moe_torch()
+    cfg = transformers.SwitchTransformersConfig(
+        vocab_size=64, d_model=D, d_ff=F, d_kv=8, num_heads=4, num_layers=2,
+        num_decoder_layers=2, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
+        num_experts=E, expert_capacity=2)
+    torch.manual_seed(0)
+    model = _randomize_moe(transformers.SwitchTransformersForConditionalGeneration(cfg).eval(),
+                           0)
+    g = torch.Generator().manual_seed(3)
+    ids, dec = torch.randint(0, 64, (3, 12), generator=g), torch.randint(0, 64, (3, 7),
+                                                                         generator=g)
+    with torch.no_grad():
+        want = model(input_ids=ids, decoder_input_ids=dec).logits
+    report = moe_mlir.patch_model(model, pipeline="reference")
+    assert [p for p, *_ in report.swapped] == ["encoder.block.1.layer.1.mlp",
+                                               "decoder.block.1.layer.2.mlp"]
+    assert report.specs == 1 and not report.left and not hf.moe_blocks(model)
+    with torch.no_grad():
+        got = model(input_ids=ids, decoder_input_ids=dec).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -519,6 +519,66 @@ def test_unregistered_when_the_module_is_gone():
         mt._entry(handle)
 
 
+# --------------------------------------------------------------------------- #
+# Hash routing: token_ids
+# --------------------------------------------------------------------------- #
+
+# DeepSeek-V4's hash layers: experts looked up by token id (tid2eid).
+HASH_SPEC = moe_spec("to_hash", d_model=16, experts=6, expert_hidden=8,
+                     router={"top_k": 2, "score": "sqrt_softplus", "normalize": True,
+                             "scaling": 1.5, "hash_vocab": 64},
+                     shared_experts={"hidden": 8})
+
+
+def test_hash_routed_module_takes_token_ids():
+    """token_ids shaped as input_ids ([B, S] int64): the same bits as
+    Layer.forward on the flattened tokens, eager and under
+    torch.compile(fullgraph=True) (static and dynamic T); the fake kernel
+    gives the shapes with token_ids; tid2eid as int64 (transformers'
+    buffer) is kept as int32."""
+    layer = moe_mlir.compile(HASH_SPEC, pipeline="reference")   # compiles ~4x faster
+    W = make_weights(HASH_SPEC)
+    tensors = _tensors(W)
+    tensors["tid2eid"] = tensors["tid2eid"].long()
+    m = mt.MoELayer(layer, tensors)
+    assert m.tid2eid.dtype == torch.int32
+    g = torch.Generator().manual_seed(0)
+    x = torch.from_numpy(make_x(10, 16)).reshape(2, 5, 16)
+    ids = torch.randint(0, 64, (2, 5), generator=g)
+    want = layer.forward(x.reshape(10, 16).numpy(), token_ids=ids.reshape(-1).numpy(), **W)
+    with torch.no_grad():
+        got = m.forward_all(x, token_ids=ids)
+    _assert_outputs({"out": got["out"].reshape(10, 16), **{k: v for k, v in got.items()
+                                                           if k != "out"}}, want, "hash")
+    r_ids, r_w = m.route(x, token_ids=ids)
+    assert_same_bits(r_ids.numpy(), want["topk_ids"], "route topk_ids")
+    assert_same_bits(r_w.numpy(), want["topk_weights"], "route topk_weights")
+    assert torch.equal(m(x, token_ids=ids.int()), got["out"])
+    torch._dynamo.reset()
+    cm = torch.compile(m, fullgraph=True)
+    assert torch.equal(cm(x, token_ids=ids), got["out"])
+    dyn = torch.compile(lambda x, t: m(x, token_ids=t), fullgraph=True, dynamic=True)
+    for T in (3, 8):
+        xt = torch.from_numpy(make_x(T, 16, seed=T))
+        t = torch.randint(0, 64, (T,), generator=g)
+        assert torch.equal(dyn(xt, t), m(xt, token_ids=t)), f"dynamic T={T}"
+    meta = torch.ops.moe_mlir.layer_forward(torch.empty(3, 16, device="meta"),
+                                            [w.to("meta") for w in m._weights()], m._handle,
+                                            None, torch.empty(3, dtype=torch.long,
+                                                              device="meta"))
+    assert [(o.shape, o.dtype) for o in meta[:3]] == [
+        ((3, 16), torch.float32), ((3, 2), torch.int32), ((3, 2), torch.float32)]
+    assert _entry(m).binds == 1
+    with pytest.raises(ValueError, match="routes by token id"):
+        m(x)
+    with pytest.raises(ValueError, match=r"token_ids must have shape \[2, 5\]"):
+        m(x, token_ids=ids.reshape(-1))
+    with pytest.raises(ValueError, match=r"token_ids must lie in \[0, 64\)"):
+        m(x, token_ids=ids + 64)
+    with pytest.raises(ValueError, match="takes no token_ids"):
+        _module("pkm")(x, token_ids=ids)
+
+
 def test_import_moe_mlir_does_not_import_torch():
     code = "import sys, moe_mlir; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True,
