@@ -276,8 +276,8 @@ def _read_dbrx(block, where):
 
 
 # Weights the contract keeps in f32 whatever weight_dtype (they do not decide it).
-_F32_VECTORS = frozenset(("gate_bias", "logit_bias", "router_norm", "b1", "b3", "b2",
-                          "expert_scale", "output_bias"))
+_F32_VECTORS = frozenset(("gate_bias", "logit_bias", "router_norm", "expert_norm", "b1", "b3",
+                          "b2", "expert_scale", "output_bias"))
 
 
 def _read_nemotron_h(block, where):
@@ -580,6 +580,11 @@ def _read_switch(block, where):
                  per_sequence=True)
 
 
+def _read_gemma4_router(block, where):
+    from .hf_gemma4 import read_gemma4_router
+    return read_gemma4_router(block, where)
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One transformers MoE family: the block classes (by name) it covers,
@@ -635,14 +640,12 @@ FAMILIES: Tuple[Family, ...] = (
                 "the batch dim; HFLayer.per_sequence, and what its module() and patch_model's "
                 "swap do)"),
     # The spec cannot express these yet (features other branches add).
-    # Gemma 4's router and experts sit in the decoder layer (no block module)
-    # and read two inputs: the router the residual stream (RMSNorm, scale ·
-    # hidden_size^-1/2: the spec's router.rms_norm), the experts
-    # pre_feedforward_layernorm_2 of it (with its own weight).
-    Family("gemma4", ("Gemma4TextRouter",),
-           missing=("an RMSNorm of the experts' input apart from the router's (Gemma 4's "
-                    "experts read pre_feedforward_layernorm_2 of the residual stream the "
-                    "router reads; router.rms_norm leaves the experts' input as it is)",)),
+    # Gemma 4's router and experts sit in the decoder layer (no block module):
+    # the router marks a MoE layer; hf_gemma4 reads and swaps its decoder layer.
+    Family("gemma4", ("Gemma4TextRouter",), _read_gemma4_router,
+           note="read from and swapped in the router's Gemma4TextDecoderLayer (from_hf takes "
+                "the decoder layer); the dense MLP branch and post_feedforward_layernorm_1/2 "
+                "stay in PyTorch"),
     Family("phimoe", ("PhimoeSparseMoeBlock",), _read_phimoe),
     Family("nllb_moe", ("NllbMoeSparseMLP",), _read_nllb_moe,
            note="the correct NLLB-MoE combination, not transformers 5.24's NllbMoeExperts "
@@ -732,7 +735,11 @@ def from_hf(block, *, name: Optional[str] = None, where: str = "block") -> HFLay
     is the spec's name (default: the family, so identical blocks give equal
     specs and share one compiled library).  Raises UnsupportedBlockError
     (a ValueError) naming the block and the missing spec feature(s) for a
-    block the spec cannot express."""
+    block the spec cannot express.  Gemma 4: pass the Gemma4TextDecoderLayer
+    (its MoE has no block module; :mod:`moe_mlir.hf_gemma4`)."""
+    from . import hf_gemma4
+    if hf_gemma4.is_gemma4_decoder_layer(block):
+        return hf_gemma4.gemma4_from_hf(block, name=name, where=where)
     fam, read = _read_block(block, where)
     w = read.weights
     E, F, D = w["w1"].shape
@@ -936,7 +943,10 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
             report.left.append((path, type(block).__name__,
                                 "unknown MoE block class: not in moe_mlir.hf.FAMILIES (what it "
                                 "computes is not checked against the spec)"))
+    from . import hf_gemma4
     for path, block in moe_blocks(model):
+        # Gemma 4: the router's decoder layer is read and swapped.
+        path, block = hf_gemma4.gemma4_owner(model, path, block)
         try:
             layer = from_hf(block, where=path)
         except UnsupportedBlockError as exc:
@@ -945,6 +955,10 @@ def patch_model(model, *, pipeline: str = "fast", **compile_options) -> PatchRep
         key = spec_hash(layer.spec)
         if key not in compiled:
             compiled[key] = compile_spec(layer.spec, pipeline=pipeline, **compile_options)
+        if hf_gemma4.is_gemma4_decoder_layer(block):
+            hf_gemma4.swap_gemma4_moe(block, layer.module(compiled=compiled[key]))
+            report.swapped.append((path, layer.family, layer.spec["name"], key))
+            continue
         module = _calling_like(block, layer.module(compiled=compiled[key]), layer.spec)
         parent_path, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
@@ -1023,8 +1037,10 @@ def spec_from_config(config, layer: Optional[int] = None, *, name: Optional[str]
     ``config.json`` path or a checkpoint folder.  The model is built on the
     meta device (no weights) and its block read as :func:`from_hf` reads it;
     ``weight_dtype`` overrides the one of the config's ``dtype``."""
+    from .hf_gemma4 import gemma4_owner
     cfg = _load_config(config)
-    blocks = moe_blocks(_meta_model(cfg))
+    model = _meta_model(cfg)
+    blocks = [gemma4_owner(model, p, b) for p, b in moe_blocks(model)]
     if not blocks:
         raise UnsupportedBlockError(f"model_type {cfg.model_type!r}: no known MoE block")
     if layer is None:
@@ -1108,6 +1124,9 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     the tensor that is missing or misshapen."""
     torch = _torch()
     spec = load_spec(spec)
+    if spec.get("expert_rms_norm"):     # only Gemma 4's MoE has it
+        from .hf_gemma4 import load_gemma4_weights
+        return load_gemma4_weights(files, prefix, spec)
     shapes = weight_shapes(spec)
     ck = _Checkpoint(files)
     prefix = prefix.rstrip(".")
