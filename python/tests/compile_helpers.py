@@ -49,13 +49,14 @@ _LAYERS: Dict[str, "moe_mlir.Layer"] = {}
 _LOCK = threading.Lock()
 
 
-def compiled(spec) -> "moe_mlir.Layer":
-    """The compiled layer of ``spec``, compiled at most once per session."""
-    key = spec_hash(spec)
+def compiled(spec, pipeline: str = "fast") -> "moe_mlir.Layer":
+    """The compiled layer of ``spec`` for ``pipeline``, compiled at most once
+    per session."""
+    key = (spec_hash(spec), pipeline)
     with _LOCK:
         layer = _LAYERS.get(key)
     if layer is None:
-        layer = moe_mlir.compile(spec)
+        layer = moe_mlir.compile(spec, pipeline=pipeline)
         with _LOCK:
             layer = _LAYERS.setdefault(key, layer)
     return layer

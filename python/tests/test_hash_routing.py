@@ -10,35 +10,20 @@ against forward in a batch bit for bit (the same kernels)."""
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
-import moe_mlir
 from moe_mlir import reference as R
 from moe_mlir.spec import load_spec, spec_hash, weight_shapes
 
-from compile_helpers import (HAVE_COMPILER, assert_same_bits, compare, make_weights, make_x,
-                             mh_spec, moe_spec, requires_compiler)
+from compile_helpers import (HAVE_COMPILER, assert_same_bits, compare, compiled, make_weights,
+                             make_x, mh_spec, moe_spec, requires_compiler)
 
 PIPELINES = ("fast", "reference")
 # T = 1 (decode), T that are not multiples of any tile, and a multiple.
 TOKENS = (1, 7, 37, 64)
 
-_LAYERS = {}
-_LOCK = threading.Lock()
-
-
-def compiled(spec, pipeline):
-    key = (spec_hash(spec), pipeline)
-    with _LOCK:
-        layer = _LAYERS.get(key)
-    if layer is None:
-        layer = moe_mlir.compile(spec, pipeline=pipeline)
-        with _LOCK:
-            layer = _LAYERS.setdefault(key, layer)
-    return layer
 
 
 def hash_router(**kw):

@@ -7,34 +7,19 @@ ids exactly (the router does not read the experts' norm)."""
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
-import moe_mlir
 from moe_mlir import reference as R
-from moe_mlir.spec import load_spec, spec_hash, weight_shapes
+from moe_mlir.spec import load_spec, weight_shapes
 
-from compile_helpers import (compare, make_weights, make_x, mh_spec, moe_spec,
+from compile_helpers import (compiled, compare, make_weights, make_x, mh_spec, moe_spec,
                              requires_compiler)
 
 PIPELINES = ("fast", "reference")
 TOKENS = (1, 7, 37)
 
-_LAYERS = {}
-_LOCK = threading.Lock()
-
-
-def compiled(spec, pipeline):
-    key = (spec_hash(spec), pipeline)
-    with _LOCK:
-        layer = _LAYERS.get(key)
-    if layer is None:
-        layer = moe_mlir.compile(spec, pipeline=pipeline)
-        with _LOCK:
-            layer = _LAYERS.setdefault(key, layer)
-    return layer
 
 
 def weights(spec, seed=0):
