@@ -52,9 +52,6 @@ SANITIZED_PYTEST=(
   python/tests/test_threads.py
   python/tests/test_out_of_memory.py
   python/tests/test_hostile_inputs.py
-  # Hash routing's guarded lookups of token ids and table entries the
-  # Python API would refuse, through the C ABI.
-  python/tests/test_hash_routing.py::test_c_abi_out_of_range_ids_route_nowhere
 )
 if [[ "${MOE_SANITIZED_PYTEST:-}" == all ]]; then
   pytest_files=(python/tests)
