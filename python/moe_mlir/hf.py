@@ -1061,11 +1061,17 @@ def spec_from_config(config, layer: Optional[int] = None, *, name: Optional[str]
 # Checkpoint tensor names, relative to the block's prefix: fused (transformers 5
 # modules) and per-expert ({e}: the expert index) layouts.  The first name set
 # found in the files wins.
-_ROUTER_NAMES = ("gate.weight", "router.weight", "router.layer.weight", "gate.wg.weight")
+_ROUTER_NAMES = ("gate.weight", "router.weight", "router.layer.weight", "gate.wg.weight",
+                 "router.classifier.weight")
 _BIAS_NAMES = ("gate.e_score_correction_bias", "e_score_correction_bias")
 _PER_EXPERT = (("experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight",
                 "experts.{e}.down_proj.weight"),
                ("experts.{e}.w1.weight", "experts.{e}.w3.weight", "experts.{e}.w2.weight"))
+# Ungated per-expert layouts (up, down): Nemotron-H; Switch Transformers'
+# wi/wo; NLLB-MoE's fc1/fc2 (their ``.bias`` beside them: b1, b2).
+_PER_EXPERT_UNGATED = (("experts.{e}.up_proj.weight", None, "experts.{e}.down_proj.weight"),
+                       ("experts.expert_{e}.wi.weight", None, "experts.expert_{e}.wo.weight"),
+                       ("experts.expert_{e}.fc1.weight", None, "experts.expert_{e}.fc2.weight"))
 _SHARED = (("shared_expert.gate_proj.weight", "shared_expert.up_proj.weight",
             "shared_expert.down_proj.weight"),
            ("shared_experts.gate_proj.weight", "shared_experts.up_proj.weight",
@@ -1110,17 +1116,40 @@ class _Checkpoint:
         return self.where[name].get_tensor(name)
 
 
-def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
+def _expert_scale_vector(value, experts: int, base: str):
+    """The spec's ``expert_scale`` [E] (float32) from the caller's value: a
+    number (every expert) or E numbers."""
+    torch = _torch()
+    if value is None:
+        raise ValueError(
+            f"{base}: the spec has expert_scale, which checkpoints do not hold (NLLB-MoE: "
+            f"1 - config.moe_token_dropout): pass load_hf_weights(..., expert_scale=...)")
+    t = torch.as_tensor(value, dtype=torch.float32)
+    if t.dim() == 0:
+        t = t.expand(experts).clone()
+    if tuple(t.shape) != (experts,):
+        raise ValueError(f"{base}: expert_scale must be a number or {experts} numbers, got "
+                         f"shape {list(t.shape)}")
+    return t
+
+
+def load_hf_weights(files, prefix: str, spec, *, expert_scale=None) -> Dict[str, Any]:
     """The weights of the MoE block at ``prefix`` (e.g. ``model.layers.3.mlp``)
     in safetensors ``files`` (a file, a list, or a checkpoint folder), in the
     spec contract's names and shapes as torch tensors of the spec's
     weight_dtype.  Reads the Hugging Face names of both layouts checkpoints
     use: fused ``experts.gate_up_proj``/``down_proj`` (Granite:
     ``input_linear``/``output_linear``; DBRX: ``experts.mlp.w1,v1,w2``) and
-    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``, and
+    per-expert ``experts.{e}.{gate,up,down}_proj`` / ``w1,w3,w2``, Switch
+    Transformers' ``experts.expert_{e}.wi,wo`` and NLLB-MoE's
+    ``experts.expert_{e}.fc1,fc2`` (with their biases) beside
+    ``router.classifier`` (its bias ``logit_bias``), and
     DeepSeek-V4's hash table ``gate.tid2eid`` (as int32); ``prefix`` may name the
     block by its module path or by its checkpoint name (``mlp`` and
-    ``block_sparse_moe`` are tried for each other).  Raises ValueError naming
+    ``block_sparse_moe`` are tried for each other).  A spec with
+    ``expert_scale`` (NLLB-MoE with moe_token_dropout p > 0: 1 - p) needs it
+    from the caller, as it is not in checkpoints: ``expert_scale`` a number
+    (every expert) or E numbers, else ValueError.  Raises ValueError naming
     the tensor that is missing or misshapen."""
     torch = _torch()
     spec = load_spec(spec)
@@ -1151,7 +1180,8 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     if "tid2eid" in shapes:
         w["tid2eid"] = first(("gate.tid2eid", "tid2eid"), "hash routing table (tid2eid)")
     if "logit_bias" in shapes:
-        w["logit_bias"] = first(("router.bias", "gate.bias"), "router logit bias")
+        w["logit_bias"] = first(("router.bias", "gate.bias", "router.classifier.bias"),
+                                "router logit bias")
     if "output_bias" in shapes:
         w["output_bias"] = first(("bias",), "output bias")
     fused = next(((g, d) for g, d in _FUSED if ck.has(f"{base}.{g}")), None)
@@ -1191,8 +1221,9 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
     else:
         layouts = _PER_EXPERT
         if "w3" not in shapes and not ck.has(f"{base}.{_PER_EXPERT[0][0].format(e=0)}"):
-            # Ungated experts as up_proj, down_proj (Nemotron-H).
-            layouts = (("experts.{e}.up_proj.weight", None, "experts.{e}.down_proj.weight"),)
+            # Ungated experts: up_proj, down_proj (Nemotron-H), wi, wo
+            # (Switch), fc1, fc2 (NLLB-MoE).
+            layouts = _PER_EXPERT_UNGATED
         for layout in layouts:
             if ck.has(f"{base}.{layout[0].format(e=0)}"):
                 names = ("w1", "w3", "w2") if "w3" in shapes else ("w1", None, "w2")
@@ -1205,10 +1236,17 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
                                              f"{base}.{pattern.format(e=missing[0])}")
                         w[ours] = torch.stack([ck.get(f"{base}.{pattern.format(e=e)}")
                                                for e in range(E)])
+                        if "b1" in shapes and pattern.endswith(".weight"):
+                            # Per-expert biases beside the weights (NLLB-MoE).
+                            b = "b" + ours[1:]
+                            bias = pattern[:-len("weight")] + "bias"
+                            w[b] = torch.stack([first((bias.format(e=e),), f"expert bias {b}")
+                                                for e in range(E)])
                 break
         else:
             raise ValueError(f"{base}: no expert tensors (looked for experts.gate_up_proj and "
-                             f"per-expert experts.0.gate_proj.weight / experts.0.w1.weight)")
+                             f"per-expert experts.0.gate_proj.weight / experts.0.w1.weight / "
+                             f"experts.expert_0.wi.weight / experts.expert_0.fc1.weight)")
     if "shared_w1" in shapes and "shared_w3" not in shapes:
         # Ungated shared experts (Nemotron-H): up_proj, down_proj.
         for prefix in ("shared_experts", "shared_expert"):
@@ -1230,6 +1268,8 @@ def load_hf_weights(files, prefix: str, spec) -> Dict[str, Any]:
                              f"{base}.shared_expert(s).gate_proj.weight)")
     if "shared_gate" in shapes:
         w["shared_gate"] = first(("shared_expert_gate.weight",), "shared expert gate")
+    if "expert_scale" in shapes:
+        w["expert_scale"] = _expert_scale_vector(expert_scale, E, base)
     want = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
     out = {}
     for n, (shape, dtype) in shapes.items():

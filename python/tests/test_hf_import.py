@@ -1062,3 +1062,77 @@ def test_patch_model_switch_transformers():
     with torch.no_grad():
         got = model(input_ids=ids, decoder_input_ids=dec).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------ Switch / NLLB-MoE checkpoints (safetensors)
+
+def _save_block(block, path, prefix):
+    from safetensors.torch import save_file
+    save_file({f"{prefix}.{k}": v.contiguous() for k, v in block.state_dict().items()},
+              str(path))
+
+
+def _same_weights(weights, imported):
+    assert list(weights) == list(imported.weights)
+    for n, t in weights.items():
+        assert t.dtype == imported.weights[n].dtype, n
+        assert torch.equal(t, imported.weights[n]), n
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+@pytest.mark.parametrize("router_bias", [False, True])
+def test_load_hf_weights_switch(router_bias, dtype, tmp_path):
+    """Switch Transformers' router.classifier (+ bias: logit_bias) and
+    per-expert experts.expert_{e}.wi/wo read back as from_hf reads the block."""
+    block = _switch_block(router_bias=router_bias)
+    if dtype == "bf16":
+        block = block.to(torch.bfloat16)
+    prefix = "encoder.block.1.layer.1.mlp"
+    _save_block(block, tmp_path / "model.safetensors", prefix)
+    imported = hf.from_hf(block)
+    assert imported.spec["weight_dtype"] == dtype
+    assert ("logit_bias" in imported.weights) == router_bias
+    weights = moe_mlir.load_hf_weights(tmp_path / "model.safetensors", prefix, imported.spec)
+    _same_weights(weights, imported)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_load_hf_weights_nllb_moe(dtype, tmp_path):
+    """NLLB-MoE's router.classifier (+ bias), experts.expert_{e}.fc1/fc2 with
+    their biases (b1, b2); expert_scale (1 - moe_token_dropout) is not in the
+    checkpoint: the caller passes it (a number or E numbers), else ValueError."""
+    block = _nllb_block()
+    if dtype == "bf16":
+        block = block.to(torch.bfloat16)
+    prefix = "model.encoder.layers.1.ffn"
+    _save_block(block, tmp_path / "model.safetensors", prefix)
+    imported = hf.from_hf(block)
+    spec = imported.spec
+    assert spec["weight_dtype"] == dtype and spec["expert_scale"] and spec["expert_bias"]
+    ck = tmp_path / "model.safetensors"
+    with pytest.raises(ValueError, match="expert_scale.*moe_token_dropout.*expert_scale="):
+        moe_mlir.load_hf_weights(ck, prefix, spec)
+    _same_weights(moe_mlir.load_hf_weights(ck, prefix, spec, expert_scale=1.0 - 0.2), imported)
+    _same_weights(moe_mlir.load_hf_weights(ck, prefix, spec, expert_scale=[1.0 - 0.2] * E),
+                  imported)
+    with pytest.raises(ValueError, match="expert_scale must be a number or"):
+        moe_mlir.load_hf_weights(ck, prefix, spec, expert_scale=[0.8] * (E + 1))
+
+
+def test_load_hf_weights_nllb_moe_without_dropout_or_biases(tmp_path):
+    """moe_token_dropout 0: no expert_scale, nothing to pass; a missing
+    per-expert fc bias is named."""
+    block = _nllb_block().eval()
+    block.experts.moe_token_dropout = 0.0
+    prefix = "model.decoder.layers.3.ffn"
+    _save_block(block, tmp_path / "model.safetensors", prefix)
+    imported = hf.from_hf(block)
+    assert "expert_scale" not in imported.weights
+    _same_weights(moe_mlir.load_hf_weights(tmp_path / "model.safetensors", prefix,
+                                           imported.spec), imported)
+    from safetensors.torch import save_file
+    state = {f"{prefix}.{k}": v.contiguous() for k, v in block.state_dict().items()
+             if k != "experts.expert_2.fc2.bias"}
+    save_file(state, str(tmp_path / "nobias.safetensors"))
+    with pytest.raises(ValueError, match=r"experts\.expert_2\.fc2\.bias"):
+        moe_mlir.load_hf_weights(tmp_path / "nobias.safetensors", prefix, imported.spec)
