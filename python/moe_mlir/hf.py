@@ -471,6 +471,20 @@ def _nllb_capacity(router, where) -> Dict[str, Any]:
     return {"tokens": int(n)}
 
 
+def _expert_modules(block, E: int, where: str):
+    """``block.experts.expert_{e}`` for e < E (Switch, NLLB-MoE: a module
+    per expert) and their one ungated activation; experts whose activations
+    differ are refused (the spec has one)."""
+    experts = [block.experts[f"expert_{e}"] for e in range(E)]
+    act = _activation(experts[0].act, f"{where}.experts.expert_0", gated=False)
+    for e, ex in enumerate(experts[1:], 1):
+        if type(ex.act) is not type(experts[0].act):
+            raise UnsupportedBlockError(f"{where}.experts.expert_{e}: activation "
+                                        f"{type(ex.act).__name__} differs from expert_0's (the "
+                                        f"spec has one activation)")
+    return experts, act
+
+
 def _read_nllb_moe(block, where):
     """NLLB-MoE (NllbMoeSparseMLP), eval mode: softmax over the classifier's
     logits (its bias ``logit_bias``), top-2; each expert holds
@@ -508,14 +522,7 @@ def _read_nllb_moe(block, where):
                     priority="batch_prioritized" if prioritized else "token_order")
     if not normalize_first:
         capacity["renormalize"] = True
-    E = int(router.num_experts)
-    experts = [block.experts[f"expert_{e}"] for e in range(E)]
-    act = _activation(experts[0].act, f"{where}.experts.expert_0", gated=False)
-    for e, ex in enumerate(experts[1:], 1):
-        if type(ex.act) is not type(experts[0].act):
-            raise UnsupportedBlockError(f"{where}.experts.expert_{e}: activation "
-                                        f"{type(ex.act).__name__} differs from expert_0's (the "
-                                        f"spec has one activation)")
+    experts, act = _expert_modules(block, int(router.num_experts), where)
 
     def bias(linear, rows):
         b = linear.bias
@@ -534,7 +541,7 @@ def _read_nllb_moe(block, where):
     p = float(block.experts.moe_token_dropout)
     if p > 0:
         # Eval-time token dropout: every expert output times (1 - p).
-        weights["expert_scale"] = torch.full((E,), 1.0 - p, dtype=torch.float32)
+        weights["expert_scale"] = torch.full((len(experts),), 1.0 - p, dtype=torch.float32)
         options["expert_scale"] = True
     r = _router(2, normalize=normalize_first, **more)
     return _Read(r, weights, act, options=options)
@@ -558,14 +565,7 @@ def _read_switch(block, where):
     if n is None or int(n) < 1:
         raise UnsupportedBlockError(f"{where}.router: expert_capacity {n} (the spec's "
                                     f"capacity.tokens is >= 1)")
-    E = int(router.num_experts)
-    experts = [block.experts[f"expert_{e}"] for e in range(E)]
-    act = _activation(experts[0].act, f"{where}.experts.expert_0", gated=False)
-    for e, ex in enumerate(experts[1:], 1):
-        if type(ex.act) is not type(experts[0].act):
-            raise UnsupportedBlockError(f"{where}.experts.expert_{e}: activation "
-                                        f"{type(ex.act).__name__} differs from expert_0's (the "
-                                        f"spec has one activation)")
+    experts, act = _expert_modules(block, int(router.num_experts), where)
     weights = {"gate": router.classifier.weight,
                "w1": torch.stack([_no_bias(ex.wi, f"{where}.experts.expert_{e}.wi")
                                   for e, ex in enumerate(experts)]),

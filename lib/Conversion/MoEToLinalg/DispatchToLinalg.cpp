@@ -74,10 +74,12 @@ static Value buildFixedCapacity(OpBuilder &b, Location loc, int64_t tokens,
   return arith::TruncIOp::create(b, loc, b.getI32Type(), cap);
 }
 
-/// cap = ceil(factor · T · k / E) evaluated in f64 left to right, clamped to
-/// T·k (no expert can take more) before it becomes an i32.
+/// cap = ceil(factor · T · k / E), or with no `numExperts` ceil(factor · T)
+/// (NLLB-MoE's token fraction), evaluated in f64 left to right and clamped
+/// to T·k (no expert can take more) before it becomes an i32.
 static Value buildCapacity(OpBuilder &b, Location loc, double factor,
-                           Value numTokens, int64_t topK, int64_t numExperts) {
+                           Value numTokens, int64_t topK,
+                           std::optional<int64_t> numExperts) {
   Type f64 = b.getF64Type();
   auto f64Const = [&](double v) {
     return arith::ConstantOp::create(b, loc, b.getFloatAttr(f64, v))
@@ -87,28 +89,11 @@ static Value buildCapacity(OpBuilder &b, Location loc, double factor,
       b, loc, f64,
       arith::IndexCastOp::create(b, loc, b.getI64Type(), numTokens));
   Value cap = arith::MulFOp::create(b, loc, f64Const(factor), tokens);
-  cap = arith::MulFOp::create(b, loc, cap, f64Const(topK));
-  cap = arith::DivFOp::create(b, loc, cap, f64Const(numExperts));
+  if (numExperts) {
+    cap = arith::MulFOp::create(b, loc, cap, f64Const(topK));
+    cap = arith::DivFOp::create(b, loc, cap, f64Const(*numExperts));
+  }
   cap = math::CeilOp::create(b, loc, cap);
-  Value limit = arith::MulFOp::create(b, loc, tokens, f64Const(topK));
-  cap = arith::MinimumFOp::create(b, loc, cap, limit);
-  return arith::FPToSIOp::create(b, loc, b.getI32Type(), cap);
-}
-
-/// cap = ceil(fraction · T) in f64 (NLLB-MoE's eval capacity), clamped to
-/// T·k before it becomes an i32.
-static Value buildFractionCapacity(OpBuilder &b, Location loc, double fraction,
-                                   Value numTokens, int64_t topK) {
-  Type f64 = b.getF64Type();
-  auto f64Const = [&](double v) {
-    return arith::ConstantOp::create(b, loc, b.getFloatAttr(f64, v))
-        .getResult();
-  };
-  Value tokens = arith::SIToFPOp::create(
-      b, loc, f64,
-      arith::IndexCastOp::create(b, loc, b.getI64Type(), numTokens));
-  Value cap = math::CeilOp::create(
-      b, loc, arith::MulFOp::create(b, loc, f64Const(fraction), tokens));
   Value limit = arith::MulFOp::create(b, loc, tokens, f64Const(topK));
   cap = arith::MinimumFOp::create(b, loc, cap, limit);
   return arith::FPToSIOp::create(b, loc, b.getI32Type(), cap);
@@ -331,8 +316,8 @@ static CapacityState buildCapacityAssignment(OpBuilder &b, Location loc,
     capacity = buildFixedCapacity(b, loc, static_cast<int64_t>(*tokens),
                                   numTokens, topK);
   else if (std::optional<APFloat> fraction = op.getCapacityFraction())
-    capacity = buildFractionCapacity(b, loc, fraction->convertToDouble(),
-                                     numTokens, topK);
+    capacity = buildCapacity(b, loc, fraction->convertToDouble(), numTokens,
+                             topK, std::nullopt);
   else
     capacity = buildCapacity(b, loc, op.getCapacityFactor()->convertToDouble(),
                              numTokens, topK, numExperts);
