@@ -203,8 +203,12 @@ Value ScratchPlanner::exactDim(Value source, int64_t index) {
                             : constant(*getConstantIntValue(size));
   }
   if (auto collapse = dyn_cast_or_null<memref::CollapseShapeOp>(def)) {
+    // Held: the indices come by value, and a range-for over an element of a
+    // temporary outlives it.
+    SmallVector<ReassociationIndices> groups =
+        collapse.getReassociationIndices();
     Value product = constant(1);
-    for (int64_t dim : collapse.getReassociationIndices()[index]) {
+    for (int64_t dim : groups[index]) {
       Value part = exactDim(collapse.getSrc(), dim);
       if (!part)
         return Value();
