@@ -45,8 +45,23 @@ SPECS = {
                          capacity={"factor": 0.75, "overflow": "next_choice"}),
     "noisy": moe_spec("ex_noisy", d_model=16, experts=4, expert_hidden=8,
                       router={"top_k": 2, "noise": True}),
+    # PhiMoE's sparsemixer: per-pick sums over the experts not ranked ahead.
+    "sparsemixer": moe_spec("ex_sparsemixer", d_model=20, experts=6, expert_hidden=13,
+                            router={"top_k": 2, "score": "sparsemixer",
+                                    "jitter_eps": 0.1}),
+    # Gemma 4: both RMSNorms (router input, experts' input), per-expert scale.
+    "expert_norm": moe_spec("ex_expert_norm", d_model=20, experts=6, expert_hidden=13,
+                            activation="geglu_tanh", expert_scale=True,
+                            expert_rms_norm=True, weight_dtype="bf16",
+                            router={"top_k": 2, "normalize": True, "rms_norm": True},
+                            shared_experts={"hidden": 11}),
+    # NLLB-MoE: ceil(f T) slots per expert, kept weights renormalised.
+    "renormalize": moe_spec("ex_renormalize", d_model=16, experts=4, expert_hidden=8,
+                            activation="relu", expert_bias=True,
+                            router={"top_k": 2, "logit_bias": True},
+                            capacity={"token_fraction": 0.3, "renormalize": True}),
 }
-BATCH_COUPLED = {"capacity", "noisy"}
+BATCH_COUPLED = {"capacity", "noisy", "renormalize"}
 T = 70
 
 
@@ -129,7 +144,7 @@ def test_combine_order_is_shared_then_ascending_expert(pipeline):
     assert abs(float(ref) - float(by_expert)) < 1.0
 
 
-@pytest.mark.parametrize("name", ["swiglu", "gelu_bf16", "deepseek", "mh_moe"])
+@pytest.mark.parametrize("name", ["swiglu", "gelu_bf16", "deepseek", "mh_moe", "expert_norm"])
 def test_same_bits_for_any_partition(name):
     """Row and column blocks, register tiles and depth chunks move work
     between items and threads but never reorder a sum: the bits stay."""

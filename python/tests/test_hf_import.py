@@ -1136,3 +1136,33 @@ def test_load_hf_weights_nllb_moe_without_dropout_or_biases(tmp_path):
     save_file(state, str(tmp_path / "nobias.safetensors"))
     with pytest.raises(ValueError, match=r"experts\.expert_2\.fc2\.bias"):
         moe_mlir.load_hf_weights(tmp_path / "nobias.safetensors", prefix, imported.spec)
+
+
+def _tiny_switch():
+    cfg = transformers.SwitchTransformersConfig(
+        vocab_size=64, d_model=D, d_ff=F, d_kv=8, num_heads=4, num_layers=2,
+        num_decoder_layers=2, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
+        num_experts=E, expert_capacity=2, router_bias=True)
+    torch.manual_seed(0)
+    return _randomize_moe(transformers.SwitchTransformersForConditionalGeneration(cfg).eval(),
+                          0)
+
+
+@pytest.mark.parametrize("name", ["switch_transformers", "nllb_moe"])
+def test_encoder_decoder_checkpoint_folder(name, tmp_path):
+    """A whole encoder-decoder checkpoint (save_pretrained): its config.json
+    gives each sparse layer's spec as from_hf reads the block, encoder and
+    decoder alike, and its safetensors the block's weights."""
+    model = _tiny_switch() if name == "switch_transformers" else _tiny_nllb(
+        moe_eval_capacity_token_fraction=0.5)
+    model.save_pretrained(tmp_path)
+    blocks = hf.moe_blocks(model)
+    assert len(blocks) == 2
+    extra = {} if name == "switch_transformers" else {"expert_scale": 1.0 - 0.2}
+    for path, block in blocks:
+        imported = hf.from_hf(block)
+        assert imported.family == name
+        spec = moe_mlir.spec_from_config(tmp_path, layer=hf._layer_index(path))
+        assert spec == imported.spec, path
+        weights = moe_mlir.load_hf_weights(tmp_path, path, spec, **extra)
+        _same_weights(weights, imported)
