@@ -11,7 +11,7 @@ APT_PACKAGES=(
   "libclang-rt-${LLVM_VERSION}-dev"
   ninja-build cmake
 )
-PIP_PACKAGES=(numpy pytest pyyaml)
+PIP_PACKAGES=(numpy pytest pytest-xdist pyyaml)
 # PyTorch and transformers (moe_mlir.torch, the Hugging Face import and its
 # parity tests; the tests skip without them). From PyPI: its Linux torch
 # wheel brings the CUDA libraries (torch 2.15: 57 wheels, 3.05 GB to download,
@@ -38,6 +38,7 @@ pip_missing=()
 for pkg in "${PIP_PACKAGES[@]}"; do
   case "$pkg" in
     pyyaml) check="import yaml" ;;
+    pytest-xdist) check="import xdist" ;;
     # Found without importing them (torch takes seconds to import);
     # transformers 4.x lacks the MoE blocks the parity tests build.
     torch|safetensors) check="import importlib.util as u, sys; sys.exit(u.find_spec('$pkg') is None)" ;;

@@ -1,21 +1,18 @@
 #!/usr/bin/env bash
-# The test suite on an ASan + UBSan build (lit whole, pytest a chosen part): the compiler,
-# the runtime, the generated kernels and the fuzz targets instrumented
+# The whole test suite on an ASan + UBSan build: the compiler, the runtime,
+# the generated kernels and the fuzz targets instrumented
 # (MOE_SANITIZE=address,undefined, MOE_BUILD_FUZZERS=ON) in $MOE_BUILD_DIR
 # (default: build-asan/). Any sanitizer report fails the test it happens in.
 #
-#   scripts/test-sanitized.sh                 build, then lit and pytest
+#   scripts/test-sanitized.sh                 build, then lit and every pytest file
 #   scripts/test-sanitized.sh --build-only    configure and build (fuzz.sh)
 #   PYTEST_ARGS="-k route" scripts/test-sanitized.sh    a subset of pytest
-#   MOE_SANITIZED_PYTEST=all scripts/test-sanitized.sh  every pytest file
+#   MOE_SANITIZED_PYTEST=quick scripts/test-sanitized.sh
+#       pytest only the QUICK_PYTEST files below (a few minutes)
 #
-# By default pytest runs SANITIZED_PYTEST below, not every file: under ASan the
-# suite costs about 3.5x the plain one's CPU time (every layer is recompiled by
-# the instrumented compiler), 50-60 min on two cores, which with the plain
-# suite does not fit CI's 90 minutes. The files chosen run kernels of every
-# layer kind through both pipelines (numerical edges), the thread pool from
-# many threads, the out-of-memory path, and the API's argument checks; lit
-# runs whole, and covers the compiler, the runtime and compiled kernels.
+# Under ASan pytest costs about 2.5x the plain suite's CPU time (every layer
+# is recompiled by the instrumented compiler); it runs on one worker per core
+# (MOE_TEST_JOBS, at most 4: an instrumented moe-compile holds up to 1.2 GB).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${MOE_BUILD_DIR:-$root/build-asan}"
@@ -47,28 +44,34 @@ status=0
 echo "== lit (check-moe, sanitized)"
 ninja -C "$build" check-moe || status=1
 
-SANITIZED_PYTEST=(
+# Kernels of every layer kind through both pipelines (numerical edges), the
+# thread pool from many threads, the out-of-memory path, the API's checks.
+QUICK_PYTEST=(
   python/tests/test_numerical_edges.py
   python/tests/test_threads.py
   python/tests/test_out_of_memory.py
   python/tests/test_hostile_inputs.py
 )
-if [[ "${MOE_SANITIZED_PYTEST:-}" == all ]]; then
-  pytest_files=(python/tests)
+if [[ "${MOE_SANITIZED_PYTEST:-}" == quick ]]; then
+  pytest_files=("${QUICK_PYTEST[@]}")
 else
-  pytest_files=("${SANITIZED_PYTEST[@]}")
+  pytest_files=(python/tests)
 fi
-echo "== pytest (${pytest_files[*]}, sanitized)"
+jobs="${MOE_TEST_JOBS:-$(nproc)}"
+((jobs > 4)) && jobs=4
+((jobs > 1)) && parallel=(-n "$jobs" --dist loadfile) || parallel=()
+echo "== pytest (${pytest_files[*]}, sanitized, ${jobs} worker(s))"
 # The interpreter is not instrumented: the ASan runtime must be the first
 # library of the process to load kernels (ctypes), so it is preloaded, and
-# CPython's own allocations at exit are not leaks of ours. Compiled layers
-# go to a cache of their own: the plain build's kernels have the same specs.
+# CPython's own allocations at exit are not leaks of ours. The suite keeps
+# its compiled layers in a cache of its own run (python/tests/conftest.py).
 asan_runtime="$("$clang" -print-file-name=libclang_rt.asan-x86_64.so)"
 (
   cd "$root" &&
-    MOE_BUILD_DIR="$build" MOE_MLIR_CACHE="$build/moe-mlir-cache" \
+    MOE_BUILD_DIR="$build" \
     LD_PRELOAD="$asan_runtime" ASAN_OPTIONS="detect_leaks=0" \
-    python3 -m pytest "${pytest_files[@]}" -q -p no:cacheprovider ${PYTEST_ARGS:-}
+    python3 -m pytest "${pytest_files[@]}" -q -p no:cacheprovider "${parallel[@]}" \
+      ${PYTEST_ARGS:-}
 ) || status=1
 
 if ((status == 0)); then

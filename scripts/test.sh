@@ -26,8 +26,12 @@ failed=$(( $(lit_count Failed) + $(lit_count "Unexpectedly Passed") + $(lit_coun
 skipped=$(( $(lit_count Unsupported) + $(lit_count Skipped) ))
 echo "lit: ${passed} passed, ${failed} failed, ${skipped} skipped"
 
-echo "== pytest (python/tests)"
-(cd "$root" && python3 -m pytest python/tests -q -p no:cacheprovider) 2>&1 | tee "$log"
+# One pytest worker per core (MOE_TEST_JOBS=N for N; 1: in this process),
+# a test file per worker at a time: a file's layers are compiled once.
+jobs="${MOE_TEST_JOBS:-$(nproc)}"
+((jobs > 1)) && parallel=(-n "$jobs" --dist loadfile) || parallel=()
+echo "== pytest (python/tests, ${jobs} worker(s))"
+(cd "$root" && python3 -m pytest python/tests -q -p no:cacheprovider "${parallel[@]}") 2>&1 | tee "$log"
 pytest_status=${PIPESTATUS[0]}
 summary="$(tail -n 1 "$log")"
 py_count() { # the number before WORD in pytest's summary line, or 0

@@ -70,7 +70,9 @@ def precompile(specs: Iterable) -> None:
     todo = [s for h, s in todo.items() if h not in _LAYERS]
     if not todo or not HAVE_COMPILER:
         return
-    workers = max(1, min(len(todo), os.cpu_count() or 1, 8))
+    # Under pytest -n N the cores are shared with N - 1 other workers.
+    cores = (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    workers = max(1, min(len(todo), cores, 8))
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(compiled, todo))
 

@@ -23,7 +23,16 @@ def _compile_cache(tmp_path_factory):
     to a directory to keep them across runs instead (the cache key includes the
     compiler build, so a rebuilt moe-compile never reuses stale libraries)."""
     keep = os.environ.get("MOE_MLIR_TEST_CACHE")
-    path = keep if keep else str(tmp_path_factory.mktemp("moe_mlir_cache"))
+    if keep:
+        path = keep
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest -n N: the workers of one run share a cache (its entries are
+        # written by atomic renames), so a layer is compiled once per run.
+        shared = tmp_path_factory.getbasetemp().parent / "moe_mlir_cache"
+        shared.mkdir(exist_ok=True)
+        path = str(shared)
+    else:
+        path = str(tmp_path_factory.mktemp("moe_mlir_cache"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MOE_MLIR_CACHE", path)
         yield path
