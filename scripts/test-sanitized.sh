@@ -10,7 +10,7 @@
 #   MOE_SANITIZED_PYTEST=quick scripts/test-sanitized.sh
 #       pytest only the QUICK_PYTEST files below (a few minutes)
 #
-# Under ASan pytest costs about 2.5x the plain suite's CPU time (every layer
+# Under ASan pytest costs about 3x the plain suite's CPU time (every layer
 # is recompiled by the instrumented compiler); it runs on one worker per core
 # (MOE_TEST_JOBS, at most 4: an instrumented moe-compile holds up to 1.2 GB).
 set -uo pipefail
