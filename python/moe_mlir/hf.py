@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import numbers
 import re
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from .spec import load_spec, spec_hash, weight_shapes
 
@@ -1030,13 +1031,19 @@ def _layer_index(path: str) -> Optional[int]:
     return int(found[-1]) if found else None
 
 
-def spec_from_config(config, layer: Optional[int] = None, *, name: Optional[str] = None,
+def spec_from_config(config, layer: Union[int, str, None] = None, *,
+                     name: Optional[str] = None,
                      weight_dtype: Optional[str] = None) -> Dict[str, Any]:
-    """The spec of MoE layer ``layer`` (decoder layer index; default: the
-    first MoE layer) of a model given by its transformers config, a
-    ``config.json`` path or a checkpoint folder.  The model is built on the
-    meta device (no weights) and its block read as :func:`from_hf` reads it;
-    ``weight_dtype`` overrides the one of the config's ``dtype``."""
+    """The spec of MoE layer ``layer`` of a model given by its transformers
+    config, a ``config.json`` path or a checkpoint folder.  ``layer`` is a
+    layer index (default: the first MoE layer) or a block's module path, as
+    :func:`patch_model` reports it (``"model.decoder.layers.1.ffn"``; a path
+    of the model's inner model, or a path's last parts, name it too): an
+    encoder-decoder model has an encoder and a decoder layer of each index,
+    and an index naming blocks of different specs is refused.  The model is
+    built on the meta device (no weights) and its block read as
+    :func:`from_hf` reads it; ``weight_dtype`` overrides the one of the
+    config's ``dtype``."""
     from .hf_gemma4 import gemma4_owner
     cfg = _load_config(config)
     model = _meta_model(cfg)
@@ -1044,15 +1051,29 @@ def spec_from_config(config, layer: Optional[int] = None, *, name: Optional[str]
     if not blocks:
         raise UnsupportedBlockError(f"model_type {cfg.model_type!r}: no known MoE block")
     if layer is None:
-        path, block = blocks[0]
-    else:
+        hits = blocks[:1]
+    elif isinstance(layer, str):
+        # The meta model may be the checkpoint's inner model (NllbMoeModel
+        # for a saved NllbMoeForConditionalGeneration): paths agree up to
+        # the wrapper's leading parts.
+        hits = [(p, b) for p, b in blocks
+                if p == layer or p.endswith("." + layer) or layer.endswith("." + p)]
+        if not hits:
+            raise ValueError(f"{layer!r} is not a MoE block of {cfg.model_type!r} "
+                             f"(its MoE blocks: {[p for p, _ in blocks]})")
+    elif isinstance(layer, numbers.Integral) and not isinstance(layer, bool):
         hits = [(p, b) for p, b in blocks if _layer_index(p) == layer]
         if not hits:
             moe_layers = sorted({_layer_index(p) for p, _ in blocks} - {None})
             raise ValueError(f"layer {layer} of {cfg.model_type!r} has no MoE block "
                              f"(MoE layers: {moe_layers})")
-        path, block = hits[0]
-    spec = from_hf(block, name=name, where=path).spec
+    else:
+        raise TypeError(f"layer must be an index or a block's module path, got {layer!r}")
+    specs = [from_hf(b, name=name, where=p).spec for p, b in hits]
+    if any(s != specs[0] for s in specs[1:]):
+        raise ValueError(f"layer {layer!r} of {cfg.model_type!r} names MoE blocks of different "
+                         f"specs: {[p for p, _ in hits]}; pass the block's path as layer=")
+    spec = specs[0]
     if weight_dtype is not None:
         spec = load_spec(dict(spec, weight_dtype=weight_dtype))
     return spec

@@ -1162,7 +1162,38 @@ def test_encoder_decoder_checkpoint_folder(name, tmp_path):
     for path, block in blocks:
         imported = hf.from_hf(block)
         assert imported.family == name
-        spec = moe_mlir.spec_from_config(tmp_path, layer=hf._layer_index(path))
+        spec = moe_mlir.spec_from_config(tmp_path, layer=path)
         assert spec == imported.spec, path
+        assert moe_mlir.spec_from_config(tmp_path, layer=hf._layer_index(path)) == spec
         weights = moe_mlir.load_hf_weights(tmp_path, path, spec, **extra)
         _same_weights(weights, imported)
+
+
+def test_spec_from_config_encoder_and_decoder_of_other_sizes(tmp_path):
+    """Encoder and decoder experts of other widths: the layer index names
+    both blocks and is refused; each block's path gives its own spec."""
+    from transformers import NllbMoeForConditionalGeneration
+    cfg = transformers.NllbMoeConfig(
+        vocab_size=64, d_model=D, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=F,
+        decoder_ffn_dim=2 * F, encoder_attention_heads=4, decoder_attention_heads=4,
+        num_experts=E, encoder_sparse_step=2, decoder_sparse_step=2,
+        max_position_embeddings=64)
+    cfg.save_pretrained(tmp_path)
+    model = NllbMoeForConditionalGeneration(cfg)
+    paths = ["model.encoder.layers.1.ffn", "model.decoder.layers.1.ffn"]
+    assert [p for p, _ in hf.moe_blocks(model)] == paths
+    for path, hidden in zip(paths, (F, 2 * F)):
+        spec = moe_mlir.spec_from_config(tmp_path, layer=path)
+        assert spec == hf.from_hf(model.get_submodule(path)).spec
+        assert spec["expert_hidden"] == hidden
+    with pytest.raises(ValueError, match=r"layer 1 of 'nllb-moe' names MoE blocks of "
+                       r"different specs: .*encoder.*decoder.*pass the block's path"):
+        moe_mlir.spec_from_config(tmp_path, layer=1)
+    assert moe_mlir.spec_from_config(tmp_path, layer="decoder.layers.1.ffn")["expert_hidden"] \
+        == 2 * F
+    with pytest.raises(ValueError, match=r"names MoE blocks of different specs"):
+        moe_mlir.spec_from_config(tmp_path, layer="layers.1.ffn")
+    with pytest.raises(ValueError, match=r"'model.decoder.layers.0.ffn' is not a MoE block"):
+        moe_mlir.spec_from_config(tmp_path, layer="model.decoder.layers.0.ffn")
+    with pytest.raises(TypeError, match="layer must be an index or a block's module path"):
+        moe_mlir.spec_from_config(tmp_path, layer=1.0)
