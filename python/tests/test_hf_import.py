@@ -1043,13 +1043,7 @@ def test_patch_model_switch_transformers():
     """Encoder and decoder sparse MLPs swapped for the per-sequence module:
     the same logits on a batch of 3 whose sequences overflow the capacity."""
     _moe_torch()
-    cfg = transformers.SwitchTransformersConfig(
-        vocab_size=64, d_model=D, d_ff=F, d_kv=8, num_heads=4, num_layers=2,
-        num_decoder_layers=2, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
-        num_experts=E, expert_capacity=2)
-    torch.manual_seed(0)
-    model = _randomize_moe(transformers.SwitchTransformersForConditionalGeneration(cfg).eval(),
-                           0)
+    model = _tiny_switch()
     g = torch.Generator().manual_seed(3)
     ids, dec = torch.randint(0, 64, (3, 12), generator=g), torch.randint(0, 64, (3, 7),
                                                                          generator=g)
@@ -1138,11 +1132,11 @@ def test_load_hf_weights_nllb_moe_without_dropout_or_biases(tmp_path):
         moe_mlir.load_hf_weights(tmp_path / "nobias.safetensors", prefix, imported.spec)
 
 
-def _tiny_switch():
+def _tiny_switch(**options):
     cfg = transformers.SwitchTransformersConfig(
         vocab_size=64, d_model=D, d_ff=F, d_kv=8, num_heads=4, num_layers=2,
         num_decoder_layers=2, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
-        num_experts=E, expert_capacity=2, router_bias=True)
+        num_experts=E, expert_capacity=2, **options)
     torch.manual_seed(0)
     return _randomize_moe(transformers.SwitchTransformersForConditionalGeneration(cfg).eval(),
                           0)
@@ -1153,7 +1147,7 @@ def test_encoder_decoder_checkpoint_folder(name, tmp_path):
     """A whole encoder-decoder checkpoint (save_pretrained): its config.json
     gives each sparse layer's spec as from_hf reads the block, encoder and
     decoder alike, and its safetensors the block's weights."""
-    model = _tiny_switch() if name == "switch_transformers" else _tiny_nllb(
+    model = _tiny_switch(router_bias=True) if name == "switch_transformers" else _tiny_nllb(
         moe_eval_capacity_token_fraction=0.5)
     model.save_pretrained(tmp_path)
     blocks = hf.moe_blocks(model)
