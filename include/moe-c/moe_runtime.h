@@ -129,7 +129,9 @@ void moe_rt_cuda_launch(const void *image, const char *kernel, int64_t grid_x,
 int32_t moe_rt_cuda_end(void);
 
 /* Allocates `size` bytes of device scratch memory for the current call,
- * ordered on its stream (cuMemAllocAsync). Same contract as
+ * ordered on its stream, from the runtime's memory pool of the device
+ * (cuMemAllocFromPoolAsync; see moe_cuda_set_scratch_cache_limit). Same
+ * contract as
  * moe_rt_alloc_scratch: on failure (or above the limit of
  * moe_set_scratch_limit, or for a negative size) records
  * MOE_ERROR_OUT_OF_MEMORY, or MOE_ERROR_CUDA when the driver failed for
@@ -181,6 +183,37 @@ int32_t moe_cuda_memcpy_to_host(void *dst, const void *src, int64_t bytes,
  * MOE_ERROR_CUDA: errors of earlier kernels (a faulting kernel) surface
  * here. */
 int32_t moe_cuda_synchronize(void *stream);
+
+/* Scratch memory of --target=cuda calls comes from a memory pool per device
+ * that this copy of the runtime creates on first use (cuMemPoolCreate), not
+ * from the device's default pool, whose settings other libraries share. A
+ * call frees its scratch on its stream; the pool keeps freed memory
+ * reserved, up to the cache limit, so the next call reuses it instead of
+ * mapping memory again. Above the limit, the driver hands memory back at the
+ * next synchronisation. */
+
+/* Sets the cache limit of every device's pool, existing and future: the
+ * bytes of device memory a pool keeps reserved across synchronisations
+ * (CU_MEMPOOL_ATTR_RELEASE_THRESHOLD). bytes < 0: no limit (the default, as
+ * a caching allocator); 0: hand everything back at each synchronisation.
+ * Returns MOE_OK, or MOE_ERROR_CUDA (moe_last_error says why) when the driver
+ * refused the setting for an existing pool; the new limit is still recorded
+ * for later pools. */
+int32_t moe_cuda_set_scratch_cache_limit(int64_t bytes);
+
+/* The cache limit of moe_cuda_set_scratch_cache_limit (-1: none). */
+int64_t moe_cuda_get_scratch_cache_limit(void);
+
+/* Hands the scratch memory the pools hold but no call uses back to the device
+ * (cuMemPoolTrimTo). Memory of queued frees is only free once their stream
+ * got there: synchronise first to release all. Returns MOE_OK (also when no
+ * pool exists yet) or MOE_ERROR_CUDA. */
+int32_t moe_cuda_trim_scratch(void);
+
+/* The bytes of device memory the runtime's pools hold now, in use or cached
+ * (CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, over all devices); 0 before the
+ * first allocation, -1 on a driver error (MOE_ERROR_CUDA recorded). */
+int64_t moe_cuda_scratch_reserved(void);
 
 #ifdef __cplusplus
 }

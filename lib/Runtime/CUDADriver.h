@@ -18,6 +18,7 @@ struct CUctx_st;
 struct CUmod_st;
 struct CUfunc_st;
 struct CUstream_st;
+struct CUmemPoolHandle_st;
 
 namespace moe::cuda {
 
@@ -30,10 +31,34 @@ using CUmodule = CUmod_st *;
 using CUfunction = CUfunc_st *;
 using CUstream = CUstream_st *;
 using CUfunction_attribute = int;
+using CUmemoryPool = CUmemPoolHandle_st *;
+using CUmemPool_attribute = int;
+
+/// CUmemLocation and CUmemPoolProps of cuda.h, field for field (the ABI
+/// check compares sizes and offsets).
+struct CUmemLocation {
+  int type; // CUmemLocationType
+  int id;
+};
+struct CUmemPoolProps {
+  int allocType;   // CUmemAllocationType
+  int handleTypes; // CUmemAllocationHandleType
+  CUmemLocation location;
+  void *win32SecurityAttributes;
+  size_t maxSize;
+  unsigned short usage;
+  unsigned char reserved[54];
+};
 
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 constexpr CUresult CUDA_ERROR_NO_DEVICE = 100;
+constexpr CUresult CUDA_ERROR_NOT_SUPPORTED = 801;
+constexpr int CU_MEM_ALLOCATION_TYPE_PINNED = 1;
+constexpr int CU_MEM_HANDLE_TYPE_NONE = 0;
+constexpr int CU_MEM_LOCATION_TYPE_DEVICE = 1;
+constexpr CUmemPool_attribute CU_MEMPOOL_ATTR_RELEASE_THRESHOLD = 4;
+constexpr CUmemPool_attribute CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT = 5;
 constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES =
     8;
 
@@ -46,6 +71,7 @@ using PFN_cuDevicePrimaryCtxRetain = CUresult (*)(CUcontext *ctx,
                                                   CUdevice device);
 using PFN_cuCtxGetCurrent = CUresult (*)(CUcontext *ctx);
 using PFN_cuCtxSetCurrent = CUresult (*)(CUcontext ctx);
+using PFN_cuCtxGetDevice = CUresult (*)(CUdevice *device);
 using PFN_cuModuleLoadData = CUresult (*)(CUmodule *module, const void *image);
 using PFN_cuModuleGetFunction = CUresult (*)(CUfunction *function,
                                              CUmodule module, const char *name);
@@ -60,6 +86,20 @@ using PFN_cuLaunchKernel = CUresult (*)(
 using PFN_cuMemAllocAsync = CUresult (*)(CUdeviceptr *ptr, size_t bytes,
                                          CUstream stream);
 using PFN_cuMemFreeAsync = CUresult (*)(CUdeviceptr ptr, CUstream stream);
+using PFN_cuMemPoolCreate = CUresult (*)(CUmemoryPool *pool,
+                                         const CUmemPoolProps *props);
+using PFN_cuMemPoolSetAttribute = CUresult (*)(CUmemoryPool pool,
+                                               CUmemPool_attribute attribute,
+                                               void *value);
+using PFN_cuMemPoolGetAttribute = CUresult (*)(CUmemoryPool pool,
+                                               CUmemPool_attribute attribute,
+                                               void *value);
+using PFN_cuMemPoolTrimTo = CUresult (*)(CUmemoryPool pool,
+                                         size_t minBytesToKeep);
+using PFN_cuMemAllocFromPoolAsync = CUresult (*)(CUdeviceptr *ptr,
+                                                 size_t bytes,
+                                                 CUmemoryPool pool,
+                                                 CUstream stream);
 using PFN_cuMemAlloc_v2 = CUresult (*)(CUdeviceptr *ptr, size_t bytes);
 using PFN_cuMemFree_v2 = CUresult (*)(CUdeviceptr ptr);
 using PFN_cuMemcpyHtoDAsync_v2 = CUresult (*)(CUdeviceptr dst, const void *src,
@@ -79,12 +119,18 @@ struct Driver {
   PFN_cuDevicePrimaryCtxRetain cuDevicePrimaryCtxRetain;
   PFN_cuCtxGetCurrent cuCtxGetCurrent;
   PFN_cuCtxSetCurrent cuCtxSetCurrent;
+  PFN_cuCtxGetDevice cuCtxGetDevice;
   PFN_cuModuleLoadData cuModuleLoadData;
   PFN_cuModuleGetFunction cuModuleGetFunction;
   PFN_cuFuncSetAttribute cuFuncSetAttribute;
   PFN_cuLaunchKernel cuLaunchKernel;
   PFN_cuMemAllocAsync cuMemAllocAsync;
   PFN_cuMemFreeAsync cuMemFreeAsync;
+  PFN_cuMemPoolCreate cuMemPoolCreate;
+  PFN_cuMemPoolSetAttribute cuMemPoolSetAttribute;
+  PFN_cuMemPoolGetAttribute cuMemPoolGetAttribute;
+  PFN_cuMemPoolTrimTo cuMemPoolTrimTo;
+  PFN_cuMemAllocFromPoolAsync cuMemAllocFromPoolAsync;
   PFN_cuMemAlloc_v2 cuMemAlloc_v2;
   PFN_cuMemFree_v2 cuMemFree_v2;
   PFN_cuMemcpyHtoDAsync_v2 cuMemcpyHtoDAsync_v2;
@@ -111,6 +157,13 @@ const Driver *loadDriver(const char **reason, bool *noDevice);
 /// status code.
 int32_t failWithCUDAError(const char *who, CUresult error, const char *call,
                           const char *detail = "");
+
+/// Allocates `bytes` of scratch on `stream` from the runtime's pool of the
+/// current context's device (CUDAScratchPool.cpp), creating it on first use.
+/// On failure returns the error and sets *failedCall to the driver call that
+/// failed.
+CUresult allocateScratch(const Driver *driver, CUdeviceptr *ptr, size_t bytes,
+                         CUstream stream, const char **failedCall);
 
 /// What allocations of 0 bytes return: not null (null means failure), never
 /// dereferenced, and ignored by the frees.

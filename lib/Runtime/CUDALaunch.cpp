@@ -371,8 +371,9 @@ extern "C" void *moe_rt_cuda_alloc_scratch(int64_t size,
     return nullptr;
   }
   CUdeviceptr ptr = 0;
-  CUresult result = call.driver->cuMemAllocAsync(
-      &ptr, static_cast<size_t>(size), call.stream);
+  const char *failedCall = "cuMemAllocFromPoolAsync";
+  CUresult result = allocateScratch(call.driver, &ptr, static_cast<size_t>(size),
+                                    call.stream, &failedCall);
   if (result == CUDA_SUCCESS)
     return reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
   char description[256];
@@ -380,14 +381,16 @@ extern "C" void *moe_rt_cuda_alloc_scratch(int64_t size,
   if (result == CUDA_ERROR_OUT_OF_MEMORY) {
     std::snprintf(message, sizeof(message),
                   "%s: out of memory allocating %lld bytes of device scratch "
-                  "memory (%s in cuMemAllocAsync)",
-                  entryPoint, static_cast<long long>(size), description);
+                  "memory (%s in %s)",
+                  entryPoint, static_cast<long long>(size), description,
+                  failedCall);
     moe_rt_fail(recordCallError(MOE_ERROR_OUT_OF_MEMORY), message);
   } else {
     std::snprintf(message, sizeof(message),
-                  "%s: CUDA error %s in cuMemAllocAsync of %lld bytes of "
-                  "device scratch memory",
-                  entryPoint, description, static_cast<long long>(size));
+                  "%s: CUDA error %s in %s of %lld bytes of device scratch "
+                  "memory",
+                  entryPoint, description, failedCall,
+                  static_cast<long long>(size));
     moe_rt_fail(recordCallError(MOE_ERROR_CUDA), message);
   }
   return nullptr;

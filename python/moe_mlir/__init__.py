@@ -8,7 +8,9 @@
   kernel on NumPy arrays, and CUDA layers also on torch CUDA tensors and
   other device arrays, in place.
 * :func:`cuda_available` -- whether a CUDA driver and device are present;
-  :class:`CUDAError` -- a CUDA layer's driver failure.
+  :class:`CUDAError` -- a CUDA layer's driver failure;
+  :func:`set_cuda_scratch_cache`, :func:`trim_cuda_scratch`,
+  :func:`cuda_scratch_reserved` -- the CUDA layers' cached scratch memory.
 * :func:`load` -- a layer saved by :meth:`Layer.save`, without the compiler.
 * :func:`set_num_threads`, :func:`get_num_threads` -- the threads kernels use.
 * :mod:`moe_mlir.torch` -- compiled layers as torch custom ops and the
@@ -21,7 +23,8 @@
 from . import reference, rng
 from .compiler import (BoundLayer, CompileError, CompilerWarning, CUDABuffer,  # noqa: A004
                        CUDAError, Layer, SpecError, compile, cuda_available,
-                       get_num_threads, load, set_num_threads)
+                       cuda_scratch_reserved, get_num_threads, load,
+                       set_cuda_scratch_cache, set_num_threads, trim_cuda_scratch)
 from .reference import round_to_dtype
 from .spec import load_spec, spec_hash, weight_shapes
 from .upcycle import init_gate, upcycle
@@ -47,6 +50,9 @@ __all__ = [
     "CUDAError",
     "CUDABuffer",
     "cuda_available",
+    "set_cuda_scratch_cache",
+    "trim_cuda_scratch",
+    "cuda_scratch_reserved",
     "set_num_threads",
     "get_num_threads",
     "from_hf",

@@ -19,6 +19,7 @@ import numpy as np
 __all__ = ["CUDAError", "DeviceArray", "CUDABuffer", "as_device_array"]
 
 # moe_status of moe_runtime.h.
+MOE_OK = 0
 MOE_ERROR_BAD_SIZE = 2
 MOE_ERROR_OUT_OF_MEMORY = 3
 MOE_ERROR_CUDA = 4
@@ -193,6 +194,16 @@ class Runtime:
         lib.moe_cuda_synchronize.restype = ctypes.c_int32
         lib.moe_last_error.restype = ctypes.c_char_p
         lib.moe_last_error_code.argtypes, lib.moe_last_error_code.restype = [], ctypes.c_int32
+        # The controls of the runtime's scratch pools; layer libraries built
+        # before the pools lack them.
+        self.has_scratch_pool = hasattr(lib, "moe_cuda_trim_scratch")
+        if self.has_scratch_pool:
+            lib.moe_cuda_set_scratch_cache_limit.argtypes = [ctypes.c_int64]
+            lib.moe_cuda_set_scratch_cache_limit.restype = ctypes.c_int32
+            for name, restype in (("moe_cuda_get_scratch_cache_limit", ctypes.c_int64),
+                                  ("moe_cuda_trim_scratch", ctypes.c_int32),
+                                  ("moe_cuda_scratch_reserved", ctypes.c_int64)):
+                getattr(lib, name).argtypes, getattr(lib, name).restype = [], restype
 
     def message(self) -> str:
         return self.lib.moe_last_error().decode(errors="replace")
@@ -212,6 +223,27 @@ class Runtime:
 
     def device_count(self) -> int:
         return int(self.lib.moe_cuda_device_count())
+
+    def set_scratch_cache_limit(self, limit: int) -> None:
+        """Sets the cache limit of this runtime's scratch pools (< 0: none)."""
+        if self.has_scratch_pool:
+            status = self.lib.moe_cuda_set_scratch_cache_limit(limit)
+            if status != MOE_OK:
+                raise self.fail("moe_cuda_set_scratch_cache_limit", status)
+
+    def trim_scratch(self) -> None:
+        if self.has_scratch_pool:
+            status = self.lib.moe_cuda_trim_scratch()
+            if status != MOE_OK:
+                raise self.fail("moe_cuda_trim_scratch", status)
+
+    def scratch_reserved(self) -> int:
+        if not self.has_scratch_pool:
+            return 0
+        reserved = int(self.lib.moe_cuda_scratch_reserved())
+        if reserved < 0:
+            raise self.fail("moe_cuda_scratch_reserved", MOE_ERROR_CUDA)
+        return reserved
 
     def malloc(self, nbytes: int, what: str) -> int:
         ptr = self.lib.moe_cuda_malloc(int(nbytes))

@@ -357,6 +357,8 @@ _cuda_lock = threading.Lock()
 # The runtimes of the CUDA layer libraries loaded so far.
 _cuda_runtimes: "weakref.WeakSet[_cuda.Runtime]" = weakref.WeakSet()
 _runtime_library: Optional[_cuda.Runtime] = None
+# The scratch cache limit set by set_cuda_scratch_cache (None: no limit).
+_scratch_cache_limit: Optional[int] = None
 
 
 def _runtime_shared_library() -> Optional[Path]:
@@ -399,6 +401,40 @@ def cuda_available() -> bool:
                     return False
             runtimes = [_runtime_library]
     return runtimes[0].device_count() > 0
+
+
+def set_cuda_scratch_cache(limit: Optional[int]) -> None:
+    """Sets how much freed device scratch memory each CUDA layer's runtime
+    keeps reserved for its next call, in bytes, in every CUDA layer loaded
+    so far and every one loaded later.  ``None`` (the default): no limit,
+    as a caching allocator; ``0``: hand all of it back to the device at each
+    synchronisation.  Each layer library has its own memory pool per device
+    (not the device's default pool)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or not 0 <= limit < 2**63):
+        raise ValueError(f"scratch cache limit must be None or an int >= 0 (bytes), got {limit!r}")
+    global _scratch_cache_limit
+    with _cuda_lock:
+        _scratch_cache_limit = None if limit is None else int(limit)
+        for rt in list(_cuda_runtimes):
+            rt.set_scratch_cache_limit(-1 if limit is None else int(limit))
+
+
+def trim_cuda_scratch() -> None:
+    """Hands the device scratch memory that the CUDA layers' pools hold but no
+    call uses back to the device.  Memory of calls still queued on a stream
+    is only free once the stream got there: synchronise first (e.g.
+    ``torch.cuda.synchronize()``) to release all of it."""
+    with _cuda_lock:
+        for rt in list(_cuda_runtimes):
+            rt.trim_scratch()
+
+
+def cuda_scratch_reserved() -> int:
+    """The bytes of device memory the scratch pools of the loaded CUDA layers
+    hold now, in use or cached (0 before any CUDA call)."""
+    with _cuda_lock:
+        return sum(rt.scratch_reserved() for rt in list(_cuda_runtimes))
 
 
 def _positive_int32(text: Optional[str]) -> Optional[int]:
@@ -534,6 +570,8 @@ class Layer:
         if self.device == "cuda":
             self._cuda = _cuda.Runtime(self._lib)
             with _cuda_lock:
+                if _scratch_cache_limit is not None:
+                    self._cuda.set_scratch_cache_limit(_scratch_cache_limit)
                 _cuda_runtimes.add(self._cuda)
         self._fn = self._forward_function(abi["entry_point"], len(abi["inputs"]))
         # The routing alone, where the layer has routing results: route()

@@ -161,6 +161,24 @@ def main():
             result = layer.forward(dx, seed=seed, **device_weights(layer, W, wrap))
             report["forward"] = describe(result)
             report["out"] = result["out"].numpy().tolist()  # memcpy'd back: what was there
+        elif scenario == "scratch":
+            # The runtime's scratch pool: freed scratch stays reserved
+            # between calls, up to the cache limit (the numpy path
+            # synchronises after every call).
+            steps = {"before": moe_mlir.cuda_scratch_reserved()}
+            layer.forward(x, seed=seed, **W)
+            steps["first call"] = moe_mlir.cuda_scratch_reserved()
+            layer.forward(x, seed=seed, **W)
+            steps["second call"] = moe_mlir.cuda_scratch_reserved()
+            moe_mlir.set_cuda_scratch_cache(0)
+            layer.forward(x, seed=seed, **W)
+            steps["limit 0"] = moe_mlir.cuda_scratch_reserved()
+            moe_mlir.set_cuda_scratch_cache(None)
+            layer.forward(x, seed=seed, **W)
+            steps["no limit"] = moe_mlir.cuda_scratch_reserved()
+            moe_mlir.trim_cuda_scratch()
+            steps["trimmed"] = moe_mlir.cuda_scratch_reserved()
+            report["reserved"] = steps
         elif scenario == "torch_shim":
             report.update(torch_shim(layer, W, x, seed))
         else:

@@ -268,7 +268,7 @@ def test_torch_branch_shimmed(saved, tmp_path):
 @requires_fake
 def test_out_of_device_memory(saved, tmp_path):
     """The layer's scratch allocation fails: MemoryError, as on the CPU (status 3)."""
-    env, _ = _fake_env(tmp_path, FAKE_CUDA_FAIL="cuMemAllocAsync")
+    env, _ = _fake_env(tmp_path, FAKE_CUDA_FAIL="cuMemAllocFromPoolAsync")
     r = _run(saved["tiny"], "numpy", env=env)
     kind, message, _ = r["error"]
     assert kind == "MemoryError", r
@@ -276,6 +276,35 @@ def test_out_of_device_memory(saved, tmp_path):
     env, _ = _fake_env(tmp_path, FAKE_CUDA_FAIL="cuMemAlloc_v2")
     r = _run(saved["tiny"], "numpy", env=env)
     assert r["error"][0] == "MemoryError", r
+
+
+@requires_fake
+def test_scratch_pool_caches_between_calls(saved, tmp_path):
+    """Scratch comes from the runtime's own pool (created once, no release
+    threshold): it stays reserved between calls until the cache limit or a
+    trim hands it back. The fake driver counts reserved bytes as the driver
+    does."""
+    env, log = _fake_env(tmp_path)
+    r = _run(saved["tiny"], "scratch", env=env)
+    assert "error" not in r, r
+    steps = r["reserved"]
+    assert steps["before"] == 0
+    assert steps["first call"] > 0
+    assert steps["second call"] == steps["first call"]
+    assert steps["limit 0"] == 0
+    assert steps["no limit"] == steps["first call"]
+    assert steps["trimmed"] == 0
+    text = log.read_text()
+    assert text.count("cuMemPoolCreate device=0") == 1
+    assert "cuMemAllocAsync" not in text  # never the device's default pool
+    assert "cuMemPoolSetAttribute release_threshold=0" in text
+    assert text.count("cuMemAllocFromPoolAsync") == text.count("cuMemFreeAsync")
+
+
+def test_scratch_cache_limit_checks():
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="scratch cache limit"):
+            moe_mlir.set_cuda_scratch_cache(bad)
 
 
 @requires_fake
@@ -603,6 +632,27 @@ def test_gpu_torch_stream():
         assert not stream.query(), "the call waited for the stream (it must be asynchronous)"
     stream.synchronize()
     _bits_equal(out.cpu().numpy(), want, "out on a side stream")
+
+
+@requires_gpu
+def test_gpu_scratch_pool():
+    """On the device: a call's scratch stays reserved for the next call, whose
+    scratch comes from the cache (reserved does not grow), until a trim."""
+    torch = pytest.importorskip("torch")
+    name = "gpu_softmax_f32"
+    layer = _layer(name)
+    W, x, seed = _inputs(name, 64)
+    TW = _torch_weights(torch, layer, W)
+    xt = torch.from_numpy(x).cuda()
+    layer(xt, seed=seed, **TW)
+    torch.cuda.synchronize()
+    cached = moe_mlir.cuda_scratch_reserved()
+    assert cached > 0
+    layer(xt, seed=seed, **TW)
+    torch.cuda.synchronize()
+    assert moe_mlir.cuda_scratch_reserved() == cached
+    moe_mlir.trim_cuda_scratch()
+    assert moe_mlir.cuda_scratch_reserved() == 0
 
 
 @requires_gpu

@@ -12,6 +12,7 @@
 
 #include "CUDADriver.h"
 
+#include <cstddef>
 #include <type_traits>
 
 namespace {
@@ -22,6 +23,12 @@ template <typename T, bool = std::is_enum_v<T>> struct AsDeclared {
 template <typename T> struct AsDeclared<T, true> {
   static_assert(sizeof(T) == sizeof(int), "cuda.h enum is not int-sized");
   using type = int;
+};
+
+/// The pool properties, which the runtime mirrors field for field (checked
+/// below).
+template <> struct AsDeclared<const ::CUmemPoolProps *, false> {
+  using type = const moe::cuda::CUmemPoolProps *;
 };
 
 template <typename Fn> struct Normalized;
@@ -47,12 +54,18 @@ MOE_CHECK_DRIVER_ABI(cuDeviceGet)
 MOE_CHECK_DRIVER_ABI(cuDevicePrimaryCtxRetain)
 MOE_CHECK_DRIVER_ABI(cuCtxGetCurrent)
 MOE_CHECK_DRIVER_ABI(cuCtxSetCurrent)
+MOE_CHECK_DRIVER_ABI(cuCtxGetDevice)
 MOE_CHECK_DRIVER_ABI(cuModuleLoadData)
 MOE_CHECK_DRIVER_ABI(cuModuleGetFunction)
 MOE_CHECK_DRIVER_ABI(cuFuncSetAttribute)
 MOE_CHECK_DRIVER_ABI(cuLaunchKernel)
 MOE_CHECK_DRIVER_ABI(cuMemAllocAsync)
 MOE_CHECK_DRIVER_ABI(cuMemFreeAsync)
+MOE_CHECK_DRIVER_ABI(cuMemPoolCreate)
+MOE_CHECK_DRIVER_ABI(cuMemPoolSetAttribute)
+MOE_CHECK_DRIVER_ABI(cuMemPoolGetAttribute)
+MOE_CHECK_DRIVER_ABI(cuMemPoolTrimTo)
+MOE_CHECK_DRIVER_ABI(cuMemAllocFromPoolAsync)
 MOE_CHECK_DRIVER_ABI(cuMemAlloc_v2)
 MOE_CHECK_DRIVER_ABI(cuMemFree_v2)
 MOE_CHECK_DRIVER_ABI(cuMemcpyHtoDAsync_v2)
@@ -71,3 +84,31 @@ static_assert(moe::cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES ==
 static_assert(std::is_same_v<moe::cuda::CUdeviceptr, ::CUdeviceptr>);
 static_assert(std::is_same_v<moe::cuda::CUcontext, ::CUcontext>);
 static_assert(std::is_same_v<moe::cuda::CUstream, ::CUstream>);
+static_assert(std::is_same_v<moe::cuda::CUmemoryPool, ::CUmemoryPool>);
+static_assert(moe::cuda::CUDA_ERROR_NOT_SUPPORTED == ::CUDA_ERROR_NOT_SUPPORTED);
+static_assert(moe::cuda::CU_MEM_ALLOCATION_TYPE_PINNED ==
+              ::CU_MEM_ALLOCATION_TYPE_PINNED);
+static_assert(moe::cuda::CU_MEM_HANDLE_TYPE_NONE == ::CU_MEM_HANDLE_TYPE_NONE);
+static_assert(moe::cuda::CU_MEM_LOCATION_TYPE_DEVICE ==
+              ::CU_MEM_LOCATION_TYPE_DEVICE);
+static_assert(moe::cuda::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD ==
+              ::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD);
+static_assert(moe::cuda::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT ==
+              ::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT);
+
+// The mirrored structs: same size, same offsets.
+#define MOE_CHECK_FIELD(type, field)                                           \
+  static_assert(offsetof(moe::cuda::type, field) == offsetof(::type, field) && \
+                    sizeof(moe::cuda::type::field) == sizeof(::type::field),   \
+                #type "::" #field " differs from cuda.h");
+static_assert(sizeof(moe::cuda::CUmemLocation) == sizeof(::CUmemLocation));
+MOE_CHECK_FIELD(CUmemLocation, type)
+MOE_CHECK_FIELD(CUmemLocation, id)
+static_assert(sizeof(moe::cuda::CUmemPoolProps) == sizeof(::CUmemPoolProps));
+MOE_CHECK_FIELD(CUmemPoolProps, allocType)
+MOE_CHECK_FIELD(CUmemPoolProps, handleTypes)
+MOE_CHECK_FIELD(CUmemPoolProps, location)
+MOE_CHECK_FIELD(CUmemPoolProps, win32SecurityAttributes)
+MOE_CHECK_FIELD(CUmemPoolProps, maxSize)
+MOE_CHECK_FIELD(CUmemPoolProps, usage)
+MOE_CHECK_FIELD(CUmemPoolProps, reserved)

@@ -70,6 +70,12 @@ int noDriver() {
   std::printf("malloc: %p\n", moe_cuda_malloc(16));
   std::printf("synchronize: %s\n",
               moe_status_name(moe_cuda_synchronize(nullptr)));
+  // No pool exists: the pool controls succeed without a driver.
+  std::printf("pool: trim %s, reserved %lld, limit %s %lld\n",
+              moe_status_name(moe_cuda_trim_scratch()),
+              static_cast<long long>(moe_cuda_scratch_reserved()),
+              moe_status_name(moe_cuda_set_scratch_cache_limit(1 << 20)),
+              static_cast<long long>(moe_cuda_get_scratch_cache_limit()));
   return 0;
 }
 
@@ -198,6 +204,64 @@ void sectionScratchLimit() {
               moe_last_error());
 }
 
+/// One call that allocates `bytes` of scratch on stream A and frees it.
+void scratchCall(int64_t bytes) {
+  expectStatus(moe_rt_cuda_begin(kStreamA, "pool_forward"), MOE_OK, "begin");
+  void *scratch = moe_rt_cuda_alloc_scratch(bytes, "pool_forward");
+  expect(scratch != nullptr, "scratch from the pool");
+  moe_rt_cuda_free_scratch(scratch);
+  expectStatus(moe_rt_cuda_end(), MOE_OK, "end");
+}
+
+void printReserved(const char *when) {
+  std::printf("reserved %s: %lld\n", when,
+              static_cast<long long>(moe_cuda_scratch_reserved()));
+}
+
+/// The runtime's pool per device keeps freed scratch up to the cache limit.
+void sectionScratchPool(const char *driverPath) {
+  std::printf("== scratch pool\n");
+  moe_clear_error();
+  std::printf("cache limit: %lld\n",
+              static_cast<long long>(moe_cuda_get_scratch_cache_limit()));
+  // The earlier sections' calls took 1024 bytes at most.
+  printReserved("after the calls");
+  expectStatus(moe_cuda_synchronize(kStreamA), MOE_OK, "synchronize");
+  printReserved("after a synchronisation");
+  scratchCall(4096);
+  scratchCall(2048); // reuses the cached 4096
+  printReserved("after 4096 and 2048");
+  expectStatus(moe_cuda_set_scratch_cache_limit(1000), MOE_OK, "limit 1000");
+  std::printf("cache limit: %lld\n",
+              static_cast<long long>(moe_cuda_get_scratch_cache_limit()));
+  printReserved("under a limit of 1000, before a synchronisation");
+  expectStatus(moe_cuda_synchronize(kStreamA), MOE_OK, "synchronize");
+  printReserved("under a limit of 1000, after a synchronisation");
+  expectStatus(moe_cuda_trim_scratch(), MOE_OK, "trim");
+  printReserved("after a trim");
+  expectStatus(moe_cuda_set_scratch_cache_limit(-5), MOE_OK, "no limit");
+  std::printf("cache limit: %lld\n",
+              static_cast<long long>(moe_cuda_get_scratch_cache_limit()));
+
+  // Another device gets a pool of its own, with the limit in effect.
+  void *driver = dlopen(driverPath, RTLD_NOW | RTLD_LOCAL);
+  auto retain = reinterpret_cast<int (*)(void **, int)>(
+      driver ? dlsym(driver, "cuDevicePrimaryCtxRetain") : nullptr);
+  auto setCurrent = reinterpret_cast<int (*)(void *)>(
+      driver ? dlsym(driver, "cuCtxSetCurrent") : nullptr);
+  expect(retain && setCurrent, "the fake driver's context calls");
+  if (!retain || !setCurrent)
+    return;
+  std::thread t([&] {
+    void *context = nullptr;
+    expect(retain(&context, 1) == 0, "device 1's primary context");
+    setCurrent(context);
+    scratchCall(512);
+  });
+  t.join();
+  printReserved("with device 1's 512");
+}
+
 void sectionMemory() {
   std::printf("== memory\n");
   moe_clear_error();
@@ -293,6 +357,7 @@ int mainScenario() {
   sectionBadImage();
   sectionLimits();
   sectionScratchLimit();
+  sectionScratchPool(std::getenv("MOE_CUDA_DRIVER"));
   sectionMemory();
   sectionThreads();
   sectionFrameworkContext(std::getenv("MOE_CUDA_DRIVER"));

@@ -9,13 +9,15 @@
  *   FAKE_CUDA_LOG=PATH       where the call log goes (default stderr)
  * Module images are accepted when they start with the ELF magic, the fatbin
  * magic (0xBA55ED50, little-endian) or "//" (PTX); each load, function
- * lookup, attribute, launch, allocation and context retain is logged as one
- * line, so lit tests can check what the runtime asked the driver to do.
+ * lookup, attribute, launch, allocation, memory pool call and context retain
+ * is logged as one line, so lit tests can check what the runtime asked the
+ * driver to do. Memory pools count their reserved bytes as the driver does.
  *
  *===----------------------------------------------------------------------===*/
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,24 +243,165 @@ EXPORT CUresult cuLaunchKernel(CUfunction function, unsigned int gridDimX,
   return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuMemAllocAsync(CUdeviceptr *ptr, size_t bytes,
-                                CUstream stream) {
-  INJECT("cuMemAllocAsync", CUDA_ERROR_OUT_OF_MEMORY);
+/* Memory pools, modelled as the driver keeps them: freed memory stays
+ * reserved until a synchronisation finds more than the release threshold
+ * reserved, or a trim. Each stream-ordered allocation carries a header with
+ * its size and pool. */
+struct CUmemPoolHandle_st {
+  int device;
+  unsigned long long threshold;
+  size_t used, reserved;
+};
+typedef struct CUmemPoolHandle_st *CUmemoryPool;
+static struct CUmemPoolHandle_st pools[16];
+static int poolCount;
+static pthread_mutex_t poolMutex = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct {
+  int type, id;
+} CUmemLocation;
+typedef struct {
+  int allocType, handleTypes;
+  CUmemLocation location;
+  void *win32SecurityAttributes;
+  size_t maxSize;
+  unsigned short usage;
+  unsigned char reserved[54];
+} CUmemPoolProps;
+
+enum {
+  CU_MEMPOOL_ATTR_RELEASE_THRESHOLD = 4,
+  CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT = 5,
+};
+
+typedef struct {
+  size_t bytes;
+  CUmemoryPool pool;
+  /* Keeps the memory after the header 16-byte aligned, as malloc's is. */
+  size_t padding;
+} AllocationHeader;
+
+static CUresult allocateOrdered(CUdeviceptr *ptr, size_t bytes,
+                                CUmemoryPool pool) {
   if (!currentContext)
     return CUDA_ERROR_INVALID_CONTEXT;
   if (bytes == 0)
     return CUDA_ERROR_INVALID_VALUE;
-  void *memory = malloc(bytes);
-  if (!memory)
+  AllocationHeader *header = malloc(sizeof(AllocationHeader) + bytes);
+  if (!header)
     return CUDA_ERROR_OUT_OF_MEMORY;
-  *ptr = (CUdeviceptr)(uintptr_t)memory;
-  logCall("cuMemAllocAsync bytes=%zu stream=%p", bytes, (void *)stream);
+  header->bytes = bytes;
+  header->pool = pool;
+  if (pool) {
+    pthread_mutex_lock(&poolMutex);
+    pool->used += bytes;
+    if (pool->used > pool->reserved)
+      pool->reserved = pool->used;
+    pthread_mutex_unlock(&poolMutex);
+  }
+  *ptr = (CUdeviceptr)(uintptr_t)(header + 1);
   return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxGetDevice(CUdevice *device) {
+  INJECT("cuCtxGetDevice", CUDA_ERROR_INVALID_CONTEXT);
+  if (!currentContext)
+    return CUDA_ERROR_INVALID_CONTEXT;
+  /* A primary context's device; contexts a test made are device 0's. */
+  ptrdiff_t index = (char *)currentContext - primaryContexts;
+  *device = index >= 0 && index < (ptrdiff_t)sizeof(primaryContexts)
+                ? (int)index
+                : 0;
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool,
+                                const CUmemPoolProps *props) {
+  INJECT("cuMemPoolCreate", CUDA_ERROR_NOT_SUPPORTED);
+  static const unsigned char zeros[54];
+  if (!pool || !props || props->allocType != 1 || props->handleTypes != 0 ||
+      props->location.type != 1 || props->location.id < 0 ||
+      props->location.id >= deviceCount() || props->win32SecurityAttributes ||
+      props->maxSize != 0 || props->usage != 0 ||
+      memcmp(props->reserved, zeros, sizeof(zeros)) != 0)
+    return CUDA_ERROR_INVALID_VALUE;
+  pthread_mutex_lock(&poolMutex);
+  if (poolCount == (int)(sizeof(pools) / sizeof(pools[0]))) {
+    pthread_mutex_unlock(&poolMutex);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  CUmemoryPool created = &pools[poolCount++];
+  pthread_mutex_unlock(&poolMutex);
+  created->device = props->location.id;
+  created->threshold = 0; /* the driver's default */
+  *pool = created;
+  logCall("cuMemPoolCreate device=%d", props->location.id);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, int attribute,
+                                      void *value) {
+  INJECT("cuMemPoolSetAttribute", CUDA_ERROR_INVALID_VALUE);
+  if (!pool || !value || attribute != CU_MEMPOOL_ATTR_RELEASE_THRESHOLD)
+    return CUDA_ERROR_INVALID_VALUE;
+  pool->threshold = *(unsigned long long *)value;
+  logCall("cuMemPoolSetAttribute release_threshold=%llu", pool->threshold);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool pool, int attribute,
+                                      void *value) {
+  INJECT("cuMemPoolGetAttribute", CUDA_ERROR_INVALID_VALUE);
+  if (!pool || !value || attribute != CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
+    return CUDA_ERROR_INVALID_VALUE;
+  pthread_mutex_lock(&poolMutex);
+  *(unsigned long long *)value = pool->reserved;
+  pthread_mutex_unlock(&poolMutex);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep) {
+  INJECT("cuMemPoolTrimTo", CUDA_ERROR_INVALID_VALUE);
+  if (!pool)
+    return CUDA_ERROR_INVALID_VALUE;
+  pthread_mutex_lock(&poolMutex);
+  if (pool->reserved > minBytesToKeep)
+    pool->reserved = pool->used > minBytesToKeep ? pool->used : minBytesToKeep;
+  pthread_mutex_unlock(&poolMutex);
+  logCall("cuMemPoolTrimTo keep=%zu", minBytesToKeep);
+  return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *ptr, size_t bytes,
+                                        CUmemoryPool pool, CUstream stream) {
+  INJECT("cuMemAllocFromPoolAsync", CUDA_ERROR_OUT_OF_MEMORY);
+  if (!pool)
+    return CUDA_ERROR_INVALID_VALUE;
+  CUresult result = allocateOrdered(ptr, bytes, pool);
+  if (result == CUDA_SUCCESS)
+    logCall("cuMemAllocFromPoolAsync bytes=%zu device=%d stream=%p", bytes,
+            pool->device, (void *)stream);
+  return result;
+}
+
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *ptr, size_t bytes,
+                                CUstream stream) {
+  INJECT("cuMemAllocAsync", CUDA_ERROR_OUT_OF_MEMORY);
+  CUresult result = allocateOrdered(ptr, bytes, NULL);
+  if (result == CUDA_SUCCESS)
+    logCall("cuMemAllocAsync bytes=%zu stream=%p", bytes, (void *)stream);
+  return result;
 }
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr ptr, CUstream stream) {
   INJECT("cuMemFreeAsync", CUDA_ERROR_INVALID_VALUE);
-  free((void *)(uintptr_t)ptr);
+  AllocationHeader *header = (AllocationHeader *)(uintptr_t)ptr - 1;
+  if (header->pool) {
+    pthread_mutex_lock(&poolMutex);
+    header->pool->used -= header->bytes;
+    pthread_mutex_unlock(&poolMutex);
+  }
+  free(header);
   logCall("cuMemFreeAsync stream=%p", (void *)stream);
   return CUDA_SUCCESS;
 }
@@ -302,6 +445,15 @@ EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t bytes,
 
 EXPORT CUresult cuStreamSynchronize(CUstream stream) {
   INJECT("cuStreamSynchronize", CUDA_ERROR_LAUNCH_FAILED);
+  /* Pools holding more than their threshold hand memory back. */
+  pthread_mutex_lock(&poolMutex);
+  for (int i = 0; i < poolCount; ++i) {
+    CUmemoryPool pool = &pools[i];
+    if (pool->reserved > pool->threshold)
+      pool->reserved =
+          pool->used > pool->threshold ? pool->used : pool->threshold;
+  }
+  pthread_mutex_unlock(&poolMutex);
   logCall("cuStreamSynchronize stream=%p", (void *)stream);
   return CUDA_SUCCESS;
 }

@@ -170,9 +170,11 @@ llvm::Error mlir::moe::linkSharedLibrary(llvm::StringRef linker,
     args.append({"-Wl,--undefined=moe_set_num_threads",
                  "-Wl,--undefined=moe_get_num_threads"});
     // And the device memory helpers, for callers of a CUDA layer without a
-    // framework of their own (Python with NumPy inputs).
+    // framework of their own (Python with NumPy inputs), and the controls of
+    // its scratch pools (in one object file with the pools).
     args.append({"-Wl,--undefined=moe_cuda_device_count",
-                 "-Wl,--undefined=moe_cuda_malloc"});
+                 "-Wl,--undefined=moe_cuda_malloc",
+                 "-Wl,--undefined=moe_cuda_trim_scratch"});
     args.push_back(runtimeArchive);
   }
   // A sanitized kernel and runtime call the sanitizer runtime: the shared
