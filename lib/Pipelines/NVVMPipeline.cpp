@@ -10,6 +10,7 @@
 #include "moe/Pipelines/Pipelines.h"
 
 #include "moe/Conversion/Passes.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
 
 #include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
 #include "mlir/Conversion/Passes.h"
@@ -17,6 +18,7 @@
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/Dialect/Linalg/Passes.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/SCF/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
@@ -67,9 +69,22 @@ void mlir::moe::buildMoELowerToGPUPipeline(OpPassManager &pm,
       options.tensorCores && hasBF16MMA && wholeWarps ? "mma" : "none";
   gpu.mmaPrecision = options.mmaPrecision;
   pm.addPass(createConvertMoEToGPU(gpu));
+  // A routing chain (score, selection, top-k, normalisation) in one loop
+  // over tokens: one kernel of one thread per token instead of a kernel per
+  // step. Producers with weights (the router GEMM) keep their own kernels,
+  // which spread a token's outputs over threads, and so do PEER/PKM's
+  // retrieval and single-neuron experts: too much work for one thread.
+  if (options.fuseTokenOps) {
+    MoETileTokenOpsOptions tokenTiles;
+    tokenTiles.tokenTile = 1;
+    tokenTiles.maxFusedWeightBytes = 0;
+    tokenTiles.routingOnly = true;
+    pm.addPass(createMoETileTokenOps(tokenTiles));
+  }
   buildMoEBufferizePipeline(pm, "cuda");
   // Parallel dimensions stay parallel loops: they become the grids.
   pm.addNestedPass<func::FuncOp>(createConvertLinalgToParallelLoopsPass());
+  pm.addPass(createForallToParallelLoopPass());
   pm.addPass(createCanonicalizerPass());
   MoEMapToGPUOptions map;
   map.threadsPerBlock = options.threadsPerBlock;

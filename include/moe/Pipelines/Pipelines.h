@@ -179,6 +179,13 @@ struct NVVMPipelineOptions : public PassPipelineOptions<NVVMPipelineOptions> {
                      "terms, three MMAs per step; default) or bf16 (rounded "
                      "once, as bf16 frameworks do)"),
       llvm::cl::init("f32")};
+  PassOptions::Option<bool> fuseTokenOps{
+      *this, "fuse-token-ops",
+      llvm::cl::desc("Run each routing chain (score, selection, top-k, "
+                     "normalisation) as one kernel of one thread per token "
+                     "(moe-tile-token-ops with token-tile=1; the router GEMM "
+                     "keeps its own kernel); off: a kernel per step"),
+      llvm::cl::init(true)};
 };
 
 /// What is wrong with `options`, or "" when they are good.

@@ -279,6 +279,14 @@ private:
   /// All dimensions collapsed into one, tiled into blocks of threads; loops
   /// nested inside run sequentially in each thread.
   void mapParallelLoop(scf::ParallelOp loop) {
+    // As scf.for nests: upstream's lowering maps only parallel loops nested
+    // directly in a mapped body, not inside the bounds check of the tiling
+    // (a token tile's loops over its row).
+    SmallVector<Operation *> body;
+    for (Operation &op : loop.getBody()->without_terminator())
+      body.push_back(&op);
+    for (Operation *op : body)
+      sequentializeParallelLoops(rewriter, op);
     if (loop.getNumLoops() > 1) {
       std::vector<unsigned> all(loop.getNumLoops());
       for (unsigned i = 0; i < all.size(); ++i)
@@ -399,6 +407,16 @@ struct MoEMapToGPUPass : moe::impl::MoEMapToGPUBase<MoEMapToGPUPass> {
     if (failed(applyPartialConversion(module, target, std::move(patterns))))
       return signalPassFailure();
     finalizeParallelLoopToGPUConversion(module);
+    // A loop left outside the kernels would run on the host, on device
+    // memory.
+    WalkResult leftOnHost = module.walk([](scf::ParallelOp loop) {
+      if (loop->getParentOfType<gpu::LaunchOp>())
+        return WalkResult::advance();
+      loop.emitOpError("was not mapped to a GPU launch");
+      return WalkResult::interrupt();
+    });
+    if (leftOnHost.wasInterrupted())
+      return signalPassFailure();
     // Constants are cloned into kernels rather than passed to them.
     module.walk([](gpu::LaunchOp launch) {
       (void)sinkOperationsIntoLaunchOp(launch, [](Operation *op) {

@@ -34,6 +34,45 @@ func.func @elementwise(%a: memref<?x64xf32>, %b: memref<?x64xf32>) {
 
 // -----
 
+// A token tile's loop (one token per iteration) with parallel loops over
+// the token's row inside: the tile loop is the grid, the row loops run as
+// scf.for nests in each thread, and nothing stays on the host.
+// CHECK-LABEL: func.func @token_rows
+// CHECK:         gpu.launch
+// CHECK:           scf.if
+// CHECK:             scf.for %{{.*}} = %c0{{.*}} to %c64{{.*}} step %c1
+// CHECK:               math.exp
+// CHECK:             scf.for %{{.*}} = %c0{{.*}} to %c64{{.*}} step %c1
+// CHECK:               arith.addf
+// CHECK:           gpu.terminator
+// CHECK-NOT:     scf.parallel
+func.func @token_rows(%a: memref<?x64xf32>, %sums: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c64 = arith.constant 64 : index
+  %zero = arith.constant 0.0 : f32
+  %rows = memref.dim %a, %c0 : memref<?x64xf32>
+  scf.parallel (%t) = (%c0) to (%rows) step (%c1) {
+    scf.parallel (%j) = (%c0) to (%c64) step (%c1) {
+      %v = memref.load %a[%t, %j] : memref<?x64xf32>
+      %e = math.exp %v : f32
+      memref.store %e, %a[%t, %j] : memref<?x64xf32>
+      scf.reduce
+    }
+    memref.store %zero, %sums[%t] : memref<?xf32>
+    scf.for %j = %c0 to %c64 step %c1 {
+      %v = memref.load %a[%t, %j] : memref<?x64xf32>
+      %s = memref.load %sums[%t] : memref<?xf32>
+      %n = arith.addf %s, %v : f32
+      memref.store %n, %sums[%t] : memref<?xf32>
+    }
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
 // Loads and stores outside parallel loops run in a one-thread launch; the
 // copy becomes a parallel loop of its own.
 // CHECK-LABEL: func.func @sequential_then_copy

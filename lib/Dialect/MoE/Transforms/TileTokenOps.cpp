@@ -27,7 +27,9 @@ using namespace mlir::moe;
 namespace {
 
 /// The ops a routing chain ends in: what the pass tiles.
-bool isChainEnd(Operation *op) {
+bool isChainEnd(Operation *op, bool routingOnly) {
+  if (routingOnly)
+    return isa<RouteOp, TopKOp>(op);
   return isa<RouteOp, TopKOp, ProductKeyTopKOp, SingleNeuronExpertsOp>(op);
 }
 
@@ -161,7 +163,7 @@ void MoETileTokenOpsPass::runOnOperation() {
   }
   SmallVector<Operation *> chainEnds;
   getOperation()->walk([&](Operation *op) {
-    if (isChainEnd(op) && whyNotTokenTileable(op).empty() &&
+    if (isChainEnd(op, routingOnly) && whyNotTokenTileable(op).empty() &&
         !op->getParentOfType<scf::ForallOp>())
       chainEnds.push_back(op);
   });

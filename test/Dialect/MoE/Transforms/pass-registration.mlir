@@ -6,4 +6,5 @@
 // CHECK: --moe-tile-token-ops
 // CHECK-SAME: Tile routing chains into one pass over token tiles
 // CHECK-NEXT: --max-fused-weight-bytes=<long>
+// CHECK-NEXT: --routing-only
 // CHECK-NEXT: --token-tile=<long>

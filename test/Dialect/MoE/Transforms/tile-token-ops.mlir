@@ -1,6 +1,9 @@
 // RUN: moe-opt --moe-tile-token-ops -split-input-file %s | FileCheck %s
 // RUN: moe-opt --moe-tile-token-ops="max-fused-weight-bytes=1024" -split-input-file %s | FileCheck %s --check-prefix=CUT
 // RUN: moe-opt --moe-tile-token-ops="token-tile=8" -split-input-file %s | FileCheck %s --check-prefix=T8
+// The CUDA pipeline's setting: one token per tile, routing chains only, no
+// producer with weights inside.
+// RUN: moe-opt --moe-tile-token-ops="token-tile=1 max-fused-weight-bytes=0 routing-only" -split-input-file %s | FileCheck %s --check-prefix=GPU
 
 // The router chain: the router matmul (and its zero init) fuses into the
 // route's loop over tiles of 16 tokens; the dispatch plan, which reduces
@@ -32,6 +35,14 @@
 
 // T8-LABEL: func.func @router
 // T8:         scf.forall (%{{.*}}) = (0) to (%{{.*}}) step (8)
+
+// GPU-LABEL: func.func @router
+// GPU:         %[[L:.*]] = moe.linear
+// GPU:         scf.forall (%{{.*}}) in (%{{.*}})
+// GPU:           tensor.extract_slice %[[L]]
+// GPU-NOT:       moe.linear
+// GPU:           moe.route
+// GPU:         moe.dispatch_plan
 
 func.func @router(%x: tensor<?x64xf32>, %gate: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<8xi32>) {
   %c0 = arith.constant 0 : index
@@ -75,6 +86,11 @@ func.func @router(%x: tensor<?x64xf32>, %gate: tensor<8x64xf32>) -> (tensor<?x2x
 // CUT:           moe.batch_norm %[[QT]]
 // CUT:           moe.product_key_topk
 // CUT:           moe.single_neuron_experts
+
+// Too much work for one thread per token: PEER is not tiled for the GPU.
+// GPU-LABEL: func.func @peer
+// GPU-NOT:     scf.forall
+// GPU:         return
 
 func.func @peer(%x: tensor<?x64xf32>, %wq: tensor<64x64xbf16>, %m: tensor<64xf32>, %v: tensor<64xf32>,
     %s: tensor<64xf32>, %b: tensor<64xf32>, %k1: tensor<8x16xbf16>, %k2: tensor<8x16xbf16>,

@@ -53,7 +53,8 @@ def MoETileTokenOps : Pass<"moe-tile-token-ops"> {
     Tiles split tokens only, never a reduction, so the bits are those of
     the untiled ops. Ops that reduce over tokens (dispatch plan, aux losses)
     and noisy routes (their noise is keyed by token position) are not
-    tiled.
+    tiled. With `routing-only`, only chains ending in `moe.route` or
+    `moe.topk` are.
   }];
   let options = [
     Option<"tokenTile", "token-tile", "int64_t", /*default=*/"16",
@@ -62,6 +63,10 @@ def MoETileTokenOps : Pass<"moe-tile-token-ops"> {
            /*default=*/"1048576",
            "largest per-layer operands (bytes) of a producer fused into "
            "the tile loop">,
+    Option<"routingOnly", "routing-only", "bool", /*default=*/"false",
+           "tile only chains that end in moe.route or moe.topk: the GPU "
+           "runs a tile in one thread, too few for the retrieval's sub-key "
+           "scores or the single-neuron experts">,
   ];
   let dependentDialects = ["::mlir::scf::SCFDialect",
                            "::mlir::tensor::TensorDialect",
