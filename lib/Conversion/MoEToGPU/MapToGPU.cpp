@@ -20,9 +20,11 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/SCF/Transforms/Transforms.h"
 #include "mlir/Dialect/SCF/Utils/Utils.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/DialectConversion.h"
+#include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
 
 namespace mlir::moe {
@@ -180,6 +182,117 @@ void sequentializeParallelLoops(RewriterBase &rewriter, Operation *root) {
     rewriter.eraseOp(body->getTerminator());
     rewriter.inlineBlockBefore(body, innermost->getTerminator(), ivs);
     rewriter.eraseOp(loop);
+  }
+}
+
+/// How one load or store of a loop body reaches its buffer.
+struct BufferAccess {
+  Value memref;
+  // Per induction variable of the loop, the index position naming it.
+  SmallVector<std::optional<unsigned>> ivPositions;
+  bool write;
+};
+
+/// The accesses of `loop`'s body by buffer root, or nullopt when its body
+/// touches memory other than by memref.load/store or nests a parallel loop.
+std::optional<llvm::MapVector<Value, SmallVector<BufferAccess>>>
+collectAccesses(scf::ParallelOp loop) {
+  llvm::MapVector<Value, SmallVector<BufferAccess>> accesses;
+  ValueRange ivs = loop.getInductionVars();
+  auto record = [&](Value memref, ValueRange indices, bool write) {
+    BufferAccess access{memref, {}, write};
+    for (Value iv : ivs) {
+      std::optional<unsigned> position;
+      for (auto [i, index] : llvm::enumerate(indices))
+        if (index == iv)
+          position = i;
+      access.ivPositions.push_back(position);
+    }
+    accesses[bufferRoot(memref)].push_back(access);
+  };
+  WalkResult walk = loop.getBody()->walk([&](Operation *op) {
+    if (auto load = dyn_cast<memref::LoadOp>(op))
+      record(load.getMemRef(), load.getIndices(), false);
+    else if (auto store = dyn_cast<memref::StoreOp>(op))
+      record(store.getMemRef(), store.getIndices(), true);
+    else if (!isa<scf::ForOp, scf::IfOp, scf::YieldOp, scf::ReduceOp>(op) &&
+             !isMemoryEffectFree(op))
+      return WalkResult::interrupt();
+    return WalkResult::advance();
+  });
+  if (walk.wasInterrupted())
+    return std::nullopt;
+  return accesses;
+}
+
+bool sameBound(Value a, Value b) {
+  if (a == b)
+    return true;
+  std::optional<int64_t> ca = getConstantIntValue(a),
+                         cb = getConstantIntValue(b);
+  return ca && cb && *ca == *cb;
+}
+
+/// Whether `second` may run each iteration right after the same iteration
+/// of `first` (adjacent, equal iteration spaces): every buffer that one of
+/// them writes and both touch is accessed through one memref with every
+/// induction variable at the same index position, so each iteration owns
+/// its elements of it in both loops.
+bool canFuse(scf::ParallelOp first, scf::ParallelOp second) {
+  if (first.getNumReductions() != 0 || second.getNumReductions() != 0 ||
+      first.getNumLoops() != second.getNumLoops())
+    return false;
+  for (auto [a, b] : llvm::zip(
+           llvm::concat<Value>(first.getLowerBound(), first.getUpperBound(),
+                               first.getStep()),
+           llvm::concat<Value>(second.getLowerBound(), second.getUpperBound(),
+                               second.getStep())))
+    if (!sameBound(a, b))
+      return false;
+  auto firstAccesses = collectAccesses(first);
+  auto secondAccesses = collectAccesses(second);
+  if (!firstAccesses || !secondAccesses)
+    return false;
+  for (auto &[root, accesses] : *firstAccesses) {
+    auto other = secondAccesses->find(root);
+    if (other == secondAccesses->end())
+      continue;
+    SmallVector<BufferAccess> all(accesses);
+    all.append(other->second);
+    if (llvm::none_of(all, [](const BufferAccess &a) { return a.write; }))
+      continue;
+    for (const BufferAccess &access : all)
+      if (access.memref != all.front().memref ||
+          access.ivPositions != all.front().ivPositions ||
+          llvm::is_contained(access.ivPositions, std::nullopt))
+        return false;
+  }
+  return true;
+}
+
+/// Fuses adjacent parallel loops of `block` (nothing but side-effect-free
+/// ops between them) that canFuse allows: one kernel launch instead of
+/// several, each thread running the loops' bodies for its iteration in
+/// program order. Upstream's scf-parallel-loop-fusion cannot be used: it
+/// does not check two loops writing one buffer, and its alias analysis sees
+/// the scratch slots as views of one buffer.
+void fuseAdjacentParallelLoops(RewriterBase &rewriter, Block &block) {
+  scf::ParallelOp previous;
+  for (Operation &op : llvm::make_early_inc_range(block)) {
+    auto loop = dyn_cast<scf::ParallelOp>(op);
+    if (!loop) {
+      if (!isMemoryEffectFree(&op) || op.getNumRegions() != 0)
+        previous = nullptr;
+      continue;
+    }
+    if (previous && canFuse(previous, loop)) {
+      Block *body = loop.getBody();
+      rewriter.eraseOp(previous.getBody()->getTerminator());
+      rewriter.inlineBlockBefore(previous.getBody(), body, body->begin(),
+                                 loop.getInductionVars());
+      rewriter.eraseOp(previous);
+    }
+    previous = loop;
   }
 }
 
@@ -395,6 +508,15 @@ struct MoEMapToGPUPass : moe::impl::MoEMapToGPUBase<MoEMapToGPUPass> {
       if (fn.isExternal())
         continue;
       expandCopies(fn);
+      IRRewriter rewriter(&getContext());
+      SmallVector<Block *> blocks;
+      fn.walk([&](Block *block) {
+        if (!isa<scf::ParallelOp>(block->getParentOp()) &&
+            !block->getParentOp()->getParentOfType<scf::ParallelOp>())
+          blocks.push_back(block);
+      });
+      for (Block *block : blocks)
+        fuseAdjacentParallelLoops(rewriter, *block);
       if (failed(mapper.mapRegion(fn.getBody())))
         return signalPassFailure();
     }

@@ -73,6 +73,80 @@ func.func @token_rows(%a: memref<?x64xf32>, %sums: memref<?xf32>) {
 
 // -----
 
+// Adjacent loops over the same space, each iteration owning its elements of
+// every buffer both touch and one writes, run as one launch: the zero fill
+// and the sum of each row, then the scale of each row.
+// CHECK-LABEL: func.func @fused_row_loops
+// CHECK:         gpu.launch
+// CHECK:           memref.store %{{.*}}, %{{.*}}[%[[T:.*]]] : memref<?xf32>
+// CHECK:           scf.for
+// CHECK:             arith.addf
+// CHECK:           arith.mulf
+// CHECK:           gpu.terminator
+// CHECK-NOT:     gpu.launch
+func.func @fused_row_loops(%a: memref<?x64xf32>, %sums: memref<?xf32>, %out: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c64 = arith.constant 64 : index
+  %zero = arith.constant 0.0 : f32
+  %half = arith.constant 0.5 : f32
+  %rows = memref.dim %a, %c0 : memref<?x64xf32>
+  scf.parallel (%t) = (%c0) to (%rows) step (%c1) {
+    memref.store %zero, %sums[%t] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%t) = (%c0) to (%rows) step (%c1) {
+    scf.for %j = %c0 to %c64 step %c1 {
+      %v = memref.load %a[%t, %j] : memref<?x64xf32>
+      %s = memref.load %sums[%t] : memref<?xf32>
+      %n = arith.addf %s, %v : f32
+      memref.store %n, %sums[%t] : memref<?xf32>
+    }
+    scf.reduce
+  }
+  scf.parallel (%t) = (%c0) to (%rows) step (%c1) {
+    %s = memref.load %sums[%t] : memref<?xf32>
+    %h = arith.mulf %s, %half : f32
+    memref.store %h, %out[%t] : memref<?xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
+// Not fused: the second loop writes elements another iteration filled (a
+// scatter), or reads its neighbour's.
+// CHECK-LABEL: func.func @unfusable_loops
+// CHECK-COUNT-3: gpu.launch blocks
+// CHECK-NOT:     gpu.launch blocks
+func.func @unfusable_loops(%ids: memref<?xindex>, %out: memref<?xf32>, %next: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %zero = arith.constant 0.0 : f32
+  %one = arith.constant 1.0 : f32
+  %n = memref.dim %out, %c0 : memref<?xf32>
+  %m = arith.subi %n, %c1 : index
+  scf.parallel (%i) = (%c0) to (%m) step (%c1) {
+    memref.store %zero, %out[%i] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%m) step (%c1) {
+    %to = memref.load %ids[%i] : memref<?xindex>
+    memref.store %one, %out[%to] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%m) step (%c1) {
+    %j = arith.addi %i, %c1 : index
+    %v = memref.load %out[%j] : memref<?xf32>
+    memref.store %v, %next[%i] : memref<?xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
 // Loads and stores outside parallel loops run in a one-thread launch; the
 // copy becomes a parallel loop of its own.
 // CHECK-LABEL: func.func @sequential_then_copy
