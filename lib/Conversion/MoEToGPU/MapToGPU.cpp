@@ -225,12 +225,22 @@ collectAccesses(scf::ParallelOp loop) {
   return accesses;
 }
 
+/// Equal constants, or the results of two alike side-effect-free ops on
+/// the same operands (`memref.dim` of one buffer, asked twice).
 bool sameBound(Value a, Value b) {
   if (a == b)
     return true;
   std::optional<int64_t> ca = getConstantIntValue(a),
                          cb = getConstantIntValue(b);
-  return ca && cb && *ca == *cb;
+  if (ca || cb)
+    return ca && cb && *ca == *cb;
+  Operation *defA = a.getDefiningOp(), *defB = b.getDefiningOp();
+  return defA && defB && defA->getNumRegions() == 0 &&
+         isMemoryEffectFree(defA) &&
+         cast<OpResult>(a).getResultNumber() ==
+             cast<OpResult>(b).getResultNumber() &&
+         OperationEquivalence::isEquivalentTo(
+             defA, defB, OperationEquivalence::Flags::IgnoreLocations);
 }
 
 /// Whether `second` may run each iteration right after the same iteration

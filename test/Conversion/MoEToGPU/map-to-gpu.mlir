@@ -104,7 +104,9 @@ func.func @fused_row_loops(%a: memref<?x64xf32>, %sums: memref<?xf32>, %out: mem
     }
     scf.reduce
   }
-  scf.parallel (%t) = (%c0) to (%rows) step (%c1) {
+  // The same bound asked again.
+  %rows2 = memref.dim %a, %c0 : memref<?x64xf32>
+  scf.parallel (%t) = (%c0) to (%rows2) step (%c1) {
     %s = memref.load %sums[%t] : memref<?xf32>
     %h = arith.mulf %s, %half : f32
     memref.store %h, %out[%t] : memref<?xf32>
