@@ -194,7 +194,7 @@ struct BufferAccess {
 };
 
 /// The accesses of `loop`'s body by buffer root, or nullopt when its body
-/// touches memory other than by memref.load/store or nests a parallel loop.
+/// touches memory other than by memref.load/store.
 std::optional<llvm::MapVector<Value, SmallVector<BufferAccess>>>
 collectAccesses(scf::ParallelOp loop) {
   llvm::MapVector<Value, SmallVector<BufferAccess>> accesses;
@@ -215,8 +215,10 @@ collectAccesses(scf::ParallelOp loop) {
       record(load.getMemRef(), load.getIndices(), false);
     else if (auto store = dyn_cast<memref::StoreOp>(op))
       record(store.getMemRef(), store.getIndices(), true);
-    else if (!isa<scf::ForOp, scf::IfOp, scf::YieldOp, scf::ReduceOp>(op) &&
-             !isMemoryEffectFree(op))
+    // Region ops whose effects are their bodies' (scf.for, scf.if,
+    // scf.index_switch) are walked into.
+    else if (!op->hasTrait<OpTrait::HasRecursiveMemoryEffects>() &&
+             !isa<scf::YieldOp, scf::ReduceOp>(op) && !isMemoryEffectFree(op))
       return WalkResult::interrupt();
     return WalkResult::advance();
   });

@@ -117,6 +117,50 @@ func.func @fused_row_loops(%a: memref<?x64xf32>, %sums: memref<?xf32>, %out: mem
 
 // -----
 
+// Region ops whose effects are their bodies' (scf.index_switch, as the
+// tensor-core tiles read their registers) are looked into: two loops each
+// writing their own buffers and reading shared inputs fuse.
+// CHECK-LABEL: func.func @fused_switch_loops
+// CHECK:         gpu.launch
+// CHECK:           scf.index_switch
+// CHECK:           scf.index_switch
+// CHECK:           gpu.terminator
+// CHECK-NOT:     gpu.launch
+func.func @fused_switch_loops(%a: memref<?xf32>, %b: memref<?xf32>, %sel: index, %x: memref<?xf32>, %y: memref<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %n = memref.dim %a, %c0 : memref<?xf32>
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %v = scf.index_switch %sel -> f32
+    case 1 {
+      %l = memref.load %b[%i] : memref<?xf32>
+      scf.yield %l : f32
+    }
+    default {
+      %l = memref.load %a[%i] : memref<?xf32>
+      scf.yield %l : f32
+    }
+    memref.store %v, %x[%i] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %v = scf.index_switch %sel -> f32
+    case 1 {
+      %l = memref.load %a[%i] : memref<?xf32>
+      scf.yield %l : f32
+    }
+    default {
+      %l = memref.load %b[%i] : memref<?xf32>
+      scf.yield %l : f32
+    }
+    memref.store %v, %y[%i] : memref<?xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
 // Not fused: the second loop writes elements another iteration filled (a
 // scatter), or reads its neighbour's.
 // CHECK-LABEL: func.func @unfusable_loops
