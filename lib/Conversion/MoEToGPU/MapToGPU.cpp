@@ -282,29 +282,63 @@ bool canFuse(scf::ParallelOp first, scf::ParallelOp second) {
   return true;
 }
 
-/// Fuses adjacent parallel loops of `block` (nothing but side-effect-free
-/// ops between them) that canFuse allows: one kernel launch instead of
-/// several, each thread running the loops' bodies for its iteration in
-/// program order. Upstream's scf-parallel-loop-fusion cannot be used: it
-/// does not check two loops writing one buffer, and its alias analysis sees
-/// the scratch slots as views of one buffer.
-void fuseAdjacentParallelLoops(RewriterBase &rewriter, Block &block) {
-  scf::ParallelOp previous;
+/// Whether `first` and `second` touch no common buffer that one of them
+/// writes: either may run before the other.
+bool areIndependent(scf::ParallelOp first, scf::ParallelOp second) {
+  auto firstAccesses = collectAccesses(first);
+  auto secondAccesses = collectAccesses(second);
+  if (!firstAccesses || !secondAccesses)
+    return false;
+  auto writes = [](ArrayRef<BufferAccess> accesses) {
+    return llvm::any_of(accesses,
+                        [](const BufferAccess &a) { return a.write; });
+  };
+  for (auto &[root, accesses] : *firstAccesses) {
+    auto other = secondAccesses->find(root);
+    if (other != secondAccesses->end() &&
+        (writes(accesses) || writes(other->second)))
+      return false;
+  }
+  return true;
+}
+
+/// Fuses parallel loops of `block` with nothing but side-effect-free ops and
+/// other parallel loops between them, when canFuse allows and every loop in
+/// between is independent of the earlier one (so that it may move down):
+/// one kernel launch instead of several, each thread running the loops'
+/// bodies for its iteration in program order (a fill, the GEMM that does
+/// not read it, then the read-out that adds to it: two launches). Upstream's
+/// scf-parallel-loop-fusion cannot be used: it does not check two loops
+/// writing one buffer, and its alias analysis sees the scratch slots as
+/// views of one buffer.
+void fuseParallelLoops(RewriterBase &rewriter, Block &block) {
+  // The loops since the last op with effects, in order.
+  SmallVector<scf::ParallelOp> chain;
   for (Operation &op : llvm::make_early_inc_range(block)) {
     auto loop = dyn_cast<scf::ParallelOp>(op);
     if (!loop) {
       if (!isMemoryEffectFree(&op) || op.getNumRegions() != 0)
-        previous = nullptr;
+        chain.clear();
       continue;
     }
-    if (previous && canFuse(previous, loop)) {
+    for (size_t i = chain.size(); i-- > 0;) {
+      scf::ParallelOp earlier = chain[i];
+      if (!canFuse(earlier, loop))
+        continue;
+      if (!llvm::all_of(ArrayRef(chain).drop_front(i + 1),
+                        [&](scf::ParallelOp between) {
+                          return areIndependent(earlier, between);
+                        }))
+        continue;
       Block *body = loop.getBody();
-      rewriter.eraseOp(previous.getBody()->getTerminator());
-      rewriter.inlineBlockBefore(previous.getBody(), body, body->begin(),
+      rewriter.eraseOp(earlier.getBody()->getTerminator());
+      rewriter.inlineBlockBefore(earlier.getBody(), body, body->begin(),
                                  loop.getInductionVars());
-      rewriter.eraseOp(previous);
+      rewriter.eraseOp(earlier);
+      chain.erase(chain.begin() + i);
+      break;
     }
-    previous = loop;
+    chain.push_back(loop);
   }
 }
 
@@ -528,7 +562,7 @@ struct MoEMapToGPUPass : moe::impl::MoEMapToGPUBase<MoEMapToGPUPass> {
           blocks.push_back(block);
       });
       for (Block *block : blocks)
-        fuseAdjacentParallelLoops(rewriter, *block);
+        fuseParallelLoops(rewriter, *block);
       if (failed(mapper.mapRegion(fn.getBody())))
         return signalPassFailure();
     }

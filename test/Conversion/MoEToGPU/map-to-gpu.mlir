@@ -161,6 +161,69 @@ func.func @fused_switch_loops(%a: memref<?xf32>, %b: memref<?xf32>, %sel: index,
 
 // -----
 
+// A loop moves down past loops independent of it to fuse: the fill of @out
+// joins the read-out after a loop of another space that touches neither
+// buffer (two launches); in @dependent the loop between reads the fill
+// (three).
+// CHECK-LABEL: func.func @fill_past_independent
+// CHECK-COUNT-2: gpu.launch blocks
+// CHECK-NOT:     gpu.launch blocks
+// CHECK-LABEL: func.func @dependent
+// CHECK-COUNT-3: gpu.launch blocks
+// CHECK-NOT:     gpu.launch blocks
+func.func @fill_past_independent(%a: memref<?x8xf32>, %regs: memref<?xf32>, %out: memref<?x8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %zero = arith.constant 0.0 : f32
+  %rows = memref.dim %a, %c0 : memref<?x8xf32>
+  %items = memref.dim %regs, %c0 : memref<?xf32>
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c8) step (%c1, %c1) {
+    memref.store %zero, %out[%i, %j] : memref<?x8xf32>
+    scf.reduce
+  }
+  scf.parallel (%w) = (%c0) to (%items) step (%c1) {
+    %v = memref.load %a[%c0, %c0] : memref<?x8xf32>
+    memref.store %v, %regs[%w] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c8) step (%c1, %c1) {
+    %o = memref.load %out[%i, %j] : memref<?x8xf32>
+    %r = memref.load %regs[%i] : memref<?xf32>
+    %s = arith.addf %o, %r : f32
+    memref.store %s, %out[%i, %j] : memref<?x8xf32>
+    scf.reduce
+  }
+  return
+}
+func.func @dependent(%a: memref<?x8xf32>, %regs: memref<?xf32>, %out: memref<?x8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %zero = arith.constant 0.0 : f32
+  %rows = memref.dim %a, %c0 : memref<?x8xf32>
+  %items = memref.dim %regs, %c0 : memref<?xf32>
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c8) step (%c1, %c1) {
+    memref.store %zero, %out[%i, %j] : memref<?x8xf32>
+    scf.reduce
+  }
+  scf.parallel (%w) = (%c0) to (%items) step (%c1) {
+    %v = memref.load %out[%c0, %c0] : memref<?x8xf32>
+    memref.store %v, %regs[%w] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i, %j) = (%c0, %c0) to (%rows, %c8) step (%c1, %c1) {
+    %o = memref.load %out[%i, %j] : memref<?x8xf32>
+    %r = memref.load %regs[%i] : memref<?xf32>
+    %s = arith.addf %o, %r : f32
+    memref.store %s, %out[%i, %j] : memref<?x8xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
 // Not fused: the second loop writes elements another iteration filled (a
 // scatter), or reads its neighbour's.
 // CHECK-LABEL: func.func @unfusable_loops
