@@ -69,6 +69,22 @@ CUresult poolOf(const Driver *driver, CUdevice device, CUmemoryPool *pool,
   *pool = created;
   return CUDA_SUCCESS;
 }
+
+/// `call(pool)` on every pool, under poolMutex: MOE_OK, or the first
+/// failure recorded as `who`'s (the later pools are still visited).
+template <typename Call>
+int32_t applyToPools(const char *who, const char *callName, Call call) {
+  int32_t status = MOE_OK;
+  for (CUmemoryPool pool : pools) {
+    if (!pool)
+      continue;
+    CUresult result = call(pool);
+    if (result != CUDA_SUCCESS && status == MOE_OK)
+      status = failWithCUDAError(who, result, callName);
+  }
+  return status;
+}
+
 } // namespace
 
 CUresult moe::cuda::allocateScratch(const Driver *driver, CUdeviceptr *ptr,
@@ -97,19 +113,15 @@ CUresult moe::cuda::allocateScratch(const Driver *driver, CUdeviceptr *ptr,
 extern "C" int32_t moe_cuda_set_scratch_cache_limit(int64_t bytes) {
   if (bytes < 0)
     bytes = -1;
-  int32_t status = MOE_OK;
   pthread_mutex_lock(&poolMutex);
   cacheLimit = bytes;
   uint64_t threshold = releaseThreshold(bytes);
-  for (CUmemoryPool pool : pools) {
-    if (!pool)
-      continue;
-    CUresult result = poolDriver->cuMemPoolSetAttribute(
-        pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &threshold);
-    if (result != CUDA_SUCCESS && status == MOE_OK)
-      status = failWithCUDAError("moe_cuda_set_scratch_cache_limit", result,
-                                 "cuMemPoolSetAttribute");
-  }
+  int32_t status = applyToPools(
+      "moe_cuda_set_scratch_cache_limit", "cuMemPoolSetAttribute",
+      [&](CUmemoryPool pool) {
+        return poolDriver->cuMemPoolSetAttribute(
+            pool, CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, &threshold);
+      });
   pthread_mutex_unlock(&poolMutex);
   return status;
 }
@@ -122,16 +134,10 @@ extern "C" int64_t moe_cuda_get_scratch_cache_limit(void) {
 }
 
 extern "C" int32_t moe_cuda_trim_scratch(void) {
-  int32_t status = MOE_OK;
   pthread_mutex_lock(&poolMutex);
-  for (CUmemoryPool pool : pools) {
-    if (!pool)
-      continue;
-    CUresult result = poolDriver->cuMemPoolTrimTo(pool, 0);
-    if (result != CUDA_SUCCESS && status == MOE_OK)
-      status = failWithCUDAError("moe_cuda_trim_scratch", result,
-                                 "cuMemPoolTrimTo");
-  }
+  int32_t status = applyToPools(
+      "moe_cuda_trim_scratch", "cuMemPoolTrimTo",
+      [](CUmemoryPool pool) { return poolDriver->cuMemPoolTrimTo(pool, 0); });
   pthread_mutex_unlock(&poolMutex);
   return status;
 }
