@@ -372,8 +372,8 @@ extern "C" void *moe_rt_cuda_alloc_scratch(int64_t size,
   }
   CUdeviceptr ptr = 0;
   const char *failedCall = "cuMemAllocFromPoolAsync";
-  CUresult result = allocateScratch(call.driver, &ptr, static_cast<size_t>(size),
-                                    call.stream, &failedCall);
+  CUresult result = allocateScratch(
+      call.driver, &ptr, static_cast<size_t>(size), call.stream, &failedCall);
   if (result == CUDA_SUCCESS)
     return reinterpret_cast<void *>(static_cast<uintptr_t>(ptr));
   char description[256];

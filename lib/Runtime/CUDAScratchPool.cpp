@@ -1,4 +1,4 @@
-//===- CUDAScratchPool.cpp - cached device scratch memory ------------------===//
+//===- CUDAScratchPool.cpp - cached device scratch memory -----------------===//
 //
 // A call's scratch is allocated and freed on its stream. The device's default
 // memory pool has a release threshold of 0: it may unmap freed memory at
