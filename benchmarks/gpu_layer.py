@@ -24,7 +24,8 @@ names can follow the Python CUDA API when it lands.  Two drivers:
 every layer under ``<layers-dir>`` at each T with placeholder weights: the
 fake driver runs nothing, so this checks that the host side of each layer
 takes every T -- scratch sizes, grid and block limits -- before any device
-time is spent (scripts/gpu/prepare.sh runs it).
+time is spent (scripts/gpu/prepare.sh runs it).  It also counts the kernel
+launches of a call (every output asked for) from the fake driver's log.
 """
 
 from __future__ import annotations
@@ -198,7 +199,12 @@ def host_check(layers_dir, tokens) -> int:
         raise SystemExit("host-check runs through the fake driver: set MOE_CUDA_DRIVER="
                          "build/test/Runtime/libfake-cuda.so (a real GPU would run the kernels on "
                          "placeholder weights)")
+    import tempfile
     failed = 0
+    # The fake driver logs each launch to $FAKE_CUDA_LOG, read at every call.
+    log_before = os.environ.get("FAKE_CUDA_LOG")
+    log = Path(tempfile.mkdtemp(prefix="host-check-")) / "fake-cuda.log"
+    os.environ["FAKE_CUDA_LOG"] = str(log)
     for d in sorted(p.parent for p in Path(layers_dir).glob("*/layer.json")):
         manifest, abi = _read_dir(d)
         lib = ctypes.CDLL(str(d / Path(manifest["library"]).name))
@@ -207,6 +213,7 @@ def host_check(layers_dir, tokens) -> int:
         fn.restype = ctypes.c_int32
         placeholder = np.zeros(64, np.float32)     # weights: never read on the host
         bad = 0
+        launches = {}
         for T in tokens:
             x = np.zeros((T, abi["d_model"]), np.float32)
             outs = []
@@ -218,14 +225,27 @@ def host_check(layers_dir, tokens) -> int:
             if abi["seed"]:
                 args.append(ctypes.c_uint64(0))
             args += [ctypes.c_void_p(o.ctypes.data) for o in outs] + [ctypes.c_void_p(None)]
+            log.write_text("")
             status = fn(*args)
+            launches[T] = sum(line.startswith("fake-cuda: launch ")
+                              for line in log.read_text().splitlines())
             if status != 0:
                 bad += 1
                 print(f"host-check {d.name} T={T}: status {status}: "
                       f"{lib.moe_last_error().decode(errors='replace')}")
+        counts = sorted(set(launches.values()))
+        per_call = (f"{counts[0]} kernel launches per call" if len(counts) == 1 else
+                    "kernel launches per call " + ", ".join(f"{n} at T = {T}"
+                                                            for T, n in launches.items()))
         print(f"host-check {d.name}: T = {', '.join(map(str, tokens))}: "
-              + ("ok" if not bad else "FAILED"))
+              + ("ok" if not bad else "FAILED") + f"; {per_call}")
         failed += bad
+    if log_before is None:
+        os.environ.pop("FAKE_CUDA_LOG", None)
+    else:
+        os.environ["FAKE_CUDA_LOG"] = log_before
+    log.unlink(missing_ok=True)
+    log.parent.rmdir()
     return failed
 
 

@@ -120,8 +120,9 @@ done
 fake="$build/test/Runtime/libfake-cuda.so"
 if [[ -f "$fake" ]]; then
   if [[ ${#tiny[@]} -gt 0 ]]; then tokens=1,16,64; else tokens=1,16,128,1024,8192; fi
-  if ! MOE_CUDA_DRIVER="$fake" FAKE_CUDA_LOG=/dev/null \
-      python3 "$root/benchmarks/gpu_layer.py" host-check "$carry/layers" --T "$tokens"; then
+  if ! MOE_CUDA_DRIVER="$fake" \
+      python3 "$root/benchmarks/gpu_layer.py" host-check "$carry/layers" --T "$tokens" \
+      | tee "$carry/host-check.txt"; then
     echo "prepare.sh: a layer's host side refused a T (above): those cells will read error" >&2
     failed+=("host-check")
   fi
@@ -167,6 +168,7 @@ total=$((carry_bytes + tree_bytes))
   echo "gpu-carry prepared $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $commit, gpu-arch $arch${tiny:+ (tiny shapes)}"
   echo "cases: ${selected[*]}${failed[*]:+; FAILED: ${failed[*]}}"
   echo "carry: $carry_bytes bytes; working tree: $tree_bytes bytes; together $total of $limit"
+  [[ -f "$carry/host-check.txt" ]] && cat "$carry/host-check.txt"
   (cd "$carry" && find . -type f -printf '%s\t%p\n' | sort -k2)
 } > "$carry/MANIFEST.txt"
 echo "carry $carry: $((carry_bytes / 1024)) KiB; with the working tree $((total / 1024)) KiB of the 65536 KiB the device tool takes"
