@@ -66,6 +66,24 @@ bool isHostControlFlow(Operation *op) {
   return containsParallelLoop(op);
 }
 
+/// The pointer argument a caller's buffer was made from: the entry point
+/// casts a descriptor built with llvm.insertvalue to a memref, and an
+/// optional output gets such a cast of its own where it is written. Null for
+/// other ops.
+Value callerPointer(Operation *def) {
+  auto cast = dyn_cast<UnrealizedConversionCastOp>(def);
+  if (!cast || cast->getNumOperands() != 1)
+    return nullptr;
+  Value descriptor = cast->getOperand(0);
+  while (auto insert = descriptor.getDefiningOp<LLVM::InsertValueOp>()) {
+    // Position 1 of a memref descriptor is the aligned pointer.
+    if (insert.getPosition() == ArrayRef<int64_t>{1})
+      return insert.getValue();
+    descriptor = insert.getContainer();
+  }
+  return nullptr;
+}
+
 /// The buffer `memref` is a view of: a function argument (distinct
 /// arguments do not overlap: the C ABI's buffers are restrict), an
 /// allocation or a scratch slot (moe-allocate-scratch-up-front gives every
@@ -82,6 +100,8 @@ Value bufferRoot(Value memref) {
       memref = expand.getSrc();
     else if (auto collapse = dyn_cast<memref::CollapseShapeOp>(def))
       memref = collapse.getSrc();
+    else if (Value pointer = callerPointer(def))
+      return pointer;
     else
       break;
   }
