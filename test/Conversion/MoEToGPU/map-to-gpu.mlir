@@ -256,6 +256,45 @@ func.func @unfusable_loops(%ids: memref<?xindex>, %out: memref<?xf32>, %next: me
 
 // -----
 
+// Two memrefs cast from one caller pointer are one buffer: the fill through
+// one and the store through the other (another iteration's element) stay
+// two launches.
+// CHECK-LABEL: func.func @one_caller_buffer
+// CHECK-COUNT-2: gpu.launch blocks
+// CHECK-NOT:     gpu.launch blocks
+!desc = !llvm.struct<(ptr, ptr, i64, array<1 x i64>, array<1 x i64>)>
+func.func @one_caller_buffer(%p: !llvm.ptr, %n: i64) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %zero = arith.constant 0.0 : f32
+  %one = arith.constant 1.0 : f32
+  %zero64 = llvm.mlir.constant(0 : i64) : i64
+  %one64 = llvm.mlir.constant(1 : i64) : i64
+  %u = llvm.mlir.undef : !desc
+  %d0 = llvm.insertvalue %p, %u[0] : !desc
+  %d1 = llvm.insertvalue %p, %d0[1] : !desc
+  %d2 = llvm.insertvalue %zero64, %d1[2] : !desc
+  %d3 = llvm.insertvalue %n, %d2[3, 0] : !desc
+  %d4 = llvm.insertvalue %one64, %d3[4, 0] : !desc
+  %a = builtin.unrealized_conversion_cast %d4 : !desc to memref<?xf32>
+  %b = builtin.unrealized_conversion_cast %d4 : !desc to memref<?xf32>
+  %size = memref.dim %a, %c0 : memref<?xf32>
+  %half = arith.divui %size, %c2 : index
+  scf.parallel (%i) = (%c0) to (%half) step (%c1) {
+    memref.store %zero, %a[%i] : memref<?xf32>
+    scf.reduce
+  }
+  scf.parallel (%i) = (%c0) to (%half) step (%c1) {
+    %j = arith.addi %i, %c1 : index
+    memref.store %one, %b[%j] : memref<?xf32>
+    scf.reduce
+  }
+  return
+}
+
+// -----
+
 // Loads and stores outside parallel loops run in a one-thread launch; the
 // copy becomes a parallel loop of its own.
 // CHECK-LABEL: func.func @sequential_then_copy
