@@ -4,6 +4,8 @@
 // The CUDA pipeline's setting: one token per tile, routing chains only, no
 // producer with weights inside.
 // RUN: moe-opt --moe-tile-token-ops="token-tile=1 max-fused-weight-bytes=0 routing-only" -split-input-file %s | FileCheck %s --check-prefix=GPU
+// RUN: not moe-opt --moe-tile-token-ops="routing-only=maybe" %s 2>&1 | FileCheck %s --check-prefix=BAD-ROUTING
+// BAD-ROUTING: for the --routing-only option: 'maybe' is invalid value for boolean argument
 
 // The router chain: the router matmul (and its zero init) fuses into the
 // route's loop over tiles of 16 tokens; the dispatch plan, which reduces
