@@ -434,7 +434,9 @@ def cuda_scratch_reserved() -> int:
     """The bytes of device memory the scratch pools of the loaded CUDA layers
     hold now, in use or cached (0 before any CUDA call)."""
     with _cuda_lock:
-        return sum(rt.scratch_reserved() for rt in list(_cuda_runtimes))
+        # Layers of one library share its runtime copy: count it once.
+        copies = {rt.lib._handle: rt for rt in list(_cuda_runtimes)}
+        return sum(rt.scratch_reserved() for rt in copies.values())
 
 
 def _positive_int32(text: Optional[str]) -> Optional[int]:

@@ -176,6 +176,10 @@ def main():
             moe_mlir.set_cuda_scratch_cache(None)
             layer.forward(x, seed=seed, **W)
             steps["no limit"] = moe_mlir.cuda_scratch_reserved()
+            # A second Layer of the same library shares its runtime copy.
+            second = moe_mlir.load(path)
+            steps["loaded twice"] = moe_mlir.cuda_scratch_reserved()
+            del second
             moe_mlir.trim_cuda_scratch()
             steps["trimmed"] = moe_mlir.cuda_scratch_reserved()
             report["reserved"] = steps

@@ -293,6 +293,7 @@ def test_scratch_pool_caches_between_calls(saved, tmp_path):
     assert steps["second call"] == steps["first call"]
     assert steps["limit 0"] == 0
     assert steps["no limit"] == steps["first call"]
+    assert steps["loaded twice"] == steps["first call"]
     assert steps["trimmed"] == 0
     text = log.read_text()
     assert text.count("cuMemPoolCreate device=0") == 1
