@@ -53,7 +53,6 @@ struct CUmemPoolProps {
 constexpr CUresult CUDA_SUCCESS = 0;
 constexpr CUresult CUDA_ERROR_OUT_OF_MEMORY = 2;
 constexpr CUresult CUDA_ERROR_NO_DEVICE = 100;
-constexpr CUresult CUDA_ERROR_NOT_SUPPORTED = 801;
 constexpr int CU_MEM_ALLOCATION_TYPE_PINNED = 1;
 constexpr int CU_MEM_HANDLE_TYPE_NONE = 0;
 constexpr int CU_MEM_LOCATION_TYPE_DEVICE = 1;

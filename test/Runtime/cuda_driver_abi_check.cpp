@@ -85,8 +85,6 @@ static_assert(std::is_same_v<moe::cuda::CUdeviceptr, ::CUdeviceptr>);
 static_assert(std::is_same_v<moe::cuda::CUcontext, ::CUcontext>);
 static_assert(std::is_same_v<moe::cuda::CUstream, ::CUstream>);
 static_assert(std::is_same_v<moe::cuda::CUmemoryPool, ::CUmemoryPool>);
-static_assert(moe::cuda::CUDA_ERROR_NOT_SUPPORTED ==
-              ::CUDA_ERROR_NOT_SUPPORTED);
 static_assert(moe::cuda::CU_MEM_ALLOCATION_TYPE_PINNED ==
               ::CU_MEM_ALLOCATION_TYPE_PINNED);
 static_assert(moe::cuda::CU_MEM_HANDLE_TYPE_NONE == ::CU_MEM_HANDLE_TYPE_NONE);
